@@ -1,0 +1,3 @@
+from taskscout.cli import main
+
+main()

@@ -1,0 +1,230 @@
+"""The `taskscout` command line: thin typer commands over the library.
+
+Each command parses its flags, builds config objects, calls the library and prints. Heavy
+imports (torch, optuna, plotly) happen inside command bodies so `--help` stays fast. Any
+`TaskscoutError` becomes one line on stderr and exit code 2; anything else exits 1.
+"""
+
+import functools
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from taskscout.errors import SpecError, TaskscoutError
+
+
+class _App(typer.Typer):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except TaskscoutError as e:
+            typer.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+
+app = _App(
+    name="taskscout",
+    help="Which tasks to train together, which auxiliary tasks help, and where a shared network should branch.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI with `argv` and return its exit code (used by `python -m taskscout` and tests)."""
+    try:
+        app(args=argv, prog_name="taskscout")
+    except SystemExit as e:
+        return int(e.code or 0) if not isinstance(e.code, str) else 1
+    return 0
+
+
+# ---------------------------------------------------------------- shared study flags
+
+
+def _csv(value: Optional[str]) -> Optional[list[str]]:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _pairs(values: Optional[list[str]], flag: str) -> dict[str, str]:
+    out = {}
+    for item in values or []:
+        if "=" not in item:
+            raise SpecError(f"{flag} takes NAME=VALUE; got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _number(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+_STUDY_FLAGS: list[tuple[str, Any, Any]] = [
+    ("tasks", Optional[str], typer.Option(help="Target columns, comma-separated (a,b,c).")),
+    ("main", Optional[str], typer.Option(help="Main tasks, comma-separated; default: every task.")),
+    ("inputs", Optional[str], typer.Option(help="Input columns, comma-separated; default: every other column.")),
+    ("task_type", Optional[list[str]], typer.Option(help="Override a task's type: NAME=binary|multiclass|regression|ordinal (repeatable).")),
+    ("time_column", Optional[str], typer.Option(help="Column with time stamps: splits by time, enables future-as-target.")),
+    ("entity_column", Optional[str], typer.Option(help="Column naming the entity of each row (future targets never cross entities).")),
+    ("aux_kinds", Optional[str], typer.Option(help="Auxiliary kinds to try, comma-separated: related,adversarial,hints,quantization,predict_inputs,future.")),
+    ("aux_cap", Optional[int], typer.Option(help="Auxiliary candidates kept per kind per main task.")),
+    ("cap", Optional[list[str]], typer.Option(help="Cap for one kind: KIND=N (repeatable).")),
+    ("adversarial", Optional[str], typer.Option(help="Nuisance/domain columns to predict through gradient reversal, comma-separated.")),
+    ("smooth_source", Optional[str], typer.Option(help="Numeric column behind a thresholded binary task (a smoothing target).")),
+    ("depth", Optional[int], typer.Option(help="Trunk layers L.")),
+    ("width", Optional[int], typer.Option(help="Trunk width H.")),
+    ("epochs", Optional[int], typer.Option(help="Epochs per model (default from --budget).")),
+    ("batch_size", Optional[int], typer.Option(help="Mini-batch size.")),
+    ("lr", Optional[float], typer.Option(help="Adam learning rate.")),
+    ("seeds", Optional[int], typer.Option(help="Seeds per comparison (default from --budget).")),
+    ("weighting", Optional[str], typer.Option(help="Loss weighting: equal, uncertainty, ...")),
+    ("budget", Optional[str], typer.Option(help="Preset for seeds, epochs and candidates: small, medium (default), large.")),
+    ("time_limit", Optional[float], typer.Option(help="Stop starting new work after this many seconds.")),
+    ("skip", Optional[list[str]], typer.Option(help="Skip a phase: single, pairs, aux, depth, subsets, estimators (repeatable).")),
+    ("networks", Optional[int], typer.Option(help="Budget of networks for grouping; default: best over all.")),
+    ("device", Optional[str], typer.Option(help="auto (CUDA when present), cpu or cuda.")),
+    ("seed", Optional[int], typer.Option(help="Seed for splits and models.")),
+    ("out", Optional[str], typer.Option(help="Run directory; default reports/NAME.")),
+    ("storage", Optional[str], typer.Option(help="Optuna storage URL; default SQLite in the run directory.")),
+    ("name", Optional[str], typer.Option(help="Study name; default from the data.")),
+    ("option", Optional[list[str]], typer.Option(help="Builtin data set parameter KEY=VALUE (repeatable), e.g. groups=3.")),
+]
+
+
+def overrides_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
+    """The nested study mapping that the flags set (unset flags are absent)."""
+    out: dict[str, Any] = {}
+
+    def put(section: Optional[str], key: str, value: Any) -> None:
+        if value is None:
+            return
+        (out.setdefault(section, {}) if section else out)[key] = value
+
+    for key in ("tasks", "main", "inputs"):
+        put(None, key, _csv(flags.get(key)))
+    for key in ("time_column", "entity_column", "budget", "device", "seed", "out", "name"):
+        put(None, key, flags.get(key))
+    if flags.get("task_type"):
+        put(None, "task_types", _pairs(flags["task_type"], "--task-type"))
+    if flags.get("option"):
+        put(None, "data_options", {k: _number(v) for k, v in _pairs(flags["option"], "--option").items()})
+    put("aux", "kinds", _csv(flags.get("aux_kinds")))
+    put("aux", "cap", flags.get("aux_cap"))
+    if flags.get("cap"):
+        put("aux", "caps", {k: _number(v) for k, v in _pairs(flags["cap"], "--cap").items()})
+    put("aux", "adversarial", _csv(flags.get("adversarial")))
+    put("aux", "smooth_source", flags.get("smooth_source"))
+    put("model", "depth", flags.get("depth"))
+    put("model", "width", flags.get("width"))
+    for key in ("epochs", "batch_size", "lr", "seeds", "weighting"):
+        put("training", key, flags.get(key))
+    for key in ("time_limit", "networks", "storage"):
+        put("search", key, flags.get(key))
+    if flags.get("skip"):
+        from taskscout.spec import PHASES
+
+        bad = [p for p in flags["skip"] if p not in PHASES]
+        if bad:
+            raise SpecError(f"--skip takes one of {list(PHASES)}; got {bad[0]!r}")
+        out.setdefault("search", {})["phases"] = [p for p in PHASES if p not in flags["skip"]]
+    return out
+
+
+def study_command(fn: Any) -> Any:
+    """Give a command the shared study flags and a SOURCE argument; it receives the resolved `spec`.
+
+    The flags are declared once (`_STUDY_FLAGS`); the command's own parameters come first.
+    """
+    sig = inspect.signature(fn)
+    own = [p for p in sig.parameters.values() if p.name != "spec"]
+    source = inspect.Parameter(
+        "source", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        annotation=Annotated[str, typer.Argument(metavar="DATA|STUDY", help="A CSV/Parquet file, builtin:NAME, or a .toml study file.")],
+    )
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[tp, opt])
+        for name, tp, opt in _STUDY_FLAGS
+    ]
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> Any:
+        from taskscout.spec import resolve_spec
+
+        flags = {name: kwargs.pop(name) for name, _, _ in _STUDY_FLAGS}
+        spec = resolve_spec(kwargs.pop("source"), overrides_from_flags(flags))
+        return fn(spec=spec, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=[source, *own, *shared])  # type: ignore[attr-defined]
+    return wrapper
+
+
+# ---------------------------------------------------------------- commands
+
+
+@app.command()
+def datasets(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """List the bundled data sets usable as DATA = builtin:NAME."""
+    from taskscout.data.builtin import BUILTINS
+
+    rows = [
+        {"name": f"builtin:{d.name}", "description": d.description, "tasks": list(d.tasks),
+         "package": d.package, "time_column": d.time_column}
+        for d in BUILTINS.values()
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['name']:<26} {r['description']}")
+        typer.echo(f"{'':<26} tasks: {', '.join(r['tasks'])}")
+
+
+@app.command()
+@study_command
+def validate(
+    spec: Any,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Check a study: print the resolved spec and a data summary (rows, tasks, labels per split)."""
+    from taskscout.data import build_dataset, summarize
+
+    if spec.device == "cuda":
+        from taskscout.device import resolve_device
+
+        resolve_device(spec.device)
+    ds = build_dataset(spec)
+    summary = summarize(ds)
+    if as_json:
+        typer.echo(json.dumps({"spec": spec.to_dict(), "summary": summary}, indent=2, default=str))
+        return
+    typer.echo(f"study      {spec.name}")
+    typer.echo(f"data       {spec.data}")
+    typer.echo(f"rows       {summary['rows']} (train {summary['split_rows']['train']}, val {summary['split_rows']['val']}, test {summary['split_rows']['test']})")
+    typer.echo(f"inputs     {summary['inputs']} columns -> {summary['features']} features")
+    typer.echo(f"main       {', '.join(spec.main_tasks)}")
+    typer.echo(f"budget     {spec.budget} (seeds {spec.training.seeds}, epochs {spec.training.epochs}); device {spec.device}")
+    typer.echo(f"model      trunk {spec.model.depth} x {spec.model.width}")
+    typer.echo("tasks")
+    width = max(len(t) for t in summary["tasks"])
+    for name, t in summary["tasks"].items():
+        lab = t["labelled"]
+        detail = (
+            "balance " + ", ".join(f"{k}: {v:.0%}" for k, v in t["balance"].items())
+            if "balance" in t else f"mean {t['mean']:g}, std {t['std']:g}"
+        )
+        typer.echo(f"  {name:<{width}}  {t['type']:<10} labelled {lab['train']}/{lab['val']}/{lab['test']}  {detail}")
+    typer.echo(f"the spec is valid; `taskscout search {spec.data} ...` would write {Path(spec.run_dir)}")

@@ -1,0 +1,127 @@
+"""Bundled data sets usable as `builtin:NAME`.
+
+Each comes from a package that ships its file, or from a generator in taskscout; nothing is
+downloaded. A data set registers a loader that takes its options (from `[data_options]`) and
+returns a frame, plus the tasks a study would name by default.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from taskscout.errors import DataError, close_matches
+
+
+@dataclass(frozen=True)
+class BuiltinDataset:
+    name: str
+    description: str
+    tasks: tuple[str, ...]
+    package: str | None  # the package that bundles it (None: generated)
+    load: Callable[..., pd.DataFrame]
+    time_column: str | None = None
+    label_prefix: str | None = None  # every column starting with it is a label
+
+    def label_columns(self, frame: pd.DataFrame) -> list[str]:
+        if self.label_prefix is None:
+            return list(self.tasks)
+        return [c for c in frame.columns if str(c).startswith(self.label_prefix)] + [
+            c for c in frame.columns if str(c).startswith("ind_t")
+        ]
+
+
+BUILTINS: dict[str, BuiltinDataset] = {}
+
+
+def register(ds: BuiltinDataset) -> BuiltinDataset:
+    BUILTINS[ds.name] = ds
+    return ds
+
+
+def _require(package: str, name: str) -> Any:
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise DataError(
+            f"builtin:{name} needs the package '{package}'; install it with "
+            f"pip install 'taskscout[datasets]'"
+        ) from None
+
+
+def _no_options(name: str, options: dict[str, Any]) -> None:
+    if options:
+        raise DataError(f"builtin:{name} takes no data_options; got {sorted(options)}")
+
+
+def _load_yeast(**options: Any) -> pd.DataFrame:
+    _no_options("yeast", options)
+    datasets = _require("river.datasets", "yeast")
+    frame = pd.read_csv(datasets.Yeast().path)
+    for c in frame.columns:
+        if c.startswith("Class"):
+            frame[c] = frame[c].map(
+                lambda v: float(v in (True, 1, "1", "TRUE", "True", "true")) if pd.notna(v) else float("nan")
+            )
+    return frame
+
+
+def _load_seattle(**options: Any) -> pd.DataFrame:
+    _no_options("seattle-weather", options)
+    vega = _require("vega_datasets", "seattle-weather")
+    frame = vega.data.seattle_weather()
+    frame["date"] = pd.to_datetime(frame["date"]).dt.strftime("%Y-%m-%d")
+    return frame
+
+
+_PLANTED_OPTIONS = {
+    "n_rows", "n_inputs", "groups", "tasks_per_group", "independent_tasks", "latent_dim",
+    "label_fraction", "noise", "classification", "seed",
+}
+
+
+def _load_planted(**options: Any) -> pd.DataFrame:
+    from taskscout.data.planted import planted_frame
+
+    unknown = sorted(set(options) - _PLANTED_OPTIONS)
+    if unknown:
+        raise DataError(
+            f"builtin:planted has no option {unknown[0]!r}{close_matches(unknown[0], _PLANTED_OPTIONS)}; "
+            f"allowed: {', '.join(sorted(_PLANTED_OPTIONS))}"
+        )
+    try:
+        return planted_frame(**options)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"builtin:planted options {options}: {e}") from None
+
+
+register(BuiltinDataset(
+    "yeast", "Yeast gene functions: 2417 rows, 103 inputs, 14 binary labels (river)",
+    tuple(f"Class{i}" for i in range(1, 15)), "river", _load_yeast, label_prefix="Class",
+))
+register(BuiltinDataset(
+    "seattle-weather", "Seattle daily weather 2012-2015: 5-class weather and 4 measurements (vega_datasets)",
+    ("weather", "precipitation", "temp_max"), "vega_datasets", _load_seattle, time_column="date",
+))
+register(BuiltinDataset(
+    "planted", "Generated: tasks in planted groups with sparse labels (known answer)",
+    tuple(f"g{g}_t{i}" for g in range(3) for i in range(3)), None, _load_planted, label_prefix="g",
+))
+
+
+def load_builtin(name: str, options: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The frame of `builtin:NAME`; `frame.attrs["label_columns"]` lists every label column,
+    so that labels a study does not name as tasks are not taken as inputs either."""
+    if name not in BUILTINS:
+        raise DataError(
+            f"unknown data set 'builtin:{name}'{close_matches(name, BUILTINS)}; "
+            f"available: {', '.join(sorted(BUILTINS))} (see `taskscout datasets`)"
+        )
+    ds = BUILTINS[name]
+    frame = ds.load(**(options or {}))
+    frame.attrs["label_columns"] = ds.label_columns(frame)
+    return frame

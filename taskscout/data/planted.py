@@ -1,0 +1,78 @@
+"""`builtin:planted`: tasks with known groups, for testing that taskscout recovers them.
+
+Each group g owns a random orthonormal block of latent directions W_g (d x r) in input space,
+mutually orthogonal across groups. Task t of group g is a fixed random non-linear read-out of
+z_g = X W_g, so tasks inside a group share what is worth learning, and tasks of different groups
+share nothing. Labels are sparse (each task is labelled on a random `label_fraction` of rows), so a
+task learns its group's directions faster with the help of its partners' labels. With
+`groups = 0` every task gets its own directions: a data set with no structure at all.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def planted_frame(
+    *,
+    n_rows: int = 1200,
+    n_inputs: int = 48,
+    groups: int = 3,
+    tasks_per_group: int = 3,
+    independent_tasks: int = 0,
+    latent_dim: int = 2,
+    label_fraction: float = 0.25,
+    noise: float = 0.1,
+    classification: bool = True,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """A frame with inputs `x0..` and tasks `g{group}_t{i}` (or `ind_t{i}` for independent tasks).
+
+    With `classification`, every second task of a group is binary (thresholded read-out); the
+    others are regression. The true group of each task is in `planted_groups(frame)`.
+    """
+    rng = np.random.default_rng(seed)
+    blocks = groups + independent_tasks if groups > 0 else independent_tasks or tasks_per_group
+    needed = blocks * latent_dim
+    if needed > n_inputs:
+        raise ValueError(f"n_inputs={n_inputs} is too small for {blocks} blocks of {latent_dim} directions")
+    basis, _ = np.linalg.qr(rng.normal(size=(n_inputs, needed)))
+    x = rng.normal(size=(n_rows, n_inputs))
+    columns: dict[str, np.ndarray] = {f"x{i}": x[:, i] for i in range(n_inputs)}
+
+    def readout(z: np.ndarray, binary: bool) -> np.ndarray:
+        a = rng.normal(size=z.shape[1])
+        b = rng.normal(size=z.shape[1])
+        h = np.tanh(z @ a) + 0.5 * (z @ b) ** 2 / z.shape[1] + 0.5 * z @ b
+        h = (h - h.mean()) / h.std() + noise * rng.normal(size=len(h))
+        if binary:
+            return (h > 0).astype(float)
+        return h
+
+    def sparse(y: np.ndarray) -> np.ndarray:
+        y = y.copy()
+        y[rng.random(len(y)) >= label_fraction] = np.nan
+        return y
+
+    specs: list[tuple[str, int]] = []
+    if groups > 0:
+        specs += [(f"g{g}_t{i}", g) for g in range(groups) for i in range(tasks_per_group)]
+        specs += [(f"ind_t{i}", groups + i) for i in range(independent_tasks)]
+    else:
+        specs += [(f"ind_t{i}", i) for i in range(blocks)]
+    for k, (name, block) in enumerate(specs):
+        z = x @ basis[:, block * latent_dim:(block + 1) * latent_dim] * 2.0
+        columns[name] = sparse(readout(z, binary=classification and k % 2 == 1))
+    return pd.DataFrame(columns)
+
+
+def planted_groups(frame: pd.DataFrame) -> dict[str, str]:
+    """The true group label of each planted task column (independent tasks each alone)."""
+    out = {}
+    for c in frame.columns:
+        if c.startswith("g") and "_t" in c:
+            out[c] = c.split("_t")[0]
+        elif c.startswith("ind_t"):
+            out[c] = c
+    return out

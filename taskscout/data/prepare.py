@@ -1,0 +1,347 @@
+"""From a study spec to a `Dataset`: load, check, split, preprocess.
+
+Inputs: numeric columns standardised on the training split, categorical columns one-hot
+(categories seen in training), NaN inputs imputed with the training mean plus a missing-indicator
+column. Targets: NaN means unlabelled and stays NaN; classes are coded 0..C-1; regression targets
+are standardised on the training split. Splits are seeded by row, or by time when a time column is
+given (test = the latest rows, validation just before).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from taskscout.errors import DataError, close_matches
+from taskscout.spec import StudySpec
+
+TRAIN, VAL, TEST = 0, 1, 2
+SPLIT_NAMES = ("train", "val", "test")
+ORDINAL_MAX_LEVELS = 10  # integer targets with 3..10 levels are inferred ordinal
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """One target column: its type and how its values were coded."""
+
+    name: str
+    type: str  # binary | multiclass | regression | ordinal
+    classes: tuple = ()  # original labels in code order (classification, ordinal)
+    mean: float = 0.0  # regression: training mean and std used to standardise
+    std: float = 1.0
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Preprocessed inputs and coded targets of one study, with their split."""
+
+    name: str
+    frame: pd.DataFrame  # the raw rows, in the order of X and Y
+    X: np.ndarray  # (n, d) float32, preprocessed inputs
+    feature_names: tuple[str, ...]
+    feature_sources: tuple[str, ...]  # raw input column behind each feature
+    inputs: tuple[str, ...]  # raw input columns
+    Y: np.ndarray  # (n, T) float64 coded targets, NaN = unlabelled
+    tasks: tuple[TaskInfo, ...]
+    split: np.ndarray  # (n,) int8: 0 train, 1 val, 2 test
+    time_column: str | None = None
+    entity_column: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tasks)
+
+    def task(self, name: str) -> TaskInfo:
+        return self.tasks[self.task_names.index(name)]
+
+    def rows(self, split: str) -> np.ndarray:
+        """Row indices of 'train', 'val' or 'test'."""
+        return np.flatnonzero(self.split == SPLIT_NAMES.index(split))
+
+    def features_of(self, column: str) -> tuple[int, ...]:
+        """Indices of the features built from raw input column `column`."""
+        return tuple(i for i, s in enumerate(self.feature_sources) if s == column)
+
+    def labelled(self, task: str) -> dict[str, int]:
+        y = self.Y[:, self.task_names.index(task)]
+        return {s: int(np.isfinite(y[self.split == k]).sum()) for k, s in enumerate(SPLIT_NAMES)}
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _check_header(path: Path) -> None:
+    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+        header = next(csv.reader(fh), None)
+    if not header:
+        raise DataError(f"'{path}' is empty: expected a CSV file with a header row and data rows")
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise DataError(f"column name {name!r} appears more than once in '{path}'; column names must be unique")
+        seen.add(name)
+
+
+def load_frame(source: str, options: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The raw table behind `source`: a CSV or Parquet path, or `builtin:NAME`."""
+    if source.startswith("builtin:"):
+        from taskscout.data.builtin import load_builtin
+
+        return load_builtin(source.split(":", 1)[1], options)
+    if options:
+        raise DataError(f"data_options are only for builtin data sets; '{source}' is a file")
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"data file '{source}' does not exist; give a CSV or Parquet path or builtin:NAME")
+    if path.is_dir():
+        raise DataError(f"'{source}' is a directory; give a CSV or Parquet file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+            if frame.columns.duplicated().any():
+                dup = frame.columns[frame.columns.duplicated()][0]
+                raise DataError(f"column name {dup!r} appears more than once in '{source}'")
+        else:
+            _check_header(path)
+            frame = pd.read_csv(path)
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise DataError(f"'{source}' is empty: expected a header row and data rows") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as e:
+        kind = "Parquet" if suffix in (".parquet", ".pq") else "CSV"
+        raise DataError(f"cannot read '{source}' as {kind}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # pyarrow raises its own error types for corrupt files
+        if type(e).__module__.startswith("pyarrow"):
+            raise DataError(f"cannot read '{source}' as Parquet: {str(e).splitlines()[0]}") from None
+        raise
+    if len(frame) == 0:
+        raise DataError(f"'{source}' has a header but no data rows")
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+# ---------------------------------------------------------------- targets
+
+
+def infer_task_type(values: pd.Series) -> str:
+    """binary for two values, multiclass for non-numeric, ordinal for few integer levels, else regression."""
+    labelled = values.dropna()
+    uniq = pd.unique(labelled)
+    if len(uniq) <= 2:
+        return "binary"
+    if not pd.api.types.is_numeric_dtype(labelled) or pd.api.types.is_bool_dtype(labelled):
+        return "multiclass"
+    as_float = labelled.astype(float)
+    if np.all(np.mod(as_float, 1) == 0) and len(uniq) <= ORDINAL_MAX_LEVELS:
+        return "ordinal"
+    return "regression"
+
+
+def encode_target(
+    values: pd.Series, kind: str, train_mask: np.ndarray, *, name: str, source: str = "the data"
+) -> tuple[np.ndarray, TaskInfo]:
+    """Code one target column: classes to 0..C-1, regression standardised on training rows."""
+    labelled = values.notna().to_numpy()
+    if not labelled.any():
+        raise DataError(f"column {name!r} of {source} is a task but has no labelled rows")
+    if kind == "regression":
+        numeric = pd.to_numeric(values, errors="coerce")
+        bad = labelled & numeric.isna().to_numpy()
+        if bad.any():
+            example = values[bad].iloc[0]
+            raise DataError(
+                f"column {name!r} of {source} is a regression task but holds non-numeric values such as {example!r}; "
+                f"set its type to binary or multiclass, or clean the column"
+            )
+        y = numeric.to_numpy(dtype=float)
+        train = y[train_mask & labelled]
+        if len(train) == 0:
+            raise DataError(f"column {name!r} of {source} is a task but has no labelled rows in the training split")
+        mean, std = float(np.mean(train)), float(np.std(train))
+        if std == 0.0:
+            raise DataError(f"column {name!r} of {source} is constant ({train[0]!r}) in the training split; a constant task cannot be learned")
+        return (y - mean) / std, TaskInfo(name, kind, (), mean, std)
+    classes = sorted(pd.unique(values.dropna()), key=lambda v: (str(type(v)), v))
+    if len(classes) < 2:
+        what = "binary" if kind == "binary" else "constant"
+        raise DataError(
+            f"column {name!r} of {source} has only one class ({classes[0]!r}); "
+            + ("a binary task needs two classes" if what == "binary" else "a constant task cannot be learned")
+        )
+    if kind == "binary" and len(classes) != 2:
+        raise DataError(f"column {name!r} of {source} is binary but has {len(classes)} classes; set its type to multiclass or ordinal")
+    lookup = {c: i for i, c in enumerate(classes)}
+    y = np.array([lookup[v] if pd.notna(v) else np.nan for v in values], dtype=float)
+    return y, TaskInfo(name, kind, tuple(_plain(c) for c in classes))
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+# ---------------------------------------------------------------- splits
+
+
+def make_split(frame: pd.DataFrame, spec: StudySpec, times: pd.Series | None) -> np.ndarray:
+    n = len(frame)
+    n_test = max(1, int(round(n * spec.split.test)))
+    n_val = max(1, int(round(n * spec.split.val)))
+    if n - n_test - n_val < 2:
+        raise DataError(f"the data has only {n} rows: too few for train/val/test splits")
+    if times is not None:
+        order = np.argsort(times.to_numpy(), kind="stable")
+    else:
+        order = np.random.default_rng(spec.seed).permutation(n)
+    split = np.zeros(n, dtype=np.int8)
+    split[order[n - n_test:]] = TEST
+    split[order[n - n_test - n_val:n - n_test]] = VAL
+    return split
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _preprocess_inputs(frame: pd.DataFrame, inputs: tuple[str, ...], train: np.ndarray):
+    cols: list[np.ndarray] = []
+    names: list[str] = []
+    sources: list[str] = []
+    for c in inputs:
+        s = frame[c]
+        if pd.api.types.is_bool_dtype(s):
+            s = s.astype(float)
+        if pd.api.types.is_numeric_dtype(s):
+            v = s.to_numpy(dtype=float)
+            missing = ~np.isfinite(v)
+            tr = v[train & ~missing]
+            mean = float(tr.mean()) if len(tr) else 0.0
+            std = float(tr.std()) if len(tr) else 1.0
+            std = std if std > 0 else 1.0
+            z = np.where(missing, 0.0, (v - mean) / std)
+            cols.append(z)
+            names.append(c)
+            sources.append(c)
+            if missing.any():
+                cols.append(missing.astype(float))
+                names.append(f"{c}__missing")
+                sources.append(c)
+        else:
+            cats = sorted({str(v) for v in s[train].dropna()})
+            as_str = s.map(lambda v: str(v) if pd.notna(v) else None)
+            for cat in cats:
+                cols.append((as_str == cat).to_numpy(dtype=float))
+                names.append(f"{c}={cat}")
+                sources.append(c)
+            if s.isna().any():
+                cols.append(s.isna().to_numpy(dtype=float))
+                names.append(f"{c}__missing")
+                sources.append(c)
+    X = np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((len(frame), 0), np.float32)
+    return X, tuple(names), tuple(sources)
+
+
+# ---------------------------------------------------------------- the whole stage
+
+
+def _require_columns(frame: pd.DataFrame, names, role: str, source: str) -> None:
+    for c in names:
+        if c not in frame.columns:
+            raise DataError(
+                f"{role} column {c!r} is not in {source}{close_matches(c, frame.columns)}; "
+                f"it has {len(frame.columns)} columns"
+            )
+
+
+def default_inputs(frame: pd.DataFrame, spec: StudySpec) -> tuple[str, ...]:
+    """Every column that is not a task, the time or entity column, an adversarial or smoothing source."""
+    excluded = set(spec.tasks) | set(spec.aux.adversarial) | set(frame.attrs.get("label_columns", ()))
+    excluded |= {c for c in (spec.time_column, spec.entity_column, spec.aux.smooth_source) if c}
+    return tuple(c for c in frame.columns if c not in excluded)
+
+
+def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset:
+    """Load (unless `frame` is given), check and preprocess the data of `spec`."""
+    source = spec.data
+    if frame is None:
+        frame = load_frame(source, spec.data_options)
+    attrs = dict(frame.attrs)
+    frame = frame.reset_index(drop=True)
+    frame.attrs.update(attrs)
+    _require_columns(frame, spec.tasks, "task", source)
+    _require_columns(frame, spec.inputs or (), "input", source)
+    _require_columns(frame, [c for c in (spec.time_column, spec.entity_column) if c], "time/entity", source)
+    _require_columns(frame, spec.aux.adversarial, "adversarial", source)
+    _require_columns(frame, [spec.aux.smooth_source] if spec.aux.smooth_source else [], "smooth-source", source)
+    inputs = spec.inputs if spec.inputs is not None else default_inputs(frame, spec)
+    overlap = set(inputs) & set(spec.tasks)
+    if overlap:
+        raise DataError(f"column {sorted(overlap)[0]!r} is both an input and a task; a target cannot be its own input")
+    if not inputs:
+        raise DataError(f"{source} has no input columns left after removing the tasks; name inputs with --inputs")
+
+    times = None
+    if spec.time_column:
+        raw = frame[spec.time_column]
+        try:
+            times = pd.to_datetime(raw, errors="raise") if not pd.api.types.is_numeric_dtype(raw) else raw
+        except (ValueError, TypeError) as e:
+            raise DataError(
+                f"time column {spec.time_column!r} of {source} does not parse as dates or numbers: {str(e).splitlines()[0]}"
+            ) from None
+        if times.isna().any():
+            raise DataError(f"time column {spec.time_column!r} of {source} has {int(times.isna().sum())} empty values")
+    split = make_split(frame, spec, times)
+    train = split == TRAIN
+
+    Y = np.empty((len(frame), len(spec.tasks)))
+    infos = []
+    for k, name in enumerate(spec.tasks):
+        kind = spec.task_types.get(name) or infer_task_type(frame[name])
+        y, info = encode_target(frame[name], kind, train, name=name, source=source)
+        for s, split_name in enumerate(SPLIT_NAMES):
+            if not np.isfinite(y[split == s]).any():
+                raise DataError(
+                    f"column {name!r} of {source} is a task but has no labelled rows in the {split_name} split; "
+                    f"label more rows or drop the task"
+                )
+        Y[:, k] = y
+        infos.append(info)
+
+    X, names, sources = _preprocess_inputs(frame, tuple(inputs), train)
+    return Dataset(
+        name=spec.name, frame=frame, X=X, feature_names=names, feature_sources=sources, inputs=tuple(inputs),
+        Y=Y, tasks=tuple(infos), split=split, time_column=spec.time_column, entity_column=spec.entity_column,
+    )
+
+
+def summarize(ds: Dataset) -> dict[str, Any]:
+    """Rows, inputs, and per task: type, labelled rows per split, class balance."""
+    tasks = {}
+    for k, t in enumerate(ds.tasks):
+        y = ds.Y[:, k]
+        entry: dict[str, Any] = {"type": t.type, "labelled": ds.labelled(t.name)}
+        if t.classes:
+            lab = y[np.isfinite(y)].astype(int)
+            counts = np.bincount(lab, minlength=t.n_classes)
+            entry["balance"] = {str(c): round(float(n) / max(1, len(lab)), 3) for c, n in zip(t.classes, counts)}
+        else:
+            entry["mean"], entry["std"] = round(t.mean, 4), round(t.std, 4)
+        tasks[t.name] = entry
+    return {
+        "rows": len(ds.frame),
+        "split_rows": {s: int((ds.split == k).sum()) for k, s in enumerate(SPLIT_NAMES)},
+        "inputs": len(ds.inputs),
+        "features": len(ds.feature_names),
+        "tasks": tasks,
+    }

@@ -1,0 +1,313 @@
+"""The study spec: every setting of a study, validated once, frozen.
+
+A spec comes from a TOML study file and/or CLI flags (flags win). Both arrive here as one nested
+mapping of the same shape as the study file::
+
+    name = "planted"             # top level: data, tasks, main, inputs, ...
+    [data_options]               # parameters of a builtin generator
+    [aux]                        # auxiliary-task generation
+    [model]                      # trunk depth and width
+    [training]                   # epochs, batch size, learning rate, seeds, ...
+    [split]                      # validation and test fractions
+    [search]                     # phases, time limit, storage, grouping budget
+
+Rules for each key are declared once, next to the field (``_rule``), and checked in one place
+(``_build``); a message names the key, what it must be and what it got.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taskscout.errors import SpecError, close_matches
+
+TASK_TYPES = ("binary", "multiclass", "regression", "ordinal")
+AUX_KINDS = ("related", "adversarial", "hints", "quantization", "predict_inputs", "future")
+PHASES = ("single", "pairs", "aux", "depth", "subsets", "estimators")
+BUDGETS = ("small", "medium", "large")
+DEVICES = ("auto", "cpu", "cuda")
+
+# What each budget preset fills in when the study or the flags do not say.
+BUDGET_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "small": {"training": {"seeds": 2, "epochs": 25}, "aux": {"cap": 2}, "search": {"subsets": 12}},
+    "medium": {"training": {"seeds": 3, "epochs": 40}, "aux": {"cap": 3}, "search": {"subsets": 24}},
+    "large": {"training": {"seeds": 5, "epochs": 80}, "aux": {"cap": 5}, "search": {"subsets": 48}},
+}
+
+
+def _rule(default: Any, expect: str, check: Callable[[Any], bool], **kw: Any) -> Any:
+    """A dataclass field carrying its validation rule and the text used in error messages."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"expect": expect, "check": check}, **kw)
+    return field(default=default, metadata={"expect": expect, "check": check}, **kw)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _str_tuple(v: Any) -> bool:
+    return isinstance(v, tuple) and all(isinstance(s, str) and s for s in v)
+
+
+def _optional_str(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and v != "")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Shape of every multi-task MLP in the study."""
+
+    depth: int = _rule(2, "an int in [1, 8]", lambda v: _is_int(v) and 1 <= v <= 8)  # trunk layers L
+    width: int = _rule(64, "an int in [2, 4096]", lambda v: _is_int(v) and 2 <= v <= 4096)  # H
+    adversarial_lambda: float = _rule(1.0, "a float in (0, 100]", lambda v: _is_num(v) and 0 < v <= 100)
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How each model is trained."""
+
+    epochs: int = _rule(40, "an int in [1, 10000]", lambda v: _is_int(v) and 1 <= v <= 10000)
+    batch_size: int = _rule(256, "an int in [1, 1000000]", lambda v: _is_int(v) and 1 <= v <= 10**6)
+    lr: float = _rule(3e-3, "a float in (0, 1]", lambda v: _is_num(v) and 0 < v <= 1)
+    weight_decay: float = _rule(0.0, "a float in [0, 1]", lambda v: _is_num(v) and 0 <= v <= 1)
+    patience: int = _rule(10, "an int in [1, 10000]", lambda v: _is_int(v) and 1 <= v <= 10000)
+    seeds: int = _rule(3, "an int in [1, 100]", lambda v: _is_int(v) and 1 <= v <= 100)
+    weighting: str = _rule("equal", "a loss weighting name", lambda v: isinstance(v, str) and v != "")
+
+
+@dataclass(frozen=True)
+class AuxSettings:
+    """Which auxiliary tasks to generate, and how many of each kind."""
+
+    kinds: tuple[str, ...] = _rule(
+        AUX_KINDS, f"a list drawn from {list(AUX_KINDS)}", lambda v: _str_tuple(v) and set(v) <= set(AUX_KINDS)
+    )
+    cap: int = _rule(3, "an int in [0, 100]", lambda v: _is_int(v) and 0 <= v <= 100)  # per kind per main task
+    caps: dict = _rule(
+        {}, f"a table mapping kinds {list(AUX_KINDS)} to ints >= 0",
+        lambda v: isinstance(v, dict) and all(k in AUX_KINDS and _is_int(n) and n >= 0 for k, n in v.items()),
+    )
+    adversarial: tuple[str, ...] = _rule((), "a list of column names", _str_tuple)
+    smooth_source: str | None = _rule(None, "a column name", _optional_str)
+    horizon: int = _rule(1, "an int in [1, 30]", lambda v: _is_int(v) and 1 <= v <= 30)
+    min_labelled: int = _rule(20, "an int >= 1", lambda v: _is_int(v) and v >= 1)
+
+    def cap_for(self, kind: str) -> int:
+        return int(self.caps.get(kind, self.cap))
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """Row fractions held out for validation and test (by time when a time column is set)."""
+
+    val: float = _rule(0.2, "a float in (0, 0.5)", lambda v: _is_num(v) and 0 < v < 0.5)
+    test: float = _rule(0.2, "a float in (0, 0.5)", lambda v: _is_num(v) and 0 < v < 0.5)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What the search does and within which limits."""
+
+    phases: tuple[str, ...] = _rule(
+        PHASES, f"a list drawn from {list(PHASES)}", lambda v: _str_tuple(v) and set(v) <= set(PHASES)
+    )
+    time_limit: float | None = _rule(None, "seconds > 0", lambda v: v is None or (_is_num(v) and v > 0))
+    storage: str | None = _rule(None, "an Optuna storage URL", _optional_str)
+    networks: int | None = _rule(None, "an int >= 1", lambda v: v is None or (_is_int(v) and v >= 1))
+    subsets: int = _rule(24, "an int >= 0", lambda v: _is_int(v) and v >= 0)
+    plateau_epsilon: float = _rule(0.01, "a float in (0, 1)", lambda v: _is_num(v) and 0 < v < 1)
+    plateau_window: int = _rule(3, "an int >= 1", lambda v: _is_int(v) and v >= 1)
+    stack_size: int = _rule(64, "an int in [1, 4096]", lambda v: _is_int(v) and 1 <= v <= 4096)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A whole study: data, tasks, auxiliary generation, model, training and search settings."""
+
+    data: str = _rule("", "a file path or builtin:NAME", lambda v: isinstance(v, str) and v != "")
+    name: str = _rule("", "a non-empty string", lambda v: isinstance(v, str))
+    tasks: tuple[str, ...] = _rule((), "a list of column names", _str_tuple)
+    main: tuple[str, ...] = _rule((), "a list of task names", _str_tuple)
+    inputs: tuple[str, ...] | None = _rule(None, "a list of column names", lambda v: v is None or _str_tuple(v))
+    task_types: dict = _rule(
+        {}, f"a table mapping task names to one of {list(TASK_TYPES)}",
+        lambda v: isinstance(v, dict) and all(isinstance(t, str) and t in TASK_TYPES for t in v.values()),
+    )
+    time_column: str | None = _rule(None, "a column name", _optional_str)
+    entity_column: str | None = _rule(None, "a column name", _optional_str)
+    budget: str = _rule("medium", f"one of {list(BUDGETS)}", lambda v: v in BUDGETS)
+    device: str = _rule("auto", f"one of {list(DEVICES)}", lambda v: v in DEVICES)
+    seed: int = _rule(0, "an int >= 0", lambda v: _is_int(v) and v >= 0)
+    out: str | None = _rule(None, "a directory path", _optional_str)
+    data_options: dict = _rule({}, "a table of generator parameters", lambda v: isinstance(v, dict))
+    aux: AuxSettings = field(default_factory=AuxSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    split: SplitSettings = field(default_factory=SplitSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
+
+    @property
+    def main_tasks(self) -> tuple[str, ...]:
+        """The main tasks: those named with `main`, else every task."""
+        return self.main or self.tasks
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("reports") / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+_SECTIONS: dict[str, type] = {
+    "aux": AuxSettings,
+    "model": ModelSettings,
+    "training": TrainingSettings,
+    "split": SplitSettings,
+    "search": SearchSettings,
+}
+
+
+def _to_plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _to_plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_to_plain(x) for x in v]
+    return v
+
+
+def _normalise(value: Any, annotation: str) -> Any:
+    """Lists become tuples for tuple fields; ints are accepted where floats are expected."""
+    if isinstance(value, list) and "tuple" in annotation:
+        return tuple(value)
+    if "float" in annotation and _is_int(value):
+        return float(value)
+    return value
+
+
+def _build(cls: type, raw: Mapping[str, Any], where: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known or (cls is StudySpec and key in _SECTIONS):
+            if cls is StudySpec and key in _SECTIONS:
+                if not isinstance(value, Mapping):
+                    raise SpecError(f"'{key}' in {where} must be a table of settings. Got {value!r} instead.")
+                values[key] = _build(_SECTIONS[key], value, f"{where} [{key}]")
+                continue
+            allowed = sorted(known)
+            raise SpecError(
+                f"unknown key '{key}' in {where}{close_matches(key, allowed)}; allowed keys: {', '.join(allowed)}"
+            )
+        f = known[key]
+        value = _normalise(value, str(f.type))
+        if not f.metadata["check"](value):
+            raise SpecError(f"'{key}' in {where} must be {f.metadata['expect']}. Got {value!r} instead.")
+        values[key] = value
+    return cls(**values)
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and key in _SECTIONS:
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_study_file(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a TOML study file; relative data paths resolve from the file's folder."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"study file '{p}' does not exist; give a .toml study file or a data file")
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SpecError(f"study file '{p}' is not valid TOML: {e}") from None
+    data = raw.get("data")
+    if isinstance(data, str) and not data.startswith("builtin:") and not Path(data).is_absolute():
+        candidate = p.parent / data
+        if candidate.exists() and not Path(data).exists():
+            raw["data"] = str(candidate)
+    raw.setdefault("name", p.stem)
+    return raw
+
+
+def default_name(data: str) -> str:
+    if data.startswith("builtin:"):
+        return data.split(":", 1)[1]
+    return Path(data).stem or "study"
+
+
+def resolve_spec(source: str | None, overrides: Mapping[str, Any] | None = None) -> StudySpec:
+    """Build the spec from a study file or a data source, plus flag overrides (flags win).
+
+    `source` is a `.toml` study file, a data file, `builtin:NAME`, or None when the overrides
+    carry `data`. Budget presets fill only what neither the file nor the flags set.
+    """
+    raw: dict[str, Any] = {}
+    where = "the flags"
+    if source is not None and str(source).endswith(".toml"):
+        raw = read_study_file(source)
+        where = f"study file '{source}'"
+    elif source is not None:
+        raw = {"data": str(source)}
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    try:
+        user = _merge(raw, overrides)
+        if "data" not in user:
+            raise SpecError("no data given: pass a data file, builtin:NAME or a study file with 'data = ...'")
+        budget = user.get("budget", "medium")
+        if budget not in BUDGETS:
+            raise SpecError(f"'budget' in {where} must be one of {list(BUDGETS)}. Got {budget!r} instead.")
+        merged = _merge({k: dict(v) for k, v in BUDGET_PRESETS[budget].items()}, user)
+        merged.setdefault("name", default_name(str(merged["data"])))
+        spec = _build(StudySpec, merged, where)
+    except SpecError:
+        raise
+    except (TypeError, ValueError) as e:  # e.g. a table where a number belongs
+        raise SpecError(f"invalid study settings in {where}: {e}") from None
+    _check_consistency(spec)
+    return spec
+
+
+def _check_consistency(spec: StudySpec) -> None:
+    if not spec.tasks:
+        raise SpecError("no tasks given: name the target columns with --tasks a,b,c or 'tasks = [...]'")
+    if len(set(spec.tasks)) != len(spec.tasks):
+        raise SpecError(f"tasks are listed more than once: {list(spec.tasks)}")
+    for m in spec.main:
+        if m not in spec.tasks:
+            raise SpecError(f"main task '{m}' is not among the tasks {list(spec.tasks)}{close_matches(m, spec.tasks)}")
+    for t in spec.task_types:
+        if t not in spec.tasks:
+            raise SpecError(f"task_types names '{t}', which is not a task{close_matches(t, spec.tasks)}")
+    if spec.split.val + spec.split.test >= 0.8:
+        raise SpecError(
+            f"split fractions val={spec.split.val} and test={spec.split.test} leave too few training rows; keep their sum below 0.8"
+        )
+    if spec.entity_column and not spec.time_column:
+        raise SpecError("entity_column needs a time_column: entities only matter for time-ordered rows")
+
+
+def spec_from_json(text: str) -> StudySpec:
+    """Load a spec saved as spec.json (already resolved: no presets applied again)."""
+    raw = json.loads(text)
+    return _build(StudySpec, raw, "spec.json")
