@@ -1,0 +1,150 @@
+"""The run directory: file names, table columns, and atomic writes.
+
+Every file is written to a temporary name in the same directory and renamed into place, so a
+killed process never leaves a half-written file. Schema version 1 (DESIGN.md):
+
+| file                 | what                                                                 |
+| -------------------- | -------------------------------------------------------------------- |
+| spec.json            | the resolved study spec                                              |
+| study.db             | Optuna storage (SQLite) unless --storage names another               |
+| candidates.json      | auxiliary candidates (the `taskscout candidates --json` objects)     |
+| trials.parquet       | one row per trained model (TRIAL_COLUMNS)                            |
+| curves.parquet       | learning curves (CURVE_COLUMNS)                                      |
+| curve_features.csv   | per task: plateau epoch and Bingel & Sogaard slopes                  |
+| affinity.csv         | source -> target gains, long format (AFFINITY_COLUMNS)               |
+| depth.csv            | gain per branch layer for pairs with a real gain (DEPTH_COLUMNS)     |
+| group_scores.csv     | normalised loss of a task inside a group (GROUP_SCORE_COLUMNS)       |
+| agreement.csv        | cheap estimators vs measured gains (AGREEMENT_COLUMNS)               |
+| compute.csv          | models, epochs and seconds per phase (COMPUTE_COLUMNS)               |
+| graph.graphml        | the task-affinity graph                                              |
+| recommendation.json  | groups, assignment, branch layers, auxiliaries, Pareto front         |
+| verify.json          | recommended vs all-separate vs all-together on the test split        |
+| report.html          | self-contained report                                                |
+
+In trials.parquet, `tasks`, `main` and `aux` are lists of names; `val_loss`, `val_metric`,
+`test_loss` and `test_metric` are JSON objects mapping a task or auxiliary name to a number
+(test columns hold "{}" in search trials: the search never looks at the test split).
+A group is written as its task names joined by GROUP_SEP, in the order of the study's tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+GROUP_SEP = "|"
+
+SPEC = "spec.json"
+STUDY_DB = "study.db"
+CANDIDATES = "candidates.json"
+TRIALS = "trials.parquet"
+CURVES = "curves.parquet"
+CURVE_FEATURES = "curve_features.csv"
+AFFINITY = "affinity.csv"
+DEPTH = "depth.csv"
+GROUP_SCORES = "group_scores.csv"
+AGREEMENT = "agreement.csv"
+COMPUTE = "compute.csv"
+GRAPH = "graph.graphml"
+RECOMMENDATION = "recommendation.json"
+VERIFY = "verify.json"
+REPORT = "report.html"
+
+TRIAL_COLUMNS = (
+    "trial", "phase", "key", "tasks", "main", "aux", "branch_layer", "seed", "state",
+    "val_loss", "val_metric", "test_loss", "test_metric", "epochs", "best_epoch", "seconds", "finished",
+)
+CURVE_COLUMNS = ("trial", "task", "epoch", "split", "loss")
+CURVE_FEATURE_COLUMNS = ("task", "plateau_epoch", "slope_10", "slope_20", "slope_30", "slope_50", "slope_70")
+AFFINITY_COLUMNS = ("source", "target", "gain", "ci_low", "ci_high", "n_seeds", "method")
+DEPTH_COLUMNS = ("group", "branch_layer", "task", "gain", "ci_low", "ci_high", "n_seeds")
+GROUP_SCORE_COLUMNS = ("group", "task", "norm_loss", "ci_low", "ci_high", "n_seeds", "source")
+AGREEMENT_COLUMNS = ("method", "spearman", "negative_transfer_recall", "relative_compute")
+COMPUTE_COLUMNS = ("phase", "models", "epochs", "seconds")
+
+
+def group_key(tasks: Iterable[str], order: Iterable[str] | None = None) -> str:
+    """The canonical name of a group: its tasks in study order (or sorted), joined by GROUP_SEP."""
+    tasks = list(tasks)
+    if order is not None:
+        rank = {t: i for i, t in enumerate(order)}
+        tasks.sort(key=lambda t: (rank.get(t, len(rank)), t))
+    else:
+        tasks.sort()
+    return GROUP_SEP.join(tasks)
+
+
+def _atomic(path: Path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    def w(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    return _atomic(Path(path), w)
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def write_csv(path: str | Path, frame: pd.DataFrame) -> Path:
+    return _atomic(Path(path), lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def write_parquet(path: str | Path, frame: pd.DataFrame) -> Path:
+    return _atomic(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    return _atomic(Path(path), lambda tmp: Path(tmp).write_bytes(data))
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _json_default(v: Any) -> Any:
+    if hasattr(v, "item"):
+        return v.item()
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    if isinstance(v, (set, tuple)):
+        return list(v)
+    raise TypeError(f"cannot write {type(v).__name__} to JSON")
+
+
+def require(run_dir: str | Path, *names: str) -> Path:
+    """The run directory, after checking it holds `names`; a clear error otherwise."""
+    from taskscout.errors import MissingResultsError
+
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise MissingResultsError(f"run directory '{d}' does not exist; run `taskscout search` first")
+    missing = [n for n in names if not (d / n).exists()]
+    if missing:
+        raise MissingResultsError(
+            f"run directory '{d}' has no {', '.join(missing)}; run `taskscout search` (again) to produce it"
+        )
+    return d
