@@ -229,10 +229,10 @@ def _check(cls: type, raw: Any, where: str, section: str = "") -> dict[str, Any]
                 f"unknown key '{label}' in {where}{hint}; allowed keys{scope}: {', '.join(allowed)}"
             )
         f = known[key]
-        value = _normalise(value, str(f.type))
-        if not f.metadata["check"](value):
+        normalised = _normalise(value, str(f.type))
+        if not f.metadata["check"](normalised):
             raise SpecError(f"'{label}' in {where} must be {f.metadata['expect']}. Got {value!r} instead.")
-        values[key] = value
+        values[key] = normalised
     return values
 
 
