@@ -84,7 +84,8 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 def _read_csv(path: Path, source: str) -> pd.DataFrame:
-    head = path.read_bytes()[:65536]
+    with path.open("rb") as fh:
+        head = fh.read(65536)
     if b"\x00" in head:
         raise DataError(f"'{source}' is a binary file, not a CSV text file; give a UTF-8 CSV or a .parquet file")
     try:
