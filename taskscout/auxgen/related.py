@@ -9,12 +9,14 @@ from taskscout.data import Dataset, infer_task_type
 from taskscout.spec import StudySpec
 
 
-def related_columns(ds: Dataset, main: str) -> list[str]:
+def related_columns(ds: Dataset, spec: StudySpec, main: str) -> list[str]:
     """Every task other than `main`, then label columns of the data that are neither tasks nor
-    inputs (a builtin data set lists them in `frame.attrs["label_columns"]`)."""
+    inputs (a builtin data set lists them in `frame.attrs["label_columns"]`). Columns named
+    adversarial are left out: the user wants them unlearned, not learned."""
     labels = [str(c) for c in ds.frame.attrs.get("label_columns", ())]
-    others = [t for t in ds.task_names if t != main]
-    excluded = set(ds.task_names) | set(ds.inputs) | {ds.time_column, ds.entity_column}
+    adversarial = set(spec.aux.adversarial)
+    others = [t for t in ds.task_names if t != main and t not in adversarial]
+    excluded = set(ds.task_names) | set(ds.inputs) | {ds.time_column, ds.entity_column} | adversarial
     others += [c for c in labels if c in ds.frame.columns and c not in excluded]
     return others
 
@@ -26,13 +28,13 @@ class RelatedGenerator(AuxGenerator):
     kind = "related"
 
     def why_not(self, ds: Dataset, spec: StudySpec, main: str) -> str | None:
-        if not related_columns(ds, main):
+        if not related_columns(ds, spec, main):
             return f"'{main}' is the only task and the data has no other label column"
         return None
 
     def propose(self, ds: Dataset, spec: StudySpec, main: str) -> list[AuxTask]:
         out = []
-        for col in related_columns(ds, main):
+        for col in related_columns(ds, spec, main):
             kind = ds.task(col).type if col in ds.task_names else infer_task_type(ds.frame[col])
             out.append(AuxTask(
                 name=f"{col}__related", kind=self.kind, serves=(main,), values=raw_values(ds.frame[col]),

@@ -134,7 +134,7 @@ def _screen(ds: Dataset, spec: StudySpec, kind: str, main: str, proposed: list[A
             if kept < cap:
                 kept += 1
             else:
-                reason = f"beyond the cap of {cap} {kind} candidates for '{main}'"
+                reason = f"beyond the cap of {cap} {kind} candidates per main task"
         out.append(replace(aux, dropped=reason))
     return out
 
@@ -150,6 +150,9 @@ def _merge(screened: list[AuxTask]) -> list[AuxTask]:
         kept = [a for a in same if a.dropped is None]
         first = (kept or same)[0]
         scores = {a.serves[0]: (None if math.isnan(a.score) else a.score) for a in same}
+        reasons = {a.serves[0]: a.dropped for a in same}
+        if not kept and len(set(reasons.values())) > 1:
+            first = replace(first, dropped="; ".join(f"for '{m}': {r}" for m, r in reasons.items()))
         merged.append(replace(
             first,
             serves=tuple(a.serves[0] for a in (kept or same)),
