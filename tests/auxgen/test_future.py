@@ -51,6 +51,21 @@ def test_future_never_crosses_entities_and_row_t_sees_t_plus_h():
         assert not lab[last].any()
 
 
+def test_staggered_entities_do_not_continue_each_other():
+    # unit a is observed at times 0..59, unit b at 100..159: in time order within entities, a's last
+    # row and b's first row are neighbours and both training rows, yet b's start is not a's future
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({
+        "t": np.r_[np.arange(60), np.arange(100, 160)], "unit": ["a"] * 60 + ["b"] * 60,
+        "x1": rng.normal(size=120), "y": rng.normal(size=120),
+    })
+    ds, spec = make_study(frame, tasks=["y"], time_column="t", entity_column="unit", aux={"kinds": ["future"]})
+    assert ds.split[59] == ds.split[60] == TRAIN
+    c = next(c for c in generate_candidates(ds, spec) if c.name == "y__future_1")
+    assert np.isnan(c.values[59])
+    np.testing.assert_array_equal(c.values[:59], frame["y"].to_numpy()[1:60])
+
+
 def test_future_of_the_main_target_is_the_next_label_of_the_same_entity():
     frame = _panel()
     ds, spec = _study(frame)
