@@ -53,7 +53,7 @@ def test_two_valued_and_non_numeric_inputs_yield_no_copies_of_themselves():
     frame["colour"] = rng.choice(["red", "blue"], size=200)
     frame["y"] = frame["x0"] + rng.normal(size=200)
     ds, _ = make_study(frame, tasks=["y"])
-    names = {name for name, _, _ in derived_features(ds)}
+    names = {d.name for d in derived_features(ds)}
     assert "x0*b__product" in names
     assert not {"b__square", "b__abs", "b__quartile"} & names
     assert not any("colour" in n for n in names)
@@ -64,3 +64,12 @@ def test_no_numeric_input_says_why():
     frame = pd.DataFrame({"colour": rng.choice(["red", "blue"], size=100), "y": rng.normal(size=100)})
     ds, spec = make_study(frame, tasks=["y"], aux={"kinds": ["hints"]})
     assert "numeric" in GEN.why_not(ds, spec, "y")
+
+
+def test_planted_product_survives_the_linear_screen_among_many_inputs():
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({f"x{i}": rng.normal(size=500) for i in range(12)})
+    frame["y"] = frame["x4"] * frame["x9"] + 0.5 * rng.normal(size=500)
+    ds, spec = make_study(frame, tasks=["y"], aux={"kinds": ["hints"]})
+    assert len(derived_features(ds)) == 66 + 3 * 12  # more than the screen lets through
+    assert generate_candidates(ds, spec)[0].name == "x4*x9__product"
