@@ -66,3 +66,15 @@ def test_unknown_adversarial_column_is_a_one_line_error(capsys):
     assert main([*SEATTLE, "--adversarial", "windd"]) == 2
     err = capsys.readouterr().err
     assert "adversarial column 'windd'" in err and "wind" in err
+
+
+def test_reads_a_study_file(tmp_path, capsys):
+    pytest.importorskip("vega_datasets")
+    study = tmp_path / "seattle_weather.toml"
+    study.write_text(
+        'data = "builtin:seattle-weather"\ntasks = ["weather", "precipitation", "temp_max"]\n'
+        'main = ["weather"]\ntime_column = "date"\n[aux]\nhorizon = 2\ncap = 4\n'
+    )
+    assert main(["candidates", str(study), "--json"]) == 0
+    kept = {r["name"] for r in json.loads(capsys.readouterr().out) if r["dropped"] is None}
+    assert {"precipitation__related", "temp_max__related", "weather__future_1", "weather__future_2"} <= kept
