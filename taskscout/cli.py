@@ -228,3 +228,22 @@ def validate(
         )
         typer.echo(f"  {name:<{width}}  {t['type']:<10} labelled {lab['train']}/{lab['val']}/{lab['test']}  {detail}")
     typer.echo(f"the spec is valid; `taskscout search {spec.data} ...` would write {Path(spec.run_dir)}")
+
+
+# ---------------------------------------------------------------- report
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory written by `taskscout search`.")],
+    png: Annotated[bool, typer.Option("--png", help="Also write every figure as RUN_DIR/figures/NAME.png (needs kaleido and Chromium).")] = False,
+) -> None:
+    """(Re)build RUN_DIR/report.html from the saved results: no training, no torch."""
+    from taskscout.report import build_report, png_support, write_pngs
+
+    if png and (why := png_support()):
+        raise TaskscoutError(why)
+    typer.echo(f"wrote {build_report(run_dir)}")
+    if png:
+        paths = write_pngs(run_dir)
+        typer.echo(f"wrote {len(paths)} PNG figure(s) to {Path(run_dir) / 'figures'}")
