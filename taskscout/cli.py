@@ -85,6 +85,8 @@ _STUDY_FLAGS: list[tuple[str, Any, Any]] = [
     ("cap", Optional[list[str]], typer.Option(help="Cap for one kind: KIND=N (repeatable).")),
     ("adversarial", Optional[str], typer.Option(help="Nuisance/domain columns to predict through gradient reversal, comma-separated.")),
     ("smooth_source", Optional[str], typer.Option(help="Numeric column behind a thresholded binary task (a smoothing target).")),
+    ("horizon", int | None, typer.Option(help="Future-as-target: steps ahead t+1..t+H (default 1).")),
+    ("aux_min_labelled", int | None, typer.Option(help="Auxiliary candidates need at least this many labelled training rows (default 20).")),
     ("depth", Optional[int], typer.Option(help="Trunk layers L.")),
     ("width", Optional[int], typer.Option(help="Trunk width H.")),
     ("epochs", Optional[int], typer.Option(help="Epochs per model (default from --budget).")),
@@ -128,6 +130,8 @@ def overrides_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
         put("aux", "caps", {k: _number(v) for k, v in _pairs(flags["cap"], "--cap").items()})
     put("aux", "adversarial", _csv(flags.get("adversarial")))
     put("aux", "smooth_source", flags.get("smooth_source"))
+    put("aux", "horizon", flags.get("horizon"))
+    put("aux", "min_labelled", flags.get("aux_min_labelled"))
     put("model", "depth", flags.get("depth"))
     put("model", "width", flags.get("width"))
     for key in ("epochs", "batch_size", "lr", "seeds", "weighting"):
@@ -228,3 +232,40 @@ def validate(
         )
         typer.echo(f"  {name:<{width}}  {t['type']:<10} labelled {lab['train']}/{lab['val']}/{lab['test']}  {detail}")
     typer.echo(f"the spec is valid; `taskscout search {spec.data} ...` would write {Path(spec.run_dir)}")
+
+
+@app.command()
+@study_command
+def candidates(
+    spec: Any,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    show_dropped: Annotated[bool, typer.Option("--show-dropped/--hide-dropped", help="List candidates that screening dropped.")] = True,
+) -> None:
+    """List the auxiliary candidates the search would try (no training), with why any were dropped."""
+    from taskscout.auxgen import candidate_records, generate_candidates, why_none
+    from taskscout.data import build_dataset
+
+    ds = build_dataset(spec)
+    records = candidate_records(ds, generate_candidates(ds, spec))
+    shown = [r for r in records if show_dropped or r["dropped"] is None]
+    if as_json:
+        typer.echo(json.dumps(shown, indent=2))
+        return
+    header = ("name", "kind", "serves", "type", "labelled train/val/test", "score", "dropped")
+    rows = [
+        (r["name"], r["kind"] + (" (reversed)" if r["adversarial"] else ""), ",".join(r["serves"]), r["type"],
+         "/".join(str(r["labelled"][s]) for s in ("train", "val", "test")),
+         "-" if r["score"] is None else f"{r['score']:.3f}", r["dropped"] or "")
+        for r in shown
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+    for row in [header, *rows]:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    kept = sum(r["dropped"] is None for r in records)
+    typer.echo(f"{len(records)} candidates, {kept} kept, {len(records) - kept} dropped"
+               + ("" if show_dropped else " (hidden: --show-dropped lists them)"))
+    notes = why_none(ds, spec)
+    if notes:
+        typer.echo("no candidates of a kind:")
+        for kind, main, reason in notes:
+            typer.echo(f"  {kind} for {main}: {reason}")
