@@ -70,7 +70,7 @@ def task_head(info: Any, *, name: str | None = None, type: str | None = None, n_
 
 def build_problem(ds: Dataset, main: Sequence[str], aux_tasks: Sequence[Any] = ()) -> SearchProblem:
     """Targets: the main tasks of `ds`, then every auxiliary in `aux_tasks` (screened ones only)."""
-    from taskscout.auxgen import encode_aux
+    from taskscout.auxgen import dropped_features, encode_aux
 
     heads = []
     columns = []
@@ -90,7 +90,7 @@ def build_problem(ds: Dataset, main: Sequence[str], aux_tasks: Sequence[Any] = (
                                adversarial=aux.adversarial))
         columns.append(coded)
         serves[aux.name] = tuple(t for t in aux.serves if t in main)
-        dropped[aux.name] = tuple(sorted({f for col in aux.drops_inputs for f in ds.features_of(col)}))
+        dropped[aux.name] = tuple(dropped_features(ds, [aux]))
     Y = np.concatenate(columns, axis=1) if columns else np.zeros((len(ds.frame), 0))
     return SearchProblem(X=ds.X, Y=Y, split=ds.split, heads=tuple(heads), main=tuple(main),
                          serves=serves, dropped=dropped)

@@ -121,17 +121,6 @@ def _generate_candidates(ds: Any, spec: StudySpec) -> list[Any]:
     return generate_candidates(ds, spec)
 
 
-def candidate_record(aux: Any, ds: Any) -> dict[str, Any]:
-    """One candidates.json object (the `taskscout candidates --json` fields)."""
-    return {
-        "name": aux.name, "kind": aux.kind, "serves": list(aux.serves), "type": aux.type,
-        "training_only": bool(aux.training_only), "labelled": aux.labelled(ds),
-        "score": None if not math.isfinite(aux.score) else float(aux.score), "dropped": aux.dropped,
-        "drops_inputs": list(aux.drops_inputs), "adversarial": bool(aux.adversarial),
-        "provenance": aux.provenance,
-    }
-
-
 def _clear_run_files(run_dir: Path) -> None:
     for name in (rundir.TRIALS, rundir.CURVES, rundir.CURVE_FEATURES, rundir.AFFINITY, rundir.DEPTH,
                  rundir.GROUP_SCORES, rundir.COMPUTE, rundir.CANDIDATES, rundir.AGREEMENT, rundir.GRAPH,
@@ -197,7 +186,8 @@ def run_phase(
         try:
             plans = [problem.model_plan(c.model) for c in claims]
             results = train_fn(problem.X, problem.Y, problem.heads, problem.split, plans,
-                               model=spec.model, training=spec.training, device=spec.device, progress=stack)
+                               model=spec.model, training=spec.training, device=spec.device, progress=stack,
+                               stack_size=spec.search.stack_size)
             if len(results) != len(claims):
                 raise RuntimeError(f"train_fn returned {len(results)} results for {len(claims)} plans")
             for c, r in zip(claims, results, strict=True):
@@ -260,7 +250,9 @@ def run_search(
     screened: list[Any] = []
     if "aux" in spec.search.phases:
         candidates = list((candidates_fn or _generate_candidates)(ds, spec))
-        rundir.write_json(run_dir / rundir.CANDIDATES, [candidate_record(c, ds) for c in candidates])
+        from taskscout.auxgen import candidate_records
+
+        rundir.write_json(run_dir / rundir.CANDIDATES, candidate_records(ds, candidates))
         screened = [c for c in candidates if c.dropped is None and set(c.serves) & set(spec.main_tasks)]
     problem = build_problem(ds, spec.main_tasks, screened)
     rundir.write_text(run_dir / rundir.SPEC, spec.to_json() + "\n")
