@@ -378,3 +378,44 @@ def report(
     if png:
         paths = write_pngs(run_dir)
         typer.echo(f"wrote {len(paths)} PNG figure(s) to {Path(run_dir) / 'figures'}")
+
+
+# ---------------------------------------------------------------- export and train
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory written by `taskscout search`.")],
+    out: Annotated[Path, typer.Option("--out", help="Config file to write (.yaml/.yml or .json).")],
+    fmt: Annotated[str | None, typer.Option("--format", help="yaml or json; default from the suffix of --out.")] = None,
+) -> None:
+    """Write the recommendation as a versioned training config for `taskscout train`."""
+    from taskscout.export import export_config, write_config
+
+    config = export_config(run_dir)
+    path = write_config(config, out, format=fmt)
+    typer.echo(f"wrote {path}: {len(config['groups'])} network(s) for {len(config['data']['tasks'])} task(s); "
+               f"train them with `taskscout train {path}`")
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="A training config written by `taskscout export`.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Directory for metrics.json and one checkpoint per group; default: CONFIG's name + '-models'.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu or cuda; default from the config.")] = None,
+) -> None:
+    """Rebuild the data and auxiliaries of CONFIG, train one network per group, report test metrics."""
+    from taskscout.export import load_config, train_config
+    from taskscout.spec import DEVICES
+
+    if device is not None and device not in DEVICES:
+        raise SpecError(f"--device must be one of {list(DEVICES)}. Got {device!r} instead.")
+    cfg = load_config(config)
+    out_dir = out if out is not None else config.with_name(config.stem + "-models")
+    outcome = train_config(cfg, out_dir=out_dir, device=device)
+    rows = [(t, g, m, f"{v:.4f}", f"{lo:.4f}") for t, g, m, v, lo in outcome.task_rows()]
+    header = ("task", "network", "metric", "test metric", "test loss")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for row in [header, *rows]:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    typer.echo(f"wrote {outcome.out_dir / 'metrics.json'} and {len(outcome.groups)} checkpoint(s) in {outcome.out_dir}")
