@@ -131,6 +131,7 @@ class Summary(NamedTuple):
     models_trained: int
     epochs_trained: int
     seconds: float          # time spent in the search phases (compute.csv), else the models' own time
+    wall_seconds: float     # first model's start to last model's end (trials' `finished`), NaN if unknown
     networks: int | None
     verdict: str
     reasons: tuple[str, ...]
@@ -154,6 +155,12 @@ def summary_data(
         seconds = float(pd.to_numeric(trials["seconds"], errors="coerce").fillna(0).sum())
     else:
         seconds = float("nan")
+    wall = float("nan")
+    if trials is not None and not trials.empty and "finished" in trials and "seconds" in trials:
+        finished = pd.to_datetime(trials["finished"], errors="coerce")
+        if finished.notna().any():
+            start = (finished - pd.to_timedelta(pd.to_numeric(trials["seconds"], errors="coerce").fillna(0), unit="s")).min()
+            wall = float((finished.max() - start).total_seconds())
     groups = []
     for g in rec.get("groups", []):
         eg, ci = g.get("expected_gain", {}) or {}, g.get("ci", {}) or {}
@@ -170,7 +177,7 @@ def summary_data(
     return Summary(
         study=str(spec.get("name", "")), data=str(spec.get("data", "")), tasks=tasks, main=main,
         budget=str(spec.get("budget", "")), seeds=training.get("seeds"), epochs=training.get("epochs"),
-        models_trained=models, epochs_trained=epochs, seconds=seconds,
+        models_trained=models, epochs_trained=epochs, seconds=seconds, wall_seconds=wall,
         networks=budget.get("networks", len(groups) or None), verdict=str(rec.get("verdict", "")),
         reasons=tuple(str(r) for r in rec.get("reasons", []) or []), groups=tuple(groups),
     )

@@ -118,13 +118,16 @@ class RunFiles:
 
 def _summary(run: RunFiles) -> list:
     s = F.summary_data(run.spec, run.get(rundir.RECOMMENDATION), run.get(rundir.TRIALS), run.get(rundir.COMPUTE))
-    minutes = "n/a" if s.seconds != s.seconds else f"{s.seconds:.1f} s ({s.seconds / 60:.1f} min)"
+    def duration(x: float) -> str:
+        return "n/a" if x != x else f"{x:.1f} s ({x / 60:.1f} min)"
+
     facts = [
         ("study", s.study), ("data set", s.data), ("tasks", ", ".join(s.tasks)),
         ("main tasks", ", ".join(s.main)),
         ("budget", f"{s.budget} (seeds {s.seeds}, epochs {s.epochs}); {s.models_trained} models, "
                    f"{s.epochs_trained} epochs trained"),
-        ("wall time", minutes),
+        ("wall time", duration(s.wall_seconds) + " from the first model's start to the last model's end"),
+        ("compute", duration(s.seconds) + " spent in the search phases"),
         ("networks recommended", "n/a" if s.networks is None else str(s.networks)),
     ]
     blocks = ['<dl class="facts">' + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts) + "</dl>"]
@@ -208,8 +211,9 @@ def _auxiliaries(run: RunFiles) -> list:
               "yes" if a.significant else "no", "yes" if a.chosen else "") for a in rows]))
     dropped = [c for c in cands or [] if c.get("dropped")]
     if dropped:
-        blocks.append(f"<p>{len(dropped)} candidate(s) were screened out before training:</p>")
-        blocks.append(_table(["candidate", "kind", "why"], [(c.get("name"), c.get("kind"), c.get("dropped")) for c in dropped]))
+        blocks.append(f"<details><summary>{len(dropped)} candidate(s) were screened out before training</summary>"
+                      + _table(["candidate", "kind", "why"], [(c.get("name"), c.get("kind"), c.get("dropped")) for c in dropped])
+                      + "</details>")
     return blocks
 
 

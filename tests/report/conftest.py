@@ -95,7 +95,7 @@ def write_run_dir(d: Path) -> Path:
             "main": list(tasks), "aux": list(aux), "branch_layer": branch, "seed": seed, "state": "COMPLETE",
             "val_loss": json.dumps({t: 0.5 for t in tasks}), "val_metric": json.dumps({t: 0.7 for t in tasks}),
             "test_loss": "{}", "test_metric": "{}", "epochs": EPOCHS, "best_epoch": 5,
-            "seconds": 0.25 * (trial + 1), "finished": f"2025-01-01T00:00:{trial:02d}",
+            "seconds": 0.25 * (trial + 1), "finished": pd.Timestamp("2025-01-01") + pd.Timedelta(seconds=trial),
         })
         return trial
 

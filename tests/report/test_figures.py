@@ -43,6 +43,9 @@ def test_summary(frames):
     assert s.models_trained == len(frames["trials"]) == 8 + 6 + 4 + 4
     assert s.epochs_trained == 10 * s.models_trained
     assert s.seconds == pytest.approx(sum(c[3] for c in COMPUTE))
+    # Trial k finishes at second k after taking 0.25 * (k + 1) s: trial 0 started at -0.25 s,
+    # the last (21) finished at 21 s.
+    assert s.wall_seconds == pytest.approx(21.25)
     assert s.networks == 3 and len(s.groups) == 3
     assert s.groups[0].tasks == ("alpha", EVIL) and s.groups[0].branch_layer == 1
     assert s.groups[0].aux == ("alpha__ordinal_ge_1",)
