@@ -10,6 +10,7 @@ which command produces it instead of failing.
 from __future__ import annotations
 
 import html
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,12 @@ class RunFiles:
     def cmd(self, what: str) -> str:
         return what.replace("RUN_DIR", str(self.dir))
 
+    def search(self, change: str = "") -> str:
+        """The search command of this run, to rerun (it resumes, reusing completed models) `change`d."""
+        cmd = shlex.join(["taskscout", "search", str(self.spec.get("data", "DATA")), "--tasks", ",".join(self.tasks),
+                          "--out", str(self.dir)])
+        return _code(cmd) + " (with the study's other flags" + (f", {change}" if change else "") + "; completed models are reused)"
+
 
 # ---------------------------------------------------------------- sections
 
@@ -132,7 +139,7 @@ def _summary(run: RunFiles) -> list:
     ]
     blocks = ['<dl class="facts">' + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts) + "</dl>"]
     if not run.has(rundir.RECOMMENDATION):
-        blocks.append(_missing(f"No recommendation.json yet: run {_code(run.cmd('taskscout search RUN_DIR/spec.json'))} to the end."))
+        blocks.append(_missing(f"No recommendation.json yet: run {run.search()} to the end."))
         return blocks
     blocks.append(f'<p class="verdict">{esc(s.verdict)}</p>')
     if s.reasons:
@@ -151,8 +158,7 @@ def _affinity(run: RunFiles) -> list:
     aff = run.get(rundir.AFFINITY)
     m = F.affinity_matrix(aff, run.tasks) if aff is not None else None
     if m is None or not (m.gain == m.gain).any():
-        return [_missing(f"No measured pairwise gains (affinity.csv): run {_code(run.cmd('taskscout search RUN_DIR/spec.json'))} "
-                         "without <code>--skip pairs</code>.")]
+        return [_missing(f"No measured pairwise gains (affinity.csv): run {run.search('without --skip pairs')}.")]
     return ["<p>Rows are targets, columns sources: a cell is the relative drop in the target's validation loss "
             "when the source is trained alongside it (positive = helps). Hover for the 95% interval over seeds; "
             "★ marks gains whose interval excludes zero.</p>",
@@ -162,7 +168,7 @@ def _affinity(run: RunFiles) -> list:
 def _graph(run: RunFiles) -> list:
     aff, rec = run.get(rundir.AFFINITY), run.get(rundir.RECOMMENDATION)
     if aff is None:
-        return [_missing(f"No affinity.csv: run {_code(run.cmd('taskscout search RUN_DIR/spec.json'))}.")]
+        return [_missing(f"No affinity.csv: run {run.search()}.")]
     g = F.affinity_graph(aff, rec, run.tasks)
     blocks: list = []
     if rec is None:
@@ -174,7 +180,7 @@ def _graph(run: RunFiles) -> list:
 def _grouping(run: RunFiles) -> list:
     rec = run.get(rundir.RECOMMENDATION)
     if rec is None:
-        return [_missing(f"No recommendation.json: run {_code(run.cmd('taskscout search RUN_DIR/spec.json'))} to the end.")]
+        return [_missing(f"No recommendation.json: run {run.search()} to the end.")]
     depth = int((run.spec.get("model") or {}).get("depth", 2))
     tree = F.group_tree(rec, depth)
     aux = {k: [a.get("name", "") for a in g.get("aux", []) or []] for k, g in enumerate(rec.get("groups", []))}
@@ -190,8 +196,8 @@ def _grouping(run: RunFiles) -> list:
     if curves:
         blocks.append(FigureBlock("depth", F.draw_depth(curves)))
     else:
-        blocks.append(_missing(f"No gains per branch layer (depth.csv): run {_code(run.cmd('taskscout search RUN_DIR/spec.json'))} "
-                               "without <code>--skip depth</code>; branch layers then come from measurements."))
+        blocks.append(_missing(f"No gains per branch layer (depth.csv): run {run.search('without --skip depth')}; "
+                               "branch layers then come from measurements."))
     return blocks
 
 
@@ -199,9 +205,8 @@ def _auxiliaries(run: RunFiles) -> list:
     aff, cands = run.get(rundir.AFFINITY), run.get(rundir.CANDIDATES)
     board = F.aux_leaderboard(aff, cands, run.get(rundir.RECOMMENDATION), run.tasks) if aff is not None else {}
     if not board:
-        return [_missing(f"No measured auxiliary tasks: run {_code(run.cmd('taskscout search RUN_DIR/spec.json'))} "
-                         "without <code>--skip aux</code>, or list candidates with "
-                         f"{_code('taskscout candidates DATA --tasks ...')}.")]
+        return [_missing(f"No measured auxiliary tasks: run {run.search('without --skip aux')}; "
+                         f"{_code('taskscout candidates')} with the same data and flags lists the candidates without training.")]
     blocks: list = [FigureBlock("aux_leaderboard", F.draw_aux_leaderboard(board))]
     for main, rows in board.items():
         blocks.append(f"<h3>{esc(main)}</h3>")
@@ -224,8 +229,7 @@ def _curves(run: RunFiles) -> list:
     if panels:
         blocks.append(FigureBlock("learning_curves", F.draw_learning_curves(panels)))
     else:
-        blocks.append(_missing(f"No single-task learning curves (curves.parquet): run {_code(run.cmd('taskscout search RUN_DIR/spec.json'))} "
-                               "without <code>--skip single</code>."))
+        blocks.append(_missing(f"No single-task learning curves (curves.parquet): run {run.search('without --skip single')}."))
     if feats is not None and not feats.empty:
         cols = [c for c in rundir.CURVE_FEATURE_COLUMNS if c in feats.columns]
         blocks.append("<h3>Curve features</h3><p>Plateau epoch and loss slopes at 10..70% of training "
@@ -242,8 +246,7 @@ def _curves(run: RunFiles) -> list:
 def _agreement(run: RunFiles) -> list:
     aff, agr = run.get(rundir.AFFINITY), run.get(rundir.AGREEMENT)
     if agr is None:
-        return [_missing(f"No agreement.csv: run {_code(run.cmd('taskscout search RUN_DIR/spec.json'))} "
-                         "without <code>--skip estimators</code> (it needs measured pairs too).")]
+        return [_missing(f"No agreement.csv: run {run.search('without --skip estimators')}; it needs the measured pairs too.")]
     panels = F.estimator_agreement(aff, agr, run.tasks)
     blocks: list = []
     if any(p.pairs for p in panels):
@@ -260,7 +263,7 @@ def _history(run: RunFiles) -> list:
     if trials is not None and not trials.empty:
         blocks.append(FigureBlock("search_history", F.draw_search_history(F.search_history(trials))))
     else:
-        blocks.append(_missing(f"No trials.parquet: run {_code(run.cmd('taskscout search RUN_DIR/spec.json'))}."))
+        blocks.append(_missing(f"No trials.parquet: run {run.search()}."))
     if compute is not None and not compute.empty:
         rows = F.compute_per_phase(compute)
         blocks.append(FigureBlock("compute", F.draw_compute(rows)))

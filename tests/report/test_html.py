@@ -16,7 +16,7 @@ from taskscout.errors import MissingResultsError
 from taskscout.report import build_report, build_sections
 from taskscout.report.html import SECTION_TITLES
 
-from .conftest import BOLD, EVIL, STUDY
+from .conftest import BOLD, EVIL, STUDY, TASKS
 
 
 @pytest.fixture
@@ -70,6 +70,9 @@ def test_missing_optional_files_say_what_to_run(run_dir):
     assert "--skip estimators" in page
     assert "--skip depth" in page
     assert "--skip single" in page
+    # The hint is the study's own (resumable) search command, shell-quoted, then HTML-escaped.
+    tasks = ",".join(TASKS).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    assert f"<code>taskscout search builtin:planted --tasks &#x27;{tasks}&#x27; --out {run_dir}</code>" in page
     sections = {s.id: s for s in build_sections(run_dir)}
     assert [b.name for b in sections["grouping"].figures] == ["group_tree", "pareto"]
     assert sections["verify"].figures == () and sections["agreement"].figures == ()
