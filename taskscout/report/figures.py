@@ -333,7 +333,7 @@ def draw_affinity_graph(g: AffinityGraph) -> go.Figure:
     fig.update_xaxes(visible=False, range=[-1.5, 1.5])
     fig.update_yaxes(visible=False, range=[-1.4, 1.4], scaleanchor="x")
     return _layout(fig, title="Task-affinity graph: arrow source → target, width = |gain|, dashed = negative, faint = within noise",
-                   height=560, legend={"orientation": "h", "y": -0.05})
+                   height=max(560, 45 * len(g.nodes) + 280), legend={"orientation": "h", "y": -0.05})
 
 
 # ---------------------------------------------------------------- grouping: branch tree and Pareto front
