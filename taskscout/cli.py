@@ -301,3 +301,153 @@ def candidates(
         typer.echo("no candidates of a kind:")
         for kind, main, reason in notes:
             typer.echo(f"  {kind} for {main}: {reason}")
+
+
+# ---------------------------------------------------------------- search
+
+
+def _search_bars() -> Any:
+    """A rich progress display on stderr implementing search.SearchProgress: one bar per phase
+    with models done/total, models per second and the time left."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class ModelsPerSecond(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("-- models/s" if speed is None else f"{speed:.1f} models/s")
+
+    class Bars:
+        def __init__(self) -> None:
+            self.progress = Progress(
+                TextColumn("{task.description:<7}"), BarColumn(), MofNCompleteColumn(), ModelsPerSecond(),
+                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                console=Console(stderr=True), transient=False,
+            )
+            self.task: Any = None
+
+        def __enter__(self) -> "Bars":
+            self.progress.start()
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            self.progress.stop()
+
+        def phase_started(self, phase: str, *, total: int, done: int) -> None:
+            self.task = self.progress.add_task(phase, total=max(total, 0), completed=done)
+
+        def advance(self, n: int) -> None:
+            if self.task is not None:
+                self.progress.advance(self.task, n)
+
+        def phase_finished(self, phase: str) -> None:
+            self.task = None
+
+    return Bars()
+
+
+@app.command()
+@study_command
+def search(
+    spec: Any,
+    fresh: Annotated[bool, typer.Option("--fresh/--resume", help="Start over (delete the study and its tables) or resume (default: completed models are reused).")] = False,
+    plateau_epsilon: Annotated[float | None, typer.Option(help="Plateau: relative improvement below which the validation loss has plateaued (default 0.01).")] = None,
+    plateau_window: Annotated[int | None, typer.Option(help="Plateau: epochs ahead over which the improvement is measured (default 3).")] = None,
+    stack_size: Annotated[int | None, typer.Option(help="Models trained together in one stacked computation (default 64).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (the summary is still printed).")] = False,
+) -> None:
+    """Train single-task, pairwise, auxiliary and branch-depth models; measure gains with intervals.
+
+    Resumable: the same command again reuses every completed model. Writes the run directory
+    (reports/NAME or --out): affinity.csv, group_scores.csv, depth.csv, trials.parquet, ...
+    """
+    import contextlib
+    import dataclasses
+
+    from taskscout.search import run_search, summary_text
+
+    changes = {k: v for k, v in (("plateau_epsilon", plateau_epsilon), ("plateau_window", plateau_window),
+                                 ("stack_size", stack_size)) if v is not None}
+    rules = {f.name: f.metadata for f in dataclasses.fields(spec.search)}
+    for key, value in changes.items():
+        if not rules[key]["check"](value):
+            raise SpecError(f"--{key.replace('_', '-')} must be {rules[key]['expect']}. Got {value!r} instead.")
+    if changes:
+        spec = dataclasses.replace(spec, search=dataclasses.replace(spec.search, **changes))
+    if spec.device == "cuda":
+        from taskscout.device import resolve_device
+
+        resolve_device(spec.device)
+    bars = None if quiet else _search_bars()
+    with bars if bars is not None else contextlib.nullcontext():
+        result = run_search(spec, fresh=fresh, progress=bars)
+    typer.echo(summary_text(result))
+
+
+# ---------------------------------------------------------------- report
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory written by `taskscout search`.")],
+    png: Annotated[bool, typer.Option("--png", help="Also write every figure as RUN_DIR/figures/NAME.png (needs kaleido and Chromium).")] = False,
+) -> None:
+    """(Re)build RUN_DIR/report.html from the saved results: no training, no torch."""
+    from taskscout.report import build_report, png_support, write_pngs
+
+    if png and (why := png_support()):
+        raise TaskscoutError(why)
+    typer.echo(f"wrote {build_report(run_dir)}")
+    if png:
+        paths = write_pngs(run_dir)
+        typer.echo(f"wrote {len(paths)} PNG figure(s) to {Path(run_dir) / 'figures'}")
+
+
+# ---------------------------------------------------------------- export and train
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory written by `taskscout search`.")],
+    out: Annotated[Path, typer.Option("--out", help="Config file to write (.yaml/.yml or .json).")],
+    fmt: Annotated[str | None, typer.Option("--format", help="yaml or json; default from the suffix of --out.")] = None,
+) -> None:
+    """Write the recommendation as a versioned training config for `taskscout train`."""
+    from taskscout.export import export_config, write_config
+
+    config = export_config(run_dir)
+    path = write_config(config, out, format=fmt)
+    typer.echo(f"wrote {path}: {len(config['groups'])} network(s) for {len(config['data']['tasks'])} task(s); "
+               f"train them with `taskscout train {path}`")
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="A training config written by `taskscout export`.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Directory for metrics.json and one checkpoint per group; default: CONFIG's name + '-models'.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu or cuda; default from the config.")] = None,
+) -> None:
+    """Rebuild the data and auxiliaries of CONFIG, train one network per group, report test metrics."""
+    from taskscout.export import load_config, train_config
+    from taskscout.spec import DEVICES
+
+    if device is not None and device not in DEVICES:
+        raise SpecError(f"--device must be one of {list(DEVICES)}. Got {device!r} instead.")
+    cfg = load_config(config)
+    out_dir = out if out is not None else config.with_name(config.stem + "-models")
+    outcome = train_config(cfg, out_dir=out_dir, device=device)
+    rows = [(t, g, m, f"{v:.4f}", f"{lo:.4f}") for t, g, m, v, lo in outcome.task_rows()]
+    header = ("task", "network", "metric", "test metric", "test loss")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for row in [header, *rows]:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    typer.echo(f"wrote {outcome.out_dir / 'metrics.json'} and {len(outcome.groups)} checkpoint(s) in {outcome.out_dir}")

@@ -1,0 +1,108 @@
+"""report.html: self-contained, plotly.js once, every section, user strings escaped, missing files explained."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import plotly.offline
+import pytest
+
+from taskscout import rundir
+from taskscout.errors import MissingResultsError
+from taskscout.report import build_report, build_sections
+from taskscout.report.html import SECTION_TITLES
+
+from .conftest import BOLD, EVIL, STUDY, TASKS
+
+
+@pytest.fixture
+def page(run_dir) -> str:
+    return build_report(run_dir).read_text(encoding="utf-8")
+
+
+def test_writes_report_html_into_the_run_directory(run_dir):
+    path = build_report(run_dir)
+    assert path == run_dir / rundir.REPORT and path.stat().st_size > 0
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_self_contained(page):
+    remote = re.findall(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*[\"']?(?:https?:)?//", page, flags=re.I)
+    assert remote == []
+    assert re.search(r"@import|url\(\s*[\"']?https?:", page) is None
+
+
+def test_plotly_js_inlined_exactly_once(page):
+    js = plotly.offline.get_plotlyjs()
+    assert page.count(js[:300]) == 1
+    assert page.count(js[-300:]) == 1
+    assert page.count("Plotly.newPlot(") == 11  # one call per figure of the complete run directory
+
+
+def test_every_section_heading_present(page):
+    for sid, title in SECTION_TITLES.items():
+        assert f'<section id="{sid}"><h2>{title}</h2>' in page
+
+
+def test_user_strings_never_appear_unescaped(page):
+    for raw in (EVIL, BOLD, STUDY, "<script>alert"):
+        assert raw not in page
+    # The page carries them entity-escaped; so do the figure payloads, where plotly decodes the
+    # entities back into literal text (plotly's own JSON escaping would leave \u003cimg there,
+    # which a browser decodes and plotly would then parse as markup).
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "demo &lt;script&gt;alert(&quot;study&quot;)&lt;/script&gt;" in page
+    payloads = "".join(re.findall(r"Plotly\.newPlot\((.*?)\)\s*\};", page, flags=re.S))
+    assert payloads.count("&lt;img src=x onerror=alert(1)&gt;") > 10
+    assert "\\u003cimg" not in payloads and "\\u003cb\\u003edelta" not in payloads
+
+
+def test_missing_optional_files_say_what_to_run(run_dir):
+    for name in (rundir.AGREEMENT, rundir.DEPTH, rundir.VERIFY, rundir.CURVES, rundir.CURVE_FEATURES,
+                 rundir.CANDIDATES, rundir.COMPUTE):
+        (run_dir / name).unlink()
+    page = build_report(run_dir).read_text(encoding="utf-8")
+    assert "taskscout verify" in page
+    assert "--skip estimators" in page
+    assert "--skip depth" in page
+    assert "--skip single" in page
+    # The hint is the study's own (resumable) search command, shell-quoted, then HTML-escaped.
+    tasks = ",".join(TASKS).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    assert f"<code>taskscout search builtin:planted --tasks &#x27;{tasks}&#x27; --out {run_dir}</code>" in page
+    sections = {s.id: s for s in build_sections(run_dir)}
+    assert [b.name for b in sections["grouping"].figures] == ["group_tree", "pareto"]
+    assert sections["verify"].figures == () and sections["agreement"].figures == ()
+    # Aux gains are still in affinity.csv; without candidates.json their kind is unknown.
+    assert [b.name for b in sections["auxiliaries"].figures] == ["aux_leaderboard"]
+
+
+def test_a_run_directory_with_only_the_spec_still_builds(run_dir):
+    for p in run_dir.iterdir():
+        if p.name != rundir.SPEC:
+            p.unlink()
+    page = build_report(run_dir).read_text(encoding="utf-8")
+    assert page.count("Plotly.newPlot(") == 0
+    assert page.count('class="missing"') >= len(SECTION_TITLES) - 1
+    for sid in SECTION_TITLES:
+        assert f'<section id="{sid}">' in page
+
+
+def test_no_spec_is_a_clear_error(tmp_path):
+    with pytest.raises(MissingResultsError, match="spec.json"):
+        build_report(tmp_path)
+    with pytest.raises(MissingResultsError, match="does not exist"):
+        build_report(tmp_path / "nope")
+
+
+def test_building_the_report_never_imports_torch(run_dir):
+    code = (
+        "import sys; from taskscout.report import build_report; "
+        f"build_report({str(run_dir)!r}); print('torch' in sys.modules, 'optuna' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split() == ["False", "False"]

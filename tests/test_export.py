@@ -1,0 +1,224 @@
+"""`taskscout export` and `taskscout train`: the config schema and the export -> train round trip.
+
+The run directory is planted by the test: spec.json for a tiny builtin:planted study,
+candidates.json from the real generators, and a recommendation.json naming two groups with one
+auxiliary each (a predict-inputs target, which removes its input column, and a related target).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from taskscout import rundir
+from taskscout.auxgen import candidate_records, generate_candidates
+from taskscout.cli import main
+from taskscout.data import TEST, build_dataset
+from taskscout.errors import DataError, MissingResultsError, SpecError
+from taskscout.export import (
+    CONFIG_SCHEMA_VERSION,
+    TOP_KEYS,
+    check_config,
+    export_config,
+    load_config,
+    load_trained,
+    spec_from_config,
+    train_config,
+    write_config,
+)
+from taskscout.spec import resolve_spec
+from taskscout.training import Head, evaluate_model
+
+TASKS = ["g0_t0", "g0_t1", "g1_t0"]
+
+
+def _study():
+    return resolve_spec("builtin:planted", {
+        "name": "tiny", "tasks": TASKS, "seed": 3,
+        "data_options": {"n_rows": 300, "n_inputs": 12, "groups": 2, "tasks_per_group": 2},
+        "model": {"depth": 2, "width": 8}, "training": {"epochs": 3, "batch_size": 64, "lr": 0.01},
+        "aux": {"kinds": ["related", "predict_inputs"], "cap": 1},
+    })
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """(run_dir, names of the two recommended auxiliaries, the data set)."""
+    d = tmp_path_factory.mktemp("export") / "run"
+    spec = _study()
+    ds = build_dataset(spec)
+    cands = generate_candidates(ds, spec)
+    kept = [c for c in cands if c.dropped is None]
+    inputs_aux = next(c for c in kept if c.kind == "predict_inputs" and "g0_t0" in c.serves)
+    related_aux = next(c for c in kept if c.kind == "related" and "g1_t0" in c.serves)
+    rundir.write_text(d / rundir.SPEC, spec.to_json())
+    rundir.write_json(d / rundir.CANDIDATES, candidate_records(ds, cands))
+    rundir.write_json(d / rundir.RECOMMENDATION, {
+        "schema_version": 1, "tasks": TASKS,
+        "groups": [
+            {"tasks": ["g0_t0", "g0_t1"], "branch_layer": 1, "branch_source": "depth", "score_source": "measured",
+             "aux": [{"name": inputs_aux.name, "kind": "predict_inputs", "serves": "g0_t0", "expected_gain": 0.02, "ci": [0.0, 0.04]}],
+             "expected_gain": {"g0_t0": 0.1, "g0_t1": 0.05}, "ci": {"g0_t0": [0.05, 0.15], "g0_t1": [0.0, 0.1]}},
+            {"tasks": ["g1_t0"], "branch_layer": 2, "branch_source": "default", "score_source": "single",
+             "aux": [{"name": related_aux.name, "kind": "related", "serves": "g1_t0", "expected_gain": 0.03, "ci": [0.01, 0.05]}],
+             "expected_gain": {"g1_t0": 0.0}, "ci": {"g1_t0": [0.0, 0.0]}},
+        ],
+        "assignment": {"g0_t0": 0, "g0_t1": 0, "g1_t0": 1},
+        "budget": {"networks": 2, "requested": None}, "pareto": [], "verdict": "Train 2 networks.", "reasons": [],
+    })
+    return d, inputs_aux, related_aux, ds
+
+
+@pytest.fixture(scope="module")
+def config(planted):
+    return export_config(planted[0])
+
+
+def test_config_schema(config, planted):
+    _, inputs_aux, related_aux, _ = planted
+    assert tuple(config) == TOP_KEYS
+    assert config["schema_version"] == CONFIG_SCHEMA_VERSION == 1 and isinstance(config["taskscout_version"], str)
+    data = config["data"]
+    assert data["source"] == "builtin:planted" and data["tasks"] == TASKS and data["inputs"] is None
+    assert data["options"] == {"n_rows": 300, "n_inputs": 12, "groups": 2, "tasks_per_group": 2}
+    assert config["split"] == {"val": 0.2, "test": 0.2, "by": "row", "seed": 3} and config["seed"] == 3
+    assert config["preprocessing"]["version"] == 1
+    assert config["auxiliary_generation"]["kinds"] == ["related", "predict_inputs"]
+    assert config["model"] == {"depth": 2, "width": 8, "adversarial_lambda": 1.0}
+    t = config["training"]
+    assert (t["epochs"], t["batch_size"], t["loss_weighting"]) == (3, 64, "equal")
+    assert t["optimiser"] == {"name": "adam", "lr": 0.01, "weight_decay": 0.0}
+    g0, g1 = config["groups"]
+    assert (g0["name"], g0["tasks"], g0["serves"], g0["branch_layer"]) == ("g0_t0|g0_t1", ["g0_t0", "g0_t1"], ["g0_t0", "g0_t1"], 1)
+    assert (g1["name"], g1["tasks"], g1["serves"], g1["branch_layer"]) == ("g1_t0", ["g1_t0"], ["g1_t0"], 2)
+    a = g0["auxiliaries"][0]
+    assert a["name"] == inputs_aux.name and a["kind"] == "predict_inputs" and a["type"] == inputs_aux.type
+    assert a["drops_inputs"] == list(inputs_aux.drops_inputs) and a["training_only"] is inputs_aux.training_only
+    assert a["provenance"]["columns"] == inputs_aux.provenance["columns"]
+    assert a["provenance"]["transform"] == inputs_aux.provenance["transform"]
+    assert g0["loss_weights"] == {"g0_t0": 1.0, "g0_t1": 1.0, inputs_aux.name: 1.0}
+    assert g1["auxiliaries"][0]["name"] == related_aux.name
+    # Plain values only, and the same after a trip through either file format.
+    assert json.loads(json.dumps(config)) == config
+
+
+@pytest.mark.parametrize("suffix", ["yaml", "json"])
+def test_config_file_round_trip(config, tmp_path, suffix):
+    path = write_config(config, tmp_path / f"train.{suffix}")
+    text = path.read_text()
+    assert (json.loads(text) if suffix == "json" else yaml.safe_load(text)) == config
+    assert load_config(path) == config
+
+
+def test_spec_from_config_rebuilds_the_study_settings(config):
+    spec, study = spec_from_config(config), _study()
+    for part in ("model", "split", "aux"):
+        assert getattr(spec, part) == getattr(study, part)
+    assert (spec.data, spec.tasks, spec.seed, spec.data_options) == (study.data, study.tasks, study.seed, study.data_options)
+    t, s = spec.training, study.training
+    assert (t.epochs, t.batch_size, t.lr, t.weight_decay, t.patience, t.weighting) == (s.epochs, s.batch_size, s.lr, s.weight_decay, s.patience, s.weighting)
+
+
+def test_export_then_train_round_trip(planted, tmp_path, capsys):
+    run_dir, inputs_aux, related_aux, ds = planted
+    cfg_path = tmp_path / "train.yaml"
+    assert main(["export", str(run_dir), "--out", str(cfg_path)]) == 0
+    out = tmp_path / "models"
+    assert main(["train", str(cfg_path), "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    for t in TASKS:
+        assert t in printed
+
+    metrics = rundir.read_json(out / "metrics.json")
+    rec = rundir.read_json(run_dir / rundir.RECOMMENDATION)
+    # The trained groups are the recommended ones: tasks, branch layers, auxiliaries.
+    assert [g["tasks"] for g in metrics["groups"]] == [g["tasks"] for g in rec["groups"]]
+    assert [g["branch_layer"] for g in metrics["groups"]] == [g["branch_layer"] for g in rec["groups"]]
+    assert [g["auxiliaries"] for g in metrics["groups"]] == [[a["name"] for a in g["aux"]] for g in rec["groups"]]
+    assert {t: m["group"] for t, m in metrics["tasks"].items()} == {"g0_t0": "g0_t0|g0_t1", "g0_t1": "g0_t0|g0_t1", "g1_t0": "g1_t0"}
+    assert {t: m["metric_name"] for t, m in metrics["tasks"].items()} == {"g0_t0": "rmse", "g0_t1": "auc", "g1_t0": "rmse"}
+
+    # Checkpoints load with weights_only=True and rebuild networks that reproduce the test losses.
+    test_rows = ds.split == TEST
+    for k, g in enumerate(metrics["groups"]):
+        ckpt = torch.load(out / g["checkpoint"], weights_only=True)
+        assert ckpt["plan"]["branch_layer"] == g["branch_layer"] and ckpt["best_epoch"] == g["best_epoch"]
+        net, _ = load_trained(out / g["checkpoint"])
+        names = [h["name"] for h in ckpt["heads"]]
+        assert [names[t] for t in net.targets] == g["tasks"] + g["auxiliaries"]
+        X = ds.X[test_rows]
+        Y = np.full((int(test_rows.sum()), len(names)), np.nan)
+        for t in TASKS:
+            Y[:, names.index(t)] = ds.Y[test_rows, ds.task_names.index(t)]
+        losses, _ = evaluate_model(net, X, Y, [Head(**h) for h in ckpt["heads"]])
+        for t in g["tasks"]:
+            assert losses[names.index(t)] == pytest.approx(g["test"][t]["loss"], rel=1e-4, abs=1e-6)
+        if k == 0:  # the predict-inputs auxiliary removes its column from the inputs
+            dropped = [ds.feature_names.index(c) for c in inputs_aux.drops_inputs]
+            assert ckpt["plan"]["dropped_features"] == dropped
+            assert float(net.input_mask[dropped[0]]) == 0.0
+
+
+def test_config_errors_name_the_problem(config, tmp_path):
+    def broken(**change):
+        c = json.loads(json.dumps(config))
+        for path, value in change.items():
+            node = c
+            keys = path.split("__")
+            for key in keys[:-1]:
+                node = node[int(key)] if isinstance(node, list) else node[key]
+            node[keys[-1]] = value
+        return c
+
+    with pytest.raises(SpecError, match="schema_version 2"):
+        check_config(broken(schema_version=2))
+    with pytest.raises(SpecError, match=r"groups\[0\].branch_layer in .* must be an int in \[0, 2\]"):
+        check_config(broken(groups__0__branch_layer=5))
+    with pytest.raises(SpecError, match="'g1_t0' is served by groups"):
+        check_config(broken(groups__0__serves=["g0_t0", "g1_t0"], groups__0__tasks=["g0_t0", "g0_t1", "g1_t0"]))
+    with pytest.raises(SpecError, match="'g0_t1' is served by no group"):
+        check_config(broken(groups__0__serves=["g0_t0"]))
+    with pytest.raises(SpecError, match="unknown key 'grups'"):
+        check_config({**config, "grups": []})
+    with pytest.raises(SpecError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(broken(schema_version=0)))
+    assert main(["train", str(bad)]) == 2
+
+
+def test_train_refuses_auxiliaries_that_no_longer_match_the_data(config, tmp_path):
+    c = json.loads(json.dumps(config))
+    c["groups"][0]["auxiliaries"][0]["provenance"]["columns"] = ["x99"]
+    with pytest.raises(DataError, match="differs from the config's provenance"):
+        train_config(c, out_dir=tmp_path / "m", device="cpu")
+    c = json.loads(json.dumps(config))
+    c["groups"][1]["auxiliaries"][0]["name"] = "nonexistent__aux"
+    c["groups"][1]["loss_weights"] = {"g1_t0": 1.0, "nonexistent__aux": 0.5}
+    with pytest.raises(DataError, match="not among the"):
+        train_config(c, out_dir=tmp_path / "m", device="cpu")
+    assert not (tmp_path / "m").exists()
+
+
+def test_export_needs_candidates_for_auxiliaries(planted, tmp_path):
+    run_dir = planted[0]
+    d = tmp_path / "run"
+    d.mkdir()
+    for name in (rundir.SPEC, rundir.RECOMMENDATION):
+        (d / name).write_text((run_dir / name).read_text())
+    with pytest.raises(MissingResultsError, match="candidates.json"):
+        export_config(d)
+    with pytest.raises(MissingResultsError, match="recommendation.json"):
+        export_config(tmp_path)
+    assert main(["export", str(tmp_path / "none"), "--out", str(tmp_path / "x.yaml")]) == 2
+
+
+def test_export_format_flag(planted, tmp_path):
+    out = tmp_path / "cfg.txt"
+    assert main(["export", str(planted[0]), "--out", str(out), "--format", "json"]) == 0
+    assert json.loads(out.read_text())["schema_version"] == 1
+    assert main(["export", str(planted[0]), "--out", str(out), "--format", "toml"]) == 2
