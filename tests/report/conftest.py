@@ -23,7 +23,7 @@ from taskscout.spec import resolve_spec
 
 EVIL = "<img src=x onerror=alert(1)>"
 BOLD = "<b>delta</b>"  # plotly would render this bold if figure text were not escaped
-STUDY = 'demo <script>alert("study")</script>'
+STUDY = 'demo <script>alert("study")<script>'  # no "/": a study name is a folder name
 TASKS = ("alpha", "beta", EVIL, BOLD)
 DEPTH = 3
 PLATEAU = {"alpha": 4, "beta": 6, EVIL: 3, BOLD: 8}

