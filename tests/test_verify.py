@@ -22,7 +22,7 @@ def _spec(tmp_path, **aux):
         "data_options": {"n_rows": 500, "n_inputs": 12, "groups": 2, "tasks_per_group": 2, "label_fraction": 0.5},
         "model": {"depth": 2, "width": 16},
         "training": {"epochs": 8, "batch_size": 128, "seeds": 2, "patience": 8},
-        "aux": aux or {"kinds": ["quantization"]},
+        "aux": aux or {"kinds": ["predict_inputs"], "cap": 1},
         "out": str(tmp_path),
     })
 
@@ -106,7 +106,7 @@ def test_verify_trains_recommended_auxiliaries(tmp_path):
 
     spec = _spec(tmp_path)
     kept = [a for a in generate_candidates(build_dataset(spec), spec) if a.dropped is None and "g0_t0" in a.serves]
-    assert kept, "the planted regression task should get a quantization candidate"
+    assert kept and kept[0].drops_inputs, "g0_t0 should get a predict-inputs candidate"
     aux = kept[0].name
     _write_run(tmp_path, [_group(["g0_t0"], aux=[aux]), _group(["g0_t1"]), _group(["g1_t0", "g1_t1"])],
                {"g0_t0": 0, "g0_t1": 1, "g1_t0": 2, "g1_t1": 2}, spec)
