@@ -451,3 +451,47 @@ def train(
     for row in [header, *rows]:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     typer.echo(f"wrote {outcome.out_dir / 'metrics.json'} and {len(outcome.groups)} checkpoint(s) in {outcome.out_dir}")
+
+
+# ---------------------------------------------------------------- verify
+
+
+@app.command()
+def verify(
+    run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A run directory written by `taskscout search`.")],
+    seeds: Annotated[int | None, typer.Option(help="Fresh seeds per configuration; default: the study's seed count.")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+) -> None:
+    """Recommended grouping vs all-separate vs all-together, retrained with fresh seeds, on the test split."""
+    from taskscout.device import resolve_device
+    from taskscout.verify import CONFIGS, verify_run
+
+    resolve_device(device)
+    typer.echo(f"verifying {run_dir}: training the recommendation and both baselines ...")
+    result = verify_run(run_dir, seeds=seeds, device=device)
+    out = result.to_dict()
+    header = ("task", "metric", *(f"{c} loss/metric" for c in CONFIGS), "gain vs separate", "gain vs together")
+
+    def num(v: Any) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    def gain(v: list) -> str:
+        if v[0] is None:
+            return "-"
+        if v[1] is None or v[2] is None:
+            return f"{100 * v[0]:+.1f}% [no interval]"
+        return f"{100 * v[0]:+.1f}% [{100 * v[1]:+.1f}, {100 * v[2]:+.1f}]"
+
+    rows = [
+        (t, out["tasks"][t]["separate"]["metric_name"],
+         *(f"{num(out['tasks'][t][c]['loss'])} / {num(out['tasks'][t][c]['metric'])}" for c in CONFIGS),
+         gain(out["gain_vs_separate"][t]), gain(out["gain_vs_together"][t]))
+        for t in result.tasks
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    for row in [header, *rows]:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    typer.echo(f"overall gain vs separate {gain(out['overall_gain_vs_separate'])}, "
+               f"vs together {gain(out['overall_gain_vs_together'])}; {result.models_trained} models trained")
+    typer.echo(result.verdict)
+    typer.echo(f"wrote {Path(run_dir) / 'verify.json'}")

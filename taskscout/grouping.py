@@ -1,0 +1,1001 @@
+"""From measured gains to a recommendation: the affinity graph, groups under a budget, branch layers.
+
+Inputs are the run-directory tables (rundir.py): `affinity.csv` (gain(j -> i) with a 95% interval
+per method), `group_scores.csv` (a task's normalised loss L_task(in group) / L_task(alone) in
+measured or surrogate-predicted groups) and `depth.csv` (gain per branch layer). Everything here
+works on those tables alone, so a recommendation can be rebuilt without training anything.
+
+Scores. A task's normalised loss in a group comes from, in this order: a measured group score, a
+surrogate prediction, and otherwise Standley et al.'s higher-order approximation (HOA): the mean
+over its partners j of the pair's normalised loss 1 - gain(j -> task). HOA's interval is the mean
+of the partners' bounds (the partners' estimates share the task's single-task baseline, so they
+are far from independent; averaging the bounds is the conservative choice).
+
+Grouping. Choose networks (task groups, which may overlap, as in Standley et al.) so that the sum
+over tasks of the normalised loss in the chosen network that serves the task is smallest; each
+task is served by the best chosen network that contains it, and a task served alone has
+normalised loss 1. A task joins a group only where its gain is real (the interval of its
+normalised loss lies entirely below 1); otherwise it is served alone. The budget is a maximum
+number of networks. Up to EXACT_MAX_TASKS tasks the solver is exact (branch and bound, below);
+above that it is a greedy agglomeration (see `solve_grouping`).
+
+Intervals of totals. Per-task intervals are combined as if the tasks' errors were independent:
+total +- sqrt(sum of squared half-widths), lower and upper sides separately. Two solutions are
+compared the same way on the tasks whose scores differ, which is what "the difference is inside
+the intervals" means below.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+
+from taskscout import rundir
+from taskscout.errors import MissingResultsError, SpecError
+
+EXACT_MAX_TASKS = 12  # branch and bound above this is too slow for an interactive tool
+SCORE_SOURCES = ("measured", "surrogate", "hoa", "single")  # best evidence first
+# Representation-similarity fallback for the branch layer: tasks may share every layer up to the
+# deepest one where the Spearman correlation of their representation dissimilarity matrices is at
+# least this; 0.5 is the usual "strong correlation" cut-off for rank correlations.
+RSA_SHARE_THRESHOLD = 0.5
+SIMILARITY_COLUMNS = ("pair", "layer", "similarity")
+_EPS = 1e-12
+
+
+# ---------------------------------------------------------------- table checks
+
+
+def _require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise MissingResultsError(
+            f"the {what} table has no column(s) {', '.join(missing)}; expected columns "
+            f"{', '.join(columns)}; rerun `taskscout search` to rewrite it"
+        )
+
+
+def _split_group(name: str) -> tuple[str, ...]:
+    return tuple(str(name).split(rundir.GROUP_SEP))
+
+
+def _key(tasks: Iterable[str], order: Sequence[str]) -> tuple[str, ...]:
+    """A group as a tuple of task names in study order (the hashable twin of rundir.group_key)."""
+    return tuple(rundir.group_key(tasks, order).split(rundir.GROUP_SEP))
+
+
+def _num(v: Any) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return f
+
+
+# ---------------------------------------------------------------- the affinity graph
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One edge of the affinity graph: what `source` does to `target`'s loss."""
+
+    source: str
+    target: str
+    gain: float
+    ci_low: float
+    ci_high: float
+    method: str
+    real: bool
+
+
+_METHOD_RANK = {"measured": 0, "surrogate": 1}
+
+
+def _method_order(method: str) -> tuple[int, str]:
+    return (_METHOD_RANK.get(method, 2), method)
+
+
+def build_graph(
+    affinity: pd.DataFrame, *, tasks: Sequence[str], aux_kinds: Mapping[str, str] | None = None
+) -> nx.DiGraph:
+    """The task-affinity graph: an edge j -> i for every measured or estimated gain(j -> i).
+
+    Nodes are the main `tasks` (kind "task") and every auxiliary that appears as a source of a
+    row whose target is a main task (kind "aux:<kind>" from `aux_kinds`, "aux" when unknown).
+    Edge attributes: gain, ci_low, ci_high, n_seeds, method and real (the interval excludes zero,
+    i.e. ci_low > 0). When several methods give a gain for the same edge the measured one is used
+    (then the surrogate, then the others by name); every method's gain is kept as `gain_<method>`.
+    """
+    _require_columns(affinity, rundir.AFFINITY_COLUMNS, "affinity")
+    aux_kinds = dict(aux_kinds or {})
+    graph = nx.DiGraph()
+    for t in tasks:
+        graph.add_node(t, kind="task")
+    main = set(tasks)
+    rows = affinity[affinity["target"].isin(main) & (affinity["source"] != affinity["target"])]
+    for (source, target), edge_rows in rows.groupby(["source", "target"], sort=False):
+        source, target = str(source), str(target)
+        if source not in graph:
+            kind = aux_kinds.get(source)
+            graph.add_node(source, kind=f"aux:{kind}" if kind else "aux")
+        ordered = sorted(edge_rows.to_dict("records"), key=lambda r: _method_order(str(r["method"])))
+        best = ordered[0]
+        lo, hi = _num(best["ci_low"]), _num(best["ci_high"])
+        n_seeds = _num(best["n_seeds"])
+        attrs: dict[str, Any] = {
+            "gain": _num(best["gain"]),
+            "ci_low": lo,
+            "ci_high": hi,
+            "n_seeds": int(n_seeds) if math.isfinite(n_seeds) else 0,
+            "method": str(best["method"]),
+            "real": bool(lo > 0),
+        }
+        for r in ordered:
+            attrs.setdefault(f"gain_{r['method']}", _num(r["gain"]))
+        graph.add_edge(source, target, **attrs)
+    return graph
+
+
+def _transfer(graph: nx.DiGraph, u: str, v: str) -> Transfer:
+    d = graph.edges[u, v]
+    return Transfer(u, v, d["gain"], d["ci_low"], d["ci_high"], d["method"], bool(d["real"]))
+
+
+def strongest_partners(
+    graph: nx.DiGraph, task: str, k: int = 3, *, include_aux: bool = False
+) -> list[Transfer]:
+    """The (at most) `k` sources with the largest gain on `task`, best first.
+
+    Only main tasks are partners unless `include_aux`; edges with an unknown gain are skipped.
+    """
+    if task not in graph:
+        raise SpecError(f"task '{task}' is not in the affinity graph; it has {sorted(graph.nodes)}")
+    edges = [
+        _transfer(graph, u, task)
+        for u in graph.predecessors(task)
+        if (include_aux or graph.nodes[u]["kind"] == "task") and math.isfinite(graph.edges[u, task]["gain"])
+    ]
+    edges.sort(key=lambda e: (-e.gain, e.source))
+    return edges[:k]
+
+
+def negative_transfer_edges(graph: nx.DiGraph) -> list[Transfer]:
+    """Every edge whose whole interval lies below zero (the source hurts the target), worst first."""
+    edges = [_transfer(graph, u, v) for u, v, d in graph.edges(data=True) if d["ci_high"] < 0]
+    edges.sort(key=lambda e: (e.gain, e.source, e.target))
+    return edges
+
+
+def save_graphml(graph: nx.DiGraph, path: str | Path) -> Path:
+    """Write `graph` as GraphML, atomically (every attribute must be a str, int, float or bool)."""
+    for owner, attrs in [*graph.nodes(data=True), *(((u, v), d) for u, v, d in graph.edges(data=True))]:
+        for name, value in attrs.items():
+            if not isinstance(value, (str, int, float, bool)):
+                raise TypeError(f"attribute {name!r} of {owner!r} is a {type(value).__name__}; GraphML needs scalars")
+    return rundir.write_text(path, "\n".join(nx.generate_graphml(graph)) + "\n")
+
+
+def load_graphml(path: str | Path) -> nx.DiGraph:
+    """Read a graph written by `save_graphml`."""
+    return nx.read_graphml(Path(path))
+
+
+# ---------------------------------------------------------------- group scores
+
+
+@dataclass(frozen=True)
+class TaskScore:
+    """A task's normalised loss in a group: L(in group) / L(alone), with a 95% interval."""
+
+    norm_loss: float
+    ci_low: float
+    ci_high: float
+    source: str  # measured | surrogate | hoa | single
+    n_seeds: int = 0
+
+    @property
+    def real(self) -> bool:
+        """The task really gains: the whole interval lies below 1."""
+        return bool(self.ci_high < 1.0)
+
+    @property
+    def gain(self) -> float:
+        return 1.0 - self.norm_loss
+
+    @property
+    def gain_ci(self) -> tuple[float, float]:
+        return (1.0 - self.ci_high, 1.0 - self.ci_low)
+
+
+ALONE = TaskScore(1.0, 1.0, 1.0, "single", 0)
+
+
+@dataclass(frozen=True)
+class GroupScorer:
+    """Scores any group for any of its tasks from the measured tables (see module docstring).
+
+    Build it with `GroupScorer.from_tables`; call it as `scorer(group, task)`.
+    """
+
+    tasks: tuple[str, ...]
+    group_rows: Mapping[tuple[tuple[str, ...], str], TaskScore] = field(default_factory=dict)
+    pair_rows: Mapping[tuple[str, str], TaskScore] = field(default_factory=dict)  # (partner, task)
+
+    @classmethod
+    def from_tables(
+        cls,
+        *,
+        tasks: Sequence[str],
+        group_scores: pd.DataFrame | None = None,
+        affinity: pd.DataFrame | None = None,
+    ) -> GroupScorer:
+        """Index group_scores.csv rows and the measured (else surrogate) pairwise gains."""
+        tasks = tuple(tasks)
+        main = set(tasks)
+        group_rows: dict[tuple[tuple[str, ...], str], TaskScore] = {}
+        if group_scores is not None and len(group_scores):
+            _require_columns(group_scores, rundir.GROUP_SCORE_COLUMNS, "group scores")
+            records = sorted(
+                group_scores.to_dict("records"), key=lambda r: _method_order(str(r["source"]))
+            )
+            for r in records:
+                members = _split_group(r["group"])
+                task = str(r["task"])
+                value = _num(r["norm_loss"])
+                if not set(members) <= main or task not in members or not math.isfinite(value):
+                    continue
+                key = (_key(members, tasks), task)
+                n = _num(r["n_seeds"])
+                source = str(r["source"]) if str(r["source"]) in ("measured", "surrogate") else "surrogate"
+                group_rows.setdefault(
+                    key, TaskScore(value, _num(r["ci_low"]), _num(r["ci_high"]), source, int(n) if math.isfinite(n) else 0)
+                )
+        pair_rows: dict[tuple[str, str], TaskScore] = {}
+        if affinity is not None and len(affinity):
+            _require_columns(affinity, rundir.AFFINITY_COLUMNS, "affinity")
+            usable = affinity[affinity["method"].isin(("measured", "surrogate"))]
+            records = sorted(usable.to_dict("records"), key=lambda r: _method_order(str(r["method"])))
+            for r in records:
+                s, t = str(r["source"]), str(r["target"])
+                gain = _num(r["gain"])
+                if s == t or s not in main or t not in main or not math.isfinite(gain):
+                    continue
+                n = _num(r["n_seeds"])
+                pair_rows.setdefault(
+                    (s, t),
+                    TaskScore(1.0 - gain, 1.0 - _num(r["ci_high"]), 1.0 - _num(r["ci_low"]), str(r["method"]),
+                              int(n) if math.isfinite(n) else 0),
+                )
+        return cls(tasks=tasks, group_rows=group_rows, pair_rows=pair_rows)
+
+    def _pair(self, partner: str, task: str) -> TaskScore | None:
+        key = (_key((partner, task), self.tasks), task)
+        row = self.group_rows.get(key)
+        aff = self.pair_rows.get((partner, task))
+        if row is not None and (row.source == "measured" or aff is None or aff.source != "measured"):
+            return row
+        return aff
+
+    def __call__(self, group: Iterable[str], task: str) -> TaskScore | None:
+        """`task`'s normalised loss in `group`, or None when nothing measured supports a score."""
+        members = _key(group, self.tasks)
+        if task not in members:
+            raise SpecError(f"task '{task}' is not in the group {list(members)}")
+        if len(members) == 1:
+            return ALONE
+        if len(members) == 2:
+            return self._pair(members[0] if members[1] == task else members[1], task)
+        row = self.group_rows.get((members, task))
+        if row is not None:
+            return row
+        partners = [self._pair(j, task) for j in members if j != task]
+        if any(p is None for p in partners):
+            return None
+        k = len(partners)
+        return TaskScore(
+            sum(p.norm_loss for p in partners) / k,
+            sum(p.ci_low for p in partners) / k,
+            sum(p.ci_high for p in partners) / k,
+            "hoa",
+            min(p.n_seeds for p in partners),
+        )
+
+
+ScoreFn = Callable[[Sequence[str], str], "TaskScore | None"]
+
+
+# ---------------------------------------------------------------- solutions
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """A set of networks and which one serves each task."""
+
+    tasks: tuple[str, ...]
+    groups: tuple[tuple[str, ...], ...]  # the networks, in study order of their first task
+    assignment: Mapping[str, int]  # task -> index into groups
+    scores: Mapping[str, TaskScore]  # each task's score in the network that serves it
+    only_real: bool  # every task gains really in the network that serves it (or is alone)
+
+    @property
+    def networks(self) -> int:
+        return len(self.groups)
+
+    @property
+    def total(self) -> float:
+        return float(sum(s.norm_loss for s in self.scores.values()))
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        """95% interval of the total, the tasks' errors combined as independent."""
+        lo = math.sqrt(sum((s.norm_loss - s.ci_low) ** 2 for s in self.scores.values()))
+        hi = math.sqrt(sum((s.ci_high - s.norm_loss) ** 2 for s in self.scores.values()))
+        return (self.total - lo, self.total + hi)
+
+
+def _grouping_from_networks(
+    tasks: Sequence[str], networks: Iterable[tuple[str, ...]], score: ScoreFn, *, only_real: bool
+) -> Grouping:
+    """Serve each task by the best chosen network containing it; drop networks that serve nobody."""
+    tasks = tuple(tasks)
+    nets = sorted({_key(n, tasks) for n in networks}, key=lambda g: (len(g), [tasks.index(t) for t in g]))
+    best: dict[str, tuple[float, int, tuple[str, ...], TaskScore]] = {}
+    for net in nets:
+        for t in net:
+            s = ALONE if len(net) == 1 else score(net, t)
+            if s is None or (only_real and not s.real and len(net) > 1):
+                continue
+            cand = (s.norm_loss, len(net), net, s)
+            if t not in best or cand[:2] < best[t][:2]:
+                best[t] = cand
+    for t in tasks:
+        if t not in best:
+            best[t] = (1.0, 1, (t,), ALONE)
+    used = sorted({b[2] for b in best.values()}, key=lambda g: [tasks.index(t) for t in g])
+    index = {g: i for i, g in enumerate(used)}
+    return Grouping(
+        tasks=tasks,
+        groups=tuple(used),
+        assignment={t: index[best[t][2]] for t in tasks},
+        scores={t: best[t][3] for t in tasks},
+        only_real=all(best[t][3].real or len(best[t][2]) == 1 for t in tasks),
+    )
+
+
+def difference_is_inside_intervals(a: Grouping, b: Grouping) -> bool:
+    """True when `a`'s total is not clearly worse than `b`'s: a - b minus its lower half-width <= 0.
+
+    Only tasks whose scores differ contribute to the difference and to its width (independent
+    errors, as for totals).
+    """
+    diff, width_sq = 0.0, 0.0
+    for t in a.tasks:
+        sa, sb = a.scores[t], b.scores[t]
+        if sa == sb:
+            continue
+        diff += sa.norm_loss - sb.norm_loss
+        width_sq += (sa.norm_loss - sa.ci_low) ** 2 + (sb.ci_high - sb.norm_loss) ** 2
+    if not math.isfinite(width_sq):
+        return diff <= _EPS
+    return diff - math.sqrt(width_sq) <= _EPS
+
+
+# ---------------------------------------------------------------- exact solver
+
+
+def _candidate_groups(
+    tasks: tuple[str, ...], score: ScoreFn, *, max_group_size: int, only_real: bool
+) -> list[tuple[tuple[str, ...], dict[str, TaskScore]]]:
+    out = []
+    for size in range(2, max_group_size + 1):
+        for group in itertools.combinations(tasks, size):
+            scores = {}
+            for t in group:
+                s = score(group, t)
+                if s is None or not math.isfinite(s.norm_loss) or (only_real and not s.real):
+                    break
+                scores[t] = s
+            else:
+                out.append((group, scores))
+    return out
+
+
+def _solve_exact(
+    tasks: tuple[str, ...], candidates, budgets: Sequence[int]
+) -> dict[int, list[tuple[str, ...]] | None]:
+    """Branch and bound over partitions of the tasks into served blocks.
+
+    Every solution (chosen networks, each task served by the best one containing it) is a
+    partition of the tasks into blocks, block A served by one network G containing A at cost
+    sum_{t in A} c(t, G); so the optimum is the cheapest partition into at most N blocks, where a
+    block's cost w(A) is the cheapest network containing it (a lone task: min(1, its best
+    network)). w is tabulated for every subset of a candidate group. The search extends a
+    partial partition by a block holding the lowest unassigned task, cheapest-first, and prunes
+    when the cost so far plus each remaining task's cheapest possible score cannot beat the
+    incumbent (ties go to fewer blocks). Budgets are solved in increasing order, each starting
+    from the previous optimum, which stays feasible.
+    """
+    n = len(tasks)
+    w = np.full(1 << n, np.inf)
+    server = np.zeros(1 << n, dtype=np.int64)
+    for t in range(n):
+        w[1 << t] = 1.0
+        server[1 << t] = 1 << t
+    index = {t: i for i, t in enumerate(tasks)}
+    for group, scores in candidates:
+        members = [index[t] for t in group]
+        gmask = sum(1 << i for i in members)
+        sums = np.zeros(1 << len(members))
+        masks = np.zeros(1 << len(members), dtype=np.int64)
+        for j, i in enumerate(members):
+            sums[1 << j: 1 << (j + 1)] = sums[: 1 << j] + scores[tasks[i]].norm_loss
+            masks[1 << j: 1 << (j + 1)] = masks[: 1 << j] | (1 << i)
+        sums, masks = sums[1:], masks[1:]
+        better = sums < w[masks] - _EPS
+        w[masks[better]] = sums[better]
+        server[masks[better]] = gmask
+    lb = [float(w[1 << t]) for t in range(n)]
+    finite = np.flatnonzero(np.isfinite(w))
+    by_low: list[list[int]] = [[] for _ in range(n)]
+    for m in finite.tolist():
+        low = (m & -m).bit_length() - 1
+        by_low[low].append(m)
+    for low in range(n):
+        by_low[low].sort(key=lambda m: (w[m] - sum(lb[i] for i in range(n) if m >> i & 1), -m.bit_count()))
+    wl = w.tolist()
+
+    best_cost, best_blocks, best_partition = math.inf, n + 1, None
+    results: dict[int, list[tuple[str, ...]] | None] = {}
+
+    def lower(rest: int) -> float:
+        return sum(lb[i] for i in range(n) if rest >> i & 1)
+
+    def dfs(rest: int, cost: float, chosen: list[int], budget: int) -> None:
+        nonlocal best_cost, best_blocks, best_partition
+        if rest == 0:
+            if cost < best_cost - _EPS or (cost <= best_cost + _EPS and len(chosen) < best_blocks):
+                best_cost, best_blocks, best_partition = cost, len(chosen), list(chosen)
+            return
+        if len(chosen) >= budget:
+            return
+        bound = cost + lower(rest)
+        if bound > best_cost + _EPS or (bound > best_cost - _EPS and len(chosen) + 1 >= best_blocks):
+            return
+        if len(chosen) == budget - 1:
+            if math.isfinite(wl[rest]):
+                chosen.append(rest)
+                dfs(0, cost + wl[rest], chosen, budget)
+                chosen.pop()
+            return
+        low = (rest & -rest).bit_length() - 1
+        for m in by_low[low]:
+            if m & ~rest:
+                continue
+            chosen.append(m)
+            dfs(rest & ~m, cost + wl[m], chosen, budget)
+            chosen.pop()
+
+    full = (1 << n) - 1
+    for budget in sorted(set(budgets)):
+        dfs(full, 0.0, [], budget)
+        results[budget] = (
+            None if best_partition is None
+            else [tuple(tasks[i] for i in range(n) if int(server[m]) >> i & 1) for m in best_partition]
+        )
+    return results
+
+
+# ---------------------------------------------------------------- greedy solver
+
+
+def _solve_greedy(
+    tasks: tuple[str, ...], score: ScoreFn, *, max_group_size: int, only_real: bool
+) -> list[list[tuple[str, ...]]]:
+    """Agglomerative merging: from every task alone, repeatedly merge the two blocks whose merged
+    group lowers the total most (or raises it least), as long as some merge is admissible.
+    Returns the partitions visited, from T blocks down."""
+    cache: dict[tuple[str, ...], float | None] = {}
+
+    def cost(group: tuple[str, ...]) -> float | None:
+        if group not in cache:
+            total = 0.0
+            for t in group:
+                s = score(group, t)
+                if s is None or not math.isfinite(s.norm_loss) or (only_real and not s.real):
+                    cache[group] = None
+                    break
+                total += s.norm_loss
+            else:
+                cache[group] = total
+        return cache[group]
+
+    blocks = [(t,) for t in tasks]
+    block_cost = {b: 1.0 for b in blocks}
+    path = [list(blocks)]
+    while len(blocks) > 1:
+        best = None
+        for a, b in itertools.combinations(blocks, 2):
+            merged = _key(a + b, tasks)
+            if len(merged) > max_group_size:
+                continue
+            c = cost(merged)
+            if c is None:
+                continue
+            delta = c - block_cost[a] - block_cost[b]
+            if best is None or delta < best[0] - _EPS:
+                best = (delta, a, b, merged, c)
+        if best is None:
+            break
+        _, a, b, merged, c = best
+        blocks = sorted([x for x in blocks if x not in (a, b)] + [merged], key=lambda g: tasks.index(g[0]))
+        block_cost[merged] = c
+        path.append(list(blocks))
+    return path
+
+
+# ---------------------------------------------------------------- the solver
+
+
+def solve_grouping(
+    tasks: Sequence[str],
+    score: ScoreFn,
+    *,
+    budgets: Sequence[int] | None = None,
+    max_group_size: int | None = None,
+    only_real: bool = True,
+) -> dict[int, Grouping | None]:
+    """The best grouping for each budget N (max networks), or None where no grouping fits N.
+
+    `score(group, task)` gives the task's normalised loss in the group (None: unknown, so the
+    group is not a candidate). With `only_real` a task may only be in a multi-task network where
+    its gain is real; otherwise any scored membership is allowed. Candidate networks are all
+    scored groups of 2..`max_group_size` tasks (default: all tasks).
+
+    Up to EXACT_MAX_TASKS tasks the answer is exact (branch and bound, `_solve_exact`).
+    Above that it is greedy: start with every task alone and repeatedly merge the two blocks whose
+    union, trained as one network, changes the total normalised loss least (most negative first);
+    each visited partition is a solution with one network fewer, and budget N gets the best
+    visited partition with at most N networks. The greedy never overlaps networks and can miss
+    the optimum; it is O(T^3) score look-ups.
+    """
+    tasks = tuple(tasks)
+    if not tasks:
+        raise SpecError("no tasks to group; give at least one task")
+    budgets = tuple(budgets) if budgets is not None else tuple(range(1, len(tasks) + 1))
+    for b in budgets:
+        if not isinstance(b, int) or b < 1:
+            raise SpecError(f"a budget of networks must be an int >= 1. Got {b!r} instead.")
+    size = len(tasks) if max_group_size is None else max(1, min(max_group_size, len(tasks)))
+    out: dict[int, Grouping | None] = {}
+    if len(tasks) <= EXACT_MAX_TASKS:
+        candidates = _candidate_groups(tasks, score, max_group_size=size, only_real=only_real)
+        capped = {b: min(b, len(tasks)) for b in budgets}
+        raw = _solve_exact(tasks, candidates, sorted(set(capped.values())))
+        for b in budgets:
+            nets = raw[capped[b]]
+            out[b] = None if nets is None else _grouping_from_networks(tasks, nets, score, only_real=only_real)
+        return out
+    path = _solve_greedy(tasks, score, max_group_size=size, only_real=only_real)
+    visited = [_grouping_from_networks(tasks, p, score, only_real=only_real) for p in path]
+    for b in budgets:
+        fits = [g for g in visited if g.networks <= b]
+        out[b] = min(fits, key=lambda g: (round(g.total, 12), g.networks)) if fits else None
+    return out
+
+
+@dataclass(frozen=True)
+class BudgetChoice:
+    """The recommended grouping, the Pareto front it was chosen from, and why."""
+
+    grouping: Grouping
+    front: Mapping[int, Grouping]  # budget N -> best grouping with at most N networks (real gains only)
+    requested: int | None
+    reasons: tuple[str, ...]
+
+
+def choose_grouping(
+    tasks: Sequence[str], score: ScoreFn, *, networks: int | None = None, max_group_size: int | None = None
+) -> BudgetChoice:
+    """Solve every budget 1..T and pick one: the requested budget, or by default the smallest
+    number of networks whose total is not clearly worse than the best total (the difference is
+    inside the intervals, `difference_is_inside_intervals`).
+
+    Budgets that cannot be met with real gains only are left out of the front. A requested budget
+    below the smallest feasible one is met by allowing tasks into groups where their gain is not
+    real, and the reasons say so.
+    """
+    tasks = tuple(tasks)
+    if networks is not None and (not isinstance(networks, int) or networks < 1):
+        raise SpecError(f"'networks' must be an int >= 1 or unset. Got {networks!r} instead.")
+    solved = solve_grouping(tasks, score, max_group_size=max_group_size)
+    front = {n: g for n, g in solved.items() if g is not None}
+    reasons: list[str] = []
+    smallest = min(front)  # N = T (every task alone) is always feasible
+    if smallest > 1:
+        reasons.append(
+            f"with fewer than {smallest} networks some task would have to share a network in which its gain is not real"
+        )
+    if networks is None:
+        best_n = min(front, key=lambda n: (round(front[n].total, 12), n))
+        chosen_n = next(n for n in sorted(front) if n <= best_n and difference_is_inside_intervals(front[n], front[best_n]))
+        if chosen_n < best_n:
+            reasons.append(
+                f"{chosen_n} network(s) chosen over {best_n}: total normalised loss {front[chosen_n].total:.3f} vs "
+                f"{front[best_n].total:.3f}, a difference inside the intervals, and fewer networks cost less"
+            )
+        grouping = front[chosen_n]
+    elif networks in front or networks >= len(tasks):
+        grouping = front[min(networks, len(tasks))]
+    else:
+        relaxed = solve_grouping(tasks, score, budgets=[networks], max_group_size=max_group_size, only_real=False)[networks]
+        if relaxed is None:
+            raise MissingResultsError(
+                f"no grouping fits in {networks} network(s): the groups it would need have no scores; "
+                f"ask for at least {smallest} networks or measure larger groups (search phase 'subsets')"
+            )
+        grouping = relaxed
+        reasons.append(
+            f"the budget of {networks} network(s) forces some tasks into groups where their gain is not real; "
+            f"with real gains only, {smallest} networks are needed"
+        )
+    return BudgetChoice(grouping=grouping, front=front, requested=networks, reasons=tuple(reasons))
+
+
+# ---------------------------------------------------------------- branch layer
+
+
+@dataclass(frozen=True)
+class BranchChoice:
+    """Where a group's shared trunk should branch, and the evidence."""
+
+    layer: int
+    source: str  # depth | rsa | default
+    mean_gain: float = math.nan
+    ci: tuple[float, float] = (math.nan, math.nan)
+
+
+def _depth_rows(depth: pd.DataFrame | None, group: tuple[str, ...], order: Sequence[str]) -> pd.DataFrame:
+    if depth is None or not len(depth):
+        return pd.DataFrame(columns=list(rundir.DEPTH_COLUMNS))
+    _require_columns(depth, rundir.DEPTH_COLUMNS, "depth")
+    keys = depth["group"].map(lambda g: rundir.group_key(_split_group(g), order))
+    rows = depth[keys == rundir.group_key(group, order)]
+    if len(rows) or len(group) < 3:
+        return rows
+    # A larger group that the depth phase never trained: pool the rows of its pairs, if all exist.
+    pairs = {rundir.group_key(p, order) for p in itertools.combinations(group, 2)}
+    inside = keys.isin(pairs)
+    return depth[inside] if set(keys[inside]) == pairs else depth.iloc[0:0]
+
+
+def choose_branch_layer(
+    group: Sequence[str],
+    *,
+    order: Sequence[str],
+    depth: pd.DataFrame | None,
+    similarity: pd.DataFrame | None,
+    depth_L: int,
+) -> BranchChoice:
+    """The branch layer of a multi-task network.
+
+    From the depth phase: per layer, the mean gain over the group's tasks (interval: mean of the
+    bounds), at layers where every task has a row; the layer with the best mean wins, except that
+    a deeper layer (more sharing, fewer parameters) takes its place when the difference of the two
+    means is inside their intervals (independent errors); among those, the deepest. A group of
+    three or more that the depth phase never trained pools the rows of its pairs.
+    Without depth rows: the representation-similarity estimate (rows pair, layer, similarity):
+    the deepest layer at which every pair of the group has similarity >= RSA_SHARE_THRESHOLD, or,
+    when no layer reaches it, the layer where the weakest pair is most similar. Without either:
+    full sharing (`depth_L`), source "default".
+    """
+    group = _key(group, order)
+    rows = _depth_rows(depth, group, order)
+    if len(rows):
+        layers = []
+        for layer, at in rows.groupby("branch_layer"):
+            if not set(group) <= set(at["task"].astype(str)):
+                continue
+            g, lo, hi = at["gain"].astype(float), at["ci_low"].astype(float), at["ci_high"].astype(float)
+            if not (np.isfinite(g).all()):
+                continue
+            layers.append((int(layer), float(g.mean()), float(lo.mean()), float(hi.mean())))
+        if layers:
+            best = max(layers, key=lambda r: (r[1], r[0]))
+            ties = [
+                r for r in layers
+                if r[0] >= best[0] and best[1] - r[1] <= math.sqrt((best[1] - best[2]) ** 2 + (r[3] - r[1]) ** 2) + _EPS
+            ]
+            pick = max(ties, key=lambda r: r[0])
+            return BranchChoice(pick[0], "depth", pick[1], (pick[2], pick[3]))
+    if similarity is not None and len(similarity):
+        _require_columns(similarity, SIMILARITY_COLUMNS, "similarity")
+        keys = similarity["pair"].map(lambda p: rundir.group_key(_split_group(p), order))
+        pairs = {rundir.group_key(p, order) for p in itertools.combinations(group, 2)}
+        sims = similarity[keys.isin(pairs)].assign(_pair=keys[keys.isin(pairs)])
+        weakest = [
+            (int(layer), float(at["similarity"].min()))
+            for layer, at in sims.groupby("layer")
+            if set(at["_pair"]) == pairs and np.isfinite(at["similarity"].astype(float)).all()
+        ]
+        if weakest:
+            passing = [r for r in weakest if r[1] >= RSA_SHARE_THRESHOLD]
+            pick = max(passing, key=lambda r: r[0]) if passing else max(weakest, key=lambda r: (r[1], -r[0]))
+            return BranchChoice(pick[0], "rsa")
+    return BranchChoice(depth_L, "default")
+
+
+# ---------------------------------------------------------------- auxiliaries
+
+
+@dataclass(frozen=True)
+class AuxChoice:
+    name: str
+    kind: str
+    serves: str
+    expected_gain: float
+    ci: tuple[float, float]
+
+
+def choose_auxiliaries(
+    affinity: pd.DataFrame,
+    *,
+    tasks: Sequence[str],
+    aux_kinds: Mapping[str, str] | None = None,
+    cap: int = 3,
+) -> dict[str, list[AuxChoice]]:
+    """Per main task, the auxiliaries with a real measured gain on it (ci_low > 0), best first,
+    at most `cap` of them. An auxiliary is any source that is not one of `tasks`."""
+    _require_columns(affinity, rundir.AFFINITY_COLUMNS, "affinity")
+    if not isinstance(cap, int) or cap < 0:
+        raise SpecError(f"the auxiliary cap must be an int >= 0. Got {cap!r} instead.")
+    aux_kinds = dict(aux_kinds or {})
+    main = set(tasks)
+    rows = affinity[
+        (affinity["method"] == "measured") & affinity["target"].isin(main) & ~affinity["source"].isin(main)
+    ]
+    out: dict[str, list[AuxChoice]] = {t: [] for t in tasks}
+    for r in rows.to_dict("records"):
+        lo, hi, gain = _num(r["ci_low"]), _num(r["ci_high"]), _num(r["gain"])
+        if lo > 0 and math.isfinite(gain):
+            name = str(r["source"])
+            out[str(r["target"])].append(AuxChoice(name, aux_kinds.get(name, "unknown"), str(r["target"]), gain, (lo, hi)))
+    for t in out:
+        out[t] = sorted(out[t], key=lambda a: (-a.expected_gain, a.name))[:cap]
+    return out
+
+
+# ---------------------------------------------------------------- baselines
+
+
+def baselines_from_trials(trials: pd.DataFrame, *, tasks: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Mean validation loss of each task trained alone, and of the all-task model with full
+    sharing (the largest branch layer trained), from trials.parquet rows without auxiliaries."""
+    import json
+
+    _require_columns(trials, ("tasks", "aux", "val_loss", "branch_layer"), "trials")
+    single: dict[str, list[float]] = {t: [] for t in tasks}
+    together: dict[int, dict[str, list[float]]] = {}
+    everyone = set(tasks)
+    for r in trials.to_dict("records"):
+        if str(r.get("state", "complete")).lower() in ("pruned", "fail", "failed", "running"):
+            continue
+        members = [str(t) for t in list(r["tasks"])]
+        if len(list(r["aux"] if r["aux"] is not None else [])):
+            continue
+        losses = r["val_loss"] if isinstance(r["val_loss"], dict) else json.loads(r["val_loss"] or "{}")
+        if len(members) == 1 and members[0] in single and members[0] in losses:
+            single[members[0]].append(float(losses[members[0]]))
+        elif set(members) == everyone and len(members) > 1:
+            per = together.setdefault(int(r["branch_layer"]), {t: [] for t in tasks})
+            for t in tasks:
+                if t in losses:
+                    per[t].append(float(losses[t]))
+    full = together[max(together)] if together else {}
+    return {
+        "single_task_loss": {t: float(np.mean(v)) for t, v in single.items() if v},
+        "all_together_loss": {t: float(np.mean(v)) for t, v in full.items() if v},
+    }
+
+
+# ---------------------------------------------------------------- the recommendation
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: NaN/inf become null, tuples become lists, numpy scalars become Python ones."""
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        v = v.item()
+    if isinstance(v, float):
+        return round(v, 6) if math.isfinite(v) else None
+    return v
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+.1f}%"
+
+
+def _weakest_source(scores: Iterable[TaskScore]) -> str:
+    return max((s.source for s in scores), key=SCORE_SOURCES.index, default="single")
+
+
+def recommend(
+    *,
+    spec_tasks: Sequence[str],
+    affinity: pd.DataFrame,
+    group_scores: pd.DataFrame | None = None,
+    depth: pd.DataFrame | None = None,
+    similarity: pd.DataFrame | None = None,
+    candidates: Sequence[Mapping[str, Any]] | None = None,
+    baselines: Mapping[str, Mapping[str, float]] | None = None,
+    depth_L: int,
+    networks: int | None = None,
+    aux_cap: int = 3,
+    max_group_size: int | None = None,
+) -> dict[str, Any]:
+    """The recommendation.json object (schema_version 1, rundir.py and DESIGN.md) for `spec_tasks`.
+
+    `candidates` are the candidates.json objects (name, kind, ...) used to name auxiliary kinds;
+    `baselines` maps "single_task_loss" and "all_together_loss" to per-task losses (see
+    `baselines_from_trials`). Groups cover every task; a task with no real gain anywhere is a group
+    of its own. The Pareto front lists, per budget of networks, the best total normalised loss
+    with real gains only.
+    """
+    tasks = tuple(spec_tasks)
+    if len(set(tasks)) != len(tasks) or not tasks:
+        raise SpecError(f"spec_tasks must be distinct task names, at least one. Got {list(tasks)} instead.")
+    if not isinstance(depth_L, int) or depth_L < 0:
+        raise SpecError(f"depth_L must be an int >= 0 (the trunk's layer count). Got {depth_L!r} instead.")
+    aux_kinds = {str(c["name"]): str(c.get("kind", "unknown")) for c in candidates or ()}
+    scorer = GroupScorer.from_tables(tasks=tasks, group_scores=group_scores, affinity=affinity)
+    choice = choose_grouping(tasks, scorer, networks=networks, max_group_size=max_group_size)
+    g = choice.grouping
+    aux = choose_auxiliaries(affinity, tasks=tasks, aux_kinds=aux_kinds, cap=aux_cap)
+    reasons = list(choice.reasons)
+
+    groups = []
+    for i, members in enumerate(g.groups):
+        served = [t for t in members if g.assignment[t] == i]
+        member_scores = {t: (g.scores[t] if t in served else scorer(members, t)) for t in members}
+        if len(members) > 1:
+            branch = choose_branch_layer(members, order=tasks, depth=depth, similarity=similarity, depth_L=depth_L)
+        else:
+            branch = BranchChoice(depth_L, "default")
+        group_aux = [
+            {"name": a.name, "kind": a.kind, "serves": a.serves, "expected_gain": a.expected_gain, "ci": list(a.ci)}
+            for t in served for a in aux[t]
+        ]
+        groups.append({
+            "tasks": list(members),
+            "serves": served,
+            "branch_layer": branch.layer,
+            "branch_source": branch.source,
+            "score_source": "single" if len(members) == 1 else _weakest_source(s for s in member_scores.values() if s),
+            "sources": {t: (s.source if s else None) for t, s in member_scores.items()},
+            "aux": group_aux,
+            "expected_gain": {t: (s.gain if s else None) for t, s in member_scores.items()},
+            "ci": {t: (list(s.gain_ci) if s else None) for t, s in member_scores.items()},
+        })
+        if branch.source == "depth" and len(members) > 1:
+            reasons.append(
+                f"{' + '.join(members)} branches after layer {branch.layer} of {depth_L} "
+                f"(mean gain {_pct(branch.mean_gain)} there, from the depth phase)"
+            )
+        elif branch.source == "rsa":
+            reasons.append(
+                f"{' + '.join(members)}: no depth-phase result; branch layer {branch.layer} from representation similarity"
+            )
+        elif len(members) > 1:
+            reasons.append(
+                f"{' + '.join(members)}: no depth or similarity result; sharing the whole trunk ({depth_L} layers)"
+            )
+
+    pareto = [
+        {"networks": n, "used": f.networks, "total_normalised_loss": f.total, "ci": list(f.ci),
+         "groups": [list(x) for x in f.groups]}
+        for n, f in sorted(choice.front.items())
+    ]
+    multi = [grp for grp in groups if len(grp["tasks"]) > 1]
+    if not multi:
+        pairs = [(s, t, sc) for (s, t), sc in scorer.pair_rows.items() if sc.source == "measured"]
+        if pairs:
+            s, t, sc = min(pairs, key=lambda p: p[2].norm_loss)
+            lo, hi = sc.gain_ci
+            why = (f"no task gains from any partner with an interval that excludes zero (the largest gain: "
+                   f"{s} -> {t} {_pct(sc.gain)}, interval [{_pct(lo)}, {_pct(hi)}])")
+        else:
+            why = "there are no measured pairwise gains to group by (run the search's 'pairs' phase)"
+        reasons.insert(0, why)
+        verdict = f"Train every task separately ({len(tasks)} networks): {why}."
+        if any(aux.values()):
+            verdict += " Add the auxiliaries listed under 'auxiliaries'; their gains are real."
+    else:
+        parts = []
+        for grp in groups:
+            if len(grp["tasks"]) > 1:
+                part = f"{{{', '.join(grp['tasks'])}}} branching after layer {grp['branch_layer']} of {depth_L}"
+            else:
+                part = f"{grp['tasks'][0]} alone"
+            if grp["aux"]:
+                part += " with auxiliaries " + ", ".join(a["name"] for a in grp["aux"])
+            parts.append(part)
+        mean_gain = float(np.mean([1.0 - g.scores[t].norm_loss for t in tasks]))
+        verdict = (
+            f"Train {g.networks} network(s): {'; '.join(parts)}; expected mean gain {_pct(mean_gain)} per task "
+            f"over training each task alone."
+        )
+        reasons.insert(0, (
+            f"chosen from {len(choice.front)} feasible budgets; total normalised loss {g.total:.3f} "
+            f"(interval {g.ci[0]:.3f}..{g.ci[1]:.3f}) against {float(len(tasks)):.3f} for every task alone"
+        ))
+    with_aux = {t: a for t, a in aux.items() if a}
+    if with_aux:
+        reasons.append("auxiliaries with a real gain: " + "; ".join(
+            f"{t}: {', '.join(a.name for a in lst)}" for t, lst in with_aux.items()))
+
+    rec = {
+        "schema_version": rundir.SCHEMA_VERSION,
+        "tasks": list(tasks),
+        "groups": groups,
+        "assignment": dict(g.assignment),
+        "auxiliaries": {
+            t: [{"name": a.name, "kind": a.kind, "expected_gain": a.expected_gain, "ci": list(a.ci)} for a in lst]
+            for t, lst in aux.items()
+        },
+        "baselines": {
+            "single_task_loss": dict((baselines or {}).get("single_task_loss", {})),
+            "all_together_loss": dict((baselines or {}).get("all_together_loss", {})),
+        },
+        "budget": {"networks": g.networks, "requested": networks},
+        "pareto": pareto,
+        "verdict": verdict,
+        "reasons": reasons,
+    }
+    return _clean(rec)
+
+
+def write_recommendation(run_dir: str | Path, rec: Mapping[str, Any]) -> Path:
+    """Write recommendation.json into `run_dir`, atomically."""
+    return rundir.write_json(Path(run_dir) / rundir.RECOMMENDATION, _clean(dict(rec)))
+
+
+def recommend_run(
+    run_dir: str | Path, *, networks: int | None = None, aux_cap: int = 3, similarity: pd.DataFrame | None = None
+) -> dict[str, Any]:
+    """Rebuild graph.graphml and recommendation.json of a run directory from its saved tables.
+
+    Needs spec.json and affinity.csv; group_scores.csv, depth.csv, candidates.json and
+    trials.parquet are used when present. Returns the recommendation.
+    """
+    from taskscout.spec import spec_from_json
+
+    d = rundir.require(run_dir, rundir.SPEC, rundir.AFFINITY)
+    spec = spec_from_json((d / rundir.SPEC).read_text(encoding="utf-8"))
+    tasks = spec.main_tasks
+    affinity = pd.read_csv(d / rundir.AFFINITY)
+    group_scores = pd.read_csv(d / rundir.GROUP_SCORES) if (d / rundir.GROUP_SCORES).exists() else None
+    depth = pd.read_csv(d / rundir.DEPTH) if (d / rundir.DEPTH).exists() else None
+    candidates = rundir.read_json(d / rundir.CANDIDATES) if (d / rundir.CANDIDATES).exists() else []
+    baselines = (
+        baselines_from_trials(pd.read_parquet(d / rundir.TRIALS), tasks=tasks)
+        if (d / rundir.TRIALS).exists() else None
+    )
+    aux_kinds = {str(c["name"]): str(c.get("kind", "unknown")) for c in candidates}
+    save_graphml(build_graph(affinity, tasks=tasks, aux_kinds=aux_kinds), d / rundir.GRAPH)
+    rec = recommend(
+        spec_tasks=tasks, affinity=affinity, group_scores=group_scores, depth=depth, similarity=similarity,
+        candidates=candidates, baselines=baselines, depth_L=spec.model.depth,
+        networks=networks if networks is not None else spec.search.networks, aux_cap=aux_cap,
+    )
+    write_recommendation(d, rec)
+    return rec
