@@ -36,7 +36,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 # What each budget preset fills in when the study or the flags do not say.
 BUDGET_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "small": {"training": {"seeds": 2, "epochs": 25}, "aux": {"cap": 2}, "search": {"subsets": 12}},
+    "small": {"training": {"seeds": 3, "epochs": 25}, "aux": {"cap": 2}, "search": {"subsets": 12}},
     "medium": {"training": {"seeds": 3, "epochs": 40}, "aux": {"cap": 3}, "search": {"subsets": 24}},
     "large": {"training": {"seeds": 5, "epochs": 80}, "aux": {"cap": 5}, "search": {"subsets": 48}},
 }

@@ -42,7 +42,7 @@ def test_budget_presets_fill_only_unset_values(tmp_path):
     spec = resolve_spec(path)
     small = BUDGET_PRESETS["small"]
     assert spec.training.epochs == 5  # set in the file: the preset does not touch it
-    assert spec.training.seeds == small["training"]["seeds"] == 2
+    assert spec.training.seeds == small["training"]["seeds"] == 3
     assert spec.aux.cap == small["aux"]["cap"]
     assert spec.search.subsets == small["search"]["subsets"]
     # a flag's budget replaces the file's, and its presets follow

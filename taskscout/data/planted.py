@@ -16,7 +16,7 @@ import pandas as pd
 
 def planted_frame(
     *,
-    n_rows: int = 1200,
+    n_rows: int = 1500,
     n_inputs: int = 48,
     groups: int = 3,
     tasks_per_group: int = 3,
@@ -24,6 +24,8 @@ def planted_frame(
     latent_dim: int = 2,
     label_fraction: float = 0.25,
     noise: float = 0.1,
+    nonlinearity: float = 0.3,
+    spread: float = 0.25,
     classification: bool = True,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -46,10 +48,12 @@ def planted_frame(
     x = rng.normal(size=(n_rows, n_inputs))
     columns: dict[str, np.ndarray] = {f"x{i}": x[:, i] for i in range(n_inputs)}
 
-    def readout(z: np.ndarray, binary: bool) -> np.ndarray:
-        a = rng.normal(size=z.shape[1])
+    def readout(z: np.ndarray, shared: np.ndarray, binary: bool) -> np.ndarray:
+        # Mostly linear in the group's latent z, along a direction close to the group's shared
+        # direction: partners' labels teach the same few directions of input space.
+        a = shared + spread * rng.normal(size=z.shape[1])
         b = rng.normal(size=z.shape[1])
-        h = np.tanh(z @ a) + 0.5 * (z @ b) ** 2 / z.shape[1] + 0.5 * z @ b
+        h = z @ a + nonlinearity * np.tanh(z @ b)
         h = (h - h.mean()) / h.std() + noise * rng.normal(size=len(h))
         if binary:
             return (h > 0).astype(float)
@@ -67,9 +71,10 @@ def planted_frame(
         specs += [(f"ind_t{i}", groups + i, i) for i in range(independent_tasks)]
     else:
         specs += [(f"ind_t{i}", i, i) for i in range(blocks)]
+    shared = {block: rng.normal(size=latent_dim) for _, block, _ in specs}
     for name, block, position in specs:
-        z = x @ basis[:, block * latent_dim:(block + 1) * latent_dim] * 2.0
-        columns[name] = sparse(readout(z, binary=classification and position % 2 == 1))
+        z = x @ basis[:, block * latent_dim:(block + 1) * latent_dim]
+        columns[name] = sparse(readout(z, shared[block], binary=classification and position % 2 == 1))
     return pd.DataFrame(columns)
 
 
