@@ -255,6 +255,12 @@ def bench(
         raise SpecError(f"--dtype must be float32 or float64. Got {dtype!r} instead.")
     if threads is not None and threads < 1:
         raise SpecError(f"--threads must be an int >= 1. Got {threads} instead.")
+    import os
+
+    # On a shared CPU, OpenMP threads that spin while waiting for a descheduled partner slow
+    # every parallel kernel many times over; sleeping waits cost microseconds. Takes effect when
+    # torch is first imported here (the normal case for a command); the user's setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     from taskscout.bench import run_bench
@@ -270,7 +276,7 @@ def bench(
     if as_json:
         typer.echo(json.dumps(r, indent=2))
         return
-    typer.echo(f"device      {r['device']} ({r['threads']} threads, {r['dtype']})")
+    typer.echo(f"device      {r['device']} ({r['threads']} threads, {r['dtype']}, OMP_WAIT_POLICY={r['omp_wait_policy'] or 'default'})")
     typer.echo(f"models      {r['models']} x trunk {r['depth']}x{r['width']}, {r['inputs']} inputs, {r['tasks']} tasks, "
                f"batch {r['batch']}, {r['steps']} steps over {r['epochs']} epochs")
     typer.echo(f"sequential  {r['sequential_models_per_s']:.2f} models/s ({r['sequential_models']} models in {r['sequential_seconds']:.1f} s)")
