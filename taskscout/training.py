@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 _NEG = -1e30  # added to padding logits of a softmax: exp() of it is exactly 0
-_EVAL_ELEMENTS = 2**22  # activations per chunk of an evaluation pass (bounds its memory)
+_EVAL_ELEMENTS = 2**23  # activation elements per chunk of an evaluation pass (bounds its memory)
 
 
 @dataclass(frozen=True)
