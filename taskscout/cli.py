@@ -500,9 +500,6 @@ def verify(
 # ---------------------------------------------------------------- bench
 
 
-# ---------------------------------------------------------------- bench (trainer branch)
-
-
 @app.command()
 def bench(
     models: Annotated[int, typer.Option(help="Models K trained stacked and one by one.")] = 64,
