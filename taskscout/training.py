@@ -347,7 +347,7 @@ def train_models(
     """
     X, Y, split = np.asarray(X), np.asarray(Y, dtype=float), np.asarray(split)
     _check_inputs(X, Y, heads, split, plans, model, eval_splits)
-    if not 1 <= stack_size:
+    if not isinstance(stack_size, int) or stack_size < 1:
         raise SpecError(f"stack_size must be an int >= 1. Got {stack_size!r} instead.")
     weighting = get_weighting(training.weighting)
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
@@ -735,6 +735,9 @@ def _eval_outputs(stack: StackedMLP, data: _DeviceData, rows: torch.Tensor,
     """Stacked outputs over `rows` in the stack's layout, computed in chunks."""
     step = _eval_chunk(stack, len(rows))
     parts = [stack.forward(data.X.index_select(0, rows[a:a + step]), params) for a in range(0, len(rows), step)]
+    if not parts:  # an empty split: its losses and metrics come out NaN
+        K = stack.params["head.w"].shape[0]
+        return torch.zeros(K, stack.layout.n_slots, stack.layout.out_width, 0, dtype=data.dtype, device=data.device)
     return torch.cat(parts, 3)
 
 

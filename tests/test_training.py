@@ -219,6 +219,17 @@ def test_learns_a_planted_binary_task():
     assert res.metric["val"][0] > 0.95
 
 
+def test_an_empty_evaluation_split_gives_nan():
+    X, Y, split = make_data()
+    split = np.where(split == 2, 0, split).astype(np.int8)
+    plan = ModelPlan((0, 3), (0,), seed=1, branch_layer=1)
+    kw = {"model": MODEL, "training": settings(epochs=2), "device": "cpu", "eval_splits": ("val", "test")}
+    for res in (train_models(X, Y, HEADS, split, [plan], **kw)[0], train_sequential(X, Y, HEADS, split, [plan], **kw)[0]):
+        assert all(np.isnan(v) for v in res.loss["test"].values())
+        assert all(np.isnan(v) for v in res.metric["test"].values())
+        assert all(np.isfinite(v) for v in res.loss["val"].values())
+
+
 def test_bad_inputs_are_clear_errors():
     X, Y, split = make_data()
     kw = {"model": MODEL, "training": settings(), "device": "cpu"}
