@@ -239,18 +239,16 @@ def _final_scores(heads: Sequence[Head], targets: Sequence[int], outs: Sequence[
 
 
 def _curves(heads: Sequence[Head], targets: Sequence[int], train: np.ndarray, val: np.ndarray) -> pd.DataFrame:
-    """Tidy curves from (epochs, n_targets) arrays of train and val loss."""
-    E = train.shape[0]
-    parts = []
-    for split, arr in (("train", train), ("val", val)):
-        for j, t in enumerate(targets):
-            parts.append(pd.DataFrame({
-                "task": heads[t].name, "epoch": np.arange(1, E + 1, dtype=np.int64), "split": split,
-                "loss": arr[:, j].astype(float),
-            }))
-    if not parts:
-        return pd.DataFrame({"task": [], "epoch": [], "split": [], "loss": []})
-    return pd.concat(parts, ignore_index=True)
+    """Tidy curves from (epochs, n_targets) arrays of train and val loss: train rows first, each
+    split task by task, epochs ascending."""
+    E, T = train.shape[0], len(targets)
+    names = np.array([heads[t].name for t in targets], dtype=object)
+    return pd.DataFrame({
+        "task": np.tile(np.repeat(names, E), 2),
+        "epoch": np.tile(np.arange(1, E + 1, dtype=np.int64), 2 * T),
+        "split": np.repeat(np.array(["train", "val"], dtype=object), E * T),
+        "loss": np.concatenate([train.T.reshape(-1), val.T.reshape(-1)]).astype(float),
+    })
 
 
 def _data_order(seed: int, epoch: int, n: int) -> torch.Tensor:
