@@ -52,8 +52,8 @@ from taskscout.spec import ModelSettings, TrainingSettings
 from taskscout.weighting import LossWeighting, get_weighting
 
 __all__ = [
-    "Head", "ModelPlan", "ModelResult", "build_model", "evaluate_model", "model_from_result",
-    "predict", "train_models", "train_sequential",
+    "Head", "ModelPlan", "ModelResult", "build_model", "evaluate_model", "head_metric", "head_row_loss",
+    "model_from_result", "predict", "train_models", "train_sequential",
 ]
 
 _NEG = -1e30  # added to padding logits of a softmax: exp() of it is exactly 0
@@ -218,10 +218,6 @@ def head_metric(head: Head, z: np.ndarray, y: np.ndarray) -> float:
     if head.type == "ordinal":
         return float(np.mean((z > 0).sum(1) == y[:, 0]))
     return float(math.sqrt(np.mean((z[:, 0] - y[:, 0]) ** 2)) * head.scale)
-
-
-def _masked_mean(loss: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
-    return loss.sum() / lab.sum().clamp_min(1)
 
 
 def _final_scores(heads: Sequence[Head], targets: Sequence[int], outs: Sequence[torch.Tensor], Y: torch.Tensor,
