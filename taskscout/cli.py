@@ -8,6 +8,7 @@ imports (torch, optuna, plotly) happen inside command bodies so `--help` stays f
 import functools
 import inspect
 import json
+import os
 import math
 import sys
 from pathlib import Path
@@ -20,6 +21,9 @@ from taskscout.errors import SpecError, TaskscoutError
 
 class _App(typer.Typer):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Busy-waiting OpenMP threads made stacked training up to 7x slower on a shared CPU; the
+        # policy is read when torch first starts its thread pool, so set it before any command runs.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             return super().__call__(*args, **kwargs)
         except TaskscoutError as e:
