@@ -8,8 +8,8 @@ imports (torch, optuna, plotly) happen inside command bodies so `--help` stays f
 import functools
 import inspect
 import json
-import os
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
