@@ -37,7 +37,7 @@ def synthetic(n_subsets: int, *, seeds: int = 2, noise: float = 0.02, seed: int 
             subsets.append(s)
     for s in subsets:
         key = rundir.group_key(s, TASKS)
-        for t in s:
+        for t in sorted(s):  # sorted: set order depends on the hash seed
             for k in range(seeds):
                 eps = 0.0 if len(s) == 1 else noise * rng.normal()
                 rows.append((key, t, k, true_loss(t, s) + eps))
