@@ -10,7 +10,7 @@ cheap estimators against the measured gains. Estimator modules import torch only
 so `import taskscout.affinity` stays light.
 """
 
-from taskscout.affinity import surrogate  # noqa: F401  (fill the registry)
+from taskscout.affinity import gradcos, measured_estimator, rsa, surrogate, tag  # noqa: F401  (fill the registry)
 from taskscout.affinity.base import (
     ESTIMATORS,
     AffinityEstimator,
