@@ -8,9 +8,10 @@ imports (torch, optuna, plotly) happen inside command bodies so `--help` stays f
 import functools
 import inspect
 import json
+import math
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -48,13 +49,13 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------- shared study flags
 
 
-def _csv(value: Optional[str]) -> Optional[list[str]]:
+def _csv(value: str | None) -> list[str] | None:
     if value is None:
         return None
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _pairs(values: Optional[list[str]], flag: str) -> dict[str, str]:
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
     out = {}
     for item in values or []:
         if "=" not in item:
@@ -65,54 +66,85 @@ def _pairs(values: Optional[list[str]], flag: str) -> dict[str, str]:
 
 
 def _number(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
+    """An int, a finite float, true/false, or else the text itself."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+        if math.isfinite(value):
+            return value
+    except ValueError:
+        pass
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
+def _toml_value(text: str) -> Any:
+    """VALUE of --set KEY=VALUE read as a TOML value (5, 0.1, true, ["a", "b"]); else the text."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
 _STUDY_FLAGS: list[tuple[str, Any, Any]] = [
-    ("tasks", Optional[str], typer.Option(help="Target columns, comma-separated (a,b,c).")),
-    ("main", Optional[str], typer.Option(help="Main tasks, comma-separated; default: every task.")),
-    ("inputs", Optional[str], typer.Option(help="Input columns, comma-separated; default: every other column.")),
-    ("task_type", Optional[list[str]], typer.Option(help="Override a task's type: NAME=binary|multiclass|regression|ordinal (repeatable).")),
-    ("time_column", Optional[str], typer.Option(help="Column with time stamps: splits by time, enables future-as-target.")),
-    ("entity_column", Optional[str], typer.Option(help="Column naming the entity of each row (future targets never cross entities).")),
-    ("aux_kinds", Optional[str], typer.Option(help="Auxiliary kinds to try, comma-separated: related,adversarial,hints,quantization,predict_inputs,future.")),
-    ("aux_cap", Optional[int], typer.Option(help="Auxiliary candidates kept per kind per main task.")),
-    ("cap", Optional[list[str]], typer.Option(help="Cap for one kind: KIND=N (repeatable).")),
-    ("adversarial", Optional[str], typer.Option(help="Nuisance/domain columns to predict through gradient reversal, comma-separated.")),
-    ("smooth_source", Optional[str], typer.Option(help="Numeric column behind a thresholded binary task (a smoothing target).")),
-    ("depth", Optional[int], typer.Option(help="Trunk layers L.")),
-    ("width", Optional[int], typer.Option(help="Trunk width H.")),
-    ("epochs", Optional[int], typer.Option(help="Epochs per model (default from --budget).")),
-    ("batch_size", Optional[int], typer.Option(help="Mini-batch size.")),
-    ("lr", Optional[float], typer.Option(help="Adam learning rate.")),
-    ("seeds", Optional[int], typer.Option(help="Seeds per comparison (default from --budget).")),
-    ("weighting", Optional[str], typer.Option(help="Loss weighting: equal, uncertainty, ...")),
-    ("budget", Optional[str], typer.Option(help="Preset for seeds, epochs and candidates: small, medium (default), large.")),
-    ("time_limit", Optional[float], typer.Option(help="Stop starting new work after this many seconds.")),
-    ("skip", Optional[list[str]], typer.Option(help="Skip a phase: single, pairs, aux, depth, subsets, estimators (repeatable).")),
-    ("networks", Optional[int], typer.Option(help="Budget of networks for grouping; default: best over all.")),
-    ("device", Optional[str], typer.Option(help="auto (CUDA when present), cpu or cuda.")),
-    ("seed", Optional[int], typer.Option(help="Seed for splits and models.")),
-    ("out", Optional[str], typer.Option(help="Run directory; default reports/NAME.")),
-    ("storage", Optional[str], typer.Option(help="Optuna storage URL; default SQLite in the run directory.")),
-    ("name", Optional[str], typer.Option(help="Study name; default from the data.")),
-    ("option", Optional[list[str]], typer.Option(help="Builtin data set parameter KEY=VALUE (repeatable), e.g. groups=3.")),
+    ("tasks", str | None, typer.Option(help="Target columns, comma-separated (a,b,c).")),
+    ("main", str | None, typer.Option(help="Main tasks, comma-separated; default: every task.")),
+    ("inputs", str | None, typer.Option(help="Input columns, comma-separated; default: every other column.")),
+    ("task_type", list[str] | None, typer.Option(help="Override a task's type: NAME=binary|multiclass|regression|ordinal (repeatable).")),
+    ("time_column", str | None, typer.Option(help="Column with time stamps: splits by time, enables future-as-target.")),
+    ("entity_column", str | None, typer.Option(help="Column naming the entity of each row (future targets never cross entities).")),
+    ("aux_kinds", str | None, typer.Option(help="Auxiliary kinds to try, comma-separated: related,adversarial,hints,quantization,predict_inputs,future.")),
+    ("aux_cap", int | None, typer.Option(help="Auxiliary candidates kept per kind per main task.")),
+    ("cap", list[str] | None, typer.Option(help="Cap for one kind: KIND=N (repeatable).")),
+    ("adversarial", str | None, typer.Option(help="Nuisance/domain columns to predict through gradient reversal, comma-separated.")),
+    ("smooth_source", str | None, typer.Option(help="Numeric column behind a thresholded binary task (a smoothing target).")),
+    ("horizon", int | None, typer.Option(help="Future-as-target: steps ahead t+1..t+H (default 1).")),
+    ("aux_min_labelled", int | None, typer.Option(help="Auxiliary candidates need at least this many labelled training rows (default 20).")),
+    ("depth", int | None, typer.Option(help="Trunk layers L.")),
+    ("width", int | None, typer.Option(help="Trunk width H.")),
+    ("epochs", int | None, typer.Option(help="Epochs per model (default from --budget).")),
+    ("batch_size", int | None, typer.Option(help="Mini-batch size.")),
+    ("lr", float | None, typer.Option(help="Adam learning rate.")),
+    ("seeds", int | None, typer.Option(help="Seeds per comparison (default from --budget).")),
+    ("weighting", str | None, typer.Option(help="Loss weighting: equal, uncertainty, ...")),
+    ("budget", str | None, typer.Option(help="Preset for seeds, epochs and candidates: small, medium (default), large.")),
+    ("time_limit", float | None, typer.Option(help="Stop starting new work after this many seconds.")),
+    ("skip", list[str] | None, typer.Option(help="Skip a phase: single, pairs, aux, depth, subsets, estimators (repeatable).")),
+    ("networks", int | None, typer.Option(help="Budget of networks for grouping; default: best over all.")),
+    ("device", str | None, typer.Option(help="auto (CUDA when present), cpu or cuda.")),
+    ("seed", int | None, typer.Option(help="Seed for splits and models.")),
+    ("out", str | None, typer.Option(help="Run directory; default reports/NAME.")),
+    ("storage", str | None, typer.Option(help="Optuna storage URL; default SQLite in the run directory.")),
+    ("name", str | None, typer.Option(help="Study name; default from the data.")),
+    ("option", list[str] | None, typer.Option(help="Builtin data set parameter KEY=VALUE (repeatable), e.g. groups=3.")),
+    ("set", list[str] | None, typer.Option(help="Any study-file setting: KEY=VALUE or SECTION.KEY=VALUE, VALUE in TOML (repeatable), e.g. training.patience=5.")),
 ]
 
 
 def overrides_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
-    """The nested study mapping that the flags set (unset flags are absent)."""
+    """The nested study mapping that the flags set (unset flags are absent).
+
+    `--set` items come first, so a dedicated flag for the same setting wins over them.
+    """
     out: dict[str, Any] = {}
 
-    def put(section: Optional[str], key: str, value: Any) -> None:
+    def put(section: str | None, key: str, value: Any) -> None:
         if value is None:
             return
-        (out.setdefault(section, {}) if section else out)[key] = value
+        target = out.setdefault(section, {}) if section else out
+        if not isinstance(target, dict):
+            raise SpecError(f"'{section}' was given the value {target!r} with --set, but it is a section of settings")
+        target[key] = value
+
+    for key, text in _pairs(flags.get("set"), "--set").items():
+        section, _, leaf = key.rpartition(".")
+        if not leaf or "." in section:
+            raise SpecError(f"--set takes KEY=VALUE or SECTION.KEY=VALUE (e.g. training.patience=5); got {key!r}")
+        put(section or None, leaf, _toml_value(text))
 
     for key in ("tasks", "main", "inputs"):
         put(None, key, _csv(flags.get(key)))
@@ -128,6 +160,8 @@ def overrides_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
         put("aux", "caps", {k: _number(v) for k, v in _pairs(flags["cap"], "--cap").items()})
     put("aux", "adversarial", _csv(flags.get("adversarial")))
     put("aux", "smooth_source", flags.get("smooth_source"))
+    put("aux", "horizon", flags.get("horizon"))
+    put("aux", "min_labelled", flags.get("aux_min_labelled"))
     put("model", "depth", flags.get("depth"))
     put("model", "width", flags.get("width"))
     for key in ("epochs", "batch_size", "lr", "seeds", "weighting"):
@@ -140,7 +174,7 @@ def overrides_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
         bad = [p for p in flags["skip"] if p not in PHASES]
         if bad:
             raise SpecError(f"--skip takes one of {list(PHASES)}; got {bad[0]!r}")
-        out.setdefault("search", {})["phases"] = [p for p in PHASES if p not in flags["skip"]]
+        put("search", "phases", [p for p in PHASES if p not in flags["skip"]])
     return out
 
 
@@ -215,6 +249,8 @@ def validate(
     typer.echo(f"data       {spec.data}")
     typer.echo(f"rows       {summary['rows']} (train {summary['split_rows']['train']}, val {summary['split_rows']['val']}, test {summary['split_rows']['test']})")
     typer.echo(f"inputs     {summary['inputs']} columns -> {summary['features']} features")
+    split_rule = f"by time ({spec.time_column}): test = latest rows" if spec.time_column else f"random by row (seed {spec.seed})"
+    typer.echo(f"split      {split_rule}")
     typer.echo(f"main       {', '.join(spec.main_tasks)}")
     typer.echo(f"budget     {spec.budget} (seeds {spec.training.seeds}, epochs {spec.training.epochs}); device {spec.device}")
     typer.echo(f"model      trunk {spec.model.depth} x {spec.model.width}")
@@ -227,4 +263,131 @@ def validate(
             if "balance" in t else f"mean {t['mean']:g}, std {t['std']:g}"
         )
         typer.echo(f"  {name:<{width}}  {t['type']:<10} labelled {lab['train']}/{lab['val']}/{lab['test']}  {detail}")
-    typer.echo(f"the spec is valid; `taskscout search {spec.data} ...` would write {Path(spec.run_dir)}")
+    typer.echo(f"valid: nothing was written; a search would write to {Path(spec.run_dir)}")
+
+
+@app.command()
+@study_command
+def candidates(
+    spec: Any,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    show_dropped: Annotated[bool, typer.Option("--show-dropped/--hide-dropped", help="List candidates that screening dropped.")] = True,
+) -> None:
+    """List the auxiliary candidates the search would try (no training), with why any were dropped."""
+    from taskscout.auxgen import candidate_records, generate_candidates, why_none
+    from taskscout.data import build_dataset
+
+    ds = build_dataset(spec)
+    records = candidate_records(ds, generate_candidates(ds, spec))
+    shown = [r for r in records if show_dropped or r["dropped"] is None]
+    if as_json:
+        typer.echo(json.dumps(shown, indent=2))
+        return
+    header = ("name", "kind", "serves", "type", "labelled train/val/test", "score", "dropped")
+    rows = [
+        (r["name"], r["kind"] + (" (reversed)" if r["adversarial"] else ""), ",".join(r["serves"]), r["type"],
+         "/".join(str(r["labelled"][s]) for s in ("train", "val", "test")),
+         "-" if r["score"] is None else f"{r['score']:.3f}", r["dropped"] or "")
+        for r in shown
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+    for row in [header, *rows]:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    kept = sum(r["dropped"] is None for r in records)
+    typer.echo(f"{len(records)} candidates, {kept} kept, {len(records) - kept} dropped"
+               + ("" if show_dropped else " (hidden: --show-dropped lists them)"))
+    notes = why_none(ds, spec)
+    if notes:
+        typer.echo("no candidates of a kind:")
+        for kind, main, reason in notes:
+            typer.echo(f"  {kind} for {main}: {reason}")
+
+
+# ---------------------------------------------------------------- search
+
+
+def _search_bars() -> Any:
+    """A rich progress display on stderr implementing search.SearchProgress: one bar per phase
+    with models done/total, models per second and the time left."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class ModelsPerSecond(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("-- models/s" if speed is None else f"{speed:.1f} models/s")
+
+    class Bars:
+        def __init__(self) -> None:
+            self.progress = Progress(
+                TextColumn("{task.description:<7}"), BarColumn(), MofNCompleteColumn(), ModelsPerSecond(),
+                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                console=Console(stderr=True), transient=False,
+            )
+            self.task: Any = None
+
+        def __enter__(self) -> "Bars":
+            self.progress.start()
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            self.progress.stop()
+
+        def phase_started(self, phase: str, *, total: int, done: int) -> None:
+            self.task = self.progress.add_task(phase, total=max(total, 0), completed=done)
+
+        def advance(self, n: int) -> None:
+            if self.task is not None:
+                self.progress.advance(self.task, n)
+
+        def phase_finished(self, phase: str) -> None:
+            self.task = None
+
+    return Bars()
+
+
+@app.command()
+@study_command
+def search(
+    spec: Any,
+    fresh: Annotated[bool, typer.Option("--fresh/--resume", help="Start over (delete the study and its tables) or resume (default: completed models are reused).")] = False,
+    plateau_epsilon: Annotated[float | None, typer.Option(help="Plateau: relative improvement below which the validation loss has plateaued (default 0.01).")] = None,
+    plateau_window: Annotated[int | None, typer.Option(help="Plateau: epochs ahead over which the improvement is measured (default 3).")] = None,
+    stack_size: Annotated[int | None, typer.Option(help="Models trained together in one stacked computation (default 64).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (the summary is still printed).")] = False,
+) -> None:
+    """Train single-task, pairwise, auxiliary and branch-depth models; measure gains with intervals.
+
+    Resumable: the same command again reuses every completed model. Writes the run directory
+    (reports/NAME or --out): affinity.csv, group_scores.csv, depth.csv, trials.parquet, ...
+    """
+    import contextlib
+    import dataclasses
+
+    from taskscout.search import run_search, summary_text
+
+    changes = {k: v for k, v in (("plateau_epsilon", plateau_epsilon), ("plateau_window", plateau_window),
+                                 ("stack_size", stack_size)) if v is not None}
+    rules = {f.name: f.metadata for f in dataclasses.fields(spec.search)}
+    for key, value in changes.items():
+        if not rules[key]["check"](value):
+            raise SpecError(f"--{key.replace('_', '-')} must be {rules[key]['expect']}. Got {value!r} instead.")
+    if changes:
+        spec = dataclasses.replace(spec, search=dataclasses.replace(spec.search, **changes))
+    if spec.device == "cuda":
+        from taskscout.device import resolve_device
+
+        resolve_device(spec.device)
+    bars = None if quiet else _search_bars()
+    with bars if bars is not None else contextlib.nullcontext():
+        result = run_search(spec, fresh=fresh, progress=bars)
+    typer.echo(summary_text(result))
