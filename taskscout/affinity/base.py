@@ -55,7 +55,8 @@ class AffinityProblem:
 
     `Y` holds one block of `head.width` columns per head, in head order (NaN = unlabelled), as
     `training.train_models` expects; `main` are indices into `heads`. Estimators write a row for
-    every ordered pair (source, target) with target a main task and source any other head.
+    every ordered pair of main tasks, and for a non-main source (an auxiliary head) -> main target
+    where they can score it (`ordered_pairs`; `surrogate` scores main tasks only).
     """
 
     X: np.ndarray

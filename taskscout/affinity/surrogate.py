@@ -28,13 +28,21 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from taskscout import rundir
+from taskscout.affinity.base import (
+    AffinityEstimator,
+    AffinityProblem,
+    Compute,
+    EstimatorResult,
+    register_estimator,
+)
 from taskscout.errors import DataError
 
 GRID = tuple(float(a) for a in np.logspace(-3, 3, 13))  # prior precisions tried (relative to noise)
@@ -318,3 +326,50 @@ def normalised_losses(losses: pd.DataFrame, *, single: Mapping[tuple[str, int], 
             continue
         rows.append((r.group, r.task, int(r.seed), float(r.loss) / float(alone)))
     return pd.DataFrame(rows, columns=["group", "task", "seed", "norm_loss"])
+
+
+@register_estimator
+class SurrogateEstimator(AffinityEstimator):
+    """Affinity from a surrogate fitted on task subsets (see the module docstring).
+
+    Trains every main task alone and `n_subsets` subsets proposed by Optuna
+    (`taskscout.search.subsets`, default 3 x the number of main tasks: linear in T), each with every
+    seed; gain(j -> i) = -(main effect of j on i's normalised loss). Tables: "coefficients",
+    "observations", "objectives", and "heldout" (cross-validated R^2 when there are 5+ subsets).
+    """
+
+    name = "surrogate"
+
+    def __init__(self, *, n_subsets: int | None = None, interactions: bool | str = "auto", prune: bool = False,
+                 stack_size: int = 64) -> None:
+        self.n_subsets = n_subsets
+        self.interactions = interactions
+        self.prune = prune
+        self.stack_size = stack_size
+
+    def estimate(self, problem: AffinityProblem, *, progress: Callable[[int], None] | None = None) -> EstimatorResult:
+        from taskscout.search.subsets import run_subsets
+        from taskscout.training import ModelPlan, train_models
+
+        names = problem.names
+        main = problem.main_names
+        depth = problem.model.depth
+        plans = [ModelPlan(targets=(h,), main=(h,), seed=s, branch_layer=depth) for s in problem.seeds for h in problem.main]
+        start = time.perf_counter()
+        results = train_models(problem.X, problem.Y, problem.heads, problem.split, plans, model=problem.model,
+                               training=problem.training, device=problem.device, progress=progress,
+                               stack_size=self.stack_size)
+        compute = Compute(len(results), sum(r.epochs_run for r in results), time.perf_counter() - start)
+        single = {(names[r.plan.targets[0]], int(r.plan.seed)): float(r.loss["val"][r.plan.targets[0]]) for r in results}
+        n = self.n_subsets if self.n_subsets is not None else 3 * len(main)
+        run = run_subsets(problem, single=single, n_subsets=n, prune=self.prune, seed=min(problem.seeds), progress=progress)
+        compute = compute + run.compute
+        anchors = pd.DataFrame([(t, t, s, 1.0) for (t, s) in single], columns=["group", "task", "seed", "norm_loss"])
+        observations = pd.concat([anchors, run.observations], ignore_index=True)
+        sur = fit_surrogate(observations, tasks=main, interactions=self.interactions)
+        tables = {"coefficients": sur.coefficients(), "observations": observations, "objectives": run.objectives}
+        if run.observations["group"].nunique() >= 5:
+            r2 = heldout_r2(observations, tasks=main, keep=set(main), interactions=self.interactions)
+            tables["heldout"] = pd.DataFrame([r2])
+        rows = sur.affinity_rows(sources=main)
+        return EstimatorResult(self.name, rows, compute, tables=tables)
