@@ -15,8 +15,10 @@ For every estimator, over the ordered pairs (source, target) that both it and `m
   (single-task baselines plus all pairs), both measured on the same machine.
 
 `agreement.csv` holds these columns (`rundir.AGREEMENT_COLUMNS`) followed by `n_pairs`,
-`n_negative`, `flagged` (pairs flagged) and `relative_epochs` (model-epochs ratio, which does not
-depend on machine load).
+`n_negative`, `flagged` (pairs flagged), `relative_epochs` (model-epochs ratio, which does not
+depend on machine load) and `spearman_per_target` (for each target with 3+ sources, the Spearman
+correlation over its sources, averaged: does the estimator rank a task's partners right, leaving
+aside how much each target gains or loses overall).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from taskscout.affinity.base import Compute, EstimatorResult
 from taskscout.errors import MissingResultsError
 
 MEASURED = "measured"
-EXTRA_COLUMNS = ("n_pairs", "n_negative", "flagged", "relative_epochs")
+EXTRA_COLUMNS = ("n_pairs", "n_negative", "flagged", "relative_epochs", "spearman_per_target")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Agreement:
     n_negative: int
     flagged: int
     relative_epochs: float
+    spearman_per_target: float
 
 
 def flag_negative(values: np.ndarray, *, quantile: float = 0.25) -> np.ndarray:
@@ -101,6 +104,9 @@ def agreement(
             return math.nan
         return float(a) / float(b)
 
+    per_target = [_spearman(g["measured"].to_numpy(float), g["estimate"].to_numpy(float))
+                  for _, g in both.groupby("target") if len(g) >= 3]
+    per_target = [v for v in per_target if np.isfinite(v)]
     return Agreement(
         method=method,
         spearman=_spearman(both["measured"].to_numpy(float), est),
@@ -116,6 +122,7 @@ def agreement(
             estimator_compute.epochs if estimator_compute else None,
             measured_compute.epochs if measured_compute else None,
         ),
+        spearman_per_target=float(np.mean(per_target)) if per_target else math.nan,
     )
 
 

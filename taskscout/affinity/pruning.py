@@ -146,16 +146,56 @@ def pair_pruning_record(
     epochs_per_model: float,
     seconds_per_model: float,
     measured_anyway: pd.DataFrame | None = None,
+    both_directions: bool = False,
 ) -> PruningRecord:
-    """The record of the gain predictor's skips; `measured_anyway` (test mode) are their measured rows."""
+    """The record of the gain predictor's skips; `measured_anyway` (test mode) are their measured rows.
+
+    A skipped (source, target) would have been chosen when its measured gain is real and positive;
+    with `both_directions` (one model per unordered pair), when either direction's is."""
     skipped = list(skipped)
     chosen = -1
     if measured_anyway is not None:
         real = measured_anyway[measured_anyway["ci_low"].astype(float) > 0]
-        chosen = sum(1 for s, t in skipped if ((real["source"] == s) & (real["target"] == t)).any())
+        found = set(zip(real["source"], real["target"], strict=True))
+        chosen = sum(1 for s, t in skipped if (s, t) in found or (both_directions and (t, s) in found))
     n_models = len(skipped) * models_per_pair
     return PruningRecord(
         what="pairs", candidates=candidates, skipped=len(skipped), models_saved=n_models,
         epochs_saved=int(round(n_models * epochs_per_model)), seconds_saved=n_models * seconds_per_model,
         would_be_chosen=chosen,
     )
+
+
+def gain_predictor_test(
+    measured: pd.DataFrame,
+    curve_features: pd.DataFrame,
+    *,
+    epochs: int,
+    models_per_pair: int,
+    epochs_per_model: float,
+    seconds_per_model: float,
+    fraction: float = 0.5,
+    threshold: float = 0.1,
+    seed: int = 0,
+) -> tuple[PruningRecord, GainPredictor]:
+    """Test mode of the gain predictor, on a pairs phase that trained every pair.
+
+    The unordered pairs are shuffled (seeded); the first `fraction` play "the pairs measured so
+    far" and train the predictor; each remaining pair is skipped when both of its directions are
+    predicted hopeless. Since every pair was in fact trained, the record says how many skipped
+    pairs had a real positive gain in either direction (would have been chosen).
+    """
+    known = set(curve_features["task"])
+    pairs = sorted({tuple(sorted((s, t))) for s, t in zip(measured["source"], measured["target"], strict=True)
+                    if s in known and t in known})
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    n_train = int(round(fraction * len(pairs)))
+    train = {pairs[i] for i in order[:n_train]}
+    rest = [pairs[i] for i in order[n_train:]]
+    seen = measured[[tuple(sorted((s, t))) in train for s, t in zip(measured["source"], measured["target"], strict=True)]]
+    predictor = GainPredictor(threshold=threshold).fit(curve_features, seen, epochs=epochs)
+    skip = predictor.hopeless_models(rest)
+    skipped = [p for p, k in zip(rest, skip, strict=True) if k]
+    record = pair_pruning_record(skipped, len(rest), models_per_pair=models_per_pair, epochs_per_model=epochs_per_model,
+                                 seconds_per_model=seconds_per_model, measured_anyway=measured, both_directions=True)
+    return record, predictor

@@ -334,13 +334,15 @@ class SurrogateEstimator(AffinityEstimator):
 
     Trains every main task alone and `n_subsets` subsets proposed by Optuna
     (`taskscout.search.subsets`, default 3 x the number of main tasks: linear in T), each with every
-    seed; gain(j -> i) = -(main effect of j on i's normalised loss). Tables: "coefficients",
-    "observations", "objectives", and "heldout" (cross-validated R^2 when there are 5+ subsets).
+    seed; gain(j -> i) = -(main effect of j on i's normalised loss). `prune`: False, True (Optuna
+    pruning of subset trials) or "shadow" (test mode: decide, record, but train everything). Tables:
+    "coefficients", "observations", "objectives", "pruning" (with `prune`), and "heldout"
+    (cross-validated R^2 when there are 5+ subsets).
     """
 
     name = "surrogate"
 
-    def __init__(self, *, n_subsets: int | None = None, interactions: bool | str = "auto", prune: bool = False,
+    def __init__(self, *, n_subsets: int | None = None, interactions: bool | str = "auto", prune: bool | str = False,
                  stack_size: int = 64) -> None:
         self.n_subsets = n_subsets
         self.interactions = interactions
@@ -362,12 +364,17 @@ class SurrogateEstimator(AffinityEstimator):
         compute = Compute(len(results), sum(r.epochs_run for r in results), time.perf_counter() - start)
         single = {(names[r.plan.targets[0]], int(r.plan.seed)): float(r.loss["val"][r.plan.targets[0]]) for r in results}
         n = self.n_subsets if self.n_subsets is not None else 3 * len(main)
-        run = run_subsets(problem, single=single, n_subsets=n, prune=self.prune, seed=min(problem.seeds), progress=progress)
+        if self.prune not in (False, True, "shadow"):
+            raise ValueError(f"prune must be False, True or 'shadow'; got {self.prune!r}")
+        run = run_subsets(problem, single=single, n_subsets=n, prune=bool(self.prune), shadow=self.prune == "shadow",
+                          seed=min(problem.seeds), progress=progress)
         compute = compute + run.compute
         anchors = pd.DataFrame([(t, t, s, 1.0) for (t, s) in single], columns=["group", "task", "seed", "norm_loss"])
         observations = pd.concat([anchors, run.observations], ignore_index=True)
         sur = fit_surrogate(observations, tasks=main, interactions=self.interactions)
         tables = {"coefficients": sur.coefficients(), "observations": observations, "objectives": run.objectives}
+        if run.pruning is not None:
+            tables["pruning"] = pd.DataFrame([run.pruning.row()])
         if run.observations["group"].nunique() >= 5:
             r2 = heldout_r2(observations, tasks=main, keep=set(main), interactions=self.interactions)
             tables["heldout"] = pd.DataFrame([r2])

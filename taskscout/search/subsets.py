@@ -24,8 +24,9 @@ of the completed subsets at the same epoch, after a warm-up of a quarter of the 
 stack of completed subsets) decides, and the trainer's `on_epoch` callback stops that subset's
 models. A pruned subset has no final loss and is not used by the surrogate. In `shadow` (test) mode
 the pruner decides the same way but nothing is stopped: the subsets are trained to the end, told
-PRUNED all the same (so later decisions are those of a real run), and the record says how much
-compute pruning would have saved and how many pruned subsets would have been among the `top` best.
+PRUNED all the same (so later decisions are those of a real run), their losses are kept (the
+surrogate sees every subset, as without pruning), and the record says how much compute pruning
+would have saved and how many pruned subsets would have been among the `top` best.
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ class SubsetProposer:
 class SubsetRun:
     """What the subsets phase produced."""
 
-    losses: pd.DataFrame  # affinity.measured.LOSS_COLUMNS, one row per (model, main task), finished subsets only
-    observations: pd.DataFrame  # group, task, seed, norm_loss (for surrogate.fit_surrogate)
+    losses: pd.DataFrame  # affinity.measured.LOSS_COLUMNS, one row per (model, main task) of trained-through subsets
+    observations: pd.DataFrame  # group, task, seed, norm_loss (for surrogate.fit_surrogate), same subsets
     objectives: pd.DataFrame  # group, objective, state ("complete" / "pruned"), pruned_epoch, trial
     compute: Compute
     pruning: PruningRecord | None
@@ -234,8 +235,8 @@ def run_subsets(
         group = rundir.group_key(subset, names)
         if t.state == TrialState.PRUNED:
             obj_rows.append((group, t.user_attrs.get(SHADOW_ATTR, math.nan), "pruned", -1, t.number))
-            continue
-        obj_rows.append((group, t.value, "complete", -1, t.number))
+        else:
+            obj_rows.append((group, t.value, "complete", -1, t.number))
         mains = main_of(subset)
         aux = tuple(x for x in subset if x not in mains)
         for task, s, loss in t.user_attrs.get(LOSSES_ATTR, []):
@@ -278,16 +279,19 @@ def run_subsets(
             group = rundir.group_key(subset, names)
             if k in pruned_at:
                 n_pruned_trials += 1
-                if shadow:
-                    trial.set_user_attr(SHADOW_ATTR, value)
-                    saved_epochs += sum(max(0, r.epochs_run - pruned_at[k]) for r in mine)
-                study.tell(trial, state=TrialState.PRUNED)
                 obj_rows.append((group, value if shadow else math.nan, "pruned", pruned_at[k], trial.number))
-                continue
-            trial.set_user_attr(LOSSES_ATTR, [[t, int(sd), float(v)] for t, sd, v, _ in frame.itertuples(index=False)])
-            study.tell(trial, value if np.isfinite(value) else None,
-                       state=TrialState.COMPLETE if np.isfinite(value) else TrialState.FAIL)
-            obj_rows.append((group, value, "complete", -1, trial.number))
+                if not shadow:
+                    study.tell(trial, state=TrialState.PRUNED)
+                    continue
+                trial.set_user_attr(SHADOW_ATTR, value)
+                trial.set_user_attr(LOSSES_ATTR, [[t, int(sd), float(v)] for t, sd, v, _ in frame.itertuples(index=False)])
+                saved_epochs += sum(max(0, r.epochs_run - pruned_at[k]) for r in mine)
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                trial.set_user_attr(LOSSES_ATTR, [[t, int(sd), float(v)] for t, sd, v, _ in frame.itertuples(index=False)])
+                study.tell(trial, value if np.isfinite(value) else None,
+                           state=TrialState.COMPLETE if np.isfinite(value) else TrialState.FAIL)
+                obj_rows.append((group, value, "complete", -1, trial.number))
             aux = tuple(t for t in subset if t not in main_of(subset))
             mains = main_of(subset)
             for task, s, loss, _ in frame.itertuples(index=False):

@@ -111,6 +111,7 @@ def test_pruning_stops_bad_subsets_and_shadow_mode_counts_what_it_would_cost(pro
     assert shadow.objectives["objective"].notna().all()
     assert shadow.pruning.epochs_saved > 0
     assert shadow.pruning.would_be_chosen == 0  # the pruned subsets were never among the 3 best
+    assert set(shadow.observations["group"]) == set(shadow.objectives["group"])  # test mode keeps every subset
 
 
 def test_a_resumed_study_reuses_finished_subsets(problem, tmp_path):
