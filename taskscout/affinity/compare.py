@@ -36,6 +36,7 @@ class Comparison:
     agreement: pd.DataFrame  # agreement.csv
     pruning: pd.DataFrame  # one PruningRecord row per device tested
     figures: Mapping[str, float] = field(default_factory=dict)  # e.g. surrogate held-out R^2
+    curve_features: pd.DataFrame = field(default_factory=pd.DataFrame)  # of the single-task models
 
 
 def single_curve_features(curves: pd.DataFrame, *, epsilon: float, window: int) -> pd.DataFrame:
@@ -91,8 +92,10 @@ def compare_estimators(
         figures.update({f"surrogate_{k}": float(v) for k, v in sur.tables["heldout"].iloc[0].items()})
     if sur is not None and "pruning" in sur.tables:
         records.append(sur.tables["pruning"].iloc[0].to_dict())
-    if pruning_test and "single_curves" in measured.tables and len(measured.rows):
+    features = pd.DataFrame(columns=list(rundir.CURVE_FEATURE_COLUMNS))
+    if "single_curves" in measured.tables:
         features = single_curve_features(measured.tables["single_curves"], epsilon=plateau_epsilon, window=plateau_window)
+    if pruning_test and len(features) and len(measured.rows):
         c = measured.compute
         record, predictor = gain_predictor_test(
             measured.rows, features, epochs=problem.training.epochs, models_per_pair=len(problem.seeds),
@@ -101,7 +104,8 @@ def compare_estimators(
         records.append(record.row())
         figures["gain_predictor_ready"] = float(predictor.ready)
     pruning = pd.DataFrame(records)
-    return Comparison(measured=measured, results=results, agreement=agreement, pruning=pruning, figures=figures)
+    return Comparison(measured=measured, results=results, agreement=agreement, pruning=pruning, figures=figures,
+                      curve_features=features)
 
 
 def write_comparison(out: str | Path, comparison: Comparison) -> list[Path]:
@@ -120,9 +124,11 @@ def write_comparison(out: str | Path, comparison: Comparison) -> list[Path]:
         written.append(rundir.write_csv(out / "pruning.csv", comparison.pruning))
     for r in everything:
         for name, table in r.tables.items():
-            if name in ("single_curves", "losses", "observations"):
+            if name == "single_curves":
                 continue
             written.append(rundir.write_csv(out / f"{r.method}_{name}.csv", table))
+    if "single_curves" in comparison.measured.tables:
+        written.append(rundir.write_csv(out / rundir.CURVE_FEATURES, comparison.curve_features))
     figures = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in comparison.figures.items()}
     written.append(rundir.write_text(out / "figures.json", json.dumps(figures, indent=2) + "\n"))
     return written

@@ -8,8 +8,8 @@ by the number of epochs trained so that runs of different length compare. A cand
 (source j -> target i) is described by [features of i, features of j] and labelled 1 when its
 measured gain is real and positive (interval entirely above 0).
 
-`GainPredictor` is a logistic regression (standardised features, L2 penalty `C`) fitted on the
-pairs measured so far. It calls a candidate hopeless when the predicted probability of a real gain
+`GainPredictor` is a logistic regression (standardised features, L2 penalty `C`, classes weighted
+to balance) fitted on the pairs measured so far. It calls a candidate hopeless when the predicted probability of a real gain
 is below `threshold`. It refuses to call anything hopeless until it has seen at least
 `min_train` measured pairs with both outcomes present: before that, it skips nothing.
 
@@ -74,7 +74,10 @@ class GainPredictor:
         self.positive_rate_ = float(y.mean()) if len(y) else math.nan
         self.model_ = None
         if len(pairs) >= self.min_train and 0 < y.sum() < len(y):
-            self.model_ = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=1000))
+            # balanced class weights: real gains are rare, and unweighted probabilities would call
+            # nearly every pair hopeless; weighted ones overstate a gain's chance, so a pair skipped
+            # below `threshold` is one the features really speak against
+            self.model_ = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=1000, class_weight="balanced"))
             self.model_.fit(pair_features(curve_features, pairs, epochs=epochs), y)
         self.curve_features_ = curve_features
         return self
