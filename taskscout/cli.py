@@ -400,6 +400,7 @@ def estimators(
     methods: Annotated[str, typer.Option("--estimators", help="Estimators to score, comma-separated: tag, gradcos, rsa, surrogate.")] = "tag,gradcos,rsa,surrogate",
     pruning_test: Annotated[bool, typer.Option("--pruning-test/--no-pruning-test", help="Also measure pruning in test mode (subsets in shadow mode; gain predictor on the measured pairs).")] = True,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice); 1 gives steadier timings on a busy machine.")] = None,
+    selection: Annotated[str, typer.Option(help="Which epoch of a pair model gives a task's measured loss: joint (the model's best epoch, as the search) or own (the task's best epoch).")] = "joint",
 ) -> None:
     """Score the cheap affinity estimators against measured pairwise gains on this data.
 
@@ -427,7 +428,9 @@ def estimators(
     ds = build_dataset(spec)
     problem = AffinityProblem.from_dataset(ds, main=spec.main_tasks, model=spec.model, training=spec.training,
                                            seeds=model_seeds(spec), device=spec.device)
-    comparison = compare_estimators(problem, names=names, pruning_test=pruning_test,
+    if selection not in ("joint", "own"):
+        raise _SpecError(f"--selection must be joint or own. Got {selection!r} instead.")
+    comparison = compare_estimators(problem, names=names, pruning_test=pruning_test, params={"measured": {"selection": selection}},
                                     plateau_epsilon=spec.search.plateau_epsilon, plateau_window=spec.search.plateau_window,
                                     report=lambda msg: typer.echo(msg, err=True))
     out = Path(spec.run_dir) / "estimators"

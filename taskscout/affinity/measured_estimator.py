@@ -6,6 +6,9 @@ main tasks; a non-main source is an auxiliary: only the target selects the best 
 and their Student t intervals are those of `taskscout.affinity.measured` (this file only trains
 and tabulates; the arithmetic lives there).
 
+`selection` says which epoch of a pair model gives a task's loss (see `loss_table`): "joint" (the
+default, as the search) penalises a task whose partner peaks at another epoch; "own" does not.
+
 Inside `taskscout search` the single and pairs phases produce the same rows; there the measured
 result is `EstimatorResult("measured", <affinity rows>, <compute of those phases>)` and nothing is
 trained twice.
@@ -28,17 +31,26 @@ from taskscout.affinity.base import (
 from taskscout.affinity.measured import LOSS_COLUMNS, group_scores, measured_affinity
 
 
-def loss_table(results: Sequence, problem: AffinityProblem) -> pd.DataFrame:
-    """The `measured.LOSS_COLUMNS` table of trainer results: one row per (model, main task)."""
+def loss_table(results: Sequence, problem: AffinityProblem, *, selection: str = "joint") -> pd.DataFrame:
+    """The `measured.LOSS_COLUMNS` table of trainer results: one row per (model, main task).
+
+    `selection="joint"`: a task's validation loss at its model's best epoch (lowest summed loss
+    of the model's main tasks), as the search records it. `"own"`: the task's lowest validation
+    loss over the model's epochs (its own best epoch; for a single-task model the two agree).
+    """
+    if selection not in ("joint", "own"):
+        raise ValueError(f"selection must be 'joint' or 'own'; got {selection!r}")
     names = problem.names
     main = set(problem.main)
     rows = []
     for r in results:
         tasks = tuple(names[t] for t in r.plan.targets if t in r.plan.main)
         aux = tuple(names[t] for t in r.plan.targets if t not in r.plan.main)
+        val = r.curves[r.curves["split"] == "val"] if selection == "own" else None
         for t in r.plan.main:
             if t in main or len(r.plan.targets) == 1:
-                rows.append((tasks, aux, int(r.plan.branch_layer), int(r.plan.seed), names[t], float(r.loss["val"][t])))
+                loss = float(r.loss["val"][t]) if val is None else float(val.loc[val["task"] == names[t], "loss"].min())
+                rows.append((tasks, aux, int(r.plan.branch_layer), int(r.plan.seed), names[t], loss))
     return pd.DataFrame(rows, columns=list(LOSS_COLUMNS))
 
 
@@ -77,8 +89,9 @@ class MeasuredEstimator(AffinityEstimator):
 
     name = "measured"
 
-    def __init__(self, *, stack_size: int = 64) -> None:
+    def __init__(self, *, stack_size: int = 64, selection: str = "joint") -> None:
         self.stack_size = stack_size
+        self.selection = selection
 
     def estimate(self, problem: AffinityProblem, *, progress: Callable[[int], None] | None = None) -> EstimatorResult:
         from taskscout.training import train_models
@@ -89,7 +102,7 @@ class MeasuredEstimator(AffinityEstimator):
                                training=problem.training, device=problem.device, progress=progress,
                                stack_size=self.stack_size)
         seconds = time.perf_counter() - start
-        losses = loss_table(results, problem)
+        losses = loss_table(results, problem, selection=self.selection)
         depth = problem.model.depth
         rows = measured_affinity(losses, full_layer=depth)
         compute = Compute(len(results), sum(r.epochs_run for r in results), seconds)
