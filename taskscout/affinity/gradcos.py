@@ -31,7 +31,7 @@ class GradCosEstimator(AffinityEstimator):
 
     name = "gradcos"
 
-    def __init__(self, *, every: int = 5, probe_size: int = 128, epochs: int | None = None) -> None:
+    def __init__(self, *, every: int = 10, probe_size: int = 128, epochs: int | None = None) -> None:
         self.every = every
         self.probe_size = probe_size
         self.epochs = epochs

@@ -47,7 +47,7 @@ class TagEstimator(AffinityEstimator):
 
     name = "tag"
 
-    def __init__(self, *, every: int = 5, probe_size: int = 128, step: float | None = None,
+    def __init__(self, *, every: int = 10, probe_size: int = 128, step: float | None = None,
                  epochs: int | None = None, normalise: str = "relative") -> None:
         self.every = every
         self.probe_size = probe_size
