@@ -42,7 +42,7 @@ from taskscout.affinity.base import (
 )
 from taskscout.data import TRAIN, VAL
 
-LAYER_COLUMNS = ("pair", "layer", "similarity", "n")
+LAYER_COLUMNS = rundir.RSA_LAYER_COLUMNS
 UNSTABLE = 0.1  # a within-task (cross-seed) similarity at or below this: the layer is not reproducible
 
 
