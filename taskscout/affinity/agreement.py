@@ -14,6 +14,13 @@ For every estimator, over the ordered pairs (source, target) that both it and `m
 - `relative_compute`: the estimator's wall seconds divided by the measured phase's wall seconds
   (single-task baselines plus all pairs), both measured on the same machine.
 
+How high can an estimator's Spearman be? The measured gains are means over a few seeds and carry
+seed noise. `seed_reliability` estimates how reproducible they are: r = the mean Spearman
+correlation between the per-seed gains of two seeds (over every pair of seeds), and the
+Spearman-Brown reliability of the S-seed mean, S r / (1 + (S - 1) r). An estimator that knew the
+true expected gains would correlate with the measured means at about sqrt(reliability); a
+`spearman` near that ceiling is as good as the measurement allows.
+
 `agreement.csv` holds these columns (`rundir.AGREEMENT_COLUMNS`) followed by `n_pairs`,
 `n_negative`, `flagged` (pairs flagged), `relative_epochs` (model-epochs ratio, which does not
 depend on machine load) and `spearman_per_target` (for each target with 3+ sources, the Spearman
@@ -183,3 +190,38 @@ def agreement_from_run(run_dir: str | Path, *, quantile: float = 0.25) -> pd.Dat
         for m, g in aff.groupby("method", sort=True) if m != MEASURED
     ]
     return agreement_table(measured, results, measured_compute=phase("single", "pairs"), quantile=quantile)
+
+
+def per_seed_gains(losses: pd.DataFrame) -> pd.DataFrame:
+    """source, target, seed, gain for every two-task model without auxiliaries in a
+    `measured.LOSS_COLUMNS` table, paired per seed with the single-task losses."""
+    from taskscout.affinity.measured import single_task_losses
+
+    alone = single_task_losses(losses)
+    rows = []
+    for r in losses.itertuples(index=False):
+        if len(r.tasks) == 2 and not len(r.aux):
+            base = alone.get(r.task, {}).get(int(r.seed))
+            if base:
+                source = r.tasks[0] if r.tasks[1] == r.task else r.tasks[1]
+                rows.append((source, r.task, int(r.seed), (base - float(r.loss)) / base))
+    return pd.DataFrame(rows, columns=["source", "target", "seed", "gain"])
+
+
+def seed_reliability(gains: pd.DataFrame) -> tuple[float, float, int]:
+    """(r, reliability, S) of per-seed gains (columns source, target, seed, gain): the mean
+    Spearman correlation between two seeds' gains over the pairs both have, and the Spearman-Brown
+    reliability S r / (1 + (S - 1) r) of the mean over the S seeds (NaN with fewer than 2 seeds)."""
+    wide = gains.pivot_table(index=["source", "target"], columns="seed", values="gain")
+    seeds = list(wide.columns)
+    rs = []
+    for i, a in enumerate(seeds):
+        for b in seeds[i + 1:]:
+            both = wide[[a, b]].dropna()
+            rs.append(_spearman(both[a].to_numpy(float), both[b].to_numpy(float)))
+    rs = [v for v in rs if np.isfinite(v)]
+    if not rs:
+        return math.nan, math.nan, len(seeds)
+    r = float(np.mean(rs))
+    n = len(seeds)
+    return r, n * r / (1 + (n - 1) * r), n

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from taskscout import rundir
-from taskscout.affinity.agreement import agreement_table
+from taskscout.affinity.agreement import agreement_table, per_seed_gains, seed_reliability
 from taskscout.affinity.base import AffinityProblem, EstimatorResult, make_estimator
 from taskscout.affinity.pruning import gain_predictor_test
 
@@ -87,6 +87,10 @@ def compare_estimators(
 
     records = []
     figures: dict[str, float] = {}
+    if "losses" in measured.tables:
+        r, reliability, n_seeds = seed_reliability(per_seed_gains(measured.tables["losses"]))
+        figures.update({"measured_seed_spearman": r, "measured_reliability": reliability,
+                        "spearman_ceiling": math.sqrt(reliability) if reliability > 0 else math.nan})
     sur = results.get("surrogate")
     if sur is not None and "heldout" in sur.tables:
         figures.update({f"surrogate_{k}": float(v) for k, v in sur.tables["heldout"].iloc[0].items()})

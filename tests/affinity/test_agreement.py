@@ -86,3 +86,22 @@ def test_table_and_run_directory_round_trip(tmp_path):
     again = agreement_from_run(tmp_path)
     assert again.loc[0, "relative_compute"] == pytest.approx(0.2)
     assert again.loc[0, "spearman"] == pytest.approx(1.0)
+
+
+def test_seed_reliability_by_hand():
+    from taskscout.affinity.agreement import per_seed_gains, seed_reliability
+
+    pairs = [("a", "b"), ("b", "a"), ("a", "c"), ("c", "a")]
+    # seed 0 ranks 1 2 3 4, seed 1 ranks 2 1 3 4: d^2 = 1 + 1 -> rho = 1 - 6 * 2 / (4 * 15) = 0.8
+    rows = [(s, t, 0, g) for (s, t), g in zip(pairs, [0.1, 0.2, 0.3, 0.4], strict=True)]
+    rows += [(s, t, 1, g) for (s, t), g in zip(pairs, [0.2, 0.1, 0.3, 0.4], strict=True)]
+    r, rel, n = seed_reliability(pd.DataFrame(rows, columns=["source", "target", "seed", "gain"]))
+    assert (r, n) == (pytest.approx(0.8), 2)
+    assert rel == pytest.approx(2 * 0.8 / 1.8)
+    losses = pd.DataFrame(
+        [(("a",), (), 2, 0, "a", 2.0), (("b",), (), 2, 0, "b", 1.0), (("a", "b"), (), 2, 0, "a", 1.5),
+         (("a", "b"), (), 2, 0, "b", 1.2), (("a",), ("x",), 2, 0, "a", 1.0)],
+        columns=["tasks", "aux", "branch_layer", "seed", "task", "loss"],
+    )
+    g = per_seed_gains(losses).set_index(["source", "target"])["gain"]
+    assert g[("b", "a")] == pytest.approx(0.25) and g[("a", "b")] == pytest.approx(-0.2) and len(g) == 2
