@@ -407,9 +407,9 @@ class StackedMLP:
             h = torch.baddbmm(p[f"trunk.{i}.b"], h, w).relu_()
         if b == L:
             w, bias = p["head.w"].view(K, H, S * W), p["head.b"].view(K, 1, S * W)
-            if self.col_scale is not None:
-                return self._branch(h, w, bias).transpose(1, 2).reshape(K, S, W, B)
-            return torch.baddbmm(bias.transpose(1, 2), w.transpose(1, 2), h.transpose(1, 2)).view(K, S, W, B)
+            # (K, B, S*W) then a copy of the small output: computing the transposed product
+            # directly would hand the trunk a transposed gradient, which slows the ReLU backward.
+            return self._branch(h, w, bias).transpose(1, 2).reshape(K, S, W, B)
         w, bias = p["tower.0.w"], p["tower.0.b"]
         if b == 0 and self.feature_mask is not None:
             w = w * self.feature_mask[:, :, None, None]
@@ -418,9 +418,8 @@ class StackedMLP:
         z = z.view(K, B, S, H).transpose(1, 2).reshape(K * S, B, H)
         for i in range(1, L - b):
             z = torch.baddbmm(p[f"tower.{i}.b"].view(K * S, 1, H), z, p[f"tower.{i}.w"].view(K * S, H, H)).relu_()
-        out = torch.baddbmm(p["head.b"].view(K * S, 1, W).transpose(1, 2), p["head.w"].view(K * S, H, W).transpose(1, 2),
-                            z.transpose(1, 2))
-        return out.view(K, S, W, B)
+        out = torch.baddbmm(p["head.b"].view(K * S, 1, W), z, p["head.w"].view(K * S, H, W))
+        return out.transpose(1, 2).reshape(K, S, W, B)
 
     def select(self, keep: torch.Tensor) -> StackedMLP:
         """The stack of models `keep` only (indices into the model axis), sharing nothing mutable

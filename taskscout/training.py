@@ -24,7 +24,9 @@ for regression.
 from __future__ import annotations
 
 import copy
+import ctypes
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -349,6 +351,7 @@ def train_models(
         raise SpecError(f"stack_size must be an int >= 1. Got {stack_size!r} instead.")
     weighting = get_weighting(training.weighting)
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    _retain_freed_memory()
     data = _DeviceData(X, Y, heads, split, dtype=dtype, device=dev)
     results: list[ModelResult | None] = [None] * len(plans)
     by_branch: dict[int, list[int]] = {}
@@ -679,6 +682,31 @@ def _adam(params: list[torch.Tensor], training: TrainingSettings,
     return opt
 
 
+_MALLOC_TUNED = False
+
+
+def _retain_freed_memory() -> None:
+    """Keep large freed blocks in the process heap (glibc only, once per process).
+
+    Every training step frees and reallocates the same few megabyte-sized tensors. glibc's
+    default adaptive thresholds return such blocks to the OS and then fault them back in, page
+    by page, on the next step: a quarter of a stacked step's time on CPU, measured here. Fixed
+    thresholds keep them for reuse; the process's peak memory is unchanged.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED or not sys.platform.startswith("linux"):
+        return
+    _MALLOC_TUNED = True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 64 << 20)
+    mallopt(m_trim_threshold, 1 << 30)
+
+
 def _fused_ok(params: list[torch.Tensor]) -> bool:
     # The fused Adam kernel runs one pass per tensor (the default runs about ten); same update.
     return all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64) for p in params)
@@ -732,6 +760,7 @@ def train_sequential(
     X, Y, split = np.asarray(X), np.asarray(Y, dtype=float), np.asarray(split)
     _check_inputs(X, Y, heads, split, plans, model, eval_splits)
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    _retain_freed_memory()
     data = _DeviceData(X, Y, heads, split, dtype=dtype, device=dev)
     return [_train_one(data, heads, p, model=model, training=training, eval_splits=eval_splits,
                        keep_state=keep_state) for p in plans]
