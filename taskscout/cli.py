@@ -415,6 +415,10 @@ def estimators(
     from taskscout.errors import SpecError as _SpecError
     from taskscout.search import model_seeds
 
+    import os
+
+    # as in `bench`: on a shared CPU, spinning OpenMP waits slow every kernel many times over
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     names = _csv(methods) or []
     unknown = [n for n in names if n not in ESTIMATORS or n == "measured"]
     if unknown:
