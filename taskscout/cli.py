@@ -408,14 +408,14 @@ def estimators(
     affinity.csv, agreement.csv, compute.csv, pruning.csv and the estimators' own tables to
     RUN_DIR/estimators (RUN_DIR: reports/NAME or --out).
     """
+    import os
+
     from taskscout.affinity import AffinityProblem
     from taskscout.affinity.base import ESTIMATORS
     from taskscout.affinity.compare import agreement_lines, compare_estimators, write_comparison
     from taskscout.data import build_dataset
     from taskscout.errors import SpecError as _SpecError
     from taskscout.search import model_seeds
-
-    import os
 
     # as in `bench`: on a shared CPU, spinning OpenMP waits slow every kernel many times over
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
