@@ -13,6 +13,7 @@ labels a shared mini-batch holds few rows labelled for any given head, so measur
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,8 +32,50 @@ class Probe:
     model: object  # models.MultiTaskMLP
     x: object  # torch.Tensor (sum of probe sizes, d): every head's probe rows, concatenated
     segments: tuple[tuple[int, int], ...]  # per head: [start, stop) rows of x
-    loss: Callable  # loss(outputs, head) -> scalar masked mean loss of that head on its probe rows
+    loss: Callable  # loss(outputs, head, local=False) -> masked mean loss of that head on its probe rows
+    # (outputs of the model on x, or with local=True on the head's own rows x[start:stop])
     shared: tuple  # the shared (trunk) parameters
+
+    def losses(self) -> object:
+        """Every head's loss on its own probe rows (a tensor of one value per head), no gradients."""
+        import torch
+
+        with torch.no_grad():
+            outs = self.model(self.x)
+            return torch.stack([self.loss(outs, h) for h in range(len(self.segments))])
+
+    def head_grads(self) -> list[tuple]:
+        """Per head, the gradient of its probe loss with respect to the shared parameters.
+
+        Head h's loss depends only on its own probe rows, so each gradient takes a forward and a
+        backward pass over those rows alone (cheaper than one batched backward over all rows)."""
+        import torch
+
+        grads = []
+        with torch.enable_grad():
+            for h, (a, e) in enumerate(self.segments):
+                outs = self.model(self.x[a:e])
+                g = torch.autograd.grad(self.loss(outs, h, local=True), self.shared, allow_unused=True,
+                                        materialize_grads=True)
+                grads.append(g)
+        return grads
+
+
+EARLY_FRACTION = 1 / 8
+
+
+def early_epochs(problem: AffinityProblem, epochs: int | None) -> int:
+    """The joint run's length: `epochs` if given, else the first eighth of the training epochs (at least 2).
+
+    Why early: near a stationary point of the summed loss the task gradients cancel by
+    construction (their sum is about zero), so late in training every pair looks conflicting and
+    the lookahead says more about the optimiser than about the tasks. Measured on
+    `builtin:planted` (README): TAG's Spearman with measured gains was +0.63 over the first 5 of 40
+    epochs and -0.34 over all 40.
+    """
+    if epochs is not None:
+        return int(epochs)
+    return max(2, math.ceil(problem.training.epochs * EARLY_FRACTION))
 
 
 def joint_run(
@@ -96,9 +139,9 @@ def joint_run(
                 probe_rows = torch.as_tensor(np.concatenate(picks), device=device)
                 y_probe = Y[probe_rows]
 
-                def probe_loss(outs: list, h: int, _y=y_probe, _seg=segments) -> torch.Tensor:
+                def probe_loss(outs: list, h: int, local: bool = False, _y=y_probe, _seg=segments) -> torch.Tensor:
                     a, e = _seg[h]
-                    z = outs[h][a:e]
+                    z = outs[h] if local else outs[h][a:e]  # local: outputs of head h's rows only
                     row, lab = head_row_loss(heads[h], z, _y[a:e][:, cols[h]].to(z.dtype))
                     return row.sum() / lab.sum().clamp_min(1)
 

@@ -1,7 +1,8 @@
 """`gradcos`: cosine similarity of task gradients on the shared trunk parameters.
 
 The "CS" baseline of TAG (Fifty et al., 2021). One joint all-task model is trained per seed
-(`_joint.joint_run`); every `every` optimiser steps each head h gets a probe batch of training
+(`_joint.joint_run`) over the early part of training, as for `tag` (default: the first eighth of
+the epochs, `_joint.early_epochs`); every `every` optimiser steps each head h gets a probe batch of training
 rows labelled for h, its loss gradient g_h with respect to the shared trunk parameters is taken,
 and cos(g_i, g_j) is recorded. The affinity of i -> j is the mean cosine over the run (symmetric:
 the same value for j -> i), then the mean over seeds with a Student t interval. A cosine ignores
@@ -14,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from taskscout.affinity._joint import Probe, joint_run
+from taskscout.affinity._joint import Probe, early_epochs, joint_run
 from taskscout.affinity.base import (
     AffinityEstimator,
     AffinityProblem,
@@ -31,7 +32,7 @@ class GradCosEstimator(AffinityEstimator):
 
     name = "gradcos"
 
-    def __init__(self, *, every: int = 10, probe_size: int = 128, epochs: int | None = None) -> None:
+    def __init__(self, *, every: int = 2, probe_size: int = 128, epochs: int | None = None) -> None:
         self.every = every
         self.probe_size = probe_size
         self.epochs = epochs
@@ -47,20 +48,14 @@ class GradCosEstimator(AffinityEstimator):
             steps = [0]
 
             def hook(p: Probe, total=total, steps=steps) -> None:
-                with torch.enable_grad():
-                    outs = p.model(p.x)
-                    flat = []
-                    for h in range(n):
-                        g = torch.autograd.grad(p.loss(outs, h), p.shared, retain_graph=h < n - 1, allow_unused=True)
-                        flat.append(torch.cat([torch.zeros_like(w).reshape(-1) if gi is None else gi.reshape(-1)
-                                               for gi, w in zip(g, p.shared, strict=True)]))
+                flat = [torch.cat([gi.reshape(-1) for gi in g]) for g in p.head_grads()]
                 G = torch.stack(flat).double()
                 G = G / G.norm(dim=1, keepdim=True).clamp_min(1e-30)
                 total += (G @ G.T).cpu().numpy()
                 steps[0] += 1
 
             compute = compute + joint_run(problem, seed, every=self.every, probe_size=self.probe_size,
-                                          hook=hook, epochs=self.epochs)
+                                          hook=hook, epochs=early_epochs(problem, self.epochs))
             per_seed.append(total / max(1, steps[0]))
             if progress:
                 progress(1)

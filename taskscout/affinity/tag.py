@@ -1,7 +1,9 @@
 """`tag`: TAG lookahead affinity (Fifty et al., NeurIPS 2021), made robust to sparse labels.
 
-One joint all-task model is trained per seed (`_joint.joint_run`). Every `every` optimiser steps,
-for every source head i and target head j:
+One joint all-task model is trained per seed (`_joint.joint_run`) for the early part of training
+only (default: the first eighth of the epochs, `_joint.early_epochs`: later, near a stationary
+point of the summed loss, the task gradients cancel and every pair looks conflicting). Every
+`every` optimiser steps, for every source head i and target head j:
 
 1. each head h gets a probe batch B_h of `probe_size` training rows labelled for h (not the shared
    mini-batch: with sparse labels its rows labelled for both i and j barely overlap and the
@@ -30,7 +32,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from taskscout.affinity._joint import Probe, joint_run
+from taskscout.affinity._joint import Probe, early_epochs, joint_run
 from taskscout.affinity.base import (
     AffinityEstimator,
     AffinityProblem,
@@ -47,7 +49,7 @@ class TagEstimator(AffinityEstimator):
 
     name = "tag"
 
-    def __init__(self, *, every: int = 10, probe_size: int = 128, step: float | None = None,
+    def __init__(self, *, every: int = 2, probe_size: int = 128, step: float | None = None,
                  epochs: int | None = None, normalise: str = "relative") -> None:
         self.every = every
         self.probe_size = probe_size
@@ -69,13 +71,9 @@ class TagEstimator(AffinityEstimator):
 
             def hook(p: Probe, total=total, steps=steps) -> None:
                 net = p.model
-                with torch.enable_grad():
-                    outs = net(p.x)
-                    losses = torch.stack([p.loss(outs, h) for h in range(n)])
-                    # one batched backward gives every head's gradient on the shared parameters
-                    grads = torch.autograd.grad(losses, p.shared, grad_outputs=torch.eye(n, dtype=losses.dtype, device=losses.device),
-                                                is_grads_batched=True, allow_unused=True, materialize_grads=True)
-                before = losses.detach()
+                per_head = p.head_grads()
+                grads = [torch.stack([g[k] for g in per_head]) for k in range(len(p.shared))]
+                before = p.losses()
                 norm = torch.sqrt(sum(g.reshape(n, -1).square().sum(1) for g in grads))
                 size = self.step if self.step is not None else (
                     problem.training.lr * math.sqrt(sum(w.numel() for w in p.shared)))
@@ -97,7 +95,7 @@ class TagEstimator(AffinityEstimator):
                 steps[0] += 1
 
             compute = compute + joint_run(problem, seed, every=self.every, probe_size=self.probe_size,
-                                          hook=hook, epochs=self.epochs)
+                                          hook=hook, epochs=early_epochs(problem, self.epochs))
             z = total / max(1, steps[0])
             if self.normalise == "self":
                 own = np.abs(np.diag(z))
