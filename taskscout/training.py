@@ -52,12 +52,12 @@ from taskscout.spec import ModelSettings, TrainingSettings
 from taskscout.weighting import LossWeighting, get_weighting
 
 __all__ = [
-    "Head", "ModelPlan", "ModelResult", "build_model", "evaluate_model", "model_from_result",
-    "predict", "train_models", "train_sequential",
+    "Head", "ModelPlan", "ModelResult", "build_model", "evaluate_model", "head_metric", "head_row_loss",
+    "model_from_result", "predict", "train_models", "train_sequential",
 ]
 
 _NEG = -1e30  # added to padding logits of a softmax: exp() of it is exactly 0
-_EVAL_ELEMENTS = 2**22  # activations per chunk of an evaluation pass (bounds its memory)
+_EVAL_ELEMENTS = 2**23  # activation elements per chunk of an evaluation pass (bounds its memory)
 
 
 @dataclass(frozen=True)
@@ -220,10 +220,6 @@ def head_metric(head: Head, z: np.ndarray, y: np.ndarray) -> float:
     return float(math.sqrt(np.mean((z[:, 0] - y[:, 0]) ** 2)) * head.scale)
 
 
-def _masked_mean(loss: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
-    return loss.sum() / lab.sum().clamp_min(1)
-
-
 def _final_scores(heads: Sequence[Head], targets: Sequence[int], outs: Sequence[torch.Tensor], Y: torch.Tensor,
                   columns: list[int]) -> tuple[dict[int, float], dict[int, float]]:
     """Loss (NaN without labels) and metric per target, from full-split outputs."""
@@ -239,18 +235,16 @@ def _final_scores(heads: Sequence[Head], targets: Sequence[int], outs: Sequence[
 
 
 def _curves(heads: Sequence[Head], targets: Sequence[int], train: np.ndarray, val: np.ndarray) -> pd.DataFrame:
-    """Tidy curves from (epochs, n_targets) arrays of train and val loss."""
-    E = train.shape[0]
-    parts = []
-    for split, arr in (("train", train), ("val", val)):
-        for j, t in enumerate(targets):
-            parts.append(pd.DataFrame({
-                "task": heads[t].name, "epoch": np.arange(1, E + 1, dtype=np.int64), "split": split,
-                "loss": arr[:, j].astype(float),
-            }))
-    if not parts:
-        return pd.DataFrame({"task": [], "epoch": [], "split": [], "loss": []})
-    return pd.concat(parts, ignore_index=True)
+    """Tidy curves from (epochs, n_targets) arrays of train and val loss: train rows first, each
+    split task by task, epochs ascending."""
+    E, T = train.shape[0], len(targets)
+    names = np.array([heads[t].name for t in targets], dtype=object)
+    return pd.DataFrame({
+        "task": np.tile(np.repeat(names, E), 2),
+        "epoch": np.tile(np.arange(1, E + 1, dtype=np.int64), 2 * T),
+        "split": np.repeat(np.array(["train", "val"], dtype=object), E * T),
+        "loss": np.concatenate([train.T.reshape(-1), val.T.reshape(-1)]).astype(float),
+    })
 
 
 def _data_order(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -347,7 +341,7 @@ def train_models(
     """
     X, Y, split = np.asarray(X), np.asarray(Y, dtype=float), np.asarray(split)
     _check_inputs(X, Y, heads, split, plans, model, eval_splits)
-    if not 1 <= stack_size:
+    if not isinstance(stack_size, int) or stack_size < 1:
         raise SpecError(f"stack_size must be an int >= 1. Got {stack_size!r} instead.")
     weighting = get_weighting(training.weighting)
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
@@ -735,6 +729,9 @@ def _eval_outputs(stack: StackedMLP, data: _DeviceData, rows: torch.Tensor,
     """Stacked outputs over `rows` in the stack's layout, computed in chunks."""
     step = _eval_chunk(stack, len(rows))
     parts = [stack.forward(data.X.index_select(0, rows[a:a + step]), params) for a in range(0, len(rows), step)]
+    if not parts:  # an empty split: its losses and metrics come out NaN
+        K = stack.params["head.w"].shape[0]
+        return torch.zeros(K, stack.layout.n_slots, stack.layout.out_width, 0, dtype=data.dtype, device=data.device)
     return torch.cat(parts, 3)
 
 
