@@ -391,3 +391,60 @@ def search(
     with bars if bars is not None else contextlib.nullcontext():
         result = run_search(spec, fresh=fresh, progress=bars)
     typer.echo(summary_text(result))
+
+
+# ---------------------------------------------------------------- bench (trainer branch)
+
+
+@app.command()
+def bench(
+    models: Annotated[int, typer.Option(help="Models K trained stacked and one by one.")] = 64,
+    inputs: Annotated[int, typer.Option(help="Input features.")] = 64,
+    depth: Annotated[int, typer.Option(help="Trunk layers L.")] = 2,
+    width: Annotated[int, typer.Option(help="Trunk width H.")] = 64,
+    tasks: Annotated[int, typer.Option(help="Tasks per model (binary, multiclass, ordinal, regression, ...).")] = 4,
+    batch: Annotated[int, typer.Option(help="Mini-batch size.")] = 256,
+    steps: Annotated[int, typer.Option(help="Training steps per model, over all epochs.")] = 300,
+    epochs: Annotated[int, typer.Option(help="Epochs the steps are spread over (a validation pass after each).")] = 3,
+    branch_layer: Annotated[int | None, typer.Option(help="Shared trunk layers; default: the whole trunk.")] = None,
+    sequential_models: Annotated[int | None, typer.Option(help="Time only this many models in the sequential loop (its models/s is compared); default: all.")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads; default: torch's choice.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Batched vs sequential training speed on this machine: models/s, speed-up, GFLOP/s, memory."""
+    if dtype not in ("float32", "float64"):
+        raise SpecError(f"--dtype must be float32 or float64. Got {dtype!r} instead.")
+    if threads is not None and threads < 1:
+        raise SpecError(f"--threads must be an int >= 1. Got {threads} instead.")
+    import os
+
+    # On a shared CPU, OpenMP threads that spin while waiting for a descheduled partner slow
+    # every parallel kernel many times over; sleeping waits cost microseconds. Takes effect when
+    # torch is first imported here (the normal case for a command); the user's setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    from taskscout.bench import run_bench
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    result = run_bench(
+        models=models, inputs=inputs, depth=depth, width=width, tasks=tasks, batch=batch, steps=steps,
+        epochs=epochs, branch_layer=branch_layer, sequential_models=sequential_models, device=device,
+        dtype=getattr(torch, dtype),
+    )
+    r = result.to_dict()
+    if as_json:
+        typer.echo(json.dumps(r, indent=2))
+        return
+    typer.echo(f"device      {r['device']} ({r['threads']} threads, {r['dtype']}, OMP_WAIT_POLICY={r['omp_wait_policy'] or 'default'})")
+    typer.echo(f"models      {r['models']} x trunk {r['depth']}x{r['width']}, {r['inputs']} inputs, {r['tasks']} tasks, "
+               f"batch {r['batch']}, {r['steps']} steps over {r['epochs']} epochs")
+    typer.echo(f"sequential  {r['sequential_models_per_s']:.2f} models/s ({r['sequential_models']} models in {r['sequential_seconds']:.1f} s)")
+    typer.echo(f"stacked     {r['stacked_models_per_s']:.2f} models/s ({r['models']} models in {r['stacked_seconds']:.1f} s)")
+    typer.echo(f"speed-up    {r['speedup']:.1f}x")
+    typer.echo(f"GFLOP/s     {r['achieved_gflops']:.1f} achieved, {r['matmul_peak_gflops']:.1f} matmul peak ({r['fraction_of_peak']:.0%})")
+    typer.echo(f"memory      {r['peak_memory_mib']:.0f} MiB peak resident ({r['memory_over_baseline_mib']:.0f} MiB for the stack)")
+    typer.echo(f"agreement   max |val loss stacked - sequential| = {r['max_loss_difference']:.2g}")

@@ -389,15 +389,10 @@ class StackedMLP:
 
     # ------------------------------------------------------------ forward
 
-    @property
-    def slot_dim(self) -> int:
-        """Axis of the slots in `forward`'s output: (K, B, S, W) when the whole trunk is shared
-        (the product leaves it so), else (K, S, B, W)."""
-        return 2 if self.branch_layer == self.depth else 1
-
     def forward(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """Outputs for inputs x of shape (K, B, in) (or (B, in), shared by all models): (K, B, S, W)
-        when branch_layer = depth, else (K, S, B, W) (see `slot_dim`)."""
+        """Outputs (K, S, W, B) for inputs x of shape (K, B, in) (or (B, in), shared by all models).
+
+        Rows come last so that per-target losses run over long contiguous rows of the batch."""
         p = self.params if params is None else params
         S, W, H = self.layout.n_slots, self.layout.out_width, self.width
         K = p["head.w"].shape[0]
@@ -412,7 +407,9 @@ class StackedMLP:
             h = torch.baddbmm(p[f"trunk.{i}.b"], h, w).relu_()
         if b == L:
             w, bias = p["head.w"].view(K, H, S * W), p["head.b"].view(K, 1, S * W)
-            return self._branch(h, w, bias).view(K, B, S, W)
+            # (K, B, S*W) then a copy of the small output: computing the transposed product
+            # directly would hand the trunk a transposed gradient, which slows the ReLU backward.
+            return self._branch(h, w, bias).transpose(1, 2).reshape(K, S, W, B)
         w, bias = p["tower.0.w"], p["tower.0.b"]
         if b == 0 and self.feature_mask is not None:
             w = w * self.feature_mask[:, :, None, None]
@@ -422,7 +419,7 @@ class StackedMLP:
         for i in range(1, L - b):
             z = torch.baddbmm(p[f"tower.{i}.b"].view(K * S, 1, H), z, p[f"tower.{i}.w"].view(K * S, H, H)).relu_()
         out = torch.baddbmm(p["head.b"].view(K * S, 1, W), z, p["head.w"].view(K * S, H, W))
-        return out.view(K, S, B, W)
+        return out.transpose(1, 2).reshape(K, S, W, B)
 
     def select(self, keep: torch.Tensor) -> StackedMLP:
         """The stack of models `keep` only (indices into the model axis), sharing nothing mutable

@@ -24,7 +24,9 @@ for regression.
 from __future__ import annotations
 
 import copy
+import ctypes
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,12 +52,12 @@ from taskscout.spec import ModelSettings, TrainingSettings
 from taskscout.weighting import LossWeighting, get_weighting
 
 __all__ = [
-    "Head", "ModelPlan", "ModelResult", "build_model", "evaluate_model", "model_from_result",
-    "predict", "train_models", "train_sequential",
+    "Head", "ModelPlan", "ModelResult", "build_model", "evaluate_model", "head_metric", "head_row_loss",
+    "model_from_result", "predict", "train_models", "train_sequential",
 ]
 
 _NEG = -1e30  # added to padding logits of a softmax: exp() of it is exactly 0
-_EVAL_ELEMENTS = 2**22  # activations per chunk of an evaluation pass (bounds its memory)
+_EVAL_ELEMENTS = 2**23  # activation elements per chunk of an evaluation pass (bounds its memory)
 
 
 @dataclass(frozen=True)
@@ -218,10 +220,6 @@ def head_metric(head: Head, z: np.ndarray, y: np.ndarray) -> float:
     return float(math.sqrt(np.mean((z[:, 0] - y[:, 0]) ** 2)) * head.scale)
 
 
-def _masked_mean(loss: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
-    return loss.sum() / lab.sum().clamp_min(1)
-
-
 def _final_scores(heads: Sequence[Head], targets: Sequence[int], outs: Sequence[torch.Tensor], Y: torch.Tensor,
                   columns: list[int]) -> tuple[dict[int, float], dict[int, float]]:
     """Loss (NaN without labels) and metric per target, from full-split outputs."""
@@ -237,18 +235,16 @@ def _final_scores(heads: Sequence[Head], targets: Sequence[int], outs: Sequence[
 
 
 def _curves(heads: Sequence[Head], targets: Sequence[int], train: np.ndarray, val: np.ndarray) -> pd.DataFrame:
-    """Tidy curves from (epochs, n_targets) arrays of train and val loss."""
-    E = train.shape[0]
-    parts = []
-    for split, arr in (("train", train), ("val", val)):
-        for j, t in enumerate(targets):
-            parts.append(pd.DataFrame({
-                "task": heads[t].name, "epoch": np.arange(1, E + 1, dtype=np.int64), "split": split,
-                "loss": arr[:, j].astype(float),
-            }))
-    if not parts:
-        return pd.DataFrame({"task": [], "epoch": [], "split": [], "loss": []})
-    return pd.concat(parts, ignore_index=True)
+    """Tidy curves from (epochs, n_targets) arrays of train and val loss: train rows first, each
+    split task by task, epochs ascending."""
+    E, T = train.shape[0], len(targets)
+    names = np.array([heads[t].name for t in targets], dtype=object)
+    return pd.DataFrame({
+        "task": np.tile(np.repeat(names, E), 2),
+        "epoch": np.tile(np.arange(1, E + 1, dtype=np.int64), 2 * T),
+        "split": np.repeat(np.array(["train", "val"], dtype=object), E * T),
+        "loss": np.concatenate([train.T.reshape(-1), val.T.reshape(-1)]).astype(float),
+    })
 
 
 def _data_order(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -345,10 +341,11 @@ def train_models(
     """
     X, Y, split = np.asarray(X), np.asarray(Y, dtype=float), np.asarray(split)
     _check_inputs(X, Y, heads, split, plans, model, eval_splits)
-    if not 1 <= stack_size:
+    if not isinstance(stack_size, int) or stack_size < 1:
         raise SpecError(f"stack_size must be an int >= 1. Got {stack_size!r} instead.")
     weighting = get_weighting(training.weighting)
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    _retain_freed_memory()
     data = _DeviceData(X, Y, heads, split, dtype=dtype, device=dev)
     results: list[ModelResult | None] = [None] * len(plans)
     by_branch: dict[int, list[int]] = {}
@@ -390,11 +387,13 @@ class _DeviceData:
 class _StackLosses:
     """Constant tensors that turn stacked outputs into per-target loss sums.
 
-    Outputs come in the stack's layout, (K, S, B, W) or (K, B, S, W) (`slot_dim` 1 or 2); the
-    labels are gathered in the same layout with one more column, the labelled flag.
+    Losses run in the layout (S, W, K, B): slot, output column, model, row, with the rows
+    innermost so every elementwise step runs over long contiguous rows. Labels come from a
+    per-stack table holding just the label columns the stack uses, transposed so a batch is one
+    column gather: (S, W+1, K, B), per slot its W target columns and a labelled flag.
     """
 
-    def __init__(self, heads: Sequence[Head], layout: SlotLayout, data: _DeviceData, slot_dim: int) -> None:
+    def __init__(self, heads: Sequence[Head], layout: SlotLayout, data: _DeviceData) -> None:
         K, S, W = layout.n_models, layout.n_slots, layout.out_width
         dt, dev = data.dtype, data.device
         cols = np.full((K, S, W + 1), data.zero_column, dtype=np.int64)
@@ -410,98 +409,104 @@ class _StackLosses:
                 cols[k, s, W] = off + o
                 cum_w[k, s, :o] = 1.0 / o
                 soft_bias[k, s, :o] = 0.0
-        self.W, self.slot_dim, self.row_dim = W, slot_dim, 3 - slot_dim
-        self.slices = layout.family_slices
+        self.S, self.W, self.slices, self.data = S, W, layout.family_slices, data
         (c0, c1), (m0, m1), _ = self.slices
 
-        def shaped(a: np.ndarray) -> torch.Tensor:  # (K, S', W) -> broadcastable against outputs
-            t = torch.as_tensor(a, dtype=dt, device=dev)
-            return t[:, :, None, :] if slot_dim == 1 else t[:, None, :, :]
+        def shaped(a: np.ndarray) -> torch.Tensor:  # (K, S', W) -> (S', W, K, 1)
+            return torch.as_tensor(a.transpose(1, 2, 0)[..., None], dtype=dt, device=dev).contiguous()
 
-        self.cols = torch.as_tensor(cols, device=dev)
         self.cum_w = shaped(cum_w[:, c0:c1])
         self.soft_bias = shaped(soft_bias[:, m0:m1])
+        self._set_columns(cols.reshape(K, S * (W + 1)))
+
+    def _set_columns(self, cols: np.ndarray) -> None:
+        self.cols = cols
+        dev = self.data.device
+        if bool((cols == cols[:1]).all()):  # every model reads the same columns: one gather per batch
+            self.table = self.data.labels[:, torch.as_tensor(cols[0], device=dev)].T.contiguous()
+            self.index = None
+        else:
+            used, pos = np.unique(cols, return_inverse=True)
+            self.table = self.data.labels[:, torch.as_tensor(used, device=dev)].T.contiguous()
+            self.index = torch.as_tensor(pos.reshape(cols.shape).T[:, :, None], device=dev).contiguous()
 
     def select(self, keep: torch.Tensor) -> _StackLosses:
         new = copy.copy(self)
-        new.cols = self.cols.index_select(0, keep)
-        new.cum_w = self.cum_w.index_select(0, keep)
-        new.soft_bias = self.soft_bias.index_select(0, keep)
+        new.cum_w = self.cum_w.index_select(2, keep)
+        new.soft_bias = self.soft_bias.index_select(2, keep)
+        new._set_columns(self.cols[keep.cpu().numpy()])
         return new
 
-    def gather(self, labels: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Targets and labelled flags, in the output layout with W+1 columns, for row indices
-        (K, B) (each model its own rows) or (B,) (the same rows for every model)."""
-        r = rows if rows.dim() == 2 else rows[None]
-        if self.slot_dim == 1:
-            return labels[r[:, None, :, None], self.cols[:, :, None, :]]
-        return labels[r[:, :, None, None], self.cols[:, None, :, :]]
-
-    def _family(self, t: torch.Tensor, f: int) -> torch.Tensor:
-        a, b = self.slices[f]
-        return t.narrow(self.slot_dim, a, b - a)
+    def gather(self, rows: torch.Tensor) -> torch.Tensor:
+        """Targets and labelled flags (S, W+1, K, B) for row indices (K, B) (each model its own
+        rows) or (B,) (the same rows for every model)."""
+        K = len(self.cols)
+        if rows.dim() == 1:
+            lab = self.table.index_select(1, rows)[:, None, :].expand(-1, K, -1)
+        else:
+            lab = self.table.index_select(1, rows.reshape(-1)).view(-1, K, rows.shape[1])
+        if self.index is not None:
+            lab = lab.gather(0, self.index.expand(-1, -1, lab.shape[2]))
+        return lab.view(self.S, self.W + 1, K, lab.shape[2])
 
     def losses(self, out: torch.Tensor, lab: torch.Tensor, *, with_grad: bool
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-row losses (0 where unlabelled) and, with `with_grad`, their gradient with respect
-        to `out` (0 where unlabelled and on padding); both computed in one pass."""
-        W, sd = self.W, self.slot_dim
-        parts = []
-        grad = torch.empty_like(out) if with_grad else None
-        if self.slices[0][1] > self.slices[0][0]:
-            z, t = self._family(out, 0), self._family(lab, 0)[..., :W]
-            parts.append(F.binary_cross_entropy_with_logits(z, t, weight=self.cum_w, reduction="none").sum(-1))
-            if grad is not None:
-                g = self._family(grad, 0)
-                torch.sigmoid(z, out=g)
-                g.sub_(t).mul_(self.cum_w)
-        if self.slices[1][1] > self.slices[1][0]:
-            z, p = self._family(out, 1), self._family(lab, 1)[..., :W]
-            logp = torch.log_softmax(z + self.soft_bias, -1)
-            parts.append(-(p * logp).sum(-1))
-            if grad is not None:
-                g = self._family(grad, 1)
-                torch.exp(logp, out=g)
-                g.sub_(p)
-        if self.slices[2][1] > self.slices[2][0]:
-            z, t = self._family(out, 2)[..., 0], self._family(lab, 2)[..., 0]
-            d = z - t
-            parts.append(d.square())
-            if grad is not None:
-                g = self._family(grad, 2)
-                g.zero_()
-                g[..., 0] = 2 * d
-        loss = parts[0] if len(parts) == 1 else torch.cat(parts, sd)
-        mask = lab[..., W]
-        loss.mul_(mask)
-        if grad is not None:
-            grad.mul_(mask.unsqueeze(-1))
+        """Per-row losses (S, K, B), 0 where unlabelled, and with `with_grad` their gradient with
+        respect to `out` (S, W, K, B) (0 where unlabelled and on padding), in one pass."""
+        W = self.W
+        mask = lab[:, W]
+        losses, grads = [], []
+        (c0, c1), (m0, m1), (r0, r1) = self.slices
+        if c1 > c0:  # binary, ordinal: BCE of each cumulative logit, averaged over k < C-1
+            z, t = out[c0:c1], lab[c0:c1, :W]
+            w = self.cum_w * mask[c0:c1, None]
+            losses.append(F.binary_cross_entropy_with_logits(z, t, weight=w, reduction="none").sum(1))
+            if with_grad:
+                grads.append(torch.sigmoid(z).sub_(t).mul_(w))
+        if m1 > m0:  # multiclass, soft: cross-entropy against class probabilities
+            z, p = out[m0:m1], lab[m0:m1, :W]
+            zb = z + self.soft_bias
+            zb = zb.sub_(zb.amax(1, keepdim=True))
+            e = zb.exp()
+            se = e.sum(1, keepdim=True)
+            losses.append((p * zb.sub_(se.log())).sum(1).neg_().mul_(mask[m0:m1]))
+            if with_grad:
+                grads.append(e.div_(se).sub_(p).mul_(mask[m0:m1, None]))
+        if r1 > r0:  # regression: squared error
+            d = (out[r0:r1, 0] - lab[r0:r1, 0]).mul_(mask[r0:r1])
+            losses.append(d.square())
+            if with_grad:
+                g = torch.zeros_like(out[r0:r1])
+                g[:, 0] = 2 * d
+                grads.append(g)
+        loss = losses[0] if len(losses) == 1 else torch.cat(losses, 0)
+        grad = (grads[0] if len(grads) == 1 else torch.cat(grads, 0)) if with_grad else None
         return loss, grad
 
     def sums(self, out: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed loss (K, S), differentiable with respect to `out`, and labelled counts (K, S)."""
-        counts = lab[..., self.W].sum(self.row_dim)
+        """Summed loss (K, S), differentiable with respect to `out` (K, S, W, B), and labelled
+        counts (K, S)."""
+        counts = lab[:, self.W].sum(-1).T
+        view = out.permute(1, 2, 0, 3)
         if not out.requires_grad:
-            return self.losses(out, lab, with_grad=False)[0].sum(self.row_dim), counts
-        return _LossSums.apply(out, lab, self), counts
+            return self.losses(view, lab, with_grad=False)[0].sum(-1).T, counts
+        return _LossSums.apply(view, lab, self).T, counts
 
 
 class _LossSums(torch.autograd.Function):
-    """Masked per-target loss sums whose backward reuses the gradient computed in the forward
-    pass (one multiply instead of a graph of small elementwise ops)."""
+    """Masked per-target loss sums (S, K) whose backward reuses the gradient computed in the
+    forward pass (one multiply instead of a graph of small elementwise ops)."""
 
     @staticmethod
     def forward(ctx, out, lab, losses):  # type: ignore[override]
         loss, grad = losses.losses(out, lab, with_grad=True)
         ctx.save_for_backward(grad)
-        ctx.row_dim = losses.row_dim
-        return loss.sum(losses.row_dim)
+        return loss.sum(-1)
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         (grad,) = ctx.saved_tensors
-        scale = g.unsqueeze(ctx.row_dim).unsqueeze(-1)
-        return grad * scale, None, None
+        return grad * g[:, None, :, None], None, None
 
 
 def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[ModelPlan], plan_index: Sequence[int],
@@ -523,7 +528,7 @@ def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[Model
         net = build_model(p, heads, in_features=data.X.shape[1], model=model, dtype=dt)
         full.load_model(k, net.state_dict())
         input_masks.append(net.input_mask)
-    full_losses = _StackLosses(heads, layout, data, full.slot_dim)
+    full_losses = _StackLosses(heads, layout, data)
     weight_np, main_np = np.zeros((K, S)), np.zeros((K, S))
     for k, p in enumerate(plans):
         for j, (t, s) in enumerate(zip(p.targets, layout.slot_of[k], strict=True)):
@@ -561,7 +566,7 @@ def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[Model
             rows = order[:, a:a + B]
             nb = rows.shape[1]
             xb = data.X.index_select(0, rows.reshape(-1)).view(Ka, nb, -1)
-            lab = losses.gather(data.labels, rows)
+            lab = losses.gather(rows)
             lsum, cnt = losses.sums(live.forward(xb), lab)
             total = weighting.combine(lsum / cnt.clamp_min(1), loss_w, wparams).sum()
             opt.zero_grad(set_to_none=False)
@@ -627,11 +632,9 @@ def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[Model
     with torch.no_grad():
         for split_name in eval_splits:
             rows = data.rows[split_name]
-            outs = _eval_outputs(full, data, rows, best_params)
-            if full.slot_dim == 2:
-                outs = outs.transpose(1, 2)  # (K, S, n, W)
+            outs = _eval_outputs(full, data, rows, best_params)  # (K, S, W, n)
             y = data.Y.index_select(0, rows)
-            per = [_final_scores(heads, p.targets, [outs[k, s, :, :heads[t].outputs]
+            per = [_final_scores(heads, p.targets, [outs[k, s, :heads[t].outputs].T
                                                     for t, s in zip(p.targets, layout.slot_of[k], strict=True)],
                                  y, data.columns) for k, p in enumerate(plans)]
             scores[split_name] = ([a for a, _ in per], [b for _, b in per])
@@ -659,7 +662,7 @@ def _adam(params: list[torch.Tensor], training: TrainingSettings,
     for t in params:
         t.requires_grad_(True)
         t.grad = torch.zeros_like(t)
-    opt = torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay)
+    opt = torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay, fused=_fused_ok(params))
     if carry is not None:
         old, old_params, keep = carry
         for new_p, old_p in zip(params, old_params, strict=True):
@@ -671,6 +674,36 @@ def _adam(params: list[torch.Tensor], training: TrainingSettings,
                     "exp_avg_sq": st["exp_avg_sq"].index_select(0, keep),
                 }
     return opt
+
+
+_MALLOC_TUNED = False
+
+
+def _retain_freed_memory() -> None:
+    """Keep large freed blocks in the process heap (glibc only, once per process).
+
+    Every training step frees and reallocates the same few megabyte-sized tensors. glibc's
+    default adaptive thresholds return such blocks to the OS and then fault them back in, page
+    by page, on the next step: a quarter of a stacked step's time on CPU, measured here. Fixed
+    thresholds keep them for reuse; the process's peak memory is unchanged.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED or not sys.platform.startswith("linux"):
+        return
+    _MALLOC_TUNED = True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 64 << 20)
+    mallopt(m_trim_threshold, 1 << 30)
+
+
+def _fused_ok(params: list[torch.Tensor]) -> bool:
+    # The fused Adam kernel runs one pass per tensor (the default runs about ten); same update.
+    return all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64) for p in params)
 
 
 def _eval_chunk(stack: StackedMLP, rows: int) -> int:
@@ -686,7 +719,7 @@ def _eval_losses(stack: StackedMLP, losses: _StackLosses, data: _DeviceData, row
     total = count = None
     for a in range(0, n, step):
         r = rows[a:a + step]
-        s, c = losses.sums(stack.forward(data.X.index_select(0, r), params), losses.gather(data.labels, r))
+        s, c = losses.sums(stack.forward(data.X.index_select(0, r), params), losses.gather(r))
         total, count = (s, c) if total is None else (total + s, count + c)
     return total, count
 
@@ -696,7 +729,10 @@ def _eval_outputs(stack: StackedMLP, data: _DeviceData, rows: torch.Tensor,
     """Stacked outputs over `rows` in the stack's layout, computed in chunks."""
     step = _eval_chunk(stack, len(rows))
     parts = [stack.forward(data.X.index_select(0, rows[a:a + step]), params) for a in range(0, len(rows), step)]
-    return torch.cat(parts, 3 - stack.slot_dim)
+    if not parts:  # an empty split: its losses and metrics come out NaN
+        K = stack.params["head.w"].shape[0]
+        return torch.zeros(K, stack.layout.n_slots, stack.layout.out_width, 0, dtype=data.dtype, device=data.device)
+    return torch.cat(parts, 3)
 
 
 # ---------------------------------------------------------------- the sequential reference
@@ -721,6 +757,7 @@ def train_sequential(
     X, Y, split = np.asarray(X), np.asarray(Y, dtype=float), np.asarray(split)
     _check_inputs(X, Y, heads, split, plans, model, eval_splits)
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    _retain_freed_memory()
     data = _DeviceData(X, Y, heads, split, dtype=dtype, device=dev)
     return [_train_one(data, heads, p, model=model, training=training, eval_splits=eval_splits,
                        keep_state=keep_state) for p in plans]

@@ -20,6 +20,16 @@ from taskscout.training import (
     train_sequential,
 )
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared CPU it can stall them."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 HEADS = [
     Head("b", "binary"),
     Head("m", "multiclass", 3),
@@ -203,10 +213,21 @@ def test_metrics_known_answers():
 
 
 def test_learns_a_planted_binary_task():
-    X, Y, split = make_data(n=600)
+    X, Y, split = make_data(n=400)
     (res,) = train_models(X, Y, HEADS, split, [ModelPlan((0,), (0,), seed=0, branch_layer=2)], model=MODEL,
-                          training=settings(epochs=30, patience=5, lr=0.01), device="cpu")
+                          training=settings(epochs=15, patience=5, lr=0.02), device="cpu")
     assert res.metric["val"][0] > 0.95
+
+
+def test_an_empty_evaluation_split_gives_nan():
+    X, Y, split = make_data()
+    split = np.where(split == 2, 0, split).astype(np.int8)
+    plan = ModelPlan((0, 3), (0,), seed=1, branch_layer=1)
+    kw = {"model": MODEL, "training": settings(epochs=2), "device": "cpu", "eval_splits": ("val", "test")}
+    for res in (train_models(X, Y, HEADS, split, [plan], **kw)[0], train_sequential(X, Y, HEADS, split, [plan], **kw)[0]):
+        assert all(np.isnan(v) for v in res.loss["test"].values())
+        assert all(np.isnan(v) for v in res.metric["test"].values())
+        assert all(np.isfinite(v) for v in res.loss["val"].values())
 
 
 def test_bad_inputs_are_clear_errors():

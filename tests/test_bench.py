@@ -1,0 +1,64 @@
+"""`taskscout bench` at tiny sizes: the JSON keys and sane values (never timings)."""
+
+import json
+
+import pytest
+import torch
+
+from taskscout.bench import bench_problem, run_bench
+from taskscout.cli import main
+from taskscout.errors import SpecError
+from taskscout.models import stack_matmul_flops
+
+KEYS = {"device", "threads", "models", "sequential_models_per_s", "stacked_models_per_s", "speedup",
+        "achieved_gflops", "matmul_peak_gflops", "fraction_of_peak", "peak_memory_mib"}
+TINY = ["--models", "3", "--inputs", "5", "--width", "8", "--tasks", "4", "--batch", "16", "--steps", "4",
+        "--epochs", "2", "--device", "cpu", "--threads", "1"]
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_bench_json_has_the_design_keys_and_sane_values(capsys):
+    assert main(["bench", *TINY, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert KEYS <= out.keys()
+    assert out["device"] == "cpu" and out["models"] == 3 and out["threads"] == 1
+    for key in ("sequential_models_per_s", "stacked_models_per_s", "speedup", "achieved_gflops",
+                "matmul_peak_gflops", "fraction_of_peak", "peak_memory_mib"):
+        assert out[key] > 0, key
+    assert out["speedup"] == pytest.approx(out["stacked_models_per_s"] / out["sequential_models_per_s"])
+    assert out["fraction_of_peak"] == pytest.approx(out["achieved_gflops"] / out["matmul_peak_gflops"])
+    assert out["max_loss_difference"] < 1e-4  # both loops trained the same models
+
+
+def test_bench_prints_a_summary(capsys):
+    assert main(["bench", *TINY, "--sequential-models", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "speed-up" in text and "models/s" in text and "(1 models in" in text
+
+
+def test_bench_rejects_bad_sizes(capsys):
+    assert main(["bench", *TINY, "--dtype", "float16"]) == 2
+    assert "--dtype must be float32 or float64" in capsys.readouterr().err
+    with pytest.raises(SpecError, match="multiple of --epochs"):
+        run_bench(models=2, steps=5, epochs=2, device="cpu")
+    with pytest.raises(SpecError, match="--models must be an int >= 1"):
+        run_bench(models=0, device="cpu")
+
+
+def test_problem_and_flop_count_by_hand():
+    X, Y, heads, split = bench_problem(models=2, inputs=3, tasks=5, batch=4, steps=6, epochs=3)
+    assert X.shape == (8 + 512, 3) and Y.shape == (520, 5)
+    assert [h.type for h in heads] == ["binary", "multiclass", "ordinal", "regression", "binary"]
+    assert (split == 0).sum() == 8  # 2 steps per epoch of batch 4
+    # one model, one layer 3 -> 4 shared, head 4 -> 2 for one slot, 10 rows:
+    # forward 2*10*(3*4 + 4*2) = 400; backward: weights of both layers (240 + 160), inputs of the head (160)
+    assert stack_matmul_flops(models=1, in_features=3, depth=1, width=4, branch_layer=1, slots=1, out_width=2,
+                              rows=10, backward=False) == 400
+    assert stack_matmul_flops(models=1, in_features=3, depth=1, width=4, branch_layer=1, slots=1, out_width=2,
+                              rows=10, backward=True) == 400 + 240 + 160 + 160
