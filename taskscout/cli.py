@@ -372,7 +372,10 @@ def search(
     """
     import contextlib
     import dataclasses
+    import os
 
+    # As in `bench`: on a shared CPU, spinning OpenMP waits slow every kernel; the user's setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from taskscout.search import run_search, summary_text
 
     changes = {k: v for k, v in (("plateau_epsilon", plateau_epsilon), ("plateau_window", plateau_window),

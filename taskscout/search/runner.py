@@ -247,18 +247,19 @@ def run_search(
         _clear_run_files(run_dir)
 
     ds = build_dataset(spec)
+    # The study is opened (and its settings checked) before anything is written, so a refused
+    # resume leaves the run directory as it was.
+    url = storage_url(spec)
+    store = open_store(url, spec.name, fingerprint=fingerprint(spec), spec_json=spec.to_json(), fresh=fresh)
     screened: list[Any] = []
     if "aux" in spec.search.phases:
-        candidates = list((candidates_fn or _generate_candidates)(ds, spec))
         from taskscout.auxgen import candidate_records
 
+        candidates = list((candidates_fn or _generate_candidates)(ds, spec))
         rundir.write_json(run_dir / rundir.CANDIDATES, candidate_records(ds, candidates))
         screened = [c for c in candidates if c.dropped is None and set(c.serves) & set(spec.main_tasks)]
     problem = build_problem(ds, spec.main_tasks, screened)
     rundir.write_text(run_dir / rundir.SPEC, spec.to_json() + "\n")
-
-    url = storage_url(spec)
-    store = open_store(url, spec.name, fingerprint=fingerprint(spec), spec_json=spec.to_json(), fresh=fresh)
     recover_abandoned(store, single_process=True)
 
     outcomes = []
