@@ -376,7 +376,10 @@ def search(
     """
     import contextlib
     import dataclasses
+    import os
 
+    # As in `bench`: on a shared CPU, spinning OpenMP waits slow every kernel; the user's setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from taskscout.search import run_search, summary_text
 
     changes = {k: v for k, v in (("plateau_epsilon", plateau_epsilon), ("plateau_window", plateau_window),
@@ -395,6 +398,62 @@ def search(
     with bars if bars is not None else contextlib.nullcontext():
         result = run_search(spec, fresh=fresh, progress=bars)
     typer.echo(summary_text(result))
+
+
+@app.command()
+@study_command
+def estimators(
+    spec: Any,
+    methods: Annotated[str, typer.Option("--estimators", help="Estimators to score, comma-separated: tag, gradcos, rsa, surrogate.")] = "tag,gradcos,rsa,surrogate",
+    pruning_test: Annotated[bool, typer.Option("--pruning-test/--no-pruning-test", help="Also measure pruning in test mode (subsets in shadow mode; gain predictor on the measured pairs).")] = True,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice); 1 gives steadier timings on a busy machine.")] = None,
+    selection: Annotated[str, typer.Option(help="Which epoch of a pair model gives a task's measured loss: joint (the model's best epoch, as the search) or own (the task's best epoch).")] = "joint",
+) -> None:
+    """Score the cheap affinity estimators against measured pairwise gains on this data.
+
+    Trains every single task and pair (the measured phase), runs each estimator, and writes
+    affinity.csv, agreement.csv, compute.csv, pruning.csv and the estimators' own tables to
+    RUN_DIR/estimators (RUN_DIR: reports/NAME or --out).
+    """
+    import os
+
+    from taskscout.affinity import AffinityProblem
+    from taskscout.affinity.base import ESTIMATORS
+    from taskscout.affinity.compare import agreement_lines, compare_estimators, write_comparison
+    from taskscout.data import build_dataset
+    from taskscout.errors import SpecError as _SpecError
+    from taskscout.search import model_seeds
+
+    # as in `bench`: on a shared CPU, spinning OpenMP waits slow every kernel many times over
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    names = _csv(methods) or []
+    unknown = [n for n in names if n not in ESTIMATORS or n == "measured"]
+    if unknown:
+        raise _SpecError(f"--estimators takes names from {sorted(set(ESTIMATORS) - {'measured'})}; got {unknown[0]!r}")
+    if threads is not None:
+        if threads < 1:
+            raise _SpecError(f"--threads must be an int >= 1. Got {threads} instead.")
+        import torch
+
+        torch.set_num_threads(threads)
+    ds = build_dataset(spec)
+    problem = AffinityProblem.from_dataset(ds, main=spec.main_tasks, model=spec.model, training=spec.training,
+                                           seeds=model_seeds(spec), device=spec.device)
+    if selection not in ("joint", "own"):
+        raise _SpecError(f"--selection must be joint or own. Got {selection!r} instead.")
+    comparison = compare_estimators(problem, names=names, pruning_test=pruning_test, params={"measured": {"selection": selection}},
+                                    plateau_epsilon=spec.search.plateau_epsilon, plateau_window=spec.search.plateau_window,
+                                    report=lambda msg: typer.echo(msg, err=True))
+    out = Path(spec.run_dir) / "estimators"
+    write_comparison(out, comparison)
+    for line in agreement_lines(comparison):
+        typer.echo(line)
+    for key, value in comparison.figures.items():
+        typer.echo(f"{key}: {value:.3f}")
+    for r in comparison.pruning.to_dict("records"):
+        typer.echo(f"pruning {r['what']}: skipped {r['skipped']} of {r['candidates']}, saved {r['epochs_saved']} epochs "
+                   f"({r['seconds_saved']:.1f} s); skipped ones that would have been chosen: {r['would_be_chosen']}")
+    typer.echo(f"tables in {out}")
 
 
 # ---------------------------------------------------------------- report

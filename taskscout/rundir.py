@@ -15,6 +15,8 @@ killed process never leaves a half-written file. Schema version 1 (DESIGN.md):
 | depth.csv            | gain per branch layer for pairs with a real gain (DEPTH_COLUMNS)     |
 | group_scores.csv     | normalised loss of a task inside a group (GROUP_SCORE_COLUMNS)       |
 | agreement.csv        | cheap estimators vs measured gains (AGREEMENT_COLUMNS)               |
+| rsa_layers.csv       | per-layer representation similarity of task pairs (RSA_LAYER_COLUMNS) |
+| subset_observations.csv | normalised losses the subset surrogate is fitted on (SUBSET_OBSERVATION_COLUMNS) |
 | compute.csv          | models, epochs and seconds per phase (COMPUTE_COLUMNS)               |
 | graph.graphml        | the task-affinity graph                                              |
 | recommendation.json  | groups, assignment, branch layers, auxiliaries, Pareto front         |
@@ -51,6 +53,8 @@ AFFINITY = "affinity.csv"
 DEPTH = "depth.csv"
 GROUP_SCORES = "group_scores.csv"
 AGREEMENT = "agreement.csv"
+RSA_LAYERS = "rsa_layers.csv"
+SUBSET_OBSERVATIONS = "subset_observations.csv"
 COMPUTE = "compute.csv"
 GRAPH = "graph.graphml"
 RECOMMENDATION = "recommendation.json"
@@ -67,6 +71,8 @@ AFFINITY_COLUMNS = ("source", "target", "gain", "ci_low", "ci_high", "n_seeds", 
 DEPTH_COLUMNS = ("group", "branch_layer", "task", "gain", "ci_low", "ci_high", "n_seeds")
 GROUP_SCORE_COLUMNS = ("group", "task", "norm_loss", "ci_low", "ci_high", "n_seeds", "source")
 AGREEMENT_COLUMNS = ("method", "spearman", "negative_transfer_recall", "relative_compute")
+RSA_LAYER_COLUMNS = ("pair", "layer", "similarity", "n")
+SUBSET_OBSERVATION_COLUMNS = ("group", "task", "seed", "norm_loss")
 COMPUTE_COLUMNS = ("phase", "models", "epochs", "seconds")
 
 

@@ -1,0 +1,148 @@
+"""The search's `subsets` and `estimators` phases: what `run_search` calls, and the tables they give.
+
+Both run after the single and pairs phases, on the search's own problem (main tasks first, then
+the screened auxiliaries) and seeds:
+
+- `run_subsets_phase`: Optuna proposes `spec.search.subsets` task subsets of the main tasks
+  (`taskscout.search.subsets`, proposer study "<study name>:subsets" in the search's storage, so
+  a rerun resumes it), each trained with every seed and pruned on intermediate losses; the
+  surrogate (`taskscout.affinity.surrogate`) is fitted on them plus the single-task anchors and
+  the measured pairs.
+- `run_estimators_phase`: the cheap estimators (`tag`, `gradcos`, `rsa` by default) on the same
+  problem.
+- `estimator_tables`: the run-directory tables from those results: affinity rows to add to
+  affinity.csv (one `method` each), compute rows ("estimator:<method>", "subsets"), agreement.csv
+  (against the measured rows and the single + pairs compute), rsa_layers.csv (the branch-layer
+  fallback) and subset_observations.csv (what the surrogate is fitted on; `fit_surrogate` on it
+  rebuilds the surrogate for grouping).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from taskscout import rundir
+from taskscout.affinity.agreement import agreement_table
+from taskscout.affinity.base import AffinityProblem, Compute, EstimatorResult, make_estimator
+from taskscout.affinity.surrogate import Surrogate, fit_surrogate
+from taskscout.search.plan import model_seeds
+from taskscout.search.subsets import SubsetRun, proposer_study, run_subsets
+from taskscout.spec import StudySpec
+
+CHEAP = ("tag", "gradcos", "rsa")
+
+
+def affinity_problem(problem: Any, spec: StudySpec) -> AffinityProblem:
+    """The estimators' view of a `search.problem.SearchProblem`: its heads, main tasks first."""
+    index = problem.head_index
+    return AffinityProblem(
+        X=problem.X, Y=problem.Y, heads=tuple(problem.heads), split=problem.split,
+        main=tuple(index[t] for t in problem.main), model=spec.model, training=spec.training,
+        seeds=model_seeds(spec), device=spec.device,
+    )
+
+
+def single_losses(losses: pd.DataFrame) -> dict[tuple[str, int], float]:
+    """(task, seed) -> single-task validation loss, from a `measured.LOSS_COLUMNS` table."""
+    from taskscout.affinity.measured import single_task_losses
+
+    return {(t, s): v for t, per_seed in single_task_losses(losses).items() for s, v in per_seed.items()}
+
+
+def pair_observations(losses: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
+    """Surrogate observations (group, task, seed, norm_loss) from every model of 2+ main tasks
+    without auxiliaries (the pairs and the all-together model), paired per seed with the single-task losses."""
+    single = single_losses(losses)
+    rows = []
+    for r in losses.itertuples(index=False):
+        if len(r.tasks) >= 2 and not len(r.aux):
+            alone = single.get((r.task, int(r.seed)))
+            if alone:
+                rows.append((rundir.group_key(r.tasks, order), r.task, int(r.seed), float(r.loss) / alone))
+    return pd.DataFrame(rows, columns=["group", "task", "seed", "norm_loss"])
+
+
+@dataclass(frozen=True, eq=False)
+class SubsetsPhase:
+    """The subsets phase's outcome: the run, the fitted surrogate and the observations behind it."""
+
+    run: SubsetRun
+    surrogate: Surrogate
+    observations: pd.DataFrame  # group, task, seed, norm_loss: anchors, pairs, subsets
+
+
+def run_subsets_phase(
+    spec: StudySpec,
+    problem: Any,
+    *,
+    losses: pd.DataFrame,
+    storage: str | None,
+    prune: bool = True,
+    train_fn: Callable[..., list] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SubsetsPhase:
+    """Train the proposed subsets (resuming the proposer study in `storage`) and fit the surrogate.
+
+    `losses` is the search's loss table so far (`measured.LOSS_COLUMNS`: single and pairs phases);
+    its single-task losses normalise, its pair and all-together models join the surrogate's data.
+    """
+    aproblem = affinity_problem(problem, spec)
+    single = single_losses(losses)
+    study = proposer_study(storage=storage, name=f"{spec.name}:subsets", seed=spec.seed)
+    run = run_subsets(aproblem, single=single, n_subsets=spec.search.subsets, study=study, prune=prune,
+                      seed=spec.seed, train_fn=train_fn, progress=progress)
+    main = tuple(problem.main)
+    anchors = pd.DataFrame([(t, t, s, 1.0) for (t, s) in single if t in main], columns=["group", "task", "seed", "norm_loss"])
+    observations = pd.concat([anchors, pair_observations(losses, main), run.observations], ignore_index=True)
+    return SubsetsPhase(run, fit_surrogate(observations, tasks=main), observations)
+
+
+def run_estimators_phase(
+    spec: StudySpec,
+    problem: Any,
+    *,
+    names: Sequence[str] = CHEAP,
+    params: Mapping[str, Mapping] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, EstimatorResult]:
+    """Every named estimator on the search's problem and seeds."""
+    aproblem = affinity_problem(problem, spec)
+    params = params or {}
+    return {n: make_estimator(n, **dict(params.get(n, {}))).estimate(aproblem, progress=progress) for n in names}
+
+
+def estimator_tables(
+    *,
+    measured: pd.DataFrame,
+    measured_compute: Compute,
+    results: Mapping[str, EstimatorResult] | None = None,
+    subsets: SubsetsPhase | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Run-directory tables from the phases' results (file name -> frame; "affinity_rows" are rows
+    to add to affinity.csv next to the measured ones).
+
+    `measured` are the measured affinity rows and `measured_compute` the single + pairs phases'
+    compute. The surrogate's compute is that of the subsets phase alone: it reuses the single and
+    pairs models the measured phase trained anyway.
+    """
+    results = dict(results or {})
+    compute_rows = [r.compute.row(f"estimator:{m}") for m, r in results.items()]
+    if subsets is not None:
+        results["surrogate"] = EstimatorResult("surrogate", subsets.surrogate.affinity_rows(), subsets.run.compute,
+                                               tables={"coefficients": subsets.surrogate.coefficients()})
+        compute_rows.append(subsets.run.compute.row("subsets"))
+    tables: dict[str, pd.DataFrame] = {
+        "affinity_rows": pd.concat([r.rows for r in results.values()], ignore_index=True)
+        if results else pd.DataFrame(columns=list(rundir.AFFINITY_COLUMNS)),
+        rundir.COMPUTE: pd.DataFrame(compute_rows, columns=list(rundir.COMPUTE_COLUMNS)),
+        rundir.AGREEMENT: agreement_table(measured, list(results.values()), measured_compute=measured_compute),
+    }
+    if "rsa" in results and "rsa_layers" in results["rsa"].tables:
+        tables[rundir.RSA_LAYERS] = results["rsa"].tables["rsa_layers"]
+    if subsets is not None:
+        tables[rundir.SUBSET_OBSERVATIONS] = subsets.observations
+    return tables

@@ -1,0 +1,328 @@
+"""The subsets phase: Optuna proposes task subsets, they are trained, pruned on intermediate losses.
+
+Higher-order effects need models of more than two tasks, but all subsets are 2^T. Following Li,
+Nguyen and Zhang (2023), a number of subsets that grows with T (not T^2) is trained and a surrogate
+(`taskscout.affinity.surrogate`) is fitted to them.
+
+Proposals. An Optuna study (the "proposer", one trial per subset) suggests every free task of the
+universe as in (1) or out (0); `fixed` tasks are always in (for auxiliary subsets: the main task).
+The default sampler is Sobol quasi-Monte Carlo (`QMCSampler`, scrambled, seeded): a space-filling
+design, which is what a regression over membership needs; an optimiser's sampler (TPE) would
+cluster the proposals around good subsets. A proposal with fewer than two tasks, or one already
+proposed, is told FAIL and another is asked for.
+
+Training. Each subset is trained with every seed (one model per seed, the whole trunk shared),
+its `main` targets selecting the best epoch (task subsets: all of them; auxiliary subsets: the
+fixed main task). The objective of a subset is the mean over its main tasks of the normalised loss
+L_i[subset] / L_i[alone], paired per seed, then averaged over seeds.
+
+Pruning. With `prune`, subsets are trained `stack_subsets` at a time and each epoch every running
+subset reports to its proposer trial the best normalised validation loss of its main tasks so far
+(sum of their val losses over the sum of their single-task losses, mean over its seeds); Optuna's
+pruner (default `PercentilePruner(75)`: stop a subset whose value is worse than the 75th percentile
+of the completed subsets at the same epoch, after a warm-up of a quarter of the epochs and one
+stack of completed subsets) decides, and the trainer's `on_epoch` callback stops that subset's
+models. A pruned subset has no final loss and is not used by the surrogate. In `shadow` (test) mode
+the pruner decides the same way but nothing is stopped: the subsets are trained to the end, told
+PRUNED all the same (so later decisions are those of a real run), their losses are kept (the
+surrogate sees every subset, as without pruning), and the record says how much compute pruning
+would have saved and how many pruned subsets would have been among the `top` best.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from taskscout import rundir
+from taskscout.affinity.base import AffinityProblem, Compute
+from taskscout.affinity.measured import LOSS_COLUMNS
+from taskscout.affinity.pruning import PruningRecord
+from taskscout.errors import SpecError
+
+PHASE = "subsets"
+TASKS_ATTR = "tasks"
+LOSSES_ATTR = "losses"  # [[task, seed, val loss], ...] of a finished subset, so a resumed run reuses it
+SHADOW_ATTR = "shadow_value"  # shadow mode: the final objective of a subset told PRUNED
+
+
+def default_sampler(seed: int = 0) -> optuna.samplers.BaseSampler:
+    """Scrambled Sobol sampling: a balanced, space-filling design of in/out memberships."""
+    with warnings.catch_warnings():  # QMCSampler is marked experimental; its interface is all we use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
+                                          warn_independent_sampling=False, warn_asynchronous_seeding=False)
+
+
+def default_pruner(epochs: int, n_startup: int) -> optuna.pruners.BasePruner:
+    """Stop subsets worse than 75% of completed ones at the same epoch, after warm-up."""
+    return optuna.pruners.PercentilePruner(75.0, n_startup_trials=n_startup, n_warmup_steps=max(1, epochs // 4))
+
+
+def proposer_study(*, storage: str | optuna.storages.BaseStorage | None = None, name: str = "subsets",
+                   seed: int = 0, pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    """The proposer study (created, or loaded to resume); in memory without `storage`."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True,
+                               sampler=default_sampler(seed), pruner=pruner)
+
+
+class SubsetProposer:
+    """Asks the proposer study for valid, distinct subsets of `universe` (fixed tasks always in)."""
+
+    def __init__(self, study: optuna.Study, universe: Sequence[str], *, fixed: Sequence[str] = (), min_size: int = 2) -> None:
+        if len(set(universe)) != len(universe):
+            raise SpecError(f"the subset universe lists a task twice: {list(universe)}")
+        missing = [t for t in fixed if t not in universe]
+        if missing:
+            raise SpecError(f"fixed tasks {missing} are not in the subset universe {list(universe)}")
+        self.study = study
+        self.universe = tuple(universe)
+        self.fixed = tuple(fixed)
+        self.free = tuple(t for t in universe if t not in fixed)
+        self.min_size = min_size
+        if len(self.fixed) + len(self.free) < min_size:
+            raise SpecError(f"subsets of at least {min_size} tasks need that many tasks; the universe has {len(universe)}")
+
+    def subsets(self, states: Sequence[TrialState] = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)) -> dict[int, tuple[str, ...]]:
+        """Proposer trial number -> subset, for trials in `states`."""
+        return {t.number: tuple(t.user_attrs[TASKS_ATTR]) for t in self.study.get_trials(deepcopy=False, states=tuple(states))
+                if TASKS_ATTR in t.user_attrs}
+
+    def propose(self, n: int) -> list[tuple[optuna.trial.Trial, tuple[str, ...]]]:
+        """Up to `n` new RUNNING proposer trials with their subsets (fewer when the space runs out)."""
+        seen = set(self.subsets().values())
+        space = 2 ** len(self.free)
+        out: list[tuple[optuna.trial.Trial, tuple[str, ...]]] = []
+        attempts = 0
+        while len(out) < n and attempts < 20 * n + 20 and len(seen) < space:
+            attempts += 1
+            trial = self.study.ask()
+            chosen = {t for t in self.free if trial.suggest_int(t, 0, 1) == 1} | set(self.fixed)
+            subset = tuple(t for t in self.universe if t in chosen)
+            if len(subset) < self.min_size or subset in seen:
+                # too small or already proposed: worthless to train, but counted so the loop ends
+                self.study.tell(trial, state=TrialState.FAIL)
+                seen.add(subset)
+                continue
+            trial.set_user_attr(TASKS_ATTR, list(subset))
+            seen.add(subset)
+            out.append((trial, subset))
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class SubsetRun:
+    """What the subsets phase produced."""
+
+    losses: pd.DataFrame  # affinity.measured.LOSS_COLUMNS, one row per (model, main task) of trained-through subsets
+    observations: pd.DataFrame  # group, task, seed, norm_loss (for surrogate.fit_surrogate), same subsets
+    objectives: pd.DataFrame  # group, objective, state ("complete" / "pruned"), pruned_epoch, trial
+    compute: Compute
+    pruning: PruningRecord | None
+    results: list = field(default_factory=list)  # trainer ModelResults, plan order
+
+
+class _StackPruning:
+    """The trainer's `on_epoch` callback for one stack of subsets: report, ask the pruner, stop.
+
+    Each subset (a proposer trial) reports the mean over its seed models of the best-so-far ratio
+    (sum of its main tasks' val losses) / (sum of their single-task losses). All subsets report
+    before any is asked, so no decision depends on the order of the subsets in the stack.
+    """
+
+    def __init__(self, trials: Sequence[optuna.trial.Trial], owner: Sequence[int], norm: np.ndarray, *, shadow: bool) -> None:
+        self.trials = list(trials)
+        self.owner = np.asarray(owner)
+        self.norm = norm
+        self.shadow = shadow
+        self.best = np.full(len(owner), math.inf)
+        self.stopped = np.zeros(len(owner), bool)
+        self.pruned_at: dict[int, int] = {}  # subset index -> epoch of the pruning decision
+
+    def __call__(self, epoch: int, main_val: np.ndarray) -> np.ndarray | None:
+        vals = np.asarray(main_val, dtype=float)
+        live = np.isfinite(vals)
+        self.best[live] = np.minimum(self.best[live], vals[live] / self.norm[live])
+        for k, trial in enumerate(self.trials):
+            mine = (self.owner == k) & np.isfinite(self.best)
+            if k not in self.pruned_at and mine.any():
+                trial.report(float(self.best[mine].mean()), epoch)
+        for k, trial in enumerate(self.trials):
+            if k not in self.pruned_at and trial.should_prune():
+                self.pruned_at[k] = epoch
+        if self.shadow:
+            return None
+        stop = np.isin(self.owner, list(self.pruned_at)) & ~self.stopped
+        self.stopped |= stop
+        return stop
+
+
+def _objective(rows: pd.DataFrame) -> float:
+    per_task = rows.groupby("task")["norm_loss"].mean()
+    return float(per_task.mean()) if len(per_task) else math.nan
+
+
+def run_subsets(
+    problem: AffinityProblem,
+    *,
+    single: Mapping[tuple[str, int], float],
+    n_subsets: int,
+    study: optuna.Study | None = None,
+    universe: Sequence[str] | None = None,
+    fixed: Sequence[str] = (),
+    stack_subsets: int | None = None,
+    prune: bool = False,
+    shadow: bool = False,
+    pruner: optuna.pruners.BasePruner | None = None,
+    top: int = 3,
+    seed: int = 0,
+    train_fn: Callable[..., list] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SubsetRun:
+    """Propose `n_subsets` subsets (resuming `study` if it holds some), train them with every seed.
+
+    `single[(task, seed)]` is each main task's single-task validation loss per seed (the
+    normalisers). `universe` defaults to the main tasks; `fixed` tasks are in every subset and,
+    when given, are the only main targets (auxiliary subsets). See the module docstring for the
+    objective, pruning and shadow mode.
+    """
+    from taskscout.training import ModelPlan, train_models
+
+    train_fn = train_fn or train_models
+    names = problem.names
+    index = {n: i for i, n in enumerate(names)}
+    universe = tuple(universe) if universe is not None else problem.main_names
+    unknown = [t for t in universe if t not in index]
+    if unknown:
+        raise SpecError(f"subset tasks {unknown} are not heads of the problem; heads: {list(names)}")
+    if shadow and not prune:
+        raise SpecError("shadow mode records what pruning would do; it needs prune=True")
+    epochs = problem.training.epochs
+    stack_subsets = stack_subsets or (max(2, n_subsets // 3) if prune else n_subsets)
+    if study is None:
+        study = proposer_study(seed=seed, pruner=pruner or (default_pruner(epochs, stack_subsets) if prune else None))
+    elif pruner is not None:
+        study.pruner = pruner
+    proposer = SubsetProposer(study, universe, fixed=fixed)
+    seeds = problem.seeds
+    depth = problem.model.depth
+
+    def main_of(subset: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(t for t in subset if t in fixed) if fixed else subset
+
+    losses_rows: list[tuple] = []
+    obj_rows: list[tuple] = []
+    results_all: list = []
+    compute = Compute()
+    saved_epochs = 0
+    n_pruned_trials = 0
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(t.number, state=TrialState.FAIL)  # left by a killed run: its models are gone
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if TASKS_ATTR not in t.user_attrs:
+            continue
+        subset = tuple(t.user_attrs[TASKS_ATTR])
+        group = rundir.group_key(subset, names)
+        if t.state == TrialState.PRUNED:
+            obj_rows.append((group, t.user_attrs.get(SHADOW_ATTR, math.nan), "pruned", -1, t.number))
+        else:
+            obj_rows.append((group, t.value, "complete", -1, t.number))
+        mains = main_of(subset)
+        aux = tuple(x for x in subset if x not in mains)
+        for task, s, loss in t.user_attrs.get(LOSSES_ATTR, []):
+            losses_rows.append((mains, aux, depth, int(s), task, float(loss)))
+
+    done = len(proposer.subsets((TrialState.COMPLETE, TrialState.PRUNED)))
+    while done < n_subsets:
+        batch = proposer.propose(min(stack_subsets, n_subsets - done))
+        if not batch:
+            break
+        plans, owner = [], []
+        for k, (_, subset) in enumerate(batch):
+            mains = main_of(subset)
+            for s in seeds:
+                plans.append(ModelPlan(targets=tuple(index[t] for t in subset), main=tuple(index[t] for t in mains),
+                                       seed=int(s), branch_layer=depth, key=f"{PHASE}:{rundir.group_key(subset, names)}:{s}"))
+                owner.append(k)
+        norm = np.array([sum(single.get((t, int(p.seed)), math.nan) for t in main_of(batch[k][1]))
+                         for p, k in zip(plans, owner, strict=True)])
+        hook = _StackPruning([trial for trial, _ in batch], owner, norm, shadow=shadow)
+        pruned_at = hook.pruned_at
+
+        start = time.perf_counter()
+        results = train_fn(problem.X, problem.Y, problem.heads, problem.split, plans, model=problem.model,
+                           training=problem.training, device=problem.device, progress=progress,
+                           on_epoch=hook if prune else None, stack_size=max(1, len(plans)))
+        seconds = time.perf_counter() - start
+        compute = compute + Compute(len(results), sum(r.epochs_run for r in results), seconds)
+        results_all.extend(results)
+        for k, (trial, subset) in enumerate(batch):
+            mine = [r for r, o in zip(results, owner, strict=True) if o == k]
+            rows = []
+            for r in mine:
+                for t in r.plan.main:
+                    loss = float(r.loss["val"][t])
+                    alone = single.get((names[t], int(r.plan.seed)), math.nan)
+                    rows.append((names[t], int(r.plan.seed), loss, loss / alone if alone and np.isfinite(alone) else math.nan))
+            frame = pd.DataFrame(rows, columns=["task", "seed", "loss", "norm_loss"])
+            value = _objective(frame)
+            group = rundir.group_key(subset, names)
+            if k in pruned_at:
+                n_pruned_trials += 1
+                obj_rows.append((group, value if shadow else math.nan, "pruned", pruned_at[k], trial.number))
+                if not shadow:
+                    study.tell(trial, state=TrialState.PRUNED)
+                    continue
+                trial.set_user_attr(SHADOW_ATTR, value)
+                trial.set_user_attr(LOSSES_ATTR, [[t, int(sd), float(v)] for t, sd, v, _ in frame.itertuples(index=False)])
+                saved_epochs += sum(max(0, r.epochs_run - pruned_at[k]) for r in mine)
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                trial.set_user_attr(LOSSES_ATTR, [[t, int(sd), float(v)] for t, sd, v, _ in frame.itertuples(index=False)])
+                study.tell(trial, value if np.isfinite(value) else None,
+                           state=TrialState.COMPLETE if np.isfinite(value) else TrialState.FAIL)
+                obj_rows.append((group, value, "complete", -1, trial.number))
+            aux = tuple(t for t in subset if t not in main_of(subset))
+            mains = main_of(subset)
+            for task, s, loss, _ in frame.itertuples(index=False):
+                losses_rows.append((mains, aux, depth, s, task, loss))
+        done = len(proposer.subsets((TrialState.COMPLETE, TrialState.PRUNED)))
+
+    objectives = pd.DataFrame(obj_rows, columns=["group", "objective", "state", "pruned_epoch", "trial"])
+    losses = pd.DataFrame(losses_rows, columns=list(LOSS_COLUMNS))
+    obs = []
+    for r in losses.itertuples(index=False):
+        alone = single.get((r.task, int(r.seed)))
+        if alone and np.isfinite(alone):
+            obs.append((rundir.group_key(r.tasks + r.aux, names), r.task, int(r.seed), r.loss / alone))
+    observations = pd.DataFrame(obs, columns=["group", "task", "seed", "norm_loss"])
+    record = None
+    if prune:
+        per_epoch = compute.seconds / max(1, compute.epochs)
+        chosen = -1
+        if shadow:
+            ranked = objectives.dropna(subset=["objective"]).sort_values("objective")
+            best_groups = set(ranked["group"].head(top))
+            chosen = int(((objectives["state"] == "pruned") & objectives["group"].isin(best_groups)).sum())
+        else:
+            # a stopped model would have run about as long as the models that were not stopped
+            full = [r.epochs_run for r in results_all if not r.pruned]
+            typical = float(np.mean(full)) if full else float(epochs)
+            saved_epochs = sum(max(0.0, typical - r.epochs_run) for r in results_all if r.pruned)
+        record = PruningRecord(
+            what="subsets", candidates=len(objectives), skipped=n_pruned_trials,
+            models_saved=0, epochs_saved=int(round(saved_epochs)), seconds_saved=saved_epochs * per_epoch,
+            would_be_chosen=chosen,
+        )
+    return SubsetRun(losses=losses, observations=observations, objectives=objectives, compute=compute,
+                     pruning=record, results=results_all)
