@@ -85,6 +85,8 @@ _STUDY_FLAGS: list[tuple[str, Any, Any]] = [
     ("cap", Optional[list[str]], typer.Option(help="Cap for one kind: KIND=N (repeatable).")),
     ("adversarial", Optional[str], typer.Option(help="Nuisance/domain columns to predict through gradient reversal, comma-separated.")),
     ("smooth_source", Optional[str], typer.Option(help="Numeric column behind a thresholded binary task (a smoothing target).")),
+    ("horizon", int | None, typer.Option(help="Future-as-target: steps ahead t+1..t+H (default 1).")),
+    ("aux_min_labelled", int | None, typer.Option(help="Auxiliary candidates need at least this many labelled training rows (default 20).")),
     ("depth", Optional[int], typer.Option(help="Trunk layers L.")),
     ("width", Optional[int], typer.Option(help="Trunk width H.")),
     ("epochs", Optional[int], typer.Option(help="Epochs per model (default from --budget).")),
@@ -128,6 +130,8 @@ def overrides_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
         put("aux", "caps", {k: _number(v) for k, v in _pairs(flags["cap"], "--cap").items()})
     put("aux", "adversarial", _csv(flags.get("adversarial")))
     put("aux", "smooth_source", flags.get("smooth_source"))
+    put("aux", "horizon", flags.get("horizon"))
+    put("aux", "min_labelled", flags.get("aux_min_labelled"))
     put("model", "depth", flags.get("depth"))
     put("model", "width", flags.get("width"))
     for key in ("epochs", "batch_size", "lr", "seeds", "weighting"):
@@ -228,3 +232,130 @@ def validate(
         )
         typer.echo(f"  {name:<{width}}  {t['type']:<10} labelled {lab['train']}/{lab['val']}/{lab['test']}  {detail}")
     typer.echo(f"the spec is valid; `taskscout search {spec.data} ...` would write {Path(spec.run_dir)}")
+
+
+@app.command()
+@study_command
+def candidates(
+    spec: Any,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    show_dropped: Annotated[bool, typer.Option("--show-dropped/--hide-dropped", help="List candidates that screening dropped.")] = True,
+) -> None:
+    """List the auxiliary candidates the search would try (no training), with why any were dropped."""
+    from taskscout.auxgen import candidate_records, generate_candidates, why_none
+    from taskscout.data import build_dataset
+
+    ds = build_dataset(spec)
+    records = candidate_records(ds, generate_candidates(ds, spec))
+    shown = [r for r in records if show_dropped or r["dropped"] is None]
+    if as_json:
+        typer.echo(json.dumps(shown, indent=2))
+        return
+    header = ("name", "kind", "serves", "type", "labelled train/val/test", "score", "dropped")
+    rows = [
+        (r["name"], r["kind"] + (" (reversed)" if r["adversarial"] else ""), ",".join(r["serves"]), r["type"],
+         "/".join(str(r["labelled"][s]) for s in ("train", "val", "test")),
+         "-" if r["score"] is None else f"{r['score']:.3f}", r["dropped"] or "")
+        for r in shown
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+    for row in [header, *rows]:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    kept = sum(r["dropped"] is None for r in records)
+    typer.echo(f"{len(records)} candidates, {kept} kept, {len(records) - kept} dropped"
+               + ("" if show_dropped else " (hidden: --show-dropped lists them)"))
+    notes = why_none(ds, spec)
+    if notes:
+        typer.echo("no candidates of a kind:")
+        for kind, main, reason in notes:
+            typer.echo(f"  {kind} for {main}: {reason}")
+
+
+# ---------------------------------------------------------------- search
+
+
+def _search_bars() -> Any:
+    """A rich progress display on stderr implementing search.SearchProgress: one bar per phase
+    with models done/total, models per second and the time left."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class ModelsPerSecond(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("-- models/s" if speed is None else f"{speed:.1f} models/s")
+
+    class Bars:
+        def __init__(self) -> None:
+            self.progress = Progress(
+                TextColumn("{task.description:<7}"), BarColumn(), MofNCompleteColumn(), ModelsPerSecond(),
+                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                console=Console(stderr=True), transient=False,
+            )
+            self.task: Any = None
+
+        def __enter__(self) -> "Bars":
+            self.progress.start()
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            self.progress.stop()
+
+        def phase_started(self, phase: str, *, total: int, done: int) -> None:
+            self.task = self.progress.add_task(phase, total=max(total, 0), completed=done)
+
+        def advance(self, n: int) -> None:
+            if self.task is not None:
+                self.progress.advance(self.task, n)
+
+        def phase_finished(self, phase: str) -> None:
+            self.task = None
+
+    return Bars()
+
+
+@app.command()
+@study_command
+def search(
+    spec: Any,
+    fresh: Annotated[bool, typer.Option("--fresh/--resume", help="Start over (delete the study and its tables) or resume (default: completed models are reused).")] = False,
+    plateau_epsilon: Annotated[float | None, typer.Option(help="Plateau: relative improvement below which the validation loss has plateaued (default 0.01).")] = None,
+    plateau_window: Annotated[int | None, typer.Option(help="Plateau: epochs ahead over which the improvement is measured (default 3).")] = None,
+    stack_size: Annotated[int | None, typer.Option(help="Models trained together in one stacked computation (default 64).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (the summary is still printed).")] = False,
+) -> None:
+    """Train single-task, pairwise, auxiliary and branch-depth models; measure gains with intervals.
+
+    Resumable: the same command again reuses every completed model. Writes the run directory
+    (reports/NAME or --out): affinity.csv, group_scores.csv, depth.csv, trials.parquet, ...
+    """
+    import contextlib
+    import dataclasses
+
+    from taskscout.search import run_search, summary_text
+
+    changes = {k: v for k, v in (("plateau_epsilon", plateau_epsilon), ("plateau_window", plateau_window),
+                                 ("stack_size", stack_size)) if v is not None}
+    rules = {f.name: f.metadata for f in dataclasses.fields(spec.search)}
+    for key, value in changes.items():
+        if not rules[key]["check"](value):
+            raise SpecError(f"--{key.replace('_', '-')} must be {rules[key]['expect']}. Got {value!r} instead.")
+    if changes:
+        spec = dataclasses.replace(spec, search=dataclasses.replace(spec.search, **changes))
+    if spec.device == "cuda":
+        from taskscout.device import resolve_device
+
+        resolve_device(spec.device)
+    bars = None if quiet else _search_bars()
+    with bars if bars is not None else contextlib.nullcontext():
+        result = run_search(spec, fresh=fresh, progress=bars)
+    typer.echo(summary_text(result))

@@ -1,0 +1,29 @@
+"""The search: which models to train (Optuna, resumable), and the tables measured from them.
+
+    plan.py     phases and the stable key of each model
+    problem.py  the target matrix, trainer heads and model plans
+    storage.py  Optuna storage: enqueue, claim, record, recover (the only optuna user)
+    runner.py   run_search: phases in stacks, time limit, progress; finalize
+    tables.py   rebuild_tables: every run-directory table from the storage
+    summary.py  the closing text
+"""
+
+from taskscout.search.plan import PHASE_ORDER, PlannedModel, model_seeds
+from taskscout.search.runner import (
+    PhaseOutcome,
+    SearchProgress,
+    SearchResult,
+    finalize,
+    run_phase,
+    run_search,
+    storage_url,
+)
+from taskscout.search.storage import claim_pending, enqueue_missing, recover_abandoned
+from taskscout.search.summary import summary_text
+from taskscout.search.tables import build_tables, rebuild_tables
+
+__all__ = [
+    "PHASE_ORDER", "PhaseOutcome", "PlannedModel", "SearchProgress", "SearchResult", "build_tables",
+    "claim_pending", "enqueue_missing", "finalize", "model_seeds", "rebuild_tables", "recover_abandoned",
+    "run_phase", "run_search", "storage_url", "summary_text",
+]

@@ -1,0 +1,90 @@
+"""Which models each phase trains, and the stable key that identifies a model across runs.
+
+A model is identified by its phase, its main tasks (study order), its auxiliaries, its seed and its
+branch layer. The key is that tuple written as compact JSON, e.g. `["pairs",["a","b"],[],0,2]`, so
+it is unambiguous whatever the task names contain, and the same plan on the same spec always gives
+the same keys: that is what makes a search resumable (a key with a COMPLETE trial is never trained
+again).
+
+Phases (models of single, pairs and aux share the whole trunk: branch_layer = L):
+- single: every main task alone, once per seed (the baselines every gain is measured against);
+- pairs: every pair of main tasks, once per seed (one model serves both directions), and one model
+  with all main tasks per seed (the all-together baseline; with two main tasks it is the pair);
+- aux: every main task with each screened auxiliary that serves it, once per seed;
+- depth: every pair with a real gain in either direction, at each branch layer 0..L-1 (L is the
+  pairs phase itself).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from taskscout.spec import StudySpec
+
+PHASE_ORDER: tuple[str, ...] = ("single", "pairs", "aux", "depth")
+SEED_STRIDE = 100  # model seeds of study seed k are k*100 .. k*100 + seeds - 1 (seeds <= 100)
+
+
+@dataclass(frozen=True)
+class PlannedModel:
+    """One model a phase wants trained."""
+
+    phase: str
+    tasks: tuple[str, ...]  # main tasks, study order; their summed val loss selects the best epoch
+    aux: tuple[str, ...]  # auxiliary task names trained alongside
+    seed: int
+    branch_layer: int
+
+    @property
+    def key(self) -> str:
+        """Stable identifier of this model (compact JSON of phase, tasks, aux, seed, branch layer)."""
+        return json.dumps([self.phase, list(self.tasks), list(self.aux), self.seed, self.branch_layer],
+                          separators=(",", ":"))
+
+    def attrs(self) -> dict[str, Any]:
+        """The Optuna user attributes describing this model (what `from_attrs` reads back)."""
+        return {"key": self.key, "phase": self.phase, "tasks": list(self.tasks), "main": list(self.tasks),
+                "aux": list(self.aux), "seed": self.seed, "branch_layer": self.branch_layer}
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> PlannedModel:
+        return cls(str(attrs["phase"]), tuple(attrs["tasks"]), tuple(attrs["aux"]), int(attrs["seed"]),
+                   int(attrs["branch_layer"]))
+
+
+def model_seeds(spec: StudySpec) -> tuple[int, ...]:
+    """The S seeds every comparison of the search is paired on (S = spec.training.seeds)."""
+    return tuple(spec.seed * SEED_STRIDE + s for s in range(spec.training.seeds))
+
+
+def plan_single(main: Sequence[str], seeds: Sequence[int], depth: int) -> list[PlannedModel]:
+    return [PlannedModel("single", (t,), (), s, depth) for s in seeds for t in main]
+
+
+def plan_pairs(main: Sequence[str], seeds: Sequence[int], depth: int) -> list[PlannedModel]:
+    groups = [tuple(p) for p in itertools.combinations(main, 2)]
+    if len(main) > 2:
+        groups.append(tuple(main))
+    return [PlannedModel("pairs", g, (), s, depth) for s in seeds for g in groups]
+
+
+def plan_aux(
+    main: Sequence[str], serves: Mapping[str, Sequence[str]], seeds: Sequence[int], depth: int
+) -> list[PlannedModel]:
+    """`serves` maps each screened auxiliary name to the main tasks it serves."""
+    return [
+        PlannedModel("aux", (t,), (name,), s, depth)
+        for s in seeds for t in main for name, tasks in serves.items() if t in tasks
+    ]
+
+
+def plan_depth(pairs: Sequence[tuple[str, str]], seeds: Sequence[int], depth: int) -> list[PlannedModel]:
+    """Each pair at every branch layer below the full trunk, deepest first."""
+    return [
+        PlannedModel("depth", tuple(p), (), s, b)
+        for b in range(depth - 1, -1, -1) for s in seeds for p in pairs
+    ]

@@ -1,0 +1,308 @@
+"""`run_search`: plan each phase, train its missing models in stacks, record them, rebuild tables.
+
+Resuming is the normal path: every run enqueues the models that have no COMPLETE trial, claims them
+K at a time (K = spec.search.stack_size), trains the K in one stacked call of `train_fn` and tells
+each trial its result. Models completed by an earlier run are reused, never trained again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from taskscout import rundir
+from taskscout.search.plan import (
+    PHASE_ORDER,
+    PlannedModel,
+    model_seeds,
+    plan_aux,
+    plan_depth,
+    plan_pairs,
+    plan_single,
+)
+from taskscout.search.problem import SearchProblem, build_problem
+from taskscout.search.storage import (
+    Store,
+    claim_pending,
+    completed_keys,
+    encode_curves,
+    enqueue_missing,
+    load_records,
+    open_store,
+    record_result,
+    recover_abandoned,
+    release,
+)
+from taskscout.search.tables import build_tables, default_storage, losses_frame, write_tables
+from taskscout.spec import StudySpec
+
+# Settings that change what a trained model means; a study resumed under other values is refused.
+# (training.seeds is not among them: more seeds add models, and the old ones stay valid.)
+_FINGERPRINT_KEYS = ("data", "data_options", "tasks", "main", "inputs", "task_types", "time_column",
+                     "entity_column", "seed", "split", "model", "training", "aux")
+
+
+class SearchProgress(Protocol):
+    """What the search reports while it runs (the CLI draws it with rich)."""
+
+    def phase_started(self, phase: str, *, total: int, done: int) -> None: ...
+    def advance(self, n: int) -> None: ...
+    def phase_finished(self, phase: str) -> None: ...
+
+
+class _Silent:
+    def phase_started(self, phase: str, *, total: int, done: int) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def phase_finished(self, phase: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class PhaseOutcome:
+    """What one phase did in this run."""
+
+    phase: str
+    planned: int  # models the phase needs
+    reused: int  # already COMPLETE before this run
+    trained: int  # trained by this run
+    remaining: int  # still missing (time limit)
+    seconds: float
+    status: str  # "done", "skipped", "stopped" (time limit), "not started" (time limit earlier)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The outcome of `run_search`."""
+
+    run_dir: Path
+    study_name: str
+    storage: str
+    phases: tuple[PhaseOutcome, ...]
+    stopped_by_time_limit: bool
+    seconds: float
+    tables: dict[str, Path]
+    finalized: tuple[str, ...]  # later stages that ran: "recommendation", "report"
+
+    @property
+    def trained(self) -> int:
+        return sum(p.trained for p in self.phases)
+
+
+def fingerprint(spec: StudySpec) -> dict[str, Any]:
+    d = spec.to_dict()
+    out = {k: d[k] for k in _FINGERPRINT_KEYS}
+    out["training"] = {k: v for k, v in out["training"].items() if k != "seeds"}
+    return out
+
+
+def storage_url(spec: StudySpec) -> str:
+    """spec.search.storage, else SQLite in the run directory."""
+    return spec.search.storage or default_storage(spec.run_dir)
+
+
+def _train_models(*args: Any, **kwargs: Any) -> Any:
+    from taskscout.training import train_models
+
+    return train_models(*args, **kwargs)
+
+
+def _generate_candidates(ds: Any, spec: StudySpec) -> list[Any]:
+    from taskscout.auxgen import generate_candidates
+
+    return generate_candidates(ds, spec)
+
+
+def _clear_run_files(run_dir: Path) -> None:
+    for name in (rundir.TRIALS, rundir.CURVES, rundir.CURVE_FEATURES, rundir.AFFINITY, rundir.DEPTH,
+                 rundir.GROUP_SCORES, rundir.COMPUTE, rundir.CANDIDATES, rundir.AGREEMENT, rundir.GRAPH,
+                 rundir.RECOMMENDATION, rundir.VERIFY, rundir.REPORT):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+class _StackProgress:
+    """Forwards the trainer's per-model progress and tops up what it did not report."""
+
+    def __init__(self, progress: SearchProgress) -> None:
+        self.progress = progress
+        self.reported = 0
+
+    def __call__(self, n: int) -> None:
+        self.reported += n
+        self.progress.advance(n)
+
+    def finish(self, n: int) -> None:
+        if n > self.reported:
+            self.progress.advance(n - self.reported)
+
+
+def _record(store: Store, claim: Any, result: Any, problem: SearchProblem) -> None:
+    heads = problem.heads
+    val_loss = {heads[i].name: float(v) for i, v in result.loss.get("val", {}).items()}
+    val_metric = {heads[i].name: float(v) for i, v in result.metric.get("val", {}).items()}
+    value = sum(val_loss.get(t, math.inf) for t in claim.model.tasks)
+    attrs = {"val_loss": val_loss, "val_metric": val_metric, "epochs": int(result.epochs_run),
+             "best_epoch": int(result.best_epoch), "seconds": float(result.seconds), "pruned": bool(result.pruned)}
+    record_result(store, claim, attrs, encode_curves(result.curves), value)
+
+
+def run_phase(
+    store: Store,
+    problem: SearchProblem,
+    phase: str,
+    models: Sequence[PlannedModel],
+    *,
+    spec: StudySpec,
+    train_fn: Callable[..., Any],
+    progress: SearchProgress,
+    deadline: float | None,
+) -> PhaseOutcome:
+    """Train the models of one phase that have no COMPLETE trial, K per stack, until none is left
+    or the deadline (time.monotonic) passes; models already COMPLETE are reused."""
+    start = time.monotonic()
+    keys = [m.key for m in models]
+    wanted = set(keys)
+    reused = len(completed_keys(store) & wanted)
+    enqueue_missing(store, models)
+    progress.phase_started(phase, total=len(keys), done=reused)
+    trained = 0
+    stopped = False
+    while True:
+        if deadline is not None and time.monotonic() >= deadline:
+            stopped = True
+            break
+        claims = claim_pending(store, keys, spec.search.stack_size)
+        if not claims:
+            break
+        stack = _StackProgress(progress)
+        try:
+            plans = [problem.model_plan(c.model) for c in claims]
+            results = train_fn(problem.X, problem.Y, problem.heads, problem.split, plans,
+                               model=spec.model, training=spec.training, device=spec.device, progress=stack,
+                               stack_size=spec.search.stack_size)
+            if len(results) != len(claims):
+                raise RuntimeError(f"train_fn returned {len(results)} results for {len(claims)} plans")
+            for c, r in zip(claims, results, strict=True):
+                _record(store, c, r, problem)
+        except BaseException:
+            release(store, claims)
+            raise
+        stack.finish(len(claims))
+        trained += len(claims)
+    remaining = len(wanted - completed_keys(store))
+    progress.phase_finished(phase)
+    status = "stopped" if stopped and remaining else "done"
+    return PhaseOutcome(phase, len(keys), reused, trained, remaining, time.monotonic() - start, status)
+
+
+def _plan(phase: str, spec: StudySpec, problem: SearchProblem, store: Store) -> list[PlannedModel]:
+    main, seeds, depth = spec.main_tasks, model_seeds(spec), spec.model.depth
+    if phase == "single":
+        return plan_single(main, seeds, depth)
+    if phase == "pairs":
+        return plan_pairs(main, seeds, depth)
+    if phase == "aux":
+        return plan_aux(main, problem.serves, seeds, depth)
+    if phase == "depth":
+        from taskscout.affinity.measured import measured_affinity, positive_pairs
+
+        affinity = measured_affinity(losses_frame(load_records(store)), full_layer=depth)
+        return plan_depth(positive_pairs(affinity, main), seeds, depth)
+    raise ValueError(f"unknown phase {phase!r}; phases: {list(PHASE_ORDER)}")
+
+
+def run_search(
+    spec: StudySpec,
+    *,
+    fresh: bool = False,
+    train_fn: Callable[..., Any] | None = None,
+    candidates_fn: Callable[[Any, StudySpec], Sequence[Any]] | None = None,
+    progress: SearchProgress | None = None,
+    finalize_run: bool = True,
+) -> SearchResult:
+    """Run (or resume) the search of `spec` in spec.run_dir and return what it did.
+
+    Phases single, pairs, aux and depth run in that order when listed in spec.search.phases. No new
+    stack starts after spec.search.time_limit seconds; the tables are then written from what is
+    complete, and the same call later resumes. `train_fn` (default training.train_models) and
+    `candidates_fn` (default auxgen.generate_candidates) can be replaced, e.g. by fakes in tests.
+    `fresh` deletes the study and the run directory's tables first."""
+    from taskscout.data import build_dataset
+
+    start = time.monotonic()
+    deadline = start + spec.search.time_limit if spec.search.time_limit else None
+    train_fn = train_fn or _train_models
+    progress = progress or _Silent()
+    run_dir = Path(spec.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        _clear_run_files(run_dir)
+
+    ds = build_dataset(spec)
+    screened: list[Any] = []
+    if "aux" in spec.search.phases:
+        candidates = list((candidates_fn or _generate_candidates)(ds, spec))
+        from taskscout.auxgen import candidate_records
+
+        rundir.write_json(run_dir / rundir.CANDIDATES, candidate_records(ds, candidates))
+        screened = [c for c in candidates if c.dropped is None and set(c.serves) & set(spec.main_tasks)]
+    problem = build_problem(ds, spec.main_tasks, screened)
+    rundir.write_text(run_dir / rundir.SPEC, spec.to_json() + "\n")
+
+    url = storage_url(spec)
+    store = open_store(url, spec.name, fingerprint=fingerprint(spec), spec_json=spec.to_json(), fresh=fresh)
+    recover_abandoned(store, single_process=True)
+
+    outcomes = []
+    stopped = False
+    for phase in PHASE_ORDER:
+        if phase not in spec.search.phases:
+            outcomes.append(PhaseOutcome(phase, 0, 0, 0, 0, 0.0, "skipped"))
+            continue
+        if stopped:
+            outcomes.append(PhaseOutcome(phase, 0, 0, 0, 0, 0.0, "not started"))
+            continue
+        models = _plan(phase, spec, problem, store)
+        outcome = run_phase(store, problem, phase, models, spec=spec, train_fn=train_fn,
+                            progress=progress, deadline=deadline)
+        outcomes.append(outcome)
+        stopped = outcome.status == "stopped"
+
+    tables = write_tables(run_dir, build_tables(load_records(store), spec))
+    finalized = finalize(run_dir) if finalize_run else ()
+    return SearchResult(run_dir=run_dir, study_name=spec.name, storage=url, phases=tuple(outcomes),
+                        stopped_by_time_limit=stopped, seconds=time.monotonic() - start, tables=tables,
+                        finalized=finalized)
+
+
+def finalize(run_dir: str | Path) -> tuple[str, ...]:
+    """Run the stages after the search on `run_dir`'s tables: the recommendation (taskscout.grouping)
+    and the report (taskscout.report), each when its module is installed. The stages that ran."""
+    ran = []
+    grouping = _optional_module("taskscout.grouping")
+    if grouping is not None:
+        grouping.recommend_run(run_dir)
+        ran.append("recommendation")
+    report = _optional_module("taskscout.report")
+    if report is not None:
+        report.build_report(run_dir)
+        ran.append("report")
+    return tuple(ran)
+
+
+def _optional_module(name: str) -> Any:
+    """The module `name`, or None when it is not installed (an import error inside it still raises)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name != name:
+            raise
+        return None

@@ -1,0 +1,298 @@
+"""The Optuna storage of a search: every trained model is one trial.
+
+Life of a model (all through the storage, so that any process that can reach it sees the same):
+
+1. `enqueue_missing` adds a WAITING trial for every planned model whose key has no WAITING,
+   RUNNING or COMPLETE trial yet. The model's description (PlannedModel.attrs: key, phase, tasks,
+   main, aux, seed, branch_layer) is written with the trial, so a trial is never without its key.
+2. `claim_pending` moves up to K WAITING trials of the wanted keys to RUNNING. The move is one
+   conditional update in the storage (Optuna's own queue mechanism: it succeeds only if the trial is
+   still WAITING), so two processes never claim the same trial. Two WAITING trials with the same key
+   (two processes enqueued the same model) are resolved right after claiming: the claim yields if the
+   key already has a COMPLETE trial or a RUNNING trial with a lower number.
+3. `record_result` stores the outcome as user attributes ("result": losses, metrics, epochs,
+   seconds; "curves": the learning curves) and tells the trial COMPLETE with its value, the summed
+   validation loss of its main tasks.
+4. A process killed between 2 and 3 leaves RUNNING trials. `recover_abandoned` marks them FAIL and
+   the next `enqueue_missing` queues their keys again. With one process per storage (the default,
+   SQLite in the run directory) every RUNNING trial found at start is abandoned; concurrent workers
+   need heartbeats instead (Optuna's `heartbeat_interval` and `fail_stale_trials`) and pass
+   `single_process=False`.
+
+Curves are kept in the storage (trial user attribute "curves": {split: {head: [[epoch, loss], ...]}},
+losses rounded to 6 significant digits), so tables can be rebuilt from the storage alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from taskscout.errors import MissingResultsError, SpecError
+from taskscout.search.plan import PlannedModel
+
+RESULT_ATTR = "result"
+CURVES_ATTR = "curves"
+DUPLICATE_ATTR = "duplicate_of"
+FINGERPRINT_ATTR = "fingerprint"
+SPEC_ATTR = "spec"
+
+
+@dataclass(frozen=True, eq=False)
+class Store:
+    """An open study: the Optuna study plus the storage it lives in."""
+
+    study: optuna.Study
+    storage: optuna.storages.BaseStorage
+    study_id: int
+    url: str
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A RUNNING trial this process owns, and the model it stands for."""
+
+    number: int
+    trial_id: int
+    model: PlannedModel
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A COMPLETE trial read back from the storage."""
+
+    number: int
+    model: PlannedModel
+    result: dict[str, Any]  # val_loss, val_metric ({head name: value}), epochs, best_epoch, seconds
+    curves: dict[str, dict[str, list]]  # split -> head name -> [[epoch, loss], ...]
+    finished: datetime | None
+
+
+def _rdb(url: str) -> optuna.storages.BaseStorage:
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # a second process (a rerun, `taskscout report`) may read while this one writes
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
+    try:
+        rdb = optuna.storages.RDBStorage(url, **kwargs)
+    except (ValueError, ImportError) as e:
+        raise SpecError(
+            f"cannot open the Optuna storage {mask_url(url)}: {str(e).splitlines()[0]}; "
+            f"give a database URL such as sqlite:///study.db or postgresql+psycopg2://user@host/db"
+        ) from None
+    # The cached wrapper reads finished trials once; create_study uses the same object.
+    return optuna.storages._CachedStorage(rdb)
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ***, for messages."""
+    if "://" in url and "@" in url.split("://", 1)[1]:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        if ":" in creds:
+            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def open_store(url: str, name: str, *, fingerprint: Mapping[str, Any], spec_json: str, fresh: bool = False) -> Store:
+    """Create the study `name` in `url`, or load it when it exists (`fresh`: delete it first).
+
+    A loaded study must have been created for the same data and model settings (`fingerprint`);
+    otherwise its trials would mix with incomparable ones, and this is a SpecError."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = _rdb(url)
+    if fresh:
+        delete_study(storage, name)
+    study = optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True)
+    study_id = storage.get_study_id_from_name(name)
+    attrs = study.user_attrs
+    stored = attrs.get(FINGERPRINT_ATTR)
+    wanted = json.loads(json.dumps(fingerprint))
+    if stored is None:
+        study.set_user_attr(FINGERPRINT_ATTR, wanted)
+        study.set_user_attr(SPEC_ATTR, spec_json)
+    elif stored != wanted:
+        changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+        raise SpecError(
+            f"study '{name}' in {mask_url(url)} was run with different settings ({', '.join(changed)}); "
+            f"rerun with --fresh to start over, or give another --out/--name to keep both"
+        )
+    return Store(study, storage, study_id, url)
+
+
+def open_existing(storage: optuna.storages.BaseStorage | str, url: str, name: str) -> Store:
+    """Load study `name` (which must exist) without changing it."""
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        raise MissingResultsError(f"no study database at {url[len('sqlite:///'):]}; run `taskscout search` first")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if isinstance(storage, str):
+        storage = _rdb(storage)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise MissingResultsError(f"no study '{name}' in {mask_url(url)}; run `taskscout search` first") from None
+    return Store(study, storage, storage.get_study_id_from_name(name), url)
+
+
+def delete_study(storage: optuna.storages.BaseStorage | str, name: str) -> bool:
+    """Delete study `name` if it exists; True when it did."""
+    if isinstance(storage, str):
+        storage = _rdb(storage)
+    try:
+        optuna.delete_study(study_name=name, storage=storage)
+    except KeyError:
+        return False
+    return True
+
+
+def spec_json_from_storage(url: str, name: str) -> str | None:
+    """The resolved spec saved with study `name`, or None when the study does not exist."""
+    storage = _rdb(url)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+    return study.user_attrs.get(SPEC_ATTR)
+
+
+def _trials(store: Store, states: Sequence[TrialState]) -> list[optuna.trial.FrozenTrial]:
+    return store.storage.get_all_trials(store.study_id, deepcopy=False, states=tuple(states))
+
+
+def recover_abandoned(store: Store, *, single_process: bool = True) -> int:
+    """Mark trials left RUNNING by a dead process FAIL (their keys get queued again); the count.
+
+    single_process: every RUNNING trial is abandoned (nobody else works on this study). Otherwise
+    only those whose heartbeat went stale (the storage must have been opened with heartbeats)."""
+    running = _trials(store, (TrialState.RUNNING,))
+    if not single_process:
+        optuna.storages.fail_stale_trials(store.study)
+        return len(running) - len(_trials(store, (TrialState.RUNNING,)))
+    for t in running:
+        store.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+    return len(running)
+
+
+def key_states(store: Store) -> dict[str, set[TrialState]]:
+    """key -> the states of its trials."""
+    out: dict[str, set[TrialState]] = {}
+    for t in _trials(store, tuple(TrialState)):
+        key = t.user_attrs.get("key")
+        if key is not None:
+            out.setdefault(key, set()).add(t.state)
+    return out
+
+
+def completed_keys(store: Store) -> set[str]:
+    return {k for k, states in key_states(store).items() if TrialState.COMPLETE in states}
+
+
+def enqueue_missing(store: Store, models: Iterable[PlannedModel]) -> int:
+    """Queue a WAITING trial for every model whose key has no WAITING, RUNNING or COMPLETE trial."""
+    live = {TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE}
+    states = key_states(store)
+    n = 0
+    for m in models:
+        if states.get(m.key, set()) & live:
+            continue
+        store.study.enqueue_trial({}, user_attrs=m.attrs())
+        states.setdefault(m.key, set()).add(TrialState.WAITING)
+        n += 1
+    return n
+
+
+def claim_pending(store: Store, keys: Iterable[str], k: int) -> list[Claim]:
+    """Claim up to `k` WAITING trials whose key is in `keys` (lowest trial numbers first).
+
+    This is the single place where a process takes work: the WAITING -> RUNNING move is atomic in
+    the storage, and a claim whose key is already COMPLETE, or RUNNING under a lower trial number,
+    is given up (FAIL, with user attribute `duplicate_of`)."""
+    wanted = set(keys)
+    claims: list[Claim] = []
+    for t in _trials(store, (TrialState.WAITING,)):
+        if len(claims) >= k:
+            break
+        key = t.user_attrs.get("key")
+        if key not in wanted:
+            continue
+        trial_id = store.storage.get_trial_id_from_study_id_trial_number(store.study_id, t.number)
+        try:
+            won = store.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            won = False
+        if won:
+            claims.append(Claim(t.number, trial_id, PlannedModel.from_attrs(t.user_attrs)))
+    if not claims:
+        return claims
+    owners: dict[str, int] = {}
+    for t in _trials(store, (TrialState.RUNNING, TrialState.COMPLETE)):
+        key = t.user_attrs.get("key")
+        if key is None:
+            continue
+        rank = -1 if t.state == TrialState.COMPLETE else t.number
+        if key not in owners or rank < owners[key]:
+            owners[key] = rank
+    kept = []
+    for c in claims:
+        owner = owners.get(c.model.key, c.number)
+        if owner != c.number:
+            store.storage.set_trial_user_attr(c.trial_id, DUPLICATE_ATTR, owner)
+            store.study.tell(c.number, state=TrialState.FAIL, skip_if_finished=True)
+        else:
+            kept.append(c)
+    return kept
+
+
+def release(store: Store, claims: Iterable[Claim]) -> None:
+    """Give claimed trials up (FAIL) after an error, so a later run queues their keys again."""
+    for c in claims:
+        store.study.tell(c.number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.6g}") if math.isfinite(x) else x
+
+
+def record_result(store: Store, claim: Claim, result: Mapping[str, Any], curves: Mapping[str, Any], value: float) -> None:
+    """Store a trained model's outcome and mark its trial COMPLETE.
+
+    A non-finite value (a diverged model) is stored as +inf so the trial still completes."""
+    store.storage.set_trial_user_attr(claim.trial_id, CURVES_ATTR, curves)
+    store.storage.set_trial_user_attr(claim.trial_id, RESULT_ATTR, dict(result))
+    store.study.tell(claim.number, _round(value) if math.isfinite(value) else math.inf)
+
+
+def load_records(store: Store) -> list[TrialRecord]:
+    """Every COMPLETE trial, one per key (the lowest trial number if a key ever completed twice)."""
+    seen: set[str] = set()
+    out = []
+    for t in _trials(store, (TrialState.COMPLETE,)):
+        key = t.user_attrs.get("key")
+        if key is None or key in seen or RESULT_ATTR not in t.user_attrs:
+            continue
+        seen.add(key)
+        out.append(TrialRecord(t.number, PlannedModel.from_attrs(t.user_attrs), t.user_attrs[RESULT_ATTR],
+                               t.user_attrs.get(CURVES_ATTR, {}), t.datetime_complete))
+    return out
+
+
+def encode_curves(frame: Any) -> dict[str, dict[str, list]]:
+    """A trainer's curves frame (task, epoch, split, loss) as compact JSON for the storage."""
+    out: dict[str, dict[str, list]] = {}
+    if frame is None or len(frame) == 0:
+        return out
+    for (split, task), part in frame.sort_values("epoch").groupby(["split", "task"], sort=True):
+        out.setdefault(str(split), {})[str(task)] = [[int(e), _round(float(v))] for e, v in zip(part["epoch"], part["loss"], strict=True)]
+    return out

@@ -1,0 +1,68 @@
+"""The short text a search prints at the end: what ran, the strongest transfers, where the files are."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from taskscout import rundir
+from taskscout.search.runner import SearchResult
+from taskscout.search.storage import mask_url
+
+
+def _pct(x: float) -> str:
+    if math.isinf(x):
+        return "-inf" if x < 0 else "+inf"
+    return f"{x * 100:+.1f}%"
+
+
+def transfer_lines(affinity: pd.DataFrame, *, top: int = 3) -> list[str]:
+    """The `top` strongest positive and negative measured transfers, with their intervals."""
+    if affinity is None or affinity.empty:
+        return ["no measured transfers yet (the pairs and aux phases have not completed a model)"]
+    aff = affinity[affinity["method"] == "measured"] if "method" in affinity else affinity
+    width = max(len(f"{r.source} -> {r.target}") for r in aff.itertuples(index=False))
+    n = int(aff["n_seeds"].max())
+
+    def line(r) -> str:
+        mark = "real" if (r.ci_low > 0 or r.ci_high < 0) else "inside seed noise"
+        return (f"  {f'{r.source} -> {r.target}':<{width}}  {_pct(r.gain):>7}  "
+                f"[{_pct(r.ci_low)}, {_pct(r.ci_high)}]  {mark}")
+
+    out = [f"gain(source -> target) = relative drop of the target's validation loss; 95% t interval over {n} seeds"]
+    pos = aff[aff["gain"] > 0].sort_values("gain", ascending=False).head(top)
+    neg = aff[aff["gain"] < 0].sort_values("gain").head(top)
+    out.append("strongest positive transfers:" if len(pos) else "no positive transfer measured")
+    out += [line(r) for r in pos.itertuples(index=False)]
+    out.append("strongest negative transfers:" if len(neg) else "no negative transfer measured")
+    out += [line(r) for r in neg.itertuples(index=False)]
+    return out
+
+
+def summary_text(result: SearchResult, *, top: int = 3) -> str:
+    """The closing summary of a search run."""
+    lines = []
+    reused = sum(p.reused for p in result.phases)
+    lines.append(f"search '{result.study_name}': {result.trained} models trained, {reused} reused, "
+                 f"{result.seconds:.0f} s")
+    parts = []
+    for p in result.phases:
+        if p.status in ("skipped", "not started"):
+            parts.append(f"{p.phase} {p.status}")
+        else:
+            parts.append(f"{p.phase} {p.planned - p.remaining}/{p.planned}")
+    lines.append("phases: " + ", ".join(parts))
+    if result.stopped_by_time_limit:
+        left = sum(p.remaining for p in result.phases)
+        lines.append(f"time limit reached: no new stack was started; {left} planned models are missing. "
+                     f"Run the same command again to continue.")
+    path = result.run_dir / rundir.AFFINITY
+    affinity = pd.read_csv(path) if path.exists() else None
+    lines += transfer_lines(affinity, top=top)
+    files = [n for n in (rundir.AFFINITY, rundir.GROUP_SCORES, rundir.DEPTH, rundir.CURVE_FEATURES,
+                         rundir.TRIALS, rundir.CURVES, rundir.COMPUTE, rundir.RECOMMENDATION, rundir.REPORT)
+             if (result.run_dir / n).exists()]
+    lines.append(f"files: {result.run_dir}/ ({', '.join(files)})")
+    lines.append(f"storage: {mask_url(result.storage)} (study '{result.study_name}')")
+    return "\n".join(lines)

@@ -1,0 +1,161 @@
+"""The run directory's tables, rebuilt from the Optuna storage alone.
+
+Any process that can reach the storage (a worker on another machine, `taskscout report`) can call
+`rebuild_tables(run_dir, storage)` and get the same files: every table is a function of the COMPLETE
+trials and the spec. Written atomically through taskscout.rundir.
+
+trials.parquet: one row per COMPLETE trial; `tasks` and `main` are the model's main tasks, `aux`
+its auxiliaries; val_loss / val_metric map every head of the model (tasks and auxiliaries) to its
+value at the best epoch; test_loss / test_metric are "{}" (the search never looks at test rows).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from taskscout import rundir
+from taskscout.affinity.measured import LOSS_COLUMNS, depth_gains, group_scores, measured_affinity
+from taskscout.curves import SLOPE_NAMES, curve_features
+from taskscout.errors import MissingResultsError
+from taskscout.search.plan import PHASE_ORDER
+from taskscout.search.storage import TrialRecord
+from taskscout.spec import StudySpec, spec_from_json
+
+
+def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        m = r.model
+        rows.append({
+            "trial": r.number, "phase": m.phase, "key": m.key, "tasks": list(m.tasks), "main": list(m.tasks),
+            "aux": list(m.aux), "branch_layer": m.branch_layer, "seed": m.seed, "state": "COMPLETE",
+            "val_loss": json.dumps(r.result.get("val_loss", {}), sort_keys=True),
+            "val_metric": json.dumps(r.result.get("val_metric", {}), sort_keys=True),
+            "test_loss": "{}", "test_metric": "{}",
+            "epochs": int(r.result.get("epochs", 0)), "best_epoch": int(r.result.get("best_epoch", 0)),
+            "seconds": float(r.result.get("seconds", 0.0)),
+            "finished": pd.Timestamp(r.finished) if r.finished is not None else pd.NaT,
+        })
+    frame = pd.DataFrame(rows, columns=list(rundir.TRIAL_COLUMNS))
+    return frame.sort_values("trial", kind="stable").reset_index(drop=True)
+
+
+def curves_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
+    parts = []
+    for r in records:
+        for split, per_task in r.curves.items():
+            for task, points in per_task.items():
+                if points:
+                    arr = np.asarray(points, dtype=float)
+                    parts.append(pd.DataFrame({"trial": r.number, "task": task, "epoch": arr[:, 0].astype(int),
+                                               "split": split, "loss": arr[:, 1]}))
+    if not parts:
+        return pd.DataFrame({"trial": pd.Series(dtype=int), "task": pd.Series(dtype=str),
+                             "epoch": pd.Series(dtype=int), "split": pd.Series(dtype=str),
+                             "loss": pd.Series(dtype=float)})
+    return pd.concat(parts, ignore_index=True)[list(rundir.CURVE_COLUMNS)]
+
+
+def losses_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
+    """The long validation-loss table of affinity.measured: one row per (model, main task)."""
+    rows = []
+    for r in records:
+        val = r.result.get("val_loss", {})
+        for task in r.model.tasks:
+            if task in val:
+                rows.append((r.model.tasks, r.model.aux, r.model.branch_layer, r.model.seed, task, float(val[task])))
+    return pd.DataFrame(rows, columns=list(LOSS_COLUMNS))
+
+
+def curve_feature_frame(records: Sequence[TrialRecord], spec: StudySpec) -> pd.DataFrame:
+    """Per main task: plateau epoch and slopes of its single-task models, averaged over seeds."""
+    per_task: dict[str, list[dict[str, float]]] = {}
+    for r in records:
+        if r.model.phase != "single" or len(r.model.tasks) != 1:
+            continue
+        task = r.model.tasks[0]
+        train = r.curves.get("train", {}).get(task)
+        val = r.curves.get("val", {}).get(task)
+        if not train or not val:
+            continue
+        per_task.setdefault(task, []).append(curve_features(
+            [p[1] for p in train], [p[1] for p in val],
+            epsilon=spec.search.plateau_epsilon, window=spec.search.plateau_window))
+    rows = []
+    for task in spec.main_tasks:
+        if task in per_task:
+            feats = per_task[task]
+            rows.append({"task": task, **{k: float(np.mean([f[k] for f in feats])) for k in ("plateau_epoch", *SLOPE_NAMES)}})
+    return pd.DataFrame(rows, columns=list(rundir.CURVE_FEATURE_COLUMNS))
+
+
+def compute_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
+    rows = []
+    phases = [p for p in PHASE_ORDER if any(r.model.phase == p for r in records)]
+    phases += sorted({r.model.phase for r in records} - set(phases))
+    for phase in phases:
+        mine = [r for r in records if r.model.phase == phase]
+        rows.append((phase, len(mine), int(sum(int(r.result.get("epochs", 0)) for r in mine)),
+                     float(sum(float(r.result.get("seconds", 0.0)) for r in mine))))
+    return pd.DataFrame(rows, columns=list(rundir.COMPUTE_COLUMNS))
+
+
+def build_tables(records: Sequence[TrialRecord], spec: StudySpec) -> dict[str, pd.DataFrame]:
+    """Every table of the search, keyed by its run-directory file name."""
+    losses = losses_frame(records)
+    order = list(spec.tasks)
+    full = spec.model.depth
+    return {
+        rundir.TRIALS: trials_frame(records),
+        rundir.CURVES: curves_frame(records),
+        rundir.CURVE_FEATURES: curve_feature_frame(records, spec),
+        rundir.AFFINITY: measured_affinity(losses, full_layer=full),
+        rundir.GROUP_SCORES: group_scores(losses, full_layer=full, order=order),
+        rundir.DEPTH: depth_gains(losses, order=order),
+        rundir.COMPUTE: compute_frame(records),
+    }
+
+
+def default_storage(run_dir: str | Path) -> str:
+    """The SQLite URL of a run directory's own study.db."""
+    return f"sqlite:///{(Path(run_dir) / rundir.STUDY_DB).resolve()}"
+
+
+def write_tables(run_dir: str | Path, tables: dict[str, pd.DataFrame]) -> dict[str, Path]:
+    out = {}
+    for name, frame in tables.items():
+        path = Path(run_dir) / name
+        out[name] = rundir.write_parquet(path, frame) if name.endswith(".parquet") else rundir.write_csv(path, frame)
+    return out
+
+
+def rebuild_tables(run_dir: str | Path, storage: str | None = None, *, study_name: str | None = None) -> dict[str, Path]:
+    """Rebuild every search table of `run_dir` from the storage; the paths written.
+
+    The spec comes from run_dir/spec.json, or, when that file is absent, from the study
+    `study_name` in `storage` (and spec.json is written). `storage` defaults to the spec's storage,
+    else the run directory's study.db."""
+    from taskscout.search.storage import load_records, open_existing
+
+    run_dir = Path(run_dir)
+    spec_path = run_dir / rundir.SPEC
+    if spec_path.exists():
+        spec = spec_from_json(spec_path.read_text(encoding="utf-8"))
+    elif storage and study_name:
+        from taskscout.search.storage import spec_json_from_storage
+
+        text = spec_json_from_storage(storage, study_name)
+        if text is None:
+            raise MissingResultsError(f"no study '{study_name}' in the storage; run `taskscout search` first")
+        spec = spec_from_json(text)
+        rundir.write_text(spec_path, text)
+    else:
+        raise MissingResultsError(f"run directory '{run_dir}' has no {rundir.SPEC}; run `taskscout search` first")
+    url = storage or spec.search.storage or default_storage(run_dir)
+    store = open_existing(url, url, study_name or spec.name)
+    return write_tables(run_dir, build_tables(load_records(store), spec))
