@@ -1,0 +1,421 @@
+"""The multi-task MLP, as one `nn.Module` and as a stack of K models on a leading model axis.
+
+A model has a trunk of `depth` layers of `width` units (ReLU) and one head per target. Its
+`branch_layer` b (0..depth) says how much of the trunk is shared: layers 1..b are shared by all of
+the model's targets, layers b+1..depth are copied per target (a "tower"), then the target's output
+layer. Output widths by head type: binary and regression 1, multiclass and soft C, ordinal C-1
+cumulative logits (logit k models P(y > k)). An adversarial target sees the shared representation
+through a gradient-reversal layer: identity forward, gradient times -lambda backward, so its own
+tower and head minimise its loss while the shared layers are pushed to forget it.
+
+Initial weights are a function of (seed, layer, target) only: every linear layer draws from its
+own generator, so a target's tower starts the same whether it is trained alone or with partners,
+and the shared layers start the same for every task subset trained with the same seed.
+
+`StackedMLP` holds the parameters of K such models (same depth, width and branch layer; any
+targets, seeds and dropped inputs) as stacked tensors and applies them with batched matrix
+products. Each model's targets occupy "slots"; slots are ordered by loss family so that each
+family's loss is computed on one contiguous slice. The stack is built from, and converts back
+to, single `MultiTaskMLP` state dicts, which keeps the two forms interchangeable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from taskscout.errors import SpecError
+
+HEAD_TYPES = ("binary", "multiclass", "ordinal", "regression", "soft")
+# Loss families: binary and ordinal use cumulative BCE, multiclass and soft a softmax
+# cross-entropy against class probabilities, regression the squared error.
+FAMILIES = ("cumulative", "softmax", "squared")
+_FAMILY = {"binary": 0, "ordinal": 0, "multiclass": 1, "soft": 1, "regression": 2}
+
+
+@dataclass(frozen=True)
+class Head:
+    """One target the models can be trained on."""
+
+    name: str
+    type: str  # "binary" | "multiclass" | "ordinal" | "regression" | "soft"
+    n_classes: int = 0  # multiclass/ordinal/soft: number of classes
+    adversarial: bool = False  # behind a gradient-reversal layer
+    scale: float = 1.0  # regression: std of the original units (RMSE is reported in them)
+
+    def __post_init__(self) -> None:
+        if self.type not in HEAD_TYPES:
+            raise SpecError(f"head {self.name!r} has type {self.type!r}; expected one of {list(HEAD_TYPES)}")
+        if self.type in ("multiclass", "ordinal", "soft") and self.n_classes < 2:
+            raise SpecError(
+                f"head {self.name!r} of type {self.type} needs n_classes >= 2. Got {self.n_classes} instead; "
+                "pass the number of classes"
+            )
+
+    @property
+    def width(self) -> int:
+        """Columns this head occupies in Y: n_classes for "soft", else 1."""
+        return self.n_classes if self.type == "soft" else 1
+
+    @property
+    def outputs(self) -> int:
+        """Output units of this head's final layer."""
+        if self.type in ("multiclass", "soft"):
+            return self.n_classes
+        if self.type == "ordinal":
+            return self.n_classes - 1
+        return 1
+
+    @property
+    def family(self) -> int:
+        return _FAMILY[self.type]
+
+
+def layer_seed(seed: int, layer: int, head: int) -> int:
+    """Seed of one linear layer: layer 1..depth+1 (depth+1 = output layer), head -1 = shared."""
+    return (int(seed) * 1_000_003 + layer * 10_007 + (head + 1) * 101) % (2**62)
+
+
+def _init_linear(linear: nn.Linear, seed: int) -> None:
+    # PyTorch's default Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn in float64 from the
+    # layer's own generator so float32 and float64 models start from the same numbers.
+    gen = torch.Generator().manual_seed(seed)
+    bound = 1.0 / math.sqrt(linear.in_features)
+    with torch.no_grad():
+        w = (torch.rand(linear.weight.shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+        b = (torch.rand(linear.bias.shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+        linear.weight.copy_(w)
+        linear.bias.copy_(b)
+
+
+class _GradReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, lam: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.lam = lam
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return -ctx.lam * grad, None
+
+
+def grad_reverse(x: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
+    """Identity forward; the gradient flowing back is multiplied by -lam."""
+    return _GradReverse.apply(x, lam)
+
+
+class MultiTaskMLP(nn.Module):
+    """One multi-task MLP: shared layers 1..b, per-target towers b+1..depth, typed output layers.
+
+    `forward(x)` returns one tensor per target of the model (in `targets` order), of shape
+    (n, heads[t].outputs): raw logits for classification heads, standardised values for regression.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_features: int,
+        heads: Sequence[Head],
+        targets: Sequence[int],
+        depth: int,
+        width: int,
+        branch_layer: int,
+        seed: int = 0,
+        dropped_features: Sequence[int] = (),
+        adversarial_lambda: float = 1.0,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        check_architecture(in_features=in_features, heads=heads, targets=targets, depth=depth,
+                           branch_layer=branch_layer, dropped_features=dropped_features)
+        self.heads_all = tuple(heads)
+        self.targets = tuple(int(t) for t in targets)
+        self.depth, self.width, self.branch_layer = depth, width, branch_layer
+        self.adversarial_lambda = float(adversarial_lambda)
+        sizes = [in_features] + [width] * depth
+
+        def linear(i: int, o: int) -> nn.Linear:
+            return nn.utils.skip_init(nn.Linear, i, o, dtype=dtype)
+
+        self.trunk = nn.ModuleList(linear(sizes[i], sizes[i + 1]) for i in range(branch_layer))
+        self.towers = nn.ModuleList(
+            nn.ModuleList(linear(sizes[i], sizes[i + 1]) for i in range(branch_layer, depth)) for _ in self.targets
+        )
+        self.heads = nn.ModuleList(linear(sizes[-1], heads[t].outputs) for t in self.targets)
+        mask = torch.ones(in_features, dtype=dtype)
+        mask[list(dropped_features)] = 0
+        self.register_buffer("input_mask", mask)
+        self.reset_parameters(seed)
+
+    def reset_parameters(self, seed: int) -> None:
+        """Initialise every layer from (seed, layer, target)."""
+        for i, lin in enumerate(self.trunk):
+            _init_linear(lin, layer_seed(seed, i + 1, -1))
+        for j, t in enumerate(self.targets):
+            for i, lin in enumerate(self.towers[j]):
+                _init_linear(lin, layer_seed(seed, self.branch_layer + i + 1, t))
+            _init_linear(self.heads[j], layer_seed(seed, self.depth + 1, t))
+
+    def shared(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Representations after each shared layer 1..b (empty when b = 0)."""
+        h = x * self.input_mask
+        out = []
+        for lin in self.trunk:
+            h = torch.relu(lin(h))
+            out.append(h)
+        return out
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        shared = self.shared(x)
+        h = shared[-1] if shared else x * self.input_mask
+        outs = []
+        for j, t in enumerate(self.targets):
+            z = grad_reverse(h, self.adversarial_lambda) if self.heads_all[t].adversarial else h
+            for lin in self.towers[j]:
+                z = torch.relu(lin(z))
+            outs.append(self.heads[j](z))
+        return outs
+
+
+def check_architecture(*, in_features: int, heads: Sequence[Head], targets: Sequence[int], depth: int,
+                       branch_layer: int, dropped_features: Sequence[int] = ()) -> None:
+    """Raise SpecError when a model's description is inconsistent."""
+    if not targets:
+        raise SpecError("a model needs at least one target; give ModelPlan.targets as head indices")
+    if len(set(targets)) != len(targets):
+        raise SpecError(f"a model lists a target more than once: {tuple(targets)}")
+    bad = [t for t in targets if not 0 <= t < len(heads)]
+    if bad:
+        raise SpecError(f"target index {bad[0]} is out of range: there are {len(heads)} heads (0..{len(heads) - 1})")
+    if not 0 <= branch_layer <= depth:
+        raise SpecError(f"branch_layer must be in 0..{depth} (the trunk depth). Got {branch_layer} instead.")
+    bad = [f for f in dropped_features if not 0 <= f < in_features]
+    if bad:
+        raise SpecError(f"dropped feature {bad[0]} is out of range: the inputs have {in_features} features")
+
+
+# ---------------------------------------------------------------- stacked layout
+
+
+@dataclass(frozen=True)
+class SlotLayout:
+    """Where each model's targets sit in a stack: slots ordered by loss family."""
+
+    slot_head: np.ndarray  # (K, S) head index per slot, -1 = padding
+    slot_of: tuple[tuple[int, ...], ...]  # per model: slot of each of its targets (plan order)
+    family_slices: tuple[tuple[int, int], ...]  # per family: [start, stop) of its slots
+    out_width: int  # W: widest output layer in the stack
+
+    @property
+    def n_models(self) -> int:
+        return self.slot_head.shape[0]
+
+    @property
+    def n_slots(self) -> int:
+        return self.slot_head.shape[1]
+
+
+def slot_layout(heads: Sequence[Head], targets: Sequence[Sequence[int]]) -> SlotLayout:
+    """Assign every model's targets to slots; families get max-over-models many slots each."""
+    per_family = [[[t for t in ts if heads[t].family == f] for f in range(len(FAMILIES))] for ts in targets]
+    counts = [max(len(m[f]) for m in per_family) for f in range(len(FAMILIES))]
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+    S = int(starts[-1])
+    slot_head = np.full((len(targets), S), -1, dtype=np.int64)
+    slot_of = []
+    for k, ts in enumerate(targets):
+        used = [0] * len(FAMILIES)
+        slots = []
+        for t in ts:
+            f = heads[t].family
+            s = int(starts[f]) + used[f]
+            used[f] += 1
+            slot_head[k, s] = t
+            slots.append(s)
+        slot_of.append(tuple(slots))
+    W = max(heads[t].outputs for ts in targets for t in ts)
+    return SlotLayout(slot_head, tuple(slot_of), tuple((int(starts[f]), int(starts[f + 1])) for f in range(len(FAMILIES))), W)
+
+
+class _BranchLinear(torch.autograd.Function):
+    """A stacked linear layer whose input gradient is scaled per output column.
+
+    Used where the per-target towers branch off the shared trunk: columns of an adversarial
+    target get scale -lambda (its gradient-reversal layer), the others 1; weight and bias
+    gradients are unscaled.
+    """
+
+    @staticmethod
+    def forward(ctx, h, w, b, col_scale):  # type: ignore[override]
+        ctx.save_for_backward(h, w, col_scale)
+        return torch.baddbmm(b, h, w)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        h, w, col_scale = ctx.saved_tensors
+        dh = torch.bmm(g * col_scale, w.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        dw = torch.bmm(h.transpose(1, 2), g)
+        db = g.sum(1, keepdim=True)
+        return dh, dw, db, None
+
+
+class StackedMLP:
+    """K multi-task MLPs with one depth, width and branch layer, as stacked leaf tensors.
+
+    `params` maps a name to a tensor whose first axis is the model: trunk.i.w (K, in, H),
+    trunk.i.b (K, 1, H); when b < depth, tower.0.w (K, in, S, H), tower.0.b (K, 1, S, H),
+    tower.i.w (K, S, H, H), tower.i.b (K, S, 1, H), head.w (K, S, H, W), head.b (K, S, 1, W);
+    when b = depth, head.w (K, H, S, W), head.b (K, 1, S, W). Padding slots and padding output
+    columns hold zeros and receive zero gradient.
+    """
+
+    def __init__(self, *, heads: Sequence[Head], layout: SlotLayout, in_features: int, depth: int, width: int,
+                 branch_layer: int, dropped: Sequence[Sequence[int]], adversarial_lambda: float,
+                 dtype: torch.dtype, device: torch.device) -> None:
+        self.heads, self.layout = tuple(heads), layout
+        self.in_features, self.depth, self.width, self.branch_layer = in_features, depth, width, branch_layer
+        self.dtype, self.device = dtype, device
+        K, S, W, H = layout.n_models, layout.n_slots, layout.out_width, width
+        self.params: dict[str, torch.Tensor] = {}
+        sizes = [in_features] + [H] * depth
+        kw = {"dtype": dtype, "device": device}
+        for i in range(branch_layer):
+            self.params[f"trunk.{i}.w"] = torch.zeros(K, sizes[i], H, **kw)
+            self.params[f"trunk.{i}.b"] = torch.zeros(K, 1, H, **kw)
+        if branch_layer < depth:
+            self.params["tower.0.w"] = torch.zeros(K, sizes[branch_layer], S, H, **kw)
+            self.params["tower.0.b"] = torch.zeros(K, 1, S, H, **kw)
+            for i in range(1, depth - branch_layer):
+                self.params[f"tower.{i}.w"] = torch.zeros(K, S, H, H, **kw)
+                self.params[f"tower.{i}.b"] = torch.zeros(K, S, 1, H, **kw)
+            self.params["head.w"] = torch.zeros(K, S, H, W, **kw)
+            self.params["head.b"] = torch.zeros(K, S, 1, W, **kw)
+        else:
+            self.params["head.w"] = torch.zeros(K, H, S, W, **kw)
+            self.params["head.b"] = torch.zeros(K, 1, S, W, **kw)
+        # Dropped inputs: the first layer's weights are multiplied by a 0/1 row mask, which gives
+        # the same products and gradients as zeroing the inputs.
+        fmask = torch.ones(K, in_features, **kw)
+        for k, d in enumerate(dropped):
+            fmask[k, list(d)] = 0
+        self.feature_mask = fmask if bool((fmask == 0).any()) else None
+        # Gradient reversal per slot, applied where the towers branch off a shared trunk.
+        adv = np.array([[h >= 0 and heads[h].adversarial for h in row] for row in layout.slot_head], dtype=bool)
+        self.col_scale = None
+        if branch_layer > 0 and adv.any():
+            per_slot = torch.tensor(np.where(adv, -adversarial_lambda, 1.0), **kw)  # (K, S)
+            cols = W if branch_layer == depth else H
+            self.col_scale = per_slot[:, None, :, None].expand(K, 1, S, cols).reshape(K, 1, S * cols)
+
+    # ------------------------------------------------------------ conversion
+
+    def load_model(self, k: int, state: dict[str, torch.Tensor]) -> None:
+        """Copy one `MultiTaskMLP` state dict into model slot k."""
+        b, L = self.branch_layer, self.depth
+        p = self.params
+        with torch.no_grad():
+            for i in range(b):
+                p[f"trunk.{i}.w"][k].copy_(state[f"trunk.{i}.weight"].T)
+                p[f"trunk.{i}.b"][k, 0].copy_(state[f"trunk.{i}.bias"])
+            for j, s in enumerate(self.layout.slot_of[k]):
+                for i in range(L - b):
+                    w, bias = state[f"towers.{j}.{i}.weight"].T, state[f"towers.{j}.{i}.bias"]
+                    if i == 0:
+                        p["tower.0.w"][k, :, s].copy_(w)
+                        p["tower.0.b"][k, 0, s].copy_(bias)
+                    else:
+                        p[f"tower.{i}.w"][k, s].copy_(w)
+                        p[f"tower.{i}.b"][k, s, 0].copy_(bias)
+                w, bias = state[f"heads.{j}.weight"].T, state[f"heads.{j}.bias"]
+                o = w.shape[1]
+                if b < L:
+                    p["head.w"][k, s, :, :o].copy_(w)
+                    p["head.b"][k, s, 0, :o].copy_(bias)
+                else:
+                    p["head.w"][k, :, s, :o].copy_(w)
+                    p["head.b"][k, 0, s, :o].copy_(bias)
+
+    def model_state(self, k: int, params: dict[str, torch.Tensor] | None = None,
+                    input_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Model k as a `MultiTaskMLP` state dict of CPU tensors (from `params`, default the live ones)."""
+        p = self.params if params is None else params
+        b, L = self.branch_layer, self.depth
+        out: dict[str, torch.Tensor] = {}
+
+        def put(name: str, t: torch.Tensor) -> None:
+            out[name] = t.detach().to("cpu").clone().contiguous()
+
+        for i in range(b):
+            put(f"trunk.{i}.weight", p[f"trunk.{i}.w"][k].T)
+            put(f"trunk.{i}.bias", p[f"trunk.{i}.b"][k, 0])
+        for j, s in enumerate(self.layout.slot_of[k]):
+            head = self.heads[int(self.layout.slot_head[k, s])]
+            for i in range(L - b):
+                if i == 0:
+                    put(f"towers.{j}.{i}.weight", p["tower.0.w"][k, :, s].T)
+                    put(f"towers.{j}.{i}.bias", p["tower.0.b"][k, 0, s])
+                else:
+                    put(f"towers.{j}.{i}.weight", p[f"tower.{i}.w"][k, s].T)
+                    put(f"towers.{j}.{i}.bias", p[f"tower.{i}.b"][k, s, 0])
+            o = head.outputs
+            if b < L:
+                put(f"heads.{j}.weight", p["head.w"][k, s, :, :o].T)
+                put(f"heads.{j}.bias", p["head.b"][k, s, 0, :o])
+            else:
+                put(f"heads.{j}.weight", p["head.w"][k, :, s, :o].T)
+                put(f"heads.{j}.bias", p["head.b"][k, 0, s, :o])
+        if input_mask is not None:
+            put("input_mask", input_mask)
+        return out
+
+    # ------------------------------------------------------------ forward
+
+    def forward(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Outputs (K, S, B, W) for inputs x of shape (K, B, in) (or (B, in), shared by all models)."""
+        p = self.params if params is None else params
+        K, S, W, H = self.layout.n_models, self.layout.n_slots, self.layout.out_width, self.width
+        b, L = self.branch_layer, self.depth
+        h = x if x.dim() == 3 else x.unsqueeze(0).expand(K, -1, -1)
+        B = h.shape[1]
+        for i in range(b):
+            w = p[f"trunk.{i}.w"]
+            if i == 0 and self.feature_mask is not None:
+                w = w * self.feature_mask[:, :, None]
+            h = torch.relu(torch.baddbmm(p[f"trunk.{i}.b"], h, w))
+        if b == L:
+            w, bias = p["head.w"].view(K, H, S * W), p["head.b"].view(K, 1, S * W)
+            z = self._branch(h, w, bias)
+            return z.view(K, B, S, W).transpose(1, 2)
+        w, bias = p["tower.0.w"], p["tower.0.b"]
+        if b == 0 and self.feature_mask is not None:
+            w = w * self.feature_mask[:, :, None, None]
+        d_in = w.shape[1]
+        z = torch.relu(self._branch(h, w.reshape(K, d_in, S * H), bias.view(K, 1, S * H)))
+        z = z.view(K, B, S, H).transpose(1, 2).reshape(K * S, B, H)
+        for i in range(1, L - b):
+            z = torch.relu(torch.baddbmm(p[f"tower.{i}.b"].view(K * S, 1, H), z, p[f"tower.{i}.w"].view(K * S, H, H)))
+        out = torch.baddbmm(p["head.b"].view(K * S, 1, W), z, p["head.w"].view(K * S, H, W))
+        return out.view(K, S, B, W)
+
+    def _branch(self, h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        if self.col_scale is None:
+            return torch.baddbmm(bias, h, w)
+        return _BranchLinear.apply(h, w, bias, self.col_scale)
+
+    def matmul_flops(self, batch: int) -> int:
+        """Multiply-add FLOPs (x2) of one training step of the whole stack: forward, and backward
+        for weights and for every input except the data."""
+        K, S, W, H = self.layout.n_models, self.layout.n_slots, self.layout.out_width, self.width
+        b, L = self.branch_layer, self.depth
+        sizes = [self.in_features] + [H] * L
+        layers = [(sizes[i], H, 1) for i in range(b)] + [(sizes[i], H, S) for i in range(b, L)] + [(H, W, S)]
+        total = 0
+        for n, (i, o, copies) in enumerate(layers):
+            f = 2 * batch * i * o * copies * K
+            total += f * (2 if n == 0 else 3)
+        return total

@@ -1,0 +1,703 @@
+"""Training many small multi-task models at once.
+
+`train_models` groups the plans by branch layer, cuts each group into stacks of at most
+`stack_size` models and trains every stack as one computation (`models.StackedMLP`): batched
+matrix products over a leading model axis, one Adam over the stacked tensors (Adam is
+elementwise, so models stay independent), and the loss summed over models so that each model's
+gradient is its own. Per model: its own seed (initial weights), its own data order (a function of
+seed and epoch only), its own target subset, loss weights and dropped inputs, its own early
+stopping. A model's result therefore does not depend on which models share its stack.
+
+`train_sequential` trains the same plans one by one as plain `nn.Module`s with the same
+initialisation, data order, losses and stopping rule: the reference the stacked trainer is tested
+against, and the baseline of `taskscout bench`.
+
+Losses per target (rows without a label contribute nothing; a batch without any label for a
+target contributes 0): binary BCE with logits; multiclass cross-entropy; ordinal the mean over
+k < C-1 of BCE between cumulative logit k and 1[y > k]; regression squared error (targets are
+standardised); soft cross-entropy against the given class probabilities. Metrics: AUC for binary
+(rank statistic, NaN when a split has one class), accuracy for multiclass, soft (against the most
+probable class) and ordinal (prediction = number of cumulative logits > 0), RMSE in original units
+for regression.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy.stats import rankdata
+
+from taskscout.data import SPLIT_NAMES, TRAIN, VAL
+from taskscout.device import resolve_device
+from taskscout.errors import DataError, SpecError
+from taskscout.models import (
+    Head,
+    MultiTaskMLP,
+    SlotLayout,
+    StackedMLP,
+    check_architecture,
+    slot_layout,
+)
+from taskscout.spec import ModelSettings, TrainingSettings
+from taskscout.weighting import LossWeighting, get_weighting
+
+__all__ = [
+    "Head", "ModelPlan", "ModelResult", "build_model", "evaluate_model", "model_from_result",
+    "predict", "train_models", "train_sequential",
+]
+
+_NEG = -1e30  # added to padding logits of a softmax: exp() of it is exactly 0
+_EVAL_ELEMENTS = 2**22  # activations per chunk of an evaluation pass (bounds its memory)
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """One model to train."""
+
+    targets: tuple[int, ...]  # indices into `heads` that this model trains
+    main: tuple[int, ...]  # subset of targets: their summed val loss selects the best epoch
+    seed: int
+    branch_layer: int  # 0..depth: layers 1..b shared by all targets, b+1..L per target
+    dropped_features: tuple[int, ...] = ()  # input features zeroed for this model
+    loss_weights: tuple[float, ...] | None = None  # per target (same order), default 1.0
+    key: str = ""  # caller's identifier, returned unchanged
+
+    def weights(self) -> tuple[float, ...]:
+        return tuple(self.loss_weights) if self.loss_weights is not None else (1.0,) * len(self.targets)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelResult:
+    """What one trained model achieved, at its best epoch."""
+
+    plan: ModelPlan
+    best_epoch: int  # 1-based epoch with the lowest main val loss
+    epochs_run: int
+    loss: dict[str, dict[int, float]]  # split -> head index -> mean loss at best epoch
+    metric: dict[str, dict[int, float]]  # split -> head index -> AUC / accuracy / RMSE (original units)
+    seconds: float  # this model's share of its stack's wall time
+    curves: pd.DataFrame  # columns task, epoch, split ("train"/"val"), loss
+    state: dict | None  # best-epoch `MultiTaskMLP` state dict (keep_state=True), CPU tensors
+    pruned: bool = False
+
+
+# ---------------------------------------------------------------- checks and data
+
+
+def _check_inputs(X: np.ndarray, Y: np.ndarray, heads: Sequence[Head], split: np.ndarray,
+                  plans: Sequence[ModelPlan], model: ModelSettings, eval_splits: Sequence[str]) -> None:
+    if X.ndim != 2:
+        raise DataError(f"X must be a 2-D array (rows, features). Got shape {X.shape} instead.")
+    n, d = X.shape
+    if not np.isfinite(X).all():
+        raise DataError("X holds NaN or infinite values; impute inputs before training (build_dataset does)")
+    width = sum(h.width for h in heads)
+    if Y.ndim != 2 or Y.shape != (n, width):
+        raise DataError(
+            f"Y must have shape ({n}, {width}): one row per row of X and one column per head "
+            f"(n_classes columns for 'soft' heads). Got shape {Y.shape} instead."
+        )
+    if split.shape != (n,):
+        raise DataError(f"split must have shape ({n},), one code per row. Got shape {split.shape} instead.")
+    if not np.isin(split, (0, 1, 2)).all():
+        raise DataError("split codes must be 0 (train), 1 (val) or 2 (test)")
+    if not (split == TRAIN).any():
+        raise DataError("no training rows (split code 0); cannot train")
+    if not (split == VAL).any():
+        raise DataError("no validation rows (split code 1); early stopping needs them")
+    bad = [s for s in eval_splits if s not in SPLIT_NAMES]
+    if bad:
+        raise SpecError(f"eval_splits must name splits among {list(SPLIT_NAMES)}. Got {bad[0]!r} instead.")
+    col = 0
+    for h in heads:
+        y = Y[:, col:col + h.width]
+        col += h.width
+        lab = np.isfinite(y).all(1)
+        v = y[lab]
+        if h.type in ("binary", "multiclass", "ordinal"):
+            C = 2 if h.type == "binary" else h.n_classes
+            if len(v) and (np.any(v != np.round(v)) or v.min() < 0 or v.max() > C - 1):
+                raise DataError(
+                    f"head {h.name!r} ({h.type}) needs class codes 0..{C - 1} in Y; got values from {v.min():g} to {v.max():g}"
+                )
+        if h.type == "soft" and len(v) and (v.min() < 0 or np.abs(v.sum(1) - 1).max() > 1e-4):
+            raise DataError(f"head {h.name!r} (soft) needs rows of class probabilities that sum to 1")
+    for p in plans:
+        check_architecture(in_features=d, heads=heads, targets=p.targets, depth=model.depth,
+                           branch_layer=p.branch_layer, dropped_features=p.dropped_features)
+        if not p.main or not set(p.main) <= set(p.targets):
+            raise SpecError(f"plan {p.key or p.targets}: main {p.main} must be a non-empty subset of its targets {p.targets}")
+        if p.loss_weights is not None and len(p.loss_weights) != len(p.targets):
+            raise SpecError(
+                f"plan {p.key or p.targets}: loss_weights has {len(p.loss_weights)} entries for {len(p.targets)} targets"
+            )
+
+
+def _head_columns(heads: Sequence[Head]) -> list[int]:
+    starts, col = [], 0
+    for h in heads:
+        starts.append(col)
+        col += h.width
+    return starts
+
+
+def _label_matrix(Y: np.ndarray, heads: Sequence[Head]) -> tuple[np.ndarray, list[int]]:
+    """Labels laid out for the stacked losses: per head its `outputs` target columns, then a 0/1
+    labelled column; a final all-zero column serves padding. Unlabelled entries are 0."""
+    blocks, offsets, col = [], [], 0
+    for h, start in zip(heads, _head_columns(heads), strict=True):
+        y = Y[:, start:start + h.width]
+        lab = np.isfinite(y).all(1)
+        y0 = np.where(lab[:, None], y, 0.0)
+        if h.type in ("binary", "ordinal"):
+            t = (y0[:, :1] > np.arange(h.outputs)[None, :]).astype(float)
+        elif h.type == "multiclass":
+            t = np.eye(h.n_classes)[y0[:, 0].astype(int)]
+        else:  # soft, regression: as given
+            t = y0
+        t = t * lab[:, None]
+        offsets.append(col)
+        blocks.append(np.concatenate([t, lab[:, None].astype(float)], axis=1))
+        col += h.outputs + 1
+    blocks.append(np.zeros((len(Y), 1)))
+    return np.concatenate(blocks, axis=1), offsets
+
+
+# ---------------------------------------------------------------- per-head reference losses
+
+
+def head_row_loss(head: Head, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row loss of one head (rows without a label give 0) and the labelled mask.
+
+    z: (n, head.outputs) outputs; y: (n, head.width) coded targets with NaN = unlabelled.
+    """
+    lab = torch.isfinite(y).all(1)
+    y0 = torch.where(lab[:, None], y, torch.zeros_like(y))
+    if head.type == "binary":
+        loss = F.binary_cross_entropy_with_logits(z[:, 0], y0[:, 0], reduction="none")
+    elif head.type == "ordinal":
+        t = (y0[:, :1] > torch.arange(head.outputs, device=z.device)[None, :]).to(z.dtype)
+        loss = F.binary_cross_entropy_with_logits(z, t, reduction="none").mean(1)
+    elif head.type == "multiclass":
+        loss = F.cross_entropy(z, y0[:, 0].long(), reduction="none")
+    elif head.type == "soft":
+        loss = -(y0 * torch.log_softmax(z, 1)).sum(1)
+    else:
+        loss = (z[:, 0] - y0[:, 0]).square()
+    return loss * lab.to(z.dtype), lab
+
+
+def head_metric(head: Head, z: np.ndarray, y: np.ndarray) -> float:
+    """AUC (binary), accuracy (multiclass, soft, ordinal) or RMSE in original units (regression),
+    over the labelled rows; NaN when there are none (or, for AUC, only one class)."""
+    lab = np.isfinite(y).all(1)
+    z, y = z[lab], y[lab]
+    if len(y) == 0:
+        return float("nan")
+    if head.type == "binary":
+        pos = y[:, 0] > 0.5
+        n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+        if n_pos == 0 or n_neg == 0:
+            return float("nan")
+        ranks = rankdata(z[:, 0])  # midranks: ties count one half
+        return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    if head.type == "multiclass":
+        return float(np.mean(z.argmax(1) == y[:, 0]))
+    if head.type == "soft":
+        return float(np.mean(z.argmax(1) == y.argmax(1)))
+    if head.type == "ordinal":
+        return float(np.mean((z > 0).sum(1) == y[:, 0]))
+    return float(math.sqrt(np.mean((z[:, 0] - y[:, 0]) ** 2)) * head.scale)
+
+
+def _masked_mean(loss: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+    return loss.sum() / lab.sum().clamp_min(1)
+
+
+def _final_scores(heads: Sequence[Head], targets: Sequence[int], outs: Sequence[torch.Tensor], Y: torch.Tensor,
+                  columns: list[int]) -> tuple[dict[int, float], dict[int, float]]:
+    """Loss (NaN without labels) and metric per target, from full-split outputs."""
+    loss, metric = {}, {}
+    for t, z in zip(targets, outs, strict=True):
+        h = heads[t]
+        y = Y[:, columns[t]:columns[t] + h.width]
+        row, lab = head_row_loss(h, z, y)
+        n = int(lab.sum())
+        loss[t] = float(row.sum() / n) if n else float("nan")
+        metric[t] = head_metric(h, z.detach().cpu().double().numpy(), y.cpu().double().numpy())
+    return loss, metric
+
+
+def _curves(heads: Sequence[Head], targets: Sequence[int], train: np.ndarray, val: np.ndarray) -> pd.DataFrame:
+    """Tidy curves from (epochs, n_targets) arrays of train and val loss."""
+    E = train.shape[0]
+    parts = []
+    for split, arr in (("train", train), ("val", val)):
+        for j, t in enumerate(targets):
+            parts.append(pd.DataFrame({
+                "task": heads[t].name, "epoch": np.arange(1, E + 1, dtype=np.int64), "split": split,
+                "loss": arr[:, j].astype(float),
+            }))
+    if not parts:
+        return pd.DataFrame({"task": [], "epoch": [], "split": [], "loss": []})
+    return pd.concat(parts, ignore_index=True)
+
+
+def _data_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The permutation of the training rows a model with this seed sees in this epoch."""
+    gen = torch.Generator().manual_seed((int(seed) * 100003 + epoch) % (2**62))
+    return torch.randperm(n, generator=gen)
+
+
+# ---------------------------------------------------------------- helpers for one model
+
+
+def build_model(plan: ModelPlan, heads: Sequence[Head], *, in_features: int, model: ModelSettings,
+                dtype: torch.dtype = torch.float32) -> MultiTaskMLP:
+    """The freshly initialised `MultiTaskMLP` of a plan (the same weights the trainers start from)."""
+    return MultiTaskMLP(
+        in_features=in_features, heads=heads, targets=plan.targets, depth=model.depth, width=model.width,
+        branch_layer=plan.branch_layer, seed=plan.seed, dropped_features=plan.dropped_features,
+        adversarial_lambda=model.adversarial_lambda, dtype=dtype,
+    )
+
+
+def model_from_result(result: ModelResult, heads: Sequence[Head], *, model: ModelSettings,
+                      state: dict | None = None) -> MultiTaskMLP:
+    """Rebuild the trained model of `result` (from `state`, default `result.state`, e.g. a dict
+    loaded back with `torch.load(..., weights_only=True)`), in eval mode on the CPU."""
+    state = result.state if state is None else state
+    if state is None:
+        raise SpecError("this result carries no weights; train with keep_state=True to rebuild its model")
+    dtype = state["input_mask"].dtype
+    net = build_model(result.plan, heads, in_features=int(state["input_mask"].shape[0]), model=model, dtype=dtype)
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def predict(net: MultiTaskMLP, X: np.ndarray) -> dict[int, np.ndarray]:
+    """Predictions per target head index: P(y=1) for binary, class probabilities for multiclass
+    and soft, the predicted class for ordinal, the standardised value for regression."""
+    dtype = net.input_mask.dtype
+    with torch.no_grad():
+        outs = net(torch.as_tensor(np.asarray(X), dtype=dtype, device=net.input_mask.device))
+    preds = {}
+    for t, z in zip(net.targets, outs, strict=True):
+        h = net.heads_all[t]
+        if h.type == "binary":
+            p = torch.sigmoid(z[:, 0])
+        elif h.type in ("multiclass", "soft"):
+            p = torch.softmax(z, 1)
+        elif h.type == "ordinal":
+            p = (z > 0).sum(1).to(dtype)
+        else:
+            p = z[:, 0]
+        preds[t] = p.cpu().numpy()
+    return preds
+
+
+def evaluate_model(net: MultiTaskMLP, X: np.ndarray, Y: np.ndarray, heads: Sequence[Head],
+                   ) -> tuple[dict[int, float], dict[int, float]]:
+    """Mean loss and metric per target of `net` on the rows of (X, Y), as `train_models` reports them."""
+    dtype = net.input_mask.dtype
+    dev = net.input_mask.device
+    with torch.no_grad():
+        outs = net(torch.as_tensor(np.asarray(X), dtype=dtype, device=dev))
+    return _final_scores(heads, net.targets, outs, torch.as_tensor(np.asarray(Y), dtype=dtype, device=dev),
+                         _head_columns(heads))
+
+
+# ---------------------------------------------------------------- the stacked trainer
+
+
+def train_models(
+    X: np.ndarray,
+    Y: np.ndarray,
+    heads: Sequence[Head],
+    split: np.ndarray,
+    plans: Sequence[ModelPlan],
+    *,
+    model: ModelSettings,
+    training: TrainingSettings,
+    device: str = "auto",
+    dtype: torch.dtype = torch.float32,
+    eval_splits: Sequence[str] = ("val",),
+    keep_state: bool = False,
+    progress: Callable[[int], None] | None = None,
+    on_epoch: Callable[[int, np.ndarray], np.ndarray] | None = None,
+    stack_size: int = 64,
+) -> list[ModelResult]:
+    """Train every plan; results come back in plan order.
+
+    Plans are grouped by branch layer and trained `stack_size` at a time as one stacked
+    computation. `on_epoch(epoch, main_val_loss)` is called after each epoch of a stack with an
+    array over all plans (NaN for plans not in the running stack or already stopped) and may
+    return a bool array over all plans of models to stop (pruning). `progress(n)` is called with
+    the number of models that finished since the last call.
+    """
+    X, Y, split = np.asarray(X), np.asarray(Y, dtype=float), np.asarray(split)
+    _check_inputs(X, Y, heads, split, plans, model, eval_splits)
+    if not 1 <= stack_size:
+        raise SpecError(f"stack_size must be an int >= 1. Got {stack_size!r} instead.")
+    weighting = get_weighting(training.weighting)
+    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    data = _DeviceData(X, Y, heads, split, dtype=dtype, device=dev)
+    results: list[ModelResult | None] = [None] * len(plans)
+    by_branch: dict[int, list[int]] = {}
+    for i, p in enumerate(plans):
+        by_branch.setdefault(p.branch_layer, []).append(i)
+    for b in sorted(by_branch):
+        # Models with similar target sets share a stack so few padding slots are computed;
+        # which models share a stack does not change any model's result.
+        idx = sorted(by_branch[b], key=lambda i: (len(plans[i].targets), sorted(heads[t].family for t in plans[i].targets)))
+        for start in range(0, len(idx), stack_size):
+            chunk = idx[start:start + stack_size]
+            stack_results = _train_stack(
+                data, heads, [plans[i] for i in chunk], chunk, len(plans), model=model, training=training,
+                weighting=weighting, eval_splits=eval_splits, keep_state=keep_state, progress=progress,
+                on_epoch=on_epoch,
+            )
+            for i, r in zip(chunk, stack_results, strict=True):
+                results[i] = r
+    return [r for r in results if r is not None]
+
+
+class _DeviceData:
+    """The data on the device once: inputs, the stacked-loss label matrix, raw targets, row sets."""
+
+    def __init__(self, X: np.ndarray, Y: np.ndarray, heads: Sequence[Head], split: np.ndarray, *,
+                 dtype: torch.dtype, device: torch.device) -> None:
+        self.dtype, self.device = dtype, device
+        self.X = torch.as_tensor(X, dtype=dtype, device=device)
+        self.Y = torch.as_tensor(Y, dtype=dtype, device=device)
+        lab, self.label_offsets = _label_matrix(Y, heads)
+        self.labels = torch.as_tensor(lab, dtype=dtype, device=device)
+        self.zero_column = lab.shape[1] - 1
+        self.columns = _head_columns(heads)
+        self.rows = {name: torch.as_tensor(np.flatnonzero(split == code), device=device)
+                     for code, name in enumerate(SPLIT_NAMES)}
+        self.train_rows_cpu = torch.as_tensor(np.flatnonzero(split == TRAIN))
+
+
+class _StackLosses:
+    """Constant tensors that turn stacked outputs (K, S, B, W) into per-row losses (K, S, B)."""
+
+    def __init__(self, heads: Sequence[Head], layout: SlotLayout, data: _DeviceData) -> None:
+        K, S, W = layout.n_models, layout.n_slots, layout.out_width
+        dt, dev = data.dtype, data.device
+        cols = np.full((K, S, W + 1), data.zero_column, dtype=np.int64)
+        cum_w = np.zeros((K, S, W))
+        soft_bias = np.full((K, S, W), _NEG)
+        for k in range(K):
+            for s in range(S):
+                t = int(layout.slot_head[k, s])
+                if t < 0:
+                    continue
+                o, off = heads[t].outputs, data.label_offsets[t]
+                cols[k, s, :o] = off + np.arange(o)
+                cols[k, s, W] = off + o
+                cum_w[k, s, :o] = 1.0 / o
+                soft_bias[k, s, :o] = 0.0
+        self.layout = layout
+        self.cols = torch.as_tensor(cols, device=dev)
+        (c0, c1), (m0, m1), (r0, r1) = layout.family_slices
+        self.slices = ((c0, c1), (m0, m1), (r0, r1))
+        self.cum_w = torch.as_tensor(cum_w[:, c0:c1, None, :], dtype=dt, device=dev)
+        self.soft_bias = torch.as_tensor(soft_bias[:, m0:m1, None, :], dtype=dt, device=dev)
+        self.W = W
+
+    def select(self, keep: torch.Tensor) -> _StackLosses:
+        new = copy.copy(self)
+        new.cols = self.cols.index_select(0, keep)
+        new.cum_w = self.cum_w.index_select(0, keep)
+        new.soft_bias = self.soft_bias.index_select(0, keep)
+        return new
+
+    def gather(self, labels: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Targets and labelled flags (K, S, B, W+1) for row indices (K, B) or (B,)."""
+        if rows.dim() == 1:
+            return labels[rows[None, None, :, None], self.cols[:, :, None, :]]
+        return labels[rows[:, None, :, None], self.cols[:, :, None, :]]
+
+    def row_losses(self, out: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+        """Per-row loss (K, S, B), 0 where unlabelled."""
+        W = self.W
+        parts = []
+        (c0, c1), (m0, m1), (r0, r1) = self.slices
+        if c1 > c0:
+            parts.append(F.binary_cross_entropy_with_logits(
+                out[:, c0:c1], lab[:, c0:c1, :, :W], weight=self.cum_w, reduction="none").sum(-1))
+        if m1 > m0:
+            logp = torch.log_softmax(out[:, m0:m1] + self.soft_bias, -1)
+            parts.append(-(lab[:, m0:m1, :, :W] * logp).sum(-1))
+        if r1 > r0:
+            parts.append((out[:, r0:r1, :, 0] - lab[:, r0:r1, :, 0]).square())
+        loss = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        return loss * lab[..., W]
+
+
+def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[ModelPlan], plan_index: Sequence[int],
+                 n_plans: int, *, model: ModelSettings, training: TrainingSettings, weighting: LossWeighting,
+                 eval_splits: Sequence[str], keep_state: bool, progress: Callable[[int], None] | None,
+                 on_epoch: Callable[[int, np.ndarray], np.ndarray] | None) -> list[ModelResult]:
+    t0 = time.perf_counter()
+    K = len(plans)
+    dt, dev = data.dtype, data.device
+    layout = slot_layout(heads, [p.targets for p in plans])
+    S = layout.n_slots
+    stack = StackedMLP(
+        heads=heads, layout=layout, in_features=data.X.shape[1], depth=model.depth, width=model.width,
+        branch_layer=plans[0].branch_layer, dropped=[p.dropped_features for p in plans],
+        adversarial_lambda=model.adversarial_lambda, dtype=dt, device=dev,
+    )
+    input_masks = []
+    for k, p in enumerate(plans):
+        net = build_model(p, heads, in_features=data.X.shape[1], model=model, dtype=dt)
+        stack.load_model(k, net.state_dict())
+        input_masks.append(net.input_mask)
+    losses = _StackLosses(heads, layout, data)
+    weight_np, main_np = np.zeros((K, S)), np.zeros((K, S))
+    for k, p in enumerate(plans):
+        for j, (t, s) in enumerate(zip(p.targets, layout.slot_of[k], strict=True)):
+            weight_np[k, s] = p.weights()[j]
+            main_np[k, s] = float(t in p.main)
+    loss_w = torch.as_tensor(weight_np, dtype=dt, device=dev)
+    wparams = weighting.init_params(K, S, dtype=dt, device=dev)
+    params = list(stack.params.values())
+    for t in params + wparams:
+        t.requires_grad_(True)
+    opt = torch.optim.Adam(params + wparams, lr=training.lr, weight_decay=training.weight_decay)
+    best_params = {k: v.detach().clone() for k, v in stack.params.items()}
+
+    n_train = len(data.train_rows_cpu)
+    B = min(training.batch_size, n_train)
+    E, patience = training.epochs, training.patience
+    best = np.full(K, np.inf)
+    best_epoch = np.zeros(K, dtype=int)
+    since = np.zeros(K, dtype=int)
+    stopped = np.zeros(K, dtype=bool)
+    pruned = np.zeros(K, dtype=bool)
+    epochs_run = np.zeros(K, dtype=int)
+    train_curve = np.full((E, K, S), np.nan)
+    val_curve = np.full((E, K, S), np.nan)
+    val_rows = data.rows["val"]
+
+    for epoch in range(1, E + 1):
+        active = ~stopped
+        order = torch.stack([data.train_rows_cpu[_data_order(p.seed, epoch, n_train)] for p in plans]).to(dev)
+        acc_sum = torch.zeros(K, S, dtype=dt, device=dev)
+        acc_cnt = torch.zeros(K, S, dtype=dt, device=dev)
+        for a in range(0, n_train, B):
+            rows = order[:, a:a + B]
+            nb = rows.shape[1]
+            xb = data.X.index_select(0, rows.reshape(-1)).view(K, nb, -1)
+            lab = losses.gather(data.labels, rows)
+            per_row = losses.row_losses(stack.forward(xb), lab)
+            lsum = per_row.sum(-1)
+            cnt = lab[..., -1].sum(-1)
+            mean = lsum / cnt.clamp_min(1)
+            total = weighting.combine(mean, loss_w, wparams).sum()
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            acc_sum += lsum.detach()
+            acc_cnt += cnt
+        with torch.no_grad():
+            v_sum, v_cnt = _eval_losses(stack, losses, data, val_rows, stack.params)
+        tr = (acc_sum / acc_cnt).cpu().double().numpy()  # NaN where a target had no label this epoch
+        va = (v_sum / v_cnt).cpu().double().numpy()
+        train_curve[epoch - 1], val_curve[epoch - 1] = tr, va
+        main_loss = (np.nan_to_num(va, nan=0.0) * main_np).sum(1)
+        epochs_run[active] = epoch
+        improved = active & (main_loss < best)
+        if improved.any():
+            sel = torch.as_tensor(np.flatnonzero(improved), device=dev)
+            with torch.no_grad():
+                for name, v in stack.params.items():
+                    best_params[name].index_copy_(0, sel, v.detach().index_select(0, sel))
+            best[improved] = main_loss[improved]
+            best_epoch[improved] = epoch
+        since[improved] = 0
+        since[active & ~improved] += 1
+        newly = active & (since >= patience)
+        if epoch == E:
+            newly |= active
+        if on_epoch is not None:
+            report = np.full(n_plans, np.nan)
+            report[np.asarray(plan_index)[active]] = main_loss[active]
+            stop = np.asarray(on_epoch(epoch, report), dtype=bool) if report is not None else None
+            if stop is not None and stop.shape == (n_plans,):
+                cut = active & stop[np.asarray(plan_index)] & ~newly
+                pruned |= cut
+                newly |= cut
+        stopped |= newly
+        if progress is not None and newly.any():
+            progress(int(newly.sum()))
+        if stopped.all():
+            break
+
+    wall = time.perf_counter() - t0
+    # Final scores of every model at its best epoch, on each requested split.
+    scores: dict[str, tuple[list[dict[int, float]], list[dict[int, float]]]] = {}
+    with torch.no_grad():
+        for split_name in eval_splits:
+            rows = data.rows[split_name]
+            outs = _eval_outputs(stack, data, rows, best_params)  # (K, S, n, W)
+            y = data.Y.index_select(0, rows)
+            per = [_final_scores(heads, p.targets, [outs[k, s, :, :heads[t].outputs] for t, s in zip(p.targets, layout.slot_of[k], strict=True)],
+                                 y, data.columns) for k, p in enumerate(plans)]
+            scores[split_name] = ([a for a, _ in per], [b for _, b in per])
+    total_epochs = max(1, int(epochs_run.sum()))
+    results = []
+    for k, p in enumerate(plans):
+        slots = list(layout.slot_of[k])
+        E_k = int(epochs_run[k])
+        results.append(ModelResult(
+            plan=p, best_epoch=int(best_epoch[k]), epochs_run=E_k,
+            loss={s: scores[s][0][k] for s in eval_splits},
+            metric={s: scores[s][1][k] for s in eval_splits},
+            seconds=wall * E_k / total_epochs,
+            curves=_curves(heads, p.targets, train_curve[:E_k, k][:, slots], val_curve[:E_k, k][:, slots]),
+            state=stack.model_state(k, best_params, input_masks[k]) if keep_state else None,
+            pruned=bool(pruned[k]),
+        ))
+    return results
+
+
+def _eval_chunk(stack: StackedMLP, rows: int) -> int:
+    per_row = stack.layout.n_models * max(1, stack.layout.n_slots) * max(stack.width, stack.in_features)
+    return max(1, min(rows, _EVAL_ELEMENTS // per_row))
+
+
+def _eval_losses(stack: StackedMLP, losses: _StackLosses, data: _DeviceData, rows: torch.Tensor,
+                 params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed per-row losses and labelled counts (K, S) over `rows`, in chunks."""
+    n = len(rows)
+    step = _eval_chunk(stack, n)
+    total = torch.zeros(stack.layout.n_models, stack.layout.n_slots, dtype=data.dtype, device=data.device)
+    count = torch.zeros_like(total)
+    for a in range(0, n, step):
+        r = rows[a:a + step]
+        lab = losses.gather(data.labels, r)
+        out = stack.forward(data.X.index_select(0, r), params)
+        total += losses.row_losses(out, lab).sum(-1)
+        count += lab[..., -1].sum(-1)
+    return total, count
+
+
+def _eval_outputs(stack: StackedMLP, data: _DeviceData, rows: torch.Tensor,
+                  params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Stacked outputs (K, S, n, W) over `rows`, in chunks."""
+    step = _eval_chunk(stack, len(rows))
+    parts = [stack.forward(data.X.index_select(0, rows[a:a + step]), params) for a in range(0, len(rows), step)]
+    return torch.cat(parts, 2)
+
+
+# ---------------------------------------------------------------- the sequential reference
+
+
+def train_sequential(
+    X: np.ndarray,
+    Y: np.ndarray,
+    heads: Sequence[Head],
+    split: np.ndarray,
+    plans: Sequence[ModelPlan],
+    *,
+    model: ModelSettings,
+    training: TrainingSettings,
+    device: str = "auto",
+    dtype: torch.dtype = torch.float32,
+    eval_splits: Sequence[str] = ("val",),
+    keep_state: bool = False,
+) -> list[ModelResult]:
+    """Train the plans one at a time as plain `nn.Module`s, with the initialisation, data order,
+    losses, weighting and stopping rule of `train_models`: its reference and its baseline."""
+    X, Y, split = np.asarray(X), np.asarray(Y, dtype=float), np.asarray(split)
+    _check_inputs(X, Y, heads, split, plans, model, eval_splits)
+    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    data = _DeviceData(X, Y, heads, split, dtype=dtype, device=dev)
+    return [_train_one(data, heads, p, model=model, training=training, eval_splits=eval_splits,
+                       keep_state=keep_state) for p in plans]
+
+
+def _train_one(data: _DeviceData, heads: Sequence[Head], plan: ModelPlan, *, model: ModelSettings,
+               training: TrainingSettings, eval_splits: Sequence[str], keep_state: bool) -> ModelResult:
+    t0 = time.perf_counter()
+    dt, dev = data.dtype, data.device
+    net = build_model(plan, heads, in_features=data.X.shape[1], model=model, dtype=dt).to(dev)
+    weighting = get_weighting(training.weighting)
+    T = len(plan.targets)
+    wparams = weighting.init_params(1, T, dtype=dt, device=dev)
+    for t in wparams:
+        t.requires_grad_(True)
+    opt = torch.optim.Adam(list(net.parameters()) + wparams, lr=training.lr, weight_decay=training.weight_decay)
+    loss_w = torch.tensor([plan.weights()], dtype=dt, device=dev)
+    main = np.array([t in plan.main for t in plan.targets])
+    cols = [data.Y[:, data.columns[t]:data.columns[t] + heads[t].width] for t in plan.targets]
+    n_train = len(data.train_rows_cpu)
+    B = min(training.batch_size, n_train)
+    best, best_epoch, since, epochs_run = math.inf, 0, 0, 0
+    best_state = copy.deepcopy(net.state_dict())
+    train_curve, val_curve = [], []
+    val_rows = data.rows["val"]
+    for epoch in range(1, training.epochs + 1):
+        order = data.train_rows_cpu[_data_order(plan.seed, epoch, n_train)].to(dev)
+        acc_sum, acc_cnt = torch.zeros(T, dtype=dt, device=dev), torch.zeros(T, dtype=dt, device=dev)
+        for a in range(0, n_train, B):
+            rows = order[a:a + B]
+            outs = net(data.X.index_select(0, rows))
+            sums, counts = [], []
+            for j, t in enumerate(plan.targets):
+                row, lab = head_row_loss(heads[t], outs[j], cols[j].index_select(0, rows))
+                sums.append(row.sum())
+                counts.append(lab.sum().to(dt))
+            lsum, cnt = torch.stack(sums), torch.stack(counts)
+            total = weighting.combine((lsum / cnt.clamp_min(1))[None], loss_w, wparams).sum()
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            acc_sum += lsum.detach()
+            acc_cnt += cnt
+        with torch.no_grad():
+            outs = net(data.X.index_select(0, val_rows))
+            va = []
+            for j, t in enumerate(plan.targets):
+                row, lab = head_row_loss(heads[t], outs[j], cols[j].index_select(0, val_rows))
+                n = int(lab.sum())
+                va.append(float(row.sum()) / n if n else float("nan"))
+        va = np.array(va)
+        train_curve.append((acc_sum / acc_cnt).cpu().double().numpy())
+        val_curve.append(va)
+        epochs_run = epoch
+        main_loss = float((np.nan_to_num(va, nan=0.0) * main).sum())
+        if main_loss < best:
+            best, best_epoch, since = main_loss, epoch, 0
+            best_state = copy.deepcopy(net.state_dict())
+        else:
+            since += 1
+        if since >= training.patience:
+            break
+    net.load_state_dict(best_state)
+    net.eval()
+    loss, metric = {}, {}
+    with torch.no_grad():
+        for split_name in eval_splits:
+            rows = data.rows[split_name]
+            outs = net(data.X.index_select(0, rows))
+            loss[split_name], metric[split_name] = _final_scores(heads, plan.targets, outs, data.Y.index_select(0, rows), data.columns)
+    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()} if keep_state else None
+    return ModelResult(
+        plan=plan, best_epoch=best_epoch, epochs_run=epochs_run, loss=loss, metric=metric,
+        seconds=time.perf_counter() - t0,
+        curves=_curves(heads, plan.targets, np.array(train_curve), np.array(val_curve)),
+        state=state,
+    )
+

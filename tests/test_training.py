@@ -1,0 +1,221 @@
+"""The stacked trainer against the sequential nn.Module loop, masking, stopping, metrics, rebuild."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from taskscout.errors import DataError, SpecError
+from taskscout.models import Head
+from taskscout.spec import ModelSettings, TrainingSettings
+from taskscout.training import (
+    ModelPlan,
+    evaluate_model,
+    head_metric,
+    head_row_loss,
+    model_from_result,
+    predict,
+    train_models,
+    train_sequential,
+)
+
+HEADS = [
+    Head("b", "binary"),
+    Head("m", "multiclass", 3),
+    Head("o", "ordinal", 4),
+    Head("r", "regression", scale=2.0),
+    Head("s", "soft", 3),
+    Head("adv", "binary", adversarial=True),
+]
+MODEL = ModelSettings(depth=2, width=8)
+
+
+def make_data(n=160, d=5, seed=0):
+    """Targets planted on the inputs, 30% of the binary labels missing, soft labels from a softmax."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    Y = np.full((n, 8), np.nan)
+    Y[:, 0] = X[:, 0] > 0
+    Y[:, 1] = np.digitize(X[:, 1], [-0.5, 0.5])
+    Y[:, 2] = np.digitize(X[:, 2], [-1, 0, 1])
+    Y[:, 3] = X[:, 3] + 0.1 * rng.normal(size=n)
+    p = np.exp(X[:, :3])
+    Y[:, 4:7] = p / p.sum(1, keepdims=True)
+    Y[:, 7] = X[:, 4] > 0
+    Y[rng.random(n) < 0.3, 0] = np.nan
+    split = rng.choice([0, 1, 2], size=n, p=[0.6, 0.2, 0.2]).astype(np.int8)
+    return X, Y, split
+
+
+PLANS = [
+    ModelPlan((0, 1, 2, 3, 4, 5), (0,), seed=1, branch_layer=1, key="all"),
+    ModelPlan((3,), (3,), seed=2, branch_layer=1),
+    ModelPlan((1, 4), (1,), seed=3, branch_layer=1, dropped_features=(0, 2), loss_weights=(1.0, 0.5)),
+    ModelPlan((0, 5), (0,), seed=4, branch_layer=2),
+    ModelPlan((0, 2), (2,), seed=5, branch_layer=0),
+]
+
+
+def settings(**kw):
+    return TrainingSettings(**{"epochs": 5, "batch_size": 32, "patience": 2, **kw})
+
+
+def assert_same(a, b, tol):
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b, strict=True):
+        assert ra.plan == rb.plan
+        assert (ra.best_epoch, ra.epochs_run) == (rb.best_epoch, rb.epochs_run)
+        for split in ra.loss:
+            assert ra.loss[split].keys() == set(ra.plan.targets)
+            for t, v in ra.loss[split].items():
+                assert abs(v - rb.loss[split][t]) <= tol, (ra.plan, split, t, v, rb.loss[split][t])
+        assert np.allclose(ra.curves["loss"], rb.curves["loss"], atol=tol, equal_nan=True)
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-9), (torch.float32, 1e-4)])
+@pytest.mark.parametrize("weighting", ["equal", "uncertainty"])
+def test_stacked_equals_sequential(dtype, tol, weighting):
+    X, Y, split = make_data()
+    kw = {"model": MODEL, "training": settings(weighting=weighting), "device": "cpu", "dtype": dtype,
+          "eval_splits": ("val", "test")}
+    assert_same(train_models(X, Y, HEADS, split, PLANS, **kw), train_sequential(X, Y, HEADS, split, PLANS, **kw), tol)
+
+
+def test_result_does_not_depend_on_stack_mates():
+    X, Y, split = make_data()
+    kw = {"model": MODEL, "training": settings(), "device": "cpu", "dtype": torch.float64}
+    together = train_models(X, Y, HEADS, split, PLANS, **kw)
+    alone = [train_models(X, Y, HEADS, split, [p], **kw)[0] for p in PLANS]
+    small_stacks = train_models(X, Y, HEADS, split, PLANS, stack_size=2, **kw)
+    assert_same(together, alone, 1e-12)
+    assert_same(together, small_stacks, 1e-12)
+    assert [r.plan.key for r in together][0] == "all"
+
+
+def test_a_batch_without_labels_contributes_exactly_zero():
+    X, Y, split = make_data()
+    Y[:, 3] = np.nan
+    Y[np.flatnonzero(split == 0)[:3], 3] = 1.0  # three labelled training rows: most batches have none
+    Y[split == 1, 3] = 0.5
+    plan = ModelPlan((0, 3), (0,), seed=7, branch_layer=1)
+    kw = {"model": MODEL, "training": settings(), "device": "cpu", "dtype": torch.float64}
+    (res,) = train_models(X, Y, HEADS, split, [plan], **kw)
+    assert_same([res], train_sequential(X, Y, HEADS, split, [plan], **kw), 1e-9)
+    assert np.isfinite(res.curves["loss"]).all()
+    row, lab = head_row_loss(HEADS[3], torch.zeros(4, 1), torch.full((4, 1), float("nan")))
+    assert row.tolist() == [0.0] * 4 and not lab.any()
+
+
+def test_a_target_without_any_training_label_keeps_its_initial_head():
+    X, Y, split = make_data()
+    Y[split == 0, 3] = np.nan
+    plan = ModelPlan((0, 3), (0,), seed=7, branch_layer=1)
+    (res,) = train_models(X, Y, HEADS, split, [plan], model=MODEL, training=settings(), device="cpu",
+                          dtype=torch.float64, keep_state=True)
+    from taskscout.training import build_model
+
+    init = build_model(plan, HEADS, in_features=5, model=MODEL, dtype=torch.float64).state_dict()
+    assert torch.equal(res.state["heads.1.weight"], init["heads.1.weight"])  # zero gradient, every step
+    assert torch.equal(res.state["towers.1.0.weight"], init["towers.1.0.weight"])
+    assert not torch.equal(res.state["heads.0.weight"], init["heads.0.weight"])
+    assert res.curves.query("task == 'r' and split == 'train'")["loss"].isna().all()
+
+
+def test_a_model_without_a_target_is_unaffected_by_mates_training_it():
+    X, Y, split = make_data()
+    without = ModelPlan((0, 1), (0,), seed=3, branch_layer=1)
+    mates = [ModelPlan((0, 1, 3), (3,), seed=3, branch_layer=1), ModelPlan((3, 4), (3,), seed=9, branch_layer=1)]
+    kw = {"model": MODEL, "training": settings(), "device": "cpu", "dtype": torch.float64, "keep_state": True}
+    stacked = train_models(X, Y, HEADS, split, [without, *mates], **kw)[0]
+    alone = train_models(X, Y, HEADS, split, [without], **kw)[0]
+    assert stacked.loss["val"].keys() == {0, 1}
+    assert set(stacked.curves["task"]) == {"b", "m"}
+    assert stacked.state.keys() == alone.state.keys()
+    assert all(torch.allclose(stacked.state[k], alone.state[k], rtol=0, atol=1e-12) for k in alone.state)
+
+
+def test_early_stopping_is_per_model():
+    X, Y, split = make_data()
+    plans = [ModelPlan((3,), (3,), seed=s, branch_layer=1) for s in range(3)]
+    res = train_models(X, Y, HEADS, split, plans, model=MODEL, training=settings(epochs=40, patience=3, lr=0.05),
+                       device="cpu", dtype=torch.float64)
+    for r in res:
+        val = r.curves.query("split == 'val'")["loss"].to_numpy()
+        assert len(val) == r.epochs_run
+        assert r.best_epoch == int(np.argmin(val)) + 1
+        assert r.epochs_run == min(40, r.best_epoch + 3)
+        assert abs(r.loss["val"][3] - val.min()) < 1e-9
+
+
+def test_pruning_and_progress():
+    X, Y, split = make_data()
+    plans = [ModelPlan((0,), (0,), seed=s, branch_layer=1) for s in range(3)]
+    seen, done = [], []
+
+    def on_epoch(epoch, losses):
+        seen.append(losses.copy())
+        return np.array([False, epoch >= 2, False])
+
+    res = train_models(X, Y, HEADS, split, plans, model=MODEL, training=settings(epochs=4, patience=10),
+                       device="cpu", on_epoch=on_epoch, progress=done.append)
+    assert [r.pruned for r in res] == [False, True, False]
+    assert [r.epochs_run for r in res] == [4, 2, 4]
+    assert np.isnan(seen[2][1]) and np.isfinite(seen[2][0])
+    assert sum(done) == 3
+
+
+def test_state_rebuilds_the_model_and_loads_with_weights_only():
+    X, Y, split = make_data()
+    plan = ModelPlan((0, 1, 2, 3, 4), (0,), seed=1, branch_layer=1, dropped_features=(2,))
+    (res,) = train_models(X, Y, HEADS, split, [plan], model=MODEL, training=settings(), device="cpu",
+                          eval_splits=("val", "test"), keep_state=True)
+    buf = io.BytesIO()
+    torch.save(res.state, buf)
+    buf.seek(0)
+    net = model_from_result(res, HEADS, model=MODEL, state=torch.load(buf, weights_only=True))
+    test = split == 2
+    loss, metric = evaluate_model(net, X[test], Y[test], HEADS)
+    for t in plan.targets:
+        assert abs(loss[t] - res.loss["test"][t]) < 1e-5
+        assert abs(metric[t] - res.metric["test"][t]) < 1e-5
+    pred = predict(net, X[test])
+    assert pred[1].shape == (test.sum(), 3) and np.allclose(pred[1].sum(1), 1, atol=1e-5)
+    assert ((pred[0] >= 0) & (pred[0] <= 1)).all()
+    assert set(np.unique(pred[2])) <= {0, 1, 2, 3}
+
+
+def test_metrics_known_answers():
+    b = Head("b", "binary")
+    # positives score 0.8, 0.4; negatives 0.4, 0.1: pairs won 1 + 1 + 0.5 (tie) + 1 of 4
+    assert head_metric(b, np.array([[0.8], [0.4], [0.4], [0.1]]), np.array([[1], [1], [0], [0]])) == 0.875
+    assert np.isnan(head_metric(b, np.array([[0.8], [0.1]]), np.array([[1], [1]])))
+    o = Head("o", "ordinal", 4)
+    z = np.array([[1, 1, -1], [-1, -1, -1], [1, 1, 1]])  # predictions 2, 0, 3
+    assert head_metric(o, z, np.array([[2], [1], [3]])) == pytest.approx(2 / 3)
+    r = Head("r", "regression", scale=2.0)
+    assert head_metric(r, np.array([[0.0], [1.0]]), np.array([[1.0], [np.nan]])) == pytest.approx(2.0)
+
+
+def test_learns_a_planted_binary_task():
+    X, Y, split = make_data(n=600)
+    (res,) = train_models(X, Y, HEADS, split, [ModelPlan((0,), (0,), seed=0, branch_layer=2)], model=MODEL,
+                          training=settings(epochs=30, patience=5, lr=0.01), device="cpu")
+    assert res.metric["val"][0] > 0.95
+
+
+def test_bad_inputs_are_clear_errors():
+    X, Y, split = make_data()
+    kw = {"model": MODEL, "training": settings(), "device": "cpu"}
+    with pytest.raises(DataError, match=r"Y must have shape \(160, 8\)"):
+        train_models(X, Y[:, :5], HEADS, split, PLANS, **kw)
+    with pytest.raises(SpecError, match="main"):
+        train_models(X, Y, HEADS, split, [ModelPlan((0,), (1,), seed=0, branch_layer=1)], **kw)
+    with pytest.raises(SpecError, match="unknown loss weighting 'equl'"):
+        train_models(X, Y, HEADS, split, PLANS, model=MODEL, training=settings(weighting="equl"), device="cpu")
+    Y2 = Y.copy()
+    Y2[0, 1] = 7
+    with pytest.raises(DataError, match="class codes 0..2"):
+        train_models(X, Y2, HEADS, split, PLANS, **kw)
+    with pytest.raises(DataError, match="no validation rows"):
+        train_models(X, Y, HEADS, np.where(split == 1, 0, split).astype(np.int8), PLANS, **kw)
