@@ -3,13 +3,16 @@
 From the numeric input columns, standardised on the training rows (centred, so a product is an
 interaction and not a rescaled main effect), it builds pairwise products, squares, absolute
 values and quartile bins. Each is scored by mutual information with the main target on training
-rows; the best become regression targets. Derived features that are a linear copy of an input
-(|corr| > 0.98, e.g. the square of a two-valued column) teach nothing and are left out, and so is
-the weaker of two derived features that copy each other.
+rows; the best become regression targets. With many inputs, a cheap linear screen (squared
+correlation with a regression target, correlation ratio with a class target) first keeps the
+`SCREEN_MAX` strongest, so the nearest-neighbour MI estimates stay few. Derived features that
+are a linear copy of an input (|corr| > 0.98, e.g. the square of a two-valued column) teach
+nothing and are left out, and so is the weaker of two derived features that copy each other.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
@@ -22,7 +25,17 @@ from taskscout.data import TRAIN, Dataset
 from taskscout.spec import StudySpec
 
 COPY_CORR = 0.98  # |corr| above which a derived feature counts as a copy of another column
-SCREEN_MAX = 200  # derived features scored by MI; more are first cut by a linear screen
+SCREEN_MAX = 40  # derived features scored by MI; more are first cut by the linear screen
+HINT_MI_ROWS = 1500  # training rows for the MI estimates of hints (there are many of them)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """One derived feature: its name, source columns and transform (values built on demand)."""
+
+    name: str
+    columns: tuple[str, ...]
+    transform: str  # "product" | "square" | "abs" | "quartile"
 
 
 def numeric_inputs(ds: Dataset) -> list[str]:
@@ -38,40 +51,48 @@ def numeric_inputs(ds: Dataset) -> list[str]:
     return out
 
 
-def _standardised(ds: Dataset, col: str) -> tuple[np.ndarray, float, float]:
+def _train_stats(ds: Dataset, col: str) -> tuple[np.ndarray, float, float]:
     x = ds.frame[col].to_numpy(dtype=float)
     train = x[(ds.split == TRAIN) & np.isfinite(x)]
-    mean, std = float(train.mean()), float(train.std())
-    return (x - mean) / std, mean, std
+    return x, float(train.mean()), float(train.std())
 
 
-def derived_features(ds: Dataset) -> list[tuple[str, np.ndarray, dict]]:
-    """Every derived feature: (name, values with NaN where an input is missing, provenance)."""
+def derived_features(ds: Dataset) -> list[Derived]:
+    """Every derived feature of the numeric inputs, in a fixed order."""
     cols = numeric_inputs(ds)
-    z, stats, levels = {}, {}, {}
+    out = [Derived(f"{a}*{b}__product", (a, b), "product") for a, b in combinations(cols, 2)]
     for c in cols:
-        z[c], mean, std = _standardised(ds, c)
-        stats[c] = {"mean": mean, "std": std}
-        levels[c] = len(np.unique(z[c][np.isfinite(z[c])]))
-    out: list[tuple[str, np.ndarray, dict]] = []
-    for a, b in combinations(cols, 2):
-        out.append((f"{a}*{b}__product", z[a] * z[b], {
-            "columns": [a, b], "transform": "product of standardised columns",
-            "mean": [stats[a]["mean"], stats[b]["mean"]], "std": [stats[a]["std"], stats[b]["std"]],
-        }))
-    for c in cols:
-        if levels[c] <= 2:  # square, |.| and bins of a two-valued column are copies of it
+        x = ds.frame[c].to_numpy(dtype=float)
+        levels = len(np.unique(x[np.isfinite(x)]))
+        if levels <= 2:  # square, |.| and bins of a two-valued column are copies of it
             continue
-        out.append((f"{c}__square", z[c] ** 2, {"columns": [c], "transform": "square of standardised column", **stats[c]}))
-        out.append((f"{c}__abs", np.abs(z[c]), {"columns": [c], "transform": "absolute value of standardised column", **stats[c]}))
-        if levels[c] > 4:
-            x = ds.frame[c].to_numpy(dtype=float)
-            edges = np.quantile(x[(ds.split == TRAIN) & np.isfinite(x)], [0.25, 0.5, 0.75])
-            bins = np.where(np.isfinite(x), np.searchsorted(edges, x, side="right").astype(float), np.nan)
-            out.append((f"{c}__quartile", bins, {
-                "columns": [c], "transform": "quartile bin (0..3) on training quantiles", "edges": edges.tolist(),
-            }))
+        out += [Derived(f"{c}__square", (c,), "square"), Derived(f"{c}__abs", (c,), "abs")]
+        if levels > 4:
+            out.append(Derived(f"{c}__quartile", (c,), "quartile"))
     return out
+
+
+def derived_values(ds: Dataset, d: Derived) -> tuple[np.ndarray, dict]:
+    """The values of `d` on every row (NaN where a source value is missing) and its provenance."""
+    stats = {c: _train_stats(ds, c) for c in d.columns}
+    z = {c: (x - mean) / std for c, (x, mean, std) in stats.items()}
+    prov: dict = {"columns": list(d.columns)}
+    if d.transform == "product":
+        a, b = d.columns
+        prov.update(transform="product of standardised columns",
+                    mean=[stats[a][1], stats[b][1]], std=[stats[a][2], stats[b][2]])
+        return z[a] * z[b], prov
+    (c,) = d.columns
+    x, mean, std = stats[c]
+    if d.transform == "square":
+        prov.update(transform="square of standardised column", mean=mean, std=std)
+        return z[c] ** 2, prov
+    if d.transform == "abs":
+        prov.update(transform="absolute value of standardised column", mean=mean, std=std)
+        return np.abs(z[c]), prov
+    edges = np.quantile(x[(ds.split == TRAIN) & np.isfinite(x)], [0.25, 0.5, 0.75])
+    prov.update(transform="quartile bin (0..3) on training quantiles", edges=edges.tolist())
+    return np.where(np.isfinite(x), np.searchsorted(edges, x, side="right").astype(float), np.nan), prov
 
 
 def max_abs_corr(v: np.ndarray, others: np.ndarray, rows: np.ndarray) -> float:
@@ -91,25 +112,42 @@ def max_abs_corr(v: np.ndarray, others: np.ndarray, rows: np.ndarray) -> float:
     return float(r.max())
 
 
-def _linear_screen(ds: Dataset, main: str, feats: list, rows: np.ndarray) -> list:
-    """The SCREEN_MAX features with the largest squared correlation (regression target) or
-    correlation ratio (class target) with the main target: a cheap cut before the MI estimates."""
+def _strengths(feats: np.ndarray, y: np.ndarray, discrete: bool) -> np.ndarray:
+    """Squared correlation (continuous y) or correlation ratio (class y) of each column of
+    `feats` (m, k) with y (m,); 0 for constant columns."""
+    f = feats - feats.mean(axis=0)
+    var = (f**2).mean(axis=0)
+    if discrete:
+        between = sum((y == k).mean() * f[y == k].mean(axis=0) ** 2 for k in np.unique(y))
+    else:
+        yc = y - y.mean()
+        between = (f * yc[:, None]).mean(axis=0) ** 2 / max(float((yc**2).mean()), 1e-300)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(var > 1e-12, between / var, 0.0)
+
+
+def linear_screen(ds: Dataset, main: str, feats: list[Derived], rows: np.ndarray, keep: int) -> list[Derived]:
+    """The `keep` derived features most linearly related to the main target on `rows`, found
+    without building all of them (products are screened in blocks), in their original order."""
     y, discrete = main_target(ds, main)
     yr = y[rows]
-
-    def strength(v: np.ndarray) -> float:
-        x = v[rows]
-        ok = np.isfinite(x) & np.isfinite(yr)
-        x, t = x[ok], yr[ok]
-        if len(x) < 3 or np.std(x) == 0:
-            return 0.0
-        if not discrete:
-            return float(np.corrcoef(x, t)[0, 1] ** 2) if np.std(t) > 0 else 0.0
-        between = sum((t == k).sum() * (x[t == k].mean() - x.mean()) ** 2 for k in np.unique(t))
-        return float(between / (len(x) * np.var(x)))
-
-    ranked = sorted(range(len(feats)), key=lambda i: -strength(feats[i][1]))
-    return [feats[i] for i in sorted(ranked[:SCREEN_MAX])]
+    cols = numeric_inputs(ds)
+    where = {c: i for i, c in enumerate(cols)}
+    Z = np.column_stack([(x[rows] - mean) / std for x, mean, std in (_train_stats(ds, c) for c in cols)])
+    Z = np.nan_to_num(Z)  # a missing value sits at the mean: fine for a screen
+    strength = np.zeros(len(feats))
+    products = [i for i, d in enumerate(feats) if d.transform == "product"]
+    for start in range(0, len(products), 2048):
+        block = products[start:start + 2048]
+        a = [where[feats[i].columns[0]] for i in block]
+        b = [where[feats[i].columns[1]] for i in block]
+        strength[block] = _strengths(Z[:, a] * Z[:, b], yr, discrete)
+    others = [i for i, d in enumerate(feats) if d.transform != "product"]
+    if others:
+        vals = np.column_stack([np.nan_to_num(derived_values(ds, feats[i])[0][rows]) for i in others])
+        strength[others] = _strengths(vals, yr, discrete)
+    best = np.argsort(-strength, kind="stable")[:keep]
+    return [feats[i] for i in sorted(best)]
 
 
 @register
@@ -125,24 +163,26 @@ class HintsGenerator(AuxGenerator):
 
     def propose(self, ds: Dataset, spec: StudySpec, main: str) -> list[AuxTask]:
         y, discrete = main_target(ds, main)
-        rows = training_sample(ds, np.isfinite(y), spec.seed)
+        rows = training_sample(ds, np.isfinite(y), spec.seed, limit=HINT_MI_ROWS)
         feats = derived_features(ds)
         if len(feats) > SCREEN_MAX:
-            feats = _linear_screen(ds, main, feats, rows)
+            feats = linear_screen(ds, main, feats, rows, SCREEN_MAX)
         inputs = ds.X.astype(float)
-        pool = [(name, v, prov) for name, v, prov in feats if max_abs_corr(v, inputs, rows) <= COPY_CORR]
-        scored = best_first([
-            AuxTask(
-                name=name, kind=self.kind, serves=(main,), values=v, type="regression", provenance=prov,
+        scored = []
+        for d in feats:
+            v, prov = derived_values(ds, d)
+            if max_abs_corr(v, inputs, rows) > COPY_CORR:
+                continue
+            scored.append(AuxTask(
+                name=d.name, kind=self.kind, serves=(main,), values=v, type="regression", provenance=prov,
                 training_only=False,  # a function of the inputs: known at prediction time too
-                score=mutual_information(ds, v, False, y, discrete, seed=spec.seed),
-            )
-            for name, v, prov in pool
-        ])
+                score=mutual_information(ds, v, False, y, discrete, seed=spec.seed, limit=HINT_MI_ROWS),
+            ))
         # Keep a short list beyond the cap so that screening can fall back on the next ones.
-        limit = max(2 * spec.aux.cap_for(self.kind), spec.aux.cap_for(self.kind) + 3)
+        cap = spec.aux.cap_for(self.kind)
+        limit = max(2 * cap, cap + 3)
         chosen: list[AuxTask] = []
-        for t in scored:
+        for t in best_first(scored):
             if len(chosen) == limit:
                 break
             kept = np.nan_to_num(np.stack([c.values for c in chosen], axis=1)) if chosen else np.zeros((len(y), 0))

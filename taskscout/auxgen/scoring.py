@@ -8,6 +8,8 @@ never looks at validation or test labels.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pandas as pd
 from sklearn.feature_selection import mutual_info_classif, mutual_info_regression
@@ -15,7 +17,7 @@ from sklearn.feature_selection import mutual_info_classif, mutual_info_regressio
 from taskscout.data import TRAIN, Dataset
 from taskscout.data.prepare import ORDINAL_MAX_LEVELS
 
-MI_MAX_ROWS = 3000  # enough for stable nearest-neighbour estimates; keeps each generator fast
+MI_MAX_ROWS = 2000  # enough for stable nearest-neighbour estimates; keeps each generator fast
 MI_MIN_ROWS = 10  # below this an estimate is noise: the score is NaN
 MI_NEIGHBOURS = 3
 
@@ -55,11 +57,13 @@ def training_sample(ds: Dataset, mask: np.ndarray, seed: int, limit: int = MI_MA
 
 
 def mutual_information(
-    ds: Dataset, x: np.ndarray, x_discrete: bool, y: np.ndarray, y_discrete: bool, *, seed: int
+    ds: Dataset, x: np.ndarray, x_discrete: bool, y: np.ndarray, y_discrete: bool, *, seed: int,
+    limit: int = MI_MAX_ROWS,
 ) -> float:
-    """MI (nats) between column `x` and target `y` on training rows where both are present."""
+    """MI (nats) between column `x` and target `y` on (at most `limit`) training rows where both
+    are present; NaN with fewer than MI_MIN_ROWS such rows."""
     x = np.asarray(x, dtype=float)
-    rows = training_sample(ds, np.isfinite(x) & np.isfinite(y), seed)
+    rows = training_sample(ds, np.isfinite(x) & np.isfinite(y), seed, limit)
     if len(rows) < MI_MIN_ROWS:
         return float("nan")
     xs, ys = x[rows][:, None], y[rows]
@@ -82,9 +86,19 @@ def mi_with_main(ds: Dataset, main: str, x: np.ndarray, x_discrete: bool, *, see
     return mutual_information(ds, x, x_discrete, y, y_discrete, seed=seed)
 
 
+# Several generators rank the inputs by importance; computed once per dataset, main and seed.
+_IMPORTANCE: weakref.WeakKeyDictionary[Dataset, dict] = weakref.WeakKeyDictionary()
+
+
 def input_importance(ds: Dataset, main: str, *, seed: int) -> dict[str, float]:
-    """MI of every raw input column with main task `main` (the importance used to rank inputs)."""
-    return {
-        c: mi_with_main(ds, main, *column_view(ds.frame[c]), seed=seed)
-        for c in ds.inputs
-    }
+    """MI of every raw input column with main task `main` (the importance used to rank inputs).
+
+    Marginal MI cannot see a column that matters only through an interaction with another; such
+    a column may rank low here, and the search's measured gains are what judge a candidate.
+    """
+    cache = _IMPORTANCE.setdefault(ds, {})
+    if (main, seed) not in cache:
+        cache[main, seed] = {
+            c: mi_with_main(ds, main, *column_view(ds.frame[c]), seed=seed) for c in ds.inputs
+        }
+    return dict(cache[main, seed])
