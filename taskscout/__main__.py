@@ -1,3 +1,7 @@
+"""`python -m taskscout`: the same CLI as the `taskscout` console script."""
+
+import sys
+
 from taskscout.cli import main
 
-main()
+sys.exit(main())

@@ -8,9 +8,10 @@ imports (torch, optuna, plotly) happen inside command bodies so `--help` stays f
 import functools
 import inspect
 import json
+import math
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -48,13 +49,13 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------- shared study flags
 
 
-def _csv(value: Optional[str]) -> Optional[list[str]]:
+def _csv(value: str | None) -> list[str] | None:
     if value is None:
         return None
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _pairs(values: Optional[list[str]], flag: str) -> dict[str, str]:
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
     out = {}
     for item in values or []:
         if "=" not in item:
@@ -65,56 +66,85 @@ def _pairs(values: Optional[list[str]], flag: str) -> dict[str, str]:
 
 
 def _number(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
+    """An int, a finite float, true/false, or else the text itself."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+        if math.isfinite(value):
+            return value
+    except ValueError:
+        pass
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
+def _toml_value(text: str) -> Any:
+    """VALUE of --set KEY=VALUE read as a TOML value (5, 0.1, true, ["a", "b"]); else the text."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
 _STUDY_FLAGS: list[tuple[str, Any, Any]] = [
-    ("tasks", Optional[str], typer.Option(help="Target columns, comma-separated (a,b,c).")),
-    ("main", Optional[str], typer.Option(help="Main tasks, comma-separated; default: every task.")),
-    ("inputs", Optional[str], typer.Option(help="Input columns, comma-separated; default: every other column.")),
-    ("task_type", Optional[list[str]], typer.Option(help="Override a task's type: NAME=binary|multiclass|regression|ordinal (repeatable).")),
-    ("time_column", Optional[str], typer.Option(help="Column with time stamps: splits by time, enables future-as-target.")),
-    ("entity_column", Optional[str], typer.Option(help="Column naming the entity of each row (future targets never cross entities).")),
-    ("aux_kinds", Optional[str], typer.Option(help="Auxiliary kinds to try, comma-separated: related,adversarial,hints,quantization,predict_inputs,future.")),
-    ("aux_cap", Optional[int], typer.Option(help="Auxiliary candidates kept per kind per main task.")),
-    ("cap", Optional[list[str]], typer.Option(help="Cap for one kind: KIND=N (repeatable).")),
-    ("adversarial", Optional[str], typer.Option(help="Nuisance/domain columns to predict through gradient reversal, comma-separated.")),
-    ("smooth_source", Optional[str], typer.Option(help="Numeric column behind a thresholded binary task (a smoothing target).")),
+    ("tasks", str | None, typer.Option(help="Target columns, comma-separated (a,b,c).")),
+    ("main", str | None, typer.Option(help="Main tasks, comma-separated; default: every task.")),
+    ("inputs", str | None, typer.Option(help="Input columns, comma-separated; default: every other column.")),
+    ("task_type", list[str] | None, typer.Option(help="Override a task's type: NAME=binary|multiclass|regression|ordinal (repeatable).")),
+    ("time_column", str | None, typer.Option(help="Column with time stamps: splits by time, enables future-as-target.")),
+    ("entity_column", str | None, typer.Option(help="Column naming the entity of each row (future targets never cross entities).")),
+    ("aux_kinds", str | None, typer.Option(help="Auxiliary kinds to try, comma-separated: related,adversarial,hints,quantization,predict_inputs,future.")),
+    ("aux_cap", int | None, typer.Option(help="Auxiliary candidates kept per kind per main task.")),
+    ("cap", list[str] | None, typer.Option(help="Cap for one kind: KIND=N (repeatable).")),
+    ("adversarial", str | None, typer.Option(help="Nuisance/domain columns to predict through gradient reversal, comma-separated.")),
+    ("smooth_source", str | None, typer.Option(help="Numeric column behind a thresholded binary task (a smoothing target).")),
     ("horizon", int | None, typer.Option(help="Future-as-target: steps ahead t+1..t+H (default 1).")),
     ("aux_min_labelled", int | None, typer.Option(help="Auxiliary candidates need at least this many labelled training rows (default 20).")),
-    ("depth", Optional[int], typer.Option(help="Trunk layers L.")),
-    ("width", Optional[int], typer.Option(help="Trunk width H.")),
-    ("epochs", Optional[int], typer.Option(help="Epochs per model (default from --budget).")),
-    ("batch_size", Optional[int], typer.Option(help="Mini-batch size.")),
-    ("lr", Optional[float], typer.Option(help="Adam learning rate.")),
-    ("seeds", Optional[int], typer.Option(help="Seeds per comparison (default from --budget).")),
-    ("weighting", Optional[str], typer.Option(help="Loss weighting: equal, uncertainty, ...")),
-    ("budget", Optional[str], typer.Option(help="Preset for seeds, epochs and candidates: small, medium (default), large.")),
-    ("time_limit", Optional[float], typer.Option(help="Stop starting new work after this many seconds.")),
-    ("skip", Optional[list[str]], typer.Option(help="Skip a phase: single, pairs, aux, depth, subsets, estimators (repeatable).")),
-    ("networks", Optional[int], typer.Option(help="Budget of networks for grouping; default: best over all.")),
-    ("device", Optional[str], typer.Option(help="auto (CUDA when present), cpu or cuda.")),
-    ("seed", Optional[int], typer.Option(help="Seed for splits and models.")),
-    ("out", Optional[str], typer.Option(help="Run directory; default reports/NAME.")),
-    ("storage", Optional[str], typer.Option(help="Optuna storage URL; default SQLite in the run directory.")),
-    ("name", Optional[str], typer.Option(help="Study name; default from the data.")),
-    ("option", Optional[list[str]], typer.Option(help="Builtin data set parameter KEY=VALUE (repeatable), e.g. groups=3.")),
+    ("depth", int | None, typer.Option(help="Trunk layers L.")),
+    ("width", int | None, typer.Option(help="Trunk width H.")),
+    ("epochs", int | None, typer.Option(help="Epochs per model (default from --budget).")),
+    ("batch_size", int | None, typer.Option(help="Mini-batch size.")),
+    ("lr", float | None, typer.Option(help="Adam learning rate.")),
+    ("seeds", int | None, typer.Option(help="Seeds per comparison (default from --budget).")),
+    ("weighting", str | None, typer.Option(help="Loss weighting: equal, uncertainty, ...")),
+    ("budget", str | None, typer.Option(help="Preset for seeds, epochs and candidates: small, medium (default), large.")),
+    ("time_limit", float | None, typer.Option(help="Stop starting new work after this many seconds.")),
+    ("skip", list[str] | None, typer.Option(help="Skip a phase: single, pairs, aux, depth, subsets, estimators (repeatable).")),
+    ("networks", int | None, typer.Option(help="Budget of networks for grouping; default: best over all.")),
+    ("device", str | None, typer.Option(help="auto (CUDA when present), cpu or cuda.")),
+    ("seed", int | None, typer.Option(help="Seed for splits and models.")),
+    ("out", str | None, typer.Option(help="Run directory; default reports/NAME.")),
+    ("storage", str | None, typer.Option(help="Optuna storage URL; default SQLite in the run directory.")),
+    ("name", str | None, typer.Option(help="Study name; default from the data.")),
+    ("option", list[str] | None, typer.Option(help="Builtin data set parameter KEY=VALUE (repeatable), e.g. groups=3.")),
+    ("set", list[str] | None, typer.Option(help="Any study-file setting: KEY=VALUE or SECTION.KEY=VALUE, VALUE in TOML (repeatable), e.g. training.patience=5.")),
 ]
 
 
 def overrides_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
-    """The nested study mapping that the flags set (unset flags are absent)."""
+    """The nested study mapping that the flags set (unset flags are absent).
+
+    `--set` items come first, so a dedicated flag for the same setting wins over them.
+    """
     out: dict[str, Any] = {}
 
-    def put(section: Optional[str], key: str, value: Any) -> None:
+    def put(section: str | None, key: str, value: Any) -> None:
         if value is None:
             return
-        (out.setdefault(section, {}) if section else out)[key] = value
+        target = out.setdefault(section, {}) if section else out
+        if not isinstance(target, dict):
+            raise SpecError(f"'{section}' was given the value {target!r} with --set, but it is a section of settings")
+        target[key] = value
+
+    for key, text in _pairs(flags.get("set"), "--set").items():
+        section, _, leaf = key.rpartition(".")
+        if not leaf or "." in section:
+            raise SpecError(f"--set takes KEY=VALUE or SECTION.KEY=VALUE (e.g. training.patience=5); got {key!r}")
+        put(section or None, leaf, _toml_value(text))
 
     for key in ("tasks", "main", "inputs"):
         put(None, key, _csv(flags.get(key)))
@@ -144,7 +174,7 @@ def overrides_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
         bad = [p for p in flags["skip"] if p not in PHASES]
         if bad:
             raise SpecError(f"--skip takes one of {list(PHASES)}; got {bad[0]!r}")
-        out.setdefault("search", {})["phases"] = [p for p in PHASES if p not in flags["skip"]]
+        put("search", "phases", [p for p in PHASES if p not in flags["skip"]])
     return out
 
 
@@ -219,6 +249,8 @@ def validate(
     typer.echo(f"data       {spec.data}")
     typer.echo(f"rows       {summary['rows']} (train {summary['split_rows']['train']}, val {summary['split_rows']['val']}, test {summary['split_rows']['test']})")
     typer.echo(f"inputs     {summary['inputs']} columns -> {summary['features']} features")
+    split_rule = f"by time ({spec.time_column}): test = latest rows" if spec.time_column else f"random by row (seed {spec.seed})"
+    typer.echo(f"split      {split_rule}")
     typer.echo(f"main       {', '.join(spec.main_tasks)}")
     typer.echo(f"budget     {spec.budget} (seeds {spec.training.seeds}, epochs {spec.training.epochs}); device {spec.device}")
     typer.echo(f"model      trunk {spec.model.depth} x {spec.model.width}")
@@ -231,7 +263,7 @@ def validate(
             if "balance" in t else f"mean {t['mean']:g}, std {t['std']:g}"
         )
         typer.echo(f"  {name:<{width}}  {t['type']:<10} labelled {lab['train']}/{lab['val']}/{lab['test']}  {detail}")
-    typer.echo(f"the spec is valid; `taskscout search {spec.data} ...` would write {Path(spec.run_dir)}")
+    typer.echo(f"valid: nothing was written; a search would write to {Path(spec.run_dir)}")
 
 
 @app.command()

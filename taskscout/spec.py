@@ -65,6 +65,11 @@ def _optional_str(v: Any) -> bool:
     return v is None or (isinstance(v, str) and v != "")
 
 
+def _is_folder_name(v: Any) -> bool:
+    # The study name becomes a folder under reports/, so it may not climb out of it.
+    return isinstance(v, str) and v not in ("", ".", "..") and "/" not in v and "\\" not in v
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     """Shape of every multi-task MLP in the study."""
@@ -143,7 +148,7 @@ class StudySpec:
     """A whole study: data, tasks, auxiliary generation, model, training and search settings."""
 
     data: str = _rule("", "a file path or builtin:NAME", lambda v: isinstance(v, str) and v != "")
-    name: str = _rule("", "a non-empty string", lambda v: isinstance(v, str))
+    name: str = _rule("", "a non-empty string usable as a folder name (no '/')", _is_folder_name)
     tasks: tuple[str, ...] = _rule((), "a list of column names", _str_tuple)
     main: tuple[str, ...] = _rule((), "a list of task names", _str_tuple)
     inputs: tuple[str, ...] | None = _rule(None, "a list of column names", lambda v: v is None or _str_tuple(v))
@@ -206,32 +211,50 @@ def _normalise(value: Any, annotation: str) -> Any:
     return value
 
 
-def _build(cls: type, raw: Mapping[str, Any], where: str) -> Any:
+def _check(cls: type, raw: Any, where: str, section: str = "") -> dict[str, Any]:
+    """Validate the keys and values of one section; returns them normalised (sections nested).
+
+    Every key is checked against the rule declared next to its field, so a message can name
+    the key (as `section.key`), where it came from, the value given and what is allowed.
+    """
     known = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        if key not in known or (cls is StudySpec and key in _SECTIONS):
-            if cls is StudySpec and key in _SECTIONS:
-                if not isinstance(value, Mapping):
-                    raise SpecError(f"'{key}' in {where} must be a table of settings. Got {value!r} instead.")
-                values[key] = _build(_SECTIONS[key], value, f"{where} [{key}]")
-                continue
+        label = f"{section}.{key}" if section else str(key)
+        if cls is StudySpec and key in _SECTIONS:
+            if not isinstance(value, Mapping):
+                raise SpecError(f"'{key}' in {where} must be a table of settings ([{key}]). Got {value!r} instead.")
+            values[key] = _check(_SECTIONS[key], value, where, key)
+            continue
+        if key not in known:
             allowed = sorted(known)
+            scope = f" [{section}]" if section else ""
+            homes = [name for name, sec in _SECTIONS.items() if key in {f.name for f in dataclasses.fields(sec)}]
+            hint = f" ('{key}' belongs in [{homes[0]}])" if homes and homes[0] != section else close_matches(key, allowed)
             raise SpecError(
-                f"unknown key '{key}' in {where}{close_matches(key, allowed)}; allowed keys: {', '.join(allowed)}"
+                f"unknown key '{label}' in {where}{hint}; allowed keys{scope}: {', '.join(allowed)}"
             )
         f = known[key]
-        value = _normalise(value, str(f.type))
-        if not f.metadata["check"](value):
-            raise SpecError(f"'{key}' in {where} must be {f.metadata['expect']}. Got {value!r} instead.")
-        values[key] = value
+        normalised = _normalise(value, str(f.type))
+        if not f.metadata["check"](normalised):
+            raise SpecError(f"'{label}' in {where} must be {f.metadata['expect']}. Got {value!r} instead.")
+        values[key] = normalised
+    return values
+
+
+def _construct(cls: type, values: Mapping[str, Any]) -> Any:
+    """The frozen settings object of already-checked values (sections built recursively)."""
+    if cls is StudySpec:
+        values = {k: _construct(_SECTIONS[k], v) if k in _SECTIONS else v for k, v in values.items()}
     return cls(**values)
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`; tables (sections, data_options, task_types, caps) merge key by
+    key, so a flag changes one entry of a table without dropping the others."""
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and key in _SECTIONS:
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
             out[key] = _merge(dict(out[key]), value)
         else:
             out[key] = value
@@ -247,6 +270,8 @@ def read_study_file(path: str | Path) -> dict[str, Any]:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SpecError(f"study file '{p}' is not valid TOML: {e}") from None
+    except OSError as e:
+        raise SpecError(f"cannot read study file '{p}': {e.strerror or e}") from None
     data = raw.get("data")
     if isinstance(data, str) and not data.startswith("builtin:") and not Path(data).is_absolute():
         candidate = p.parent / data
@@ -257,8 +282,9 @@ def read_study_file(path: str | Path) -> dict[str, Any]:
 
 
 def default_name(data: str) -> str:
+    """The study name used when none is given: the builtin's name or the data file's stem."""
     if data.startswith("builtin:"):
-        return data.split(":", 1)[1]
+        return data.split(":", 1)[1] or "study"
     return Path(data).stem or "study"
 
 
@@ -266,30 +292,24 @@ def resolve_spec(source: str | None, overrides: Mapping[str, Any] | None = None)
     """Build the spec from a study file or a data source, plus flag overrides (flags win).
 
     `source` is a `.toml` study file, a data file, `builtin:NAME`, or None when the overrides
-    carry `data`. Budget presets fill only what neither the file nor the flags set.
+    carry `data`. The file and the flags are checked separately, so an error names where the bad
+    value came from. Budget presets fill only what neither the file nor the flags set.
+    Raises SpecError for unknown keys, wrong types, invalid values and inconsistent settings.
     """
-    raw: dict[str, Any] = {}
-    where = "the flags"
     if source is not None and str(source).endswith(".toml"):
-        raw = read_study_file(source)
-        where = f"study file '{source}'"
+        file_values = _check(StudySpec, read_study_file(source), f"study file '{source}'")
     elif source is not None:
-        raw = {"data": str(source)}
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    try:
-        user = _merge(raw, overrides)
-        if "data" not in user:
-            raise SpecError("no data given: pass a data file, builtin:NAME or a study file with 'data = ...'")
-        budget = user.get("budget", "medium")
-        if budget not in BUDGETS:
-            raise SpecError(f"'budget' in {where} must be one of {list(BUDGETS)}. Got {budget!r} instead.")
-        merged = _merge({k: dict(v) for k, v in BUDGET_PRESETS[budget].items()}, user)
-        merged.setdefault("name", default_name(str(merged["data"])))
-        spec = _build(StudySpec, merged, where)
-    except SpecError:
-        raise
-    except (TypeError, ValueError) as e:  # e.g. a table where a number belongs
-        raise SpecError(f"invalid study settings in {where}: {e}") from None
+        file_values = _check(StudySpec, {"data": str(source)}, "the command line")
+    else:
+        file_values = {}
+    flag_values = _check(StudySpec, {k: v for k, v in (overrides or {}).items() if v is not None}, "the flags")
+    user = _merge(file_values, flag_values)
+    if "data" not in user:
+        raise SpecError("no data given: pass a data file, builtin:NAME or a study file with 'data = ...'")
+    preset = {k: dict(v) for k, v in BUDGET_PRESETS[user.get("budget", "medium")].items()}
+    merged = _merge(preset, user)
+    merged.setdefault("name", default_name(str(merged["data"])))
+    spec = _construct(StudySpec, merged)
     _check_consistency(spec)
     return spec
 
@@ -315,11 +335,22 @@ def _check_consistency(spec: StudySpec) -> None:
             f"({spec.search.heartbeat_interval} s), or live workers would be taken for dead; "
             "a grace period of several intervals is safe"
         )
+    for role, column in (("time_column", spec.time_column), ("entity_column", spec.entity_column)):
+        if column is not None and column in spec.tasks:
+            raise SpecError(f"{role} '{column}' is also listed as a task; a task cannot order or group the rows")
+    if spec.inputs is not None and len(set(spec.inputs)) != len(spec.inputs):
+        raise SpecError(f"inputs are listed more than once: {list(spec.inputs)}")
     if spec.entity_column and not spec.time_column:
         raise SpecError("entity_column needs a time_column: entities only matter for time-ordered rows")
 
 
 def spec_from_json(text: str) -> StudySpec:
-    """Load a spec saved as spec.json (already resolved: no presets applied again)."""
-    raw = json.loads(text)
-    return _build(StudySpec, raw, "spec.json")
+    """Load a spec saved as spec.json (already resolved: no presets applied again).
+
+    `spec_from_json(spec.to_json()) == spec` for every resolved spec.
+    """
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SpecError(f"spec.json is not valid JSON: {e}") from None
+    return _construct(StudySpec, _check(StudySpec, raw, "spec.json"))

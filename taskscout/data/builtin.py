@@ -25,20 +25,20 @@ class BuiltinDataset:
     package: str | None  # the package that bundles it (None: generated)
     load: Callable[..., pd.DataFrame]
     time_column: str | None = None
-    label_prefix: str | None = None  # every column starting with it is a label
+    label_prefixes: tuple[str, ...] = ()  # every column starting with one of them is a label
 
     def label_columns(self, frame: pd.DataFrame) -> list[str]:
-        if self.label_prefix is None:
-            return list(self.tasks)
-        return [c for c in frame.columns if str(c).startswith(self.label_prefix)] + [
-            c for c in frame.columns if str(c).startswith("ind_t")
-        ]
+        """Every label column of `frame`: never an input, even when a study does not name it as a task."""
+        if not self.label_prefixes:
+            return [c for c in self.tasks if c in frame.columns]
+        return [c for c in frame.columns if str(c).startswith(self.label_prefixes)]
 
 
 BUILTINS: dict[str, BuiltinDataset] = {}
 
 
 def register(ds: BuiltinDataset) -> BuiltinDataset:
+    """Make `ds` available as `builtin:NAME` (and in `taskscout datasets`)."""
     BUILTINS[ds.name] = ds
     return ds
 
@@ -96,12 +96,12 @@ def _load_planted(**options: Any) -> pd.DataFrame:
     try:
         return planted_frame(**options)
     except (TypeError, ValueError) as e:
-        raise DataError(f"builtin:planted options {options}: {e}") from None
+        raise DataError(f"builtin:planted: {e} Set it in [data_options] or with --option KEY=VALUE.") from None
 
 
 register(BuiltinDataset(
     "yeast", "Yeast gene functions: 2417 rows, 103 inputs, 14 binary labels (river)",
-    tuple(f"Class{i}" for i in range(1, 15)), "river", _load_yeast, label_prefix="Class",
+    tuple(f"Class{i}" for i in range(1, 15)), "river", _load_yeast, label_prefixes=("Class",),
 ))
 register(BuiltinDataset(
     "seattle-weather", "Seattle daily weather 2012-2015: 5-class weather and 4 measurements (vega_datasets)",
@@ -109,13 +109,17 @@ register(BuiltinDataset(
 ))
 register(BuiltinDataset(
     "planted", "Generated: tasks in planted groups with sparse labels (known answer)",
-    tuple(f"g{g}_t{i}" for g in range(3) for i in range(3)), None, _load_planted, label_prefix="g",
+    tuple(f"g{g}_t{i}" for g in range(3) for i in range(3)), None, _load_planted,
+    label_prefixes=("g", "ind_t"),
 ))
 
 
 def load_builtin(name: str, options: dict[str, Any] | None = None) -> pd.DataFrame:
-    """The frame of `builtin:NAME`; `frame.attrs["label_columns"]` lists every label column,
-    so that labels a study does not name as tasks are not taken as inputs either."""
+    """The frame of `builtin:NAME`.
+
+    `frame.attrs["label_columns"]` lists every label column and `frame.attrs["time_column"]` the
+    time stamps (if any), so that neither becomes a default input when a study does not name them.
+    """
     if name not in BUILTINS:
         raise DataError(
             f"unknown data set 'builtin:{name}'{close_matches(name, BUILTINS)}; "
@@ -124,4 +128,6 @@ def load_builtin(name: str, options: dict[str, Any] | None = None) -> pd.DataFra
     ds = BUILTINS[name]
     frame = ds.load(**(options or {}))
     frame.attrs["label_columns"] = ds.label_columns(frame)
+    if ds.time_column is not None:
+        frame.attrs["time_column"] = ds.time_column
     return frame

@@ -29,9 +29,14 @@ def planted_frame(
 ) -> pd.DataFrame:
     """A frame with inputs `x0..` and tasks `g{group}_t{i}` (or `ind_t{i}` for independent tasks).
 
-    With `classification`, every second task of a group is binary (thresholded read-out); the
-    others are regression. The true group of each task is in `planted_groups(frame)`.
+    With `classification`, every second task of a group (t1, t3, ...) is binary (thresholded
+    read-out); the others are regression. With `groups = 0` there are `independent_tasks` tasks
+    (or `tasks_per_group` when that is 0), each on its own directions. The true group of each task
+    is in `planted_groups(frame)`. Raises ValueError for an impossible parameter.
     """
+    _check_options(n_rows=n_rows, n_inputs=n_inputs, groups=groups, tasks_per_group=tasks_per_group,
+                   independent_tasks=independent_tasks, latent_dim=latent_dim, label_fraction=label_fraction,
+                   noise=noise, classification=classification, seed=seed)
     rng = np.random.default_rng(seed)
     blocks = groups + independent_tasks if groups > 0 else independent_tasks or tasks_per_group
     needed = blocks * latent_dim
@@ -55,16 +60,34 @@ def planted_frame(
         y[rng.random(len(y)) >= label_fraction] = np.nan
         return y
 
-    specs: list[tuple[str, int]] = []
+    # (name, latent block, position inside its group): position 1, 3, ... is binary
+    specs: list[tuple[str, int, int]] = []
     if groups > 0:
-        specs += [(f"g{g}_t{i}", g) for g in range(groups) for i in range(tasks_per_group)]
-        specs += [(f"ind_t{i}", groups + i) for i in range(independent_tasks)]
+        specs += [(f"g{g}_t{i}", g, i) for g in range(groups) for i in range(tasks_per_group)]
+        specs += [(f"ind_t{i}", groups + i, i) for i in range(independent_tasks)]
     else:
-        specs += [(f"ind_t{i}", i) for i in range(blocks)]
-    for k, (name, block) in enumerate(specs):
+        specs += [(f"ind_t{i}", i, i) for i in range(blocks)]
+    for name, block, position in specs:
         z = x @ basis[:, block * latent_dim:(block + 1) * latent_dim] * 2.0
-        columns[name] = sparse(readout(z, binary=classification and k % 2 == 1))
+        columns[name] = sparse(readout(z, binary=classification and position % 2 == 1))
     return pd.DataFrame(columns)
+
+
+def _check_options(**options: object) -> None:
+    ints = {"n_rows": 10, "n_inputs": 1, "groups": 0, "tasks_per_group": 1, "independent_tasks": 0,
+            "latent_dim": 1, "seed": 0}
+    for key, low in ints.items():
+        v = options[key]
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low:
+            raise ValueError(f"{key} must be an int >= {low}. Got {v!r} instead.")
+    fraction = options["label_fraction"]
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction <= 1:
+        raise ValueError(f"label_fraction must be a number in (0, 1]. Got {fraction!r} instead.")
+    noise = options["noise"]
+    if not isinstance(noise, (int, float)) or isinstance(noise, bool) or not 0 <= noise < 100:
+        raise ValueError(f"noise must be a number in [0, 100). Got {noise!r} instead.")
+    if not isinstance(options["classification"], bool):
+        raise ValueError(f"classification must be true or false. Got {options['classification']!r} instead.")
 
 
 def planted_groups(frame: pd.DataFrame) -> dict[str, str]:

@@ -80,20 +80,61 @@ class Dataset:
 # ---------------------------------------------------------------- loading
 
 
-def _check_header(path: Path) -> None:
-    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
-        header = next(csv.reader(fh), None)
-    if not header:
-        raise DataError(f"'{path}' is empty: expected a CSV file with a header row and data rows")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def _read_csv(path: Path, source: str) -> pd.DataFrame:
+    with path.open("rb") as fh:
+        head = fh.read(65536)
+    if b"\x00" in head:
+        raise DataError(f"'{source}' is a binary file, not a CSV text file; give a UTF-8 CSV or a .parquet file")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            # pandas skips blank lines before the header, so the header is the first non-blank row
+            header = next((row for row in csv.reader(fh) if row), None)
+        if header is None:
+            raise DataError(f"'{source}' is empty: expected a CSV file with a header row and data rows")
+        _require_unique(header, source)
+        return pd.read_csv(path, encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"'{source}' is not UTF-8 text (byte {e.object[e.start]:#04x} at position {e.start}); "
+            f"save it as a UTF-8 CSV or as Parquet"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"'{source}' is empty: expected a CSV file with a header row and data rows") from None
+    except (pd.errors.ParserError, csv.Error) as e:
+        raise DataError(f"cannot read '{source}' as CSV: {str(e).strip().splitlines()[0]}") from None
+
+
+def _read_parquet(path: Path, source: str) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        # pandas cannot even load a Parquet file with repeated column names, so look at the schema first
+        _require_unique(pq.read_schema(path).names, source)
+        return pd.read_parquet(path)
+    except (pa.ArrowException, ValueError) as e:
+        raise DataError(f"cannot read '{source}' as Parquet: {str(e).strip().splitlines()[0]}") from None
+
+
+def _require_unique(names: list, source: str) -> None:
     seen: set[str] = set()
-    for name in header:
+    for name in (str(n) for n in names):
         if name in seen:
-            raise DataError(f"column name {name!r} appears more than once in '{path}'; column names must be unique")
+            raise DataError(
+                f"column name {name!r} appears more than once in '{source}'; column names must be unique, rename one of them"
+            )
         seen.add(name)
 
 
 def load_frame(source: str, options: dict[str, Any] | None = None) -> pd.DataFrame:
-    """The raw table behind `source`: a CSV or Parquet path, or `builtin:NAME`."""
+    """The raw table behind `source`: a CSV or Parquet path, or `builtin:NAME`.
+
+    Column names come back as strings, exactly as written in the file. Raises DataError for a
+    missing, unreadable or empty file and for repeated column names.
+    """
     if source.startswith("builtin:"):
         from taskscout.data.builtin import load_builtin
 
@@ -105,29 +146,16 @@ def load_frame(source: str, options: dict[str, Any] | None = None) -> pd.DataFra
         raise DataError(f"data file '{source}' does not exist; give a CSV or Parquet path or builtin:NAME")
     if path.is_dir():
         raise DataError(f"'{source}' is a directory; give a CSV or Parquet file")
-    suffix = path.suffix.lower()
     try:
-        if suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-            if frame.columns.duplicated().any():
-                dup = frame.columns[frame.columns.duplicated()][0]
-                raise DataError(f"column name {dup!r} appears more than once in '{source}'")
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            frame = _read_parquet(path, source)
         else:
-            _check_header(path)
-            frame = pd.read_csv(path)
-    except DataError:
-        raise
-    except pd.errors.EmptyDataError:
-        raise DataError(f"'{source}' is empty: expected a header row and data rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as e:
-        kind = "Parquet" if suffix in (".parquet", ".pq") else "CSV"
-        raise DataError(f"cannot read '{source}' as {kind}: {str(e).splitlines()[0]}") from None
-    except Exception as e:  # pyarrow raises its own error types for corrupt files
-        if type(e).__module__.startswith("pyarrow"):
-            raise DataError(f"cannot read '{source}' as Parquet: {str(e).splitlines()[0]}") from None
-        raise
+            frame = _read_csv(path, source)
+    except OSError as e:
+        raise DataError(f"cannot read '{source}': {e.strerror or e}") from None
+    _require_unique(list(frame.columns), source)
     if len(frame) == 0:
-        raise DataError(f"'{source}' has a header but no data rows")
+        raise DataError(f"'{source}' has column names but no data rows")
     frame.columns = [str(c) for c in frame.columns]
     return frame
 
@@ -171,24 +199,28 @@ def encode_target(
             raise DataError(f"column {name!r} of {source} is a task but has no labelled rows in the training split")
         mean, std = float(np.mean(train)), float(np.std(train))
         if std == 0.0:
-            raise DataError(f"column {name!r} of {source} is constant ({train[0]!r}) in the training split; a constant task cannot be learned")
+            raise DataError(
+                f"column {name!r} of {source} is constant ({float(train[0])!r}) in the training split; "
+                f"a constant task cannot be learned, drop it from the tasks"
+            )
         return (y - mean) / std, TaskInfo(name, kind, (), mean, std)
-    classes = sorted(pd.unique(values.dropna()), key=lambda v: (str(type(v)), v))
+    classes = sorted({_plain(v) for v in values.dropna()}, key=lambda v: (str(type(v)), v))
     if len(classes) < 2:
-        what = "binary" if kind == "binary" else "constant"
-        raise DataError(
-            f"column {name!r} of {source} has only one class ({classes[0]!r}); "
-            + ("a binary task needs two classes" if what == "binary" else "a constant task cannot be learned")
-        )
+        need = "a binary task needs two classes" if kind == "binary" else "a task with one value cannot be learned"
+        raise DataError(f"column {name!r} of {source} has only one class ({classes[0]!r}); {need}")
     if kind == "binary" and len(classes) != 2:
         raise DataError(f"column {name!r} of {source} is binary but has {len(classes)} classes; set its type to multiclass or ordinal")
     lookup = {c: i for i, c in enumerate(classes)}
-    y = np.array([lookup[v] if pd.notna(v) else np.nan for v in values], dtype=float)
-    return y, TaskInfo(name, kind, tuple(_plain(c) for c in classes))
+    y = np.array([lookup[_plain(v)] if pd.notna(v) else np.nan for v in values], dtype=float)
+    return y, TaskInfo(name, kind, tuple(classes))
 
 
 def _plain(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
+    """A Python scalar for a label; whole-number floats become ints (CSV reads 0/1 with NaN as 0.0/1.0)."""
+    v = v.item() if hasattr(v, "item") else v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
 
 
 # ---------------------------------------------------------------- splits
@@ -208,6 +240,35 @@ def make_split(frame: pd.DataFrame, spec: StudySpec, times: pd.Series | None) ->
     split[order[n - n_test:]] = TEST
     split[order[n - n_test - n_val:n - n_test]] = VAL
     return split
+
+
+def _parse_times(raw: pd.Series, column: str, source: str) -> pd.Series:
+    """Numbers as they are, anything else as dates; a value that is neither is an error."""
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+        times = raw
+    else:
+        try:
+            times = pd.to_datetime(raw)
+        except (ValueError, TypeError):
+            # one format inferred from the first value failed; parse value by value to find the culprit
+            try:
+                times = pd.to_datetime(raw, errors="coerce", format="mixed")
+            except (ValueError, TypeError) as e:
+                raise DataError(
+                    f"time column {column!r} of {source} does not parse as dates or numbers: {str(e).splitlines()[0]}"
+                ) from None
+            bad = times.isna() & raw.notna()
+            if bad.any():
+                row = int(np.flatnonzero(bad.to_numpy())[0])
+                raise DataError(
+                    f"time column {column!r} of {source} does not parse as dates or numbers: row {row} holds "
+                    f"{raw.iloc[row]!r}; use dates such as 2024-01-31 or numbers"
+                ) from None
+    if times.isna().any():
+        raise DataError(
+            f"time column {column!r} of {source} has {int(times.isna().sum())} empty values; every row needs a time"
+        )
+    return times
 
 
 # ---------------------------------------------------------------- inputs
@@ -264,9 +325,12 @@ def _require_columns(frame: pd.DataFrame, names, role: str, source: str) -> None
 
 
 def default_inputs(frame: pd.DataFrame, spec: StudySpec) -> tuple[str, ...]:
-    """Every column that is not a task, the time or entity column, an adversarial or smoothing source."""
+    """Every column that is not a task, the time or entity column, an adversarial or smoothing
+    source, nor (for builtins) another label column or the data set's time column."""
     excluded = set(spec.tasks) | set(spec.aux.adversarial) | set(frame.attrs.get("label_columns", ()))
     excluded |= {c for c in (spec.time_column, spec.entity_column, spec.aux.smooth_source) if c}
+    if frame.attrs.get("time_column"):
+        excluded.add(frame.attrs["time_column"])
     return tuple(c for c in frame.columns if c not in excluded)
 
 
@@ -290,31 +354,34 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
     if not inputs:
         raise DataError(f"{source} has no input columns left after removing the tasks; name inputs with --inputs")
 
-    times = None
-    if spec.time_column:
-        raw = frame[spec.time_column]
-        try:
-            times = pd.to_datetime(raw, errors="raise") if not pd.api.types.is_numeric_dtype(raw) else raw
-        except (ValueError, TypeError) as e:
-            raise DataError(
-                f"time column {spec.time_column!r} of {source} does not parse as dates or numbers: {str(e).splitlines()[0]}"
-            ) from None
-        if times.isna().any():
-            raise DataError(f"time column {spec.time_column!r} of {source} has {int(times.isna().sum())} empty values")
+    times = _parse_times(frame[spec.time_column], spec.time_column, source) if spec.time_column else None
     split = make_split(frame, spec, times)
     train = split == TRAIN
 
     Y = np.empty((len(frame), len(spec.tasks)))
     infos = []
     for k, name in enumerate(spec.tasks):
-        kind = spec.task_types.get(name) or infer_task_type(frame[name])
-        y, info = encode_target(frame[name], kind, train, name=name, source=source)
+        values = frame[name]
+        observed = values.dropna().unique()
+        if name not in spec.task_types and len(observed) == 1:
+            raise DataError(
+                f"column {name!r} of {source} is constant (every labelled row holds {_plain(observed[0])!r}); "
+                f"a constant task cannot be learned, drop it from the tasks"
+            )
+        kind = spec.task_types.get(name) or infer_task_type(values)
+        y, info = encode_target(values, kind, train, name=name, source=source)
         for s, split_name in enumerate(SPLIT_NAMES):
             if not np.isfinite(y[split == s]).any():
                 raise DataError(
                     f"column {name!r} of {source} is a task but has no labelled rows in the {split_name} split; "
                     f"label more rows or drop the task"
                 )
+        if kind == "binary" and len(np.unique(y[train & np.isfinite(y)])) < 2:
+            seen = info.classes[int(np.nanmax(y[train]))]
+            raise DataError(
+                f"column {name!r} of {source} is a binary task but its training split holds only the class {seen!r}; "
+                f"label more rows of the other class or drop the task"
+            )
         Y[:, k] = y
         infos.append(info)
 
@@ -334,7 +401,7 @@ def summarize(ds: Dataset) -> dict[str, Any]:
         if t.classes:
             lab = y[np.isfinite(y)].astype(int)
             counts = np.bincount(lab, minlength=t.n_classes)
-            entry["balance"] = {str(c): round(float(n) / max(1, len(lab)), 3) for c, n in zip(t.classes, counts)}
+            entry["balance"] = {str(c): round(float(n) / max(1, len(lab)), 3) for c, n in zip(t.classes, counts, strict=True)}
         else:
             entry["mean"], entry["std"] = round(t.mean, 4), round(t.std, 4)
         tasks[t.name] = entry

@@ -1,0 +1,56 @@
+"""Bundled data sets: yeast (river), seattle-weather (vega_datasets), planted (generated)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from taskscout.cli import main
+from taskscout.data import BUILTINS, load_frame
+from taskscout.errors import DataError
+
+
+def test_yeast_has_14_labels_and_2417_rows():
+    frame = load_frame("builtin:yeast")
+    labels = frame.attrs["label_columns"]
+    assert labels == [f"Class{i}" for i in range(1, 15)]
+    assert frame.shape == (2417, 103 + 14)
+    for c in labels:
+        assert set(frame[c].unique()) <= {0.0, 1.0}
+    assert BUILTINS["yeast"].tasks == tuple(labels)
+
+
+def test_seattle_weather_has_a_date_column():
+    frame = load_frame("builtin:seattle-weather")
+    assert frame.attrs["time_column"] == "date"
+    dates = pd.to_datetime(frame["date"], format="%Y-%m-%d")
+    assert dates.is_monotonic_increasing and len(frame) == 1461
+    assert set(frame["weather"]) == {"drizzle", "fog", "rain", "snow", "sun"}
+    assert {"precipitation", "temp_max", "temp_min", "wind"} <= set(frame.columns)
+
+
+def test_planted_takes_options_and_refuses_unknown_ones():
+    frame = load_frame("builtin:planted", {"n_rows": 100, "groups": 2, "tasks_per_group": 2})
+    assert frame.attrs["label_columns"] == ["g0_t0", "g0_t1", "g1_t0", "g1_t1"]
+    with pytest.raises(DataError, match=r"no option 'grups' \(did you mean 'groups'"):
+        load_frame("builtin:planted", {"grups": 2})
+    with pytest.raises(DataError, match="builtin:yeast takes no data_options"):
+        load_frame("builtin:yeast", {"n_rows": 5})
+
+
+def test_unknown_builtin_lists_the_available_ones():
+    with pytest.raises(DataError, match=r"unknown data set 'builtin:yaest' \(did you mean 'yeast'\?\).*planted, seattle-weather, yeast"):
+        load_frame("builtin:yaest")
+
+
+def test_datasets_command_lists_all_three(capsys):
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("builtin:yeast", "builtin:seattle-weather", "builtin:planted"):
+        assert name in out
+    assert main(["datasets", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} == {"builtin:yeast", "builtin:seattle-weather", "builtin:planted"}
+    assert next(r for r in rows if r["name"] == "builtin:seattle-weather")["time_column"] == "date"

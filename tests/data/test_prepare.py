@@ -1,0 +1,170 @@
+"""The data stage: loading, splits, input preprocessing and target coding, with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from taskscout.data import (
+    TEST,
+    TRAIN,
+    VAL,
+    build_dataset,
+    encode_target,
+    infer_task_type,
+    load_frame,
+)
+from taskscout.errors import DataError
+from taskscout.spec import resolve_spec
+
+
+def _spec(tasks, **settings):
+    return resolve_spec("table.csv", {"tasks": list(tasks), **settings})
+
+
+def _timed(n: int = 10, **columns) -> pd.DataFrame:
+    """Rows in time order t = 0..n-1; with split 0.2/0.2 the last 2 rows are test, the 2 before val."""
+    return pd.DataFrame({"t": np.arange(n), **columns})
+
+
+TIMED = {"time_column": "t"}
+
+
+def test_numeric_inputs_are_standardised_on_training_rows_only():
+    # training rows are t = 0..5 with x = 1..6: mean 3.5, population std sqrt(35/12)
+    x = [1, 2, 3, 4, 5, 6, 7, 8, 1000, 2000]
+    ds = build_dataset(_spec(["y"], **TIMED), _timed(x=x, y=np.arange(10.0)))
+    assert list(ds.split) == [TRAIN] * 6 + [VAL] * 2 + [TEST] * 2
+    col = ds.X[:, ds.feature_names.index("x")]
+    std = np.sqrt(35 / 12)
+    np.testing.assert_allclose(col, (np.array(x) - 3.5) / std, rtol=1e-6)
+    assert col[0] == pytest.approx(-1.46385, abs=1e-5)
+
+
+def test_one_hot_uses_training_categories_only():
+    c = ["a", "b", "a", "b", "a", "b", "a", "b", "zebra", "zebra"]
+    ds = build_dataset(_spec(["y"], **TIMED), _timed(c=c, y=np.arange(10.0)))
+    assert [n for n in ds.feature_names if n.startswith("c")] == ["c=a", "c=b"]
+    onehot = ds.X[:, [ds.feature_names.index("c=a"), ds.feature_names.index("c=b")]]
+    np.testing.assert_array_equal(onehot[:2], [[1, 0], [0, 1]])
+    np.testing.assert_array_equal(onehot[8:], 0)  # an unseen category switches nothing on
+    assert ds.features_of("c") == (ds.feature_names.index("c=a"), ds.feature_names.index("c=b"))
+
+
+def test_nan_input_gets_a_missing_indicator_and_the_training_mean():
+    x = [1.0, np.nan, 3.0, 5.0, 7.0, 9.0, 0.0, 0.0, 0.0, 0.0]  # training mean without NaN: 5
+    ds = build_dataset(_spec(["y"], **TIMED), _timed(x=x, y=np.arange(10.0)))
+    assert ds.feature_names[:2] == ("x", "x__missing")
+    np.testing.assert_array_equal(ds.X[:, 1], [0, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+    assert ds.X[1, 0] == 0.0  # imputed: the training mean, which standardises to 0
+    std = np.std([1, 3, 5, 7, 9])
+    assert ds.X[0, 0] == pytest.approx((1 - 5) / std)
+    assert ds.features_of("x") == (0, 1)
+
+
+def test_categorical_nan_input_gets_a_missing_indicator():
+    c = ["a", None, "b", "a", "b", "a", "a", "b", "a", "b"]
+    ds = build_dataset(_spec(["y"], **TIMED), _timed(c=c, y=np.arange(10.0)))
+    assert ds.feature_names == ("c=a", "c=b", "c__missing")
+    np.testing.assert_array_equal(ds.X[1], [0, 0, 1])
+
+
+def test_nan_targets_stay_nan_and_are_counted_as_unlabelled():
+    y = [0, 1, np.nan, 1, 0, 1, 0, np.nan, 1, 0]
+    ds = build_dataset(_spec(["y"], **TIMED), _timed(x=np.arange(10.0), y=y))
+    assert np.isnan(ds.Y[[2, 7], 0]).all()
+    assert np.isfinite(np.delete(ds.Y[:, 0], [2, 7])).all()
+    assert ds.labelled("y") == {"train": 5, "val": 1, "test": 2}
+    assert ds.task("y").type == "binary" and ds.task("y").classes == (0, 1)
+
+
+def test_regression_targets_are_standardised_on_training_rows():
+    y = [3.0, 5.0, 3.0, 5.0, 3.0, 5.0, 7.5, 9.25, 100.5, -50.0]  # train: mean 4, std 1 (population)
+    ds = build_dataset(_spec(["y"], task_types={"y": "regression"}, **TIMED), _timed(x=np.arange(10.0), y=y))
+    info = ds.task("y")
+    assert info.type == "regression"
+    assert (info.mean, info.std) == (4.0, 1.0)
+    np.testing.assert_allclose(ds.Y[:, 0], np.array(y) - 4.0)
+
+
+def test_classes_are_coded_in_sorted_order():
+    values = pd.Series(["low", "high", None, "mid", "low"])
+    y, info = encode_target(values, "multiclass", np.ones(5, bool), name="level")
+    assert info.classes == ("high", "low", "mid")
+    np.testing.assert_array_equal(y, [1, 0, np.nan, 2, 1])
+    y, info = encode_target(pd.Series([3, 1, 2, 3]), "ordinal", np.ones(4, bool), name="stars")
+    assert info.classes == (1, 2, 3) and list(y) == [2, 0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([0, 1, 1, np.nan], "binary"),
+        (["cat", "dog", "cat"], "binary"),
+        (["cat", "dog", "eel"], "multiclass"),
+        ([1, 2, 3, 4, 5, 1], "ordinal"),
+        ([0.5, 1.25, 3.0, 7.5], "regression"),
+        (list(range(50)), "regression"),
+    ],
+)
+def test_task_type_inference(values, expected):
+    assert infer_task_type(pd.Series(values)) == expected
+
+
+def test_seeded_split_is_reproducible_and_has_the_asked_sizes():
+    frame = pd.DataFrame({"x": np.arange(100.0), "y": np.arange(100.0) % 7})
+    a = build_dataset(_spec(["y"], seed=3), frame).split
+    b = build_dataset(_spec(["y"], seed=3), frame).split
+    c = build_dataset(_spec(["y"], seed=4), frame).split
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert np.bincount(a).tolist() == [60, 20, 20]
+    assert a.dtype == np.int8
+
+
+def test_time_split_puts_the_latest_rows_in_test():
+    rng = np.random.default_rng(0)
+    days = pd.date_range("2020-01-01", periods=50, freq="D")
+    order = rng.permutation(50)
+    frame = pd.DataFrame({"when": days[order].strftime("%Y-%m-%d"), "x": rng.normal(size=50), "y": rng.normal(size=50)})
+    ds = build_dataset(_spec(["y"], time_column="when"), frame)
+    when = pd.to_datetime(frame["when"])
+    assert when[ds.split == TRAIN].max() < when[ds.split == VAL].min()
+    assert when[ds.split == VAL].max() < when[ds.split == TEST].min()
+    assert set(when[ds.split == TEST]) == set(days[-10:])
+    assert "when" not in ds.inputs  # the time column is not an input by default
+
+
+ODD = ["my col", 'say "hi"', "<img src=x onerror=alert(1)>", "it's, really", "naïve ü → 1", " padded "]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_odd_column_names_survive_unchanged(tmp_path, suffix):
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({name: rng.normal(size=30) for name in ODD})
+    frame["task <b>bold</b>"] = rng.integers(0, 2, size=30)
+    path = tmp_path / f"odd{suffix}"
+    frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path)
+    loaded = load_frame(str(path))
+    assert list(loaded.columns) == [*ODD, "task <b>bold</b>"]
+    ds = build_dataset(resolve_spec(str(path), {"tasks": ["task <b>bold</b>"], "inputs": ODD[:4]}))
+    assert ds.task_names == ("task <b>bold</b>",)
+    assert ds.inputs == tuple(ODD[:4]) and ds.feature_names == tuple(ODD[:4])
+
+
+def test_builtin_label_columns_are_never_default_inputs():
+    ds = build_dataset(resolve_spec("builtin:planted", {"tasks": ["g0_t0"], "data_options": {"n_rows": 200}}))
+    assert all(c.startswith("x") for c in ds.inputs) and len(ds.inputs) == 48
+
+
+def test_binary_task_needs_both_classes_in_training_rows():
+    y = [0, 0, 0, 0, 0, 0, 1, 0, 1, 0]
+    with pytest.raises(DataError, match=r"training split holds only the class 0"):
+        build_dataset(_spec(["y"], **TIMED), _timed(x=np.arange(10.0), y=y))
+
+
+def test_an_input_that_is_also_a_task_is_refused():
+    frame = pd.DataFrame({"x": np.arange(20.0), "y": np.arange(20.0) % 2})
+    with pytest.raises(DataError, match="both an input and a task"):
+        build_dataset(_spec(["y"], inputs=["x", "y"]), frame)
