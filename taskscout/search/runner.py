@@ -291,6 +291,8 @@ def run_search(
     url = storage_url(spec)
     lock = contextlib.nullcontext() if is_shared(url) else single_process_lock(spec.run_dir)
     with lock:
+        if not is_shared(url):
+            rundir.remove_temporaries(spec.run_dir)  # left by a process killed while writing a table
         return _run_search(spec, url=url, fresh=fresh, train_fn=train_fn, candidates_fn=candidates_fn,
                            progress=progress, finalize_run=finalize_run, join=join, create_only=create_only)
 

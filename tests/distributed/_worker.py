@@ -1,11 +1,12 @@
 """A search worker for the distributed tests, and the planted fake trainer it can use.
 
-usage: python _worker.py SETTINGS_JSON LOG_FILE [--fake SECONDS_PER_STACK] [--join]
+usage: python _worker.py SETTINGS_JSON LOG_FILE [--fake SECONDS_PER_STACK] [--join] [--go FILE]
 
 SETTINGS_JSON is the nested study mapping (as resolve_spec takes it, with "data"). With --fake the
 worker trains with `PlantedTrainer` (no torch work: known gains, a pause per stack so that workers
 interleave); every stack it trains is appended to LOG_FILE as one JSON line of model keys, so a
-test can count how often each model was trained.
+test can count how often each model was trained. With --go the worker, once imported, writes
+LOG_FILE.ready and waits for FILE to exist, so that several workers start searching together.
 """
 
 from __future__ import annotations
@@ -61,12 +62,33 @@ class PlantedTrainer:
         return out
 
 
+FAKE_TASKS = ["g0_t0", "g0_t1", "g1_t0", "g1_t1"]
+
+
+def fake_settings(out: Path, storage: str | None = None) -> dict:
+    """Four planted tasks in two groups, 2 seeds, depth 2: 8 single, 14 pair and (the two planted
+    pairs gain, so) 8 depth models, trained two per stack."""
+    search = {"phases": ["single", "pairs", "depth"], "stack_size": 2, "heartbeat_interval": 1, "grace_period": 3}
+    if storage:
+        search["storage"] = storage
+    return {
+        "data": "builtin:planted", "name": "planted4", "tasks": FAKE_TASKS, "out": str(out), "device": "cpu",
+        "data_options": {"n_rows": 200, "n_inputs": 8, "groups": 2, "tasks_per_group": 2, "label_fraction": 0.5},
+        "training": {"seeds": 2, "epochs": 3}, "model": {"depth": 2, "width": 8}, "search": search,
+    }
+
+
 def main() -> None:
     settings = json.loads(sys.argv[1])
     log = Path(sys.argv[2])
     fake = "--fake" in sys.argv
     pause = float(sys.argv[sys.argv.index("--fake") + 1]) if fake else 0.0
     spec = resolve_spec(None, settings)
+    if "--go" in sys.argv:
+        Path(f"{log}.ready").touch()
+        go = Path(sys.argv[sys.argv.index("--go") + 1])
+        while not go.exists():
+            time.sleep(0.01)
     train_fn = PlantedTrainer(log, pause) if fake else None
     result = run_search(spec, train_fn=train_fn, join="--join" in sys.argv)
     print(json.dumps({"trained": result.trained, "tables": sorted(result.tables)}))

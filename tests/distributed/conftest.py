@@ -166,3 +166,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "pg_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
+
+
+# ------------------------------------------------------------------ a real search to compare with
+
+REAL_TASKS = ["g0_t0", "g0_t1", "g1_t0"]
+
+
+def real_settings(out: Path, **search) -> dict:
+    """A tiny search with the real trainer: 3 planted tasks, 2 seeds, 4 epochs (14 models)."""
+    return {
+        "data": "builtin:planted", "name": "tiny", "tasks": REAL_TASKS, "out": str(out), "device": "cpu",
+        "data_options": {"n_rows": 240, "n_inputs": 8, "groups": 2, "tasks_per_group": 2, "label_fraction": 0.5},
+        "training": {"seeds": 2, "epochs": 4, "batch_size": 64}, "model": {"depth": 2, "width": 8},
+        "search": {"phases": ["single", "pairs"], "heartbeat_interval": 1, "grace_period": 3, **search},
+    }
+
+
+@pytest.fixture(scope="session")
+def real_one_process(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run directory of the tiny real search, one process, SQLite, every model in one stack."""
+    from taskscout.search import run_search
+    from taskscout.spec import resolve_spec
+
+    out = tmp_path_factory.mktemp("real") / "run"
+    run_search(resolve_spec(None, real_settings(out, stack_size=64)))
+    return out
