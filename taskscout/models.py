@@ -21,6 +21,7 @@ to, single `MultiTaskMLP` state dicts, which keeps the two forms interchangeable
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,7 +82,20 @@ def layer_seed(seed: int, layer: int, head: int) -> int:
     return (int(seed) * 1_000_003 + layer * 10_007 + (head + 1) * 101) % (2**62)
 
 
-def _init_linear(linear: nn.Linear, seed: int) -> None:
+class Linear(nn.Module):
+    """`nn.Linear` without its random initialisation (the model initialises from its own seeds)."""
+
+    def __init__(self, in_features: int, out_features: int, *, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
+def _init_linear(linear: Linear, seed: int) -> None:
     # PyTorch's default Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn in float64 from the
     # layer's own generator so float32 and float64 models start from the same numbers.
     gen = torch.Generator().manual_seed(seed)
@@ -139,8 +153,8 @@ class MultiTaskMLP(nn.Module):
         self.adversarial_lambda = float(adversarial_lambda)
         sizes = [in_features] + [width] * depth
 
-        def linear(i: int, o: int) -> nn.Linear:
-            return nn.utils.skip_init(nn.Linear, i, o, dtype=dtype)
+        def linear(i: int, o: int) -> Linear:
+            return Linear(i, o, dtype=dtype)
 
         self.trunk = nn.ModuleList(linear(sizes[i], sizes[i + 1]) for i in range(branch_layer))
         self.towers = nn.ModuleList(
@@ -375,47 +389,69 @@ class StackedMLP:
 
     # ------------------------------------------------------------ forward
 
+    @property
+    def slot_dim(self) -> int:
+        """Axis of the slots in `forward`'s output: (K, B, S, W) when the whole trunk is shared
+        (the product leaves it so), else (K, S, B, W)."""
+        return 2 if self.branch_layer == self.depth else 1
+
     def forward(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """Outputs (K, S, B, W) for inputs x of shape (K, B, in) (or (B, in), shared by all models)."""
+        """Outputs for inputs x of shape (K, B, in) (or (B, in), shared by all models): (K, B, S, W)
+        when branch_layer = depth, else (K, S, B, W) (see `slot_dim`)."""
         p = self.params if params is None else params
-        K, S, W, H = self.layout.n_models, self.layout.n_slots, self.layout.out_width, self.width
+        S, W, H = self.layout.n_slots, self.layout.out_width, self.width
+        K = p["head.w"].shape[0]
         b, L = self.branch_layer, self.depth
         h = x if x.dim() == 3 else x.unsqueeze(0).expand(K, -1, -1)
         B = h.shape[1]
+        # ReLUs run in place: baddbmm's backward needs its inputs, not its output.
         for i in range(b):
             w = p[f"trunk.{i}.w"]
             if i == 0 and self.feature_mask is not None:
                 w = w * self.feature_mask[:, :, None]
-            h = torch.relu(torch.baddbmm(p[f"trunk.{i}.b"], h, w))
+            h = torch.baddbmm(p[f"trunk.{i}.b"], h, w).relu_()
         if b == L:
             w, bias = p["head.w"].view(K, H, S * W), p["head.b"].view(K, 1, S * W)
-            z = self._branch(h, w, bias)
-            return z.view(K, B, S, W).transpose(1, 2)
+            return self._branch(h, w, bias).view(K, B, S, W)
         w, bias = p["tower.0.w"], p["tower.0.b"]
         if b == 0 and self.feature_mask is not None:
             w = w * self.feature_mask[:, :, None, None]
         d_in = w.shape[1]
-        z = torch.relu(self._branch(h, w.reshape(K, d_in, S * H), bias.view(K, 1, S * H)))
+        z = self._branch(h, w.reshape(K, d_in, S * H), bias.view(K, 1, S * H)).relu_()
         z = z.view(K, B, S, H).transpose(1, 2).reshape(K * S, B, H)
         for i in range(1, L - b):
-            z = torch.relu(torch.baddbmm(p[f"tower.{i}.b"].view(K * S, 1, H), z, p[f"tower.{i}.w"].view(K * S, H, H)))
+            z = torch.baddbmm(p[f"tower.{i}.b"].view(K * S, 1, H), z, p[f"tower.{i}.w"].view(K * S, H, H)).relu_()
         out = torch.baddbmm(p["head.b"].view(K * S, 1, W), z, p["head.w"].view(K * S, H, W))
         return out.view(K, S, B, W)
+
+    def select(self, keep: torch.Tensor) -> StackedMLP:
+        """The stack of models `keep` only (indices into the model axis), sharing nothing mutable
+        with this one; parameters are new leaf tensors."""
+        new = copy.copy(self)
+        idx = keep.cpu().numpy()
+        new.layout = SlotLayout(self.layout.slot_head[idx], tuple(self.layout.slot_of[i] for i in idx),
+                                self.layout.family_slices, self.layout.out_width)
+        new.params = {n: t.detach().index_select(0, keep) for n, t in self.params.items()}
+        new.feature_mask = None if self.feature_mask is None else self.feature_mask.index_select(0, keep)
+        new.col_scale = None if self.col_scale is None else self.col_scale.index_select(0, keep)
+        return new
 
     def _branch(self, h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         if self.col_scale is None:
             return torch.baddbmm(bias, h, w)
         return _BranchLinear.apply(h, w, bias, self.col_scale)
 
-    def matmul_flops(self, batch: int) -> int:
-        """Multiply-add FLOPs (x2) of one training step of the whole stack: forward, and backward
-        for weights and for every input except the data."""
-        K, S, W, H = self.layout.n_models, self.layout.n_slots, self.layout.out_width, self.width
-        b, L = self.branch_layer, self.depth
-        sizes = [self.in_features] + [H] * L
-        layers = [(sizes[i], H, 1) for i in range(b)] + [(sizes[i], H, S) for i in range(b, L)] + [(H, W, S)]
-        total = 0
-        for n, (i, o, copies) in enumerate(layers):
-            f = 2 * batch * i * o * copies * K
-            total += f * (2 if n == 0 else 3)
-        return total
+
+def stack_matmul_flops(*, models: int, in_features: int, depth: int, width: int, branch_layer: int, slots: int,
+                       out_width: int, rows: int, backward: bool) -> int:
+    """FLOPs (2 per multiply-add) of the matrix products of a stack on `rows` rows: the forward
+    pass, plus with `backward` the weight gradients and the input gradients of every layer but
+    the first (the data needs none)."""
+    sizes = [in_features] + [width] * depth
+    layers = [(sizes[i], width, 1) for i in range(branch_layer)]
+    layers += [(sizes[i], width, slots) for i in range(branch_layer, depth)] + [(width, out_width, slots)]
+    total = 0
+    for n, (i, o, copies) in enumerate(layers):
+        f = 2 * rows * i * o * copies * models
+        total += f * ((2 if n == 0 else 3) if backward else 1)
+    return total

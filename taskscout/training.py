@@ -388,9 +388,13 @@ class _DeviceData:
 
 
 class _StackLosses:
-    """Constant tensors that turn stacked outputs (K, S, B, W) into per-row losses (K, S, B)."""
+    """Constant tensors that turn stacked outputs into per-target loss sums.
 
-    def __init__(self, heads: Sequence[Head], layout: SlotLayout, data: _DeviceData) -> None:
+    Outputs come in the stack's layout, (K, S, B, W) or (K, B, S, W) (`slot_dim` 1 or 2); the
+    labels are gathered in the same layout with one more column, the labelled flag.
+    """
+
+    def __init__(self, heads: Sequence[Head], layout: SlotLayout, data: _DeviceData, slot_dim: int) -> None:
         K, S, W = layout.n_models, layout.n_slots, layout.out_width
         dt, dev = data.dtype, data.device
         cols = np.full((K, S, W + 1), data.zero_column, dtype=np.int64)
@@ -406,13 +410,17 @@ class _StackLosses:
                 cols[k, s, W] = off + o
                 cum_w[k, s, :o] = 1.0 / o
                 soft_bias[k, s, :o] = 0.0
-        self.layout = layout
+        self.W, self.slot_dim, self.row_dim = W, slot_dim, 3 - slot_dim
+        self.slices = layout.family_slices
+        (c0, c1), (m0, m1), _ = self.slices
+
+        def shaped(a: np.ndarray) -> torch.Tensor:  # (K, S', W) -> broadcastable against outputs
+            t = torch.as_tensor(a, dtype=dt, device=dev)
+            return t[:, :, None, :] if slot_dim == 1 else t[:, None, :, :]
+
         self.cols = torch.as_tensor(cols, device=dev)
-        (c0, c1), (m0, m1), (r0, r1) = layout.family_slices
-        self.slices = ((c0, c1), (m0, m1), (r0, r1))
-        self.cum_w = torch.as_tensor(cum_w[:, c0:c1, None, :], dtype=dt, device=dev)
-        self.soft_bias = torch.as_tensor(soft_bias[:, m0:m1, None, :], dtype=dt, device=dev)
-        self.W = W
+        self.cum_w = shaped(cum_w[:, c0:c1])
+        self.soft_bias = shaped(soft_bias[:, m0:m1])
 
     def select(self, keep: torch.Tensor) -> _StackLosses:
         new = copy.copy(self)
@@ -422,26 +430,78 @@ class _StackLosses:
         return new
 
     def gather(self, labels: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Targets and labelled flags (K, S, B, W+1) for row indices (K, B) or (B,)."""
-        if rows.dim() == 1:
-            return labels[rows[None, None, :, None], self.cols[:, :, None, :]]
-        return labels[rows[:, None, :, None], self.cols[:, :, None, :]]
+        """Targets and labelled flags, in the output layout with W+1 columns, for row indices
+        (K, B) (each model its own rows) or (B,) (the same rows for every model)."""
+        r = rows if rows.dim() == 2 else rows[None]
+        if self.slot_dim == 1:
+            return labels[r[:, None, :, None], self.cols[:, :, None, :]]
+        return labels[r[:, :, None, None], self.cols[:, None, :, :]]
 
-    def row_losses(self, out: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
-        """Per-row loss (K, S, B), 0 where unlabelled."""
-        W = self.W
+    def _family(self, t: torch.Tensor, f: int) -> torch.Tensor:
+        a, b = self.slices[f]
+        return t.narrow(self.slot_dim, a, b - a)
+
+    def losses(self, out: torch.Tensor, lab: torch.Tensor, *, with_grad: bool
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-row losses (0 where unlabelled) and, with `with_grad`, their gradient with respect
+        to `out` (0 where unlabelled and on padding); both computed in one pass."""
+        W, sd = self.W, self.slot_dim
         parts = []
-        (c0, c1), (m0, m1), (r0, r1) = self.slices
-        if c1 > c0:
-            parts.append(F.binary_cross_entropy_with_logits(
-                out[:, c0:c1], lab[:, c0:c1, :, :W], weight=self.cum_w, reduction="none").sum(-1))
-        if m1 > m0:
-            logp = torch.log_softmax(out[:, m0:m1] + self.soft_bias, -1)
-            parts.append(-(lab[:, m0:m1, :, :W] * logp).sum(-1))
-        if r1 > r0:
-            parts.append((out[:, r0:r1, :, 0] - lab[:, r0:r1, :, 0]).square())
-        loss = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
-        return loss * lab[..., W]
+        grad = torch.empty_like(out) if with_grad else None
+        if self.slices[0][1] > self.slices[0][0]:
+            z, t = self._family(out, 0), self._family(lab, 0)[..., :W]
+            parts.append(F.binary_cross_entropy_with_logits(z, t, weight=self.cum_w, reduction="none").sum(-1))
+            if grad is not None:
+                g = self._family(grad, 0)
+                torch.sigmoid(z, out=g)
+                g.sub_(t).mul_(self.cum_w)
+        if self.slices[1][1] > self.slices[1][0]:
+            z, p = self._family(out, 1), self._family(lab, 1)[..., :W]
+            logp = torch.log_softmax(z + self.soft_bias, -1)
+            parts.append(-(p * logp).sum(-1))
+            if grad is not None:
+                g = self._family(grad, 1)
+                torch.exp(logp, out=g)
+                g.sub_(p)
+        if self.slices[2][1] > self.slices[2][0]:
+            z, t = self._family(out, 2)[..., 0], self._family(lab, 2)[..., 0]
+            d = z - t
+            parts.append(d.square())
+            if grad is not None:
+                g = self._family(grad, 2)
+                g.zero_()
+                g[..., 0] = 2 * d
+        loss = parts[0] if len(parts) == 1 else torch.cat(parts, sd)
+        mask = lab[..., W]
+        loss.mul_(mask)
+        if grad is not None:
+            grad.mul_(mask.unsqueeze(-1))
+        return loss, grad
+
+    def sums(self, out: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed loss (K, S), differentiable with respect to `out`, and labelled counts (K, S)."""
+        counts = lab[..., self.W].sum(self.row_dim)
+        if not out.requires_grad:
+            return self.losses(out, lab, with_grad=False)[0].sum(self.row_dim), counts
+        return _LossSums.apply(out, lab, self), counts
+
+
+class _LossSums(torch.autograd.Function):
+    """Masked per-target loss sums whose backward reuses the gradient computed in the forward
+    pass (one multiply instead of a graph of small elementwise ops)."""
+
+    @staticmethod
+    def forward(ctx, out, lab, losses):  # type: ignore[override]
+        loss, grad = losses.losses(out, lab, with_grad=True)
+        ctx.save_for_backward(grad)
+        ctx.row_dim = losses.row_dim
+        return loss.sum(losses.row_dim)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        scale = g.unsqueeze(ctx.row_dim).unsqueeze(-1)
+        return grad * scale, None, None
 
 
 def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[ModelPlan], plan_index: Sequence[int],
@@ -453,7 +513,7 @@ def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[Model
     dt, dev = data.dtype, data.device
     layout = slot_layout(heads, [p.targets for p in plans])
     S = layout.n_slots
-    stack = StackedMLP(
+    full = StackedMLP(
         heads=heads, layout=layout, in_features=data.X.shape[1], depth=model.depth, width=model.width,
         branch_layer=plans[0].branch_layer, dropped=[p.dropped_features for p in plans],
         adversarial_lambda=model.adversarial_lambda, dtype=dt, device=dev,
@@ -461,21 +521,23 @@ def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[Model
     input_masks = []
     for k, p in enumerate(plans):
         net = build_model(p, heads, in_features=data.X.shape[1], model=model, dtype=dt)
-        stack.load_model(k, net.state_dict())
+        full.load_model(k, net.state_dict())
         input_masks.append(net.input_mask)
-    losses = _StackLosses(heads, layout, data)
+    full_losses = _StackLosses(heads, layout, data, full.slot_dim)
     weight_np, main_np = np.zeros((K, S)), np.zeros((K, S))
     for k, p in enumerate(plans):
         for j, (t, s) in enumerate(zip(p.targets, layout.slot_of[k], strict=True)):
             weight_np[k, s] = p.weights()[j]
             main_np[k, s] = float(t in p.main)
+    best_params = {k: v.detach().clone() for k, v in full.params.items()}
+
+    # The live stack: the models still training. When some stop, it is cut down to the others
+    # (parameters, Adam moments and constants alike), which changes nothing for them.
+    alive = np.arange(K)
+    live, losses = full, full_losses
     loss_w = torch.as_tensor(weight_np, dtype=dt, device=dev)
     wparams = weighting.init_params(K, S, dtype=dt, device=dev)
-    params = list(stack.params.values())
-    for t in params + wparams:
-        t.requires_grad_(True)
-    opt = torch.optim.Adam(params + wparams, lr=training.lr, weight_decay=training.weight_decay)
-    best_params = {k: v.detach().clone() for k, v in stack.params.items()}
+    opt = _adam(list(live.params.values()) + wparams, training)
 
     n_train = len(data.train_rows_cpu)
     B = min(training.batch_size, n_train)
@@ -491,38 +553,40 @@ def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[Model
     val_rows = data.rows["val"]
 
     for epoch in range(1, E + 1):
-        active = ~stopped
-        order = torch.stack([data.train_rows_cpu[_data_order(p.seed, epoch, n_train)] for p in plans]).to(dev)
-        acc_sum = torch.zeros(K, S, dtype=dt, device=dev)
-        acc_cnt = torch.zeros(K, S, dtype=dt, device=dev)
+        Ka = len(alive)
+        order = torch.stack([data.train_rows_cpu[_data_order(plans[k].seed, epoch, n_train)] for k in alive]).to(dev)
+        acc_sum = torch.zeros(Ka, S, dtype=dt, device=dev)
+        acc_cnt = torch.zeros(Ka, S, dtype=dt, device=dev)
         for a in range(0, n_train, B):
             rows = order[:, a:a + B]
             nb = rows.shape[1]
-            xb = data.X.index_select(0, rows.reshape(-1)).view(K, nb, -1)
+            xb = data.X.index_select(0, rows.reshape(-1)).view(Ka, nb, -1)
             lab = losses.gather(data.labels, rows)
-            per_row = losses.row_losses(stack.forward(xb), lab)
-            lsum = per_row.sum(-1)
-            cnt = lab[..., -1].sum(-1)
-            mean = lsum / cnt.clamp_min(1)
-            total = weighting.combine(mean, loss_w, wparams).sum()
-            opt.zero_grad(set_to_none=True)
+            lsum, cnt = losses.sums(live.forward(xb), lab)
+            total = weighting.combine(lsum / cnt.clamp_min(1), loss_w, wparams).sum()
+            opt.zero_grad(set_to_none=False)
             total.backward()
             opt.step()
             acc_sum += lsum.detach()
             acc_cnt += cnt
         with torch.no_grad():
-            v_sum, v_cnt = _eval_losses(stack, losses, data, val_rows, stack.params)
-        tr = (acc_sum / acc_cnt).cpu().double().numpy()  # NaN where a target had no label this epoch
+            v_sum, v_cnt = _eval_losses(live, losses, data, val_rows, live.params)
+        # One synchronisation per epoch: NaN where a target had no label this epoch.
+        tr = (acc_sum / acc_cnt).cpu().double().numpy()
         va = (v_sum / v_cnt).cpu().double().numpy()
-        train_curve[epoch - 1], val_curve[epoch - 1] = tr, va
-        main_loss = (np.nan_to_num(va, nan=0.0) * main_np).sum(1)
+        train_curve[epoch - 1, alive], val_curve[epoch - 1, alive] = tr, va
+        main_loss = np.full(K, np.nan)
+        main_loss[alive] = (np.nan_to_num(va, nan=0.0) * main_np[alive]).sum(1)
+        active = ~stopped
         epochs_run[active] = epoch
         improved = active & (main_loss < best)
         if improved.any():
-            sel = torch.as_tensor(np.flatnonzero(improved), device=dev)
+            pos = np.flatnonzero(improved[alive])  # positions in the live stack
+            src = torch.as_tensor(pos, device=dev)
+            dst = torch.as_tensor(alive[pos], device=dev)
             with torch.no_grad():
-                for name, v in stack.params.items():
-                    best_params[name].index_copy_(0, sel, v.detach().index_select(0, sel))
+                for name, v in live.params.items():
+                    best_params[name].index_copy_(0, dst, v.detach().index_select(0, src))
             best[improved] = main_loss[improved]
             best_epoch[improved] = epoch
         since[improved] = 0
@@ -533,8 +597,11 @@ def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[Model
         if on_epoch is not None:
             report = np.full(n_plans, np.nan)
             report[np.asarray(plan_index)[active]] = main_loss[active]
-            stop = np.asarray(on_epoch(epoch, report), dtype=bool) if report is not None else None
-            if stop is not None and stop.shape == (n_plans,):
+            stop = on_epoch(epoch, report)
+            if stop is not None:
+                stop = np.asarray(stop, dtype=bool)
+                if stop.shape != (n_plans,):
+                    raise SpecError(f"on_epoch must return a bool array over all {n_plans} plans. Got shape {stop.shape} instead.")
                 cut = active & stop[np.asarray(plan_index)] & ~newly
                 pruned |= cut
                 newly |= cut
@@ -543,6 +610,16 @@ def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[Model
             progress(int(newly.sum()))
         if stopped.all():
             break
+        if newly.any():
+            keep_pos = np.flatnonzero(~stopped[alive])
+            keep = torch.as_tensor(keep_pos, device=dev)
+            old_params = list(live.params.values()) + wparams
+            live, losses = live.select(keep), losses.select(keep)
+            loss_w = loss_w.index_select(0, keep)
+            wparams = [w.detach().index_select(0, keep) for w in wparams]
+            new_params = list(live.params.values()) + wparams
+            opt = _adam(new_params, training, carry=(opt, old_params, keep))
+            alive = alive[keep_pos]
 
     wall = time.perf_counter() - t0
     # Final scores of every model at its best epoch, on each requested split.
@@ -550,9 +627,12 @@ def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[Model
     with torch.no_grad():
         for split_name in eval_splits:
             rows = data.rows[split_name]
-            outs = _eval_outputs(stack, data, rows, best_params)  # (K, S, n, W)
+            outs = _eval_outputs(full, data, rows, best_params)
+            if full.slot_dim == 2:
+                outs = outs.transpose(1, 2)  # (K, S, n, W)
             y = data.Y.index_select(0, rows)
-            per = [_final_scores(heads, p.targets, [outs[k, s, :, :heads[t].outputs] for t, s in zip(p.targets, layout.slot_of[k], strict=True)],
+            per = [_final_scores(heads, p.targets, [outs[k, s, :, :heads[t].outputs]
+                                                    for t, s in zip(p.targets, layout.slot_of[k], strict=True)],
                                  y, data.columns) for k, p in enumerate(plans)]
             scores[split_name] = ([a for a, _ in per], [b for _, b in per])
     total_epochs = max(1, int(epochs_run.sum()))
@@ -566,10 +646,31 @@ def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[Model
             metric={s: scores[s][1][k] for s in eval_splits},
             seconds=wall * E_k / total_epochs,
             curves=_curves(heads, p.targets, train_curve[:E_k, k][:, slots], val_curve[:E_k, k][:, slots]),
-            state=stack.model_state(k, best_params, input_masks[k]) if keep_state else None,
+            state=full.model_state(k, best_params, input_masks[k]) if keep_state else None,
             pruned=bool(pruned[k]),
         ))
     return results
+
+
+def _adam(params: list[torch.Tensor], training: TrainingSettings,
+          carry: tuple[torch.optim.Optimizer, list[torch.Tensor], torch.Tensor] | None = None) -> torch.optim.Optimizer:
+    """Adam over stacked tensors; with `carry` = (old optimiser, its parameters, kept model
+    indices), the kept models' moments and step count move over to the new parameters."""
+    for t in params:
+        t.requires_grad_(True)
+        t.grad = torch.zeros_like(t)
+    opt = torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay)
+    if carry is not None:
+        old, old_params, keep = carry
+        for new_p, old_p in zip(params, old_params, strict=True):
+            st = old.state.get(old_p)
+            if st:
+                opt.state[new_p] = {
+                    "step": st["step"].clone(),
+                    "exp_avg": st["exp_avg"].index_select(0, keep),
+                    "exp_avg_sq": st["exp_avg_sq"].index_select(0, keep),
+                }
+    return opt
 
 
 def _eval_chunk(stack: StackedMLP, rows: int) -> int:
@@ -582,23 +683,20 @@ def _eval_losses(stack: StackedMLP, losses: _StackLosses, data: _DeviceData, row
     """Summed per-row losses and labelled counts (K, S) over `rows`, in chunks."""
     n = len(rows)
     step = _eval_chunk(stack, n)
-    total = torch.zeros(stack.layout.n_models, stack.layout.n_slots, dtype=data.dtype, device=data.device)
-    count = torch.zeros_like(total)
+    total = count = None
     for a in range(0, n, step):
         r = rows[a:a + step]
-        lab = losses.gather(data.labels, r)
-        out = stack.forward(data.X.index_select(0, r), params)
-        total += losses.row_losses(out, lab).sum(-1)
-        count += lab[..., -1].sum(-1)
+        s, c = losses.sums(stack.forward(data.X.index_select(0, r), params), losses.gather(data.labels, r))
+        total, count = (s, c) if total is None else (total + s, count + c)
     return total, count
 
 
 def _eval_outputs(stack: StackedMLP, data: _DeviceData, rows: torch.Tensor,
                   params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Stacked outputs (K, S, n, W) over `rows`, in chunks."""
+    """Stacked outputs over `rows` in the stack's layout, computed in chunks."""
     step = _eval_chunk(stack, len(rows))
     parts = [stack.forward(data.X.index_select(0, rows[a:a + step]), params) for a in range(0, len(rows), step)]
-    return torch.cat(parts, 2)
+    return torch.cat(parts, 3 - stack.slot_dim)
 
 
 # ---------------------------------------------------------------- the sequential reference

@@ -130,6 +130,8 @@ def test_stack_matches_single_models_and_round_trips_state(branch):
         stack.load_model(k, m.state_dict())
     x = torch.randn(len(targets), 9, 5, dtype=torch.float64)
     out = stack.forward(x)
+    assert stack.slot_dim == (2 if branch == 2 else 1)
+    out = out.transpose(1, 2) if stack.slot_dim == 2 else out  # (K, S, B, W)
     for k, m in enumerate(nets):
         for j, (t, s) in enumerate(zip(targets[k], lay.slot_of[k], strict=True)):
             o = HEADS[t].outputs

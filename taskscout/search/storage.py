@@ -93,6 +93,8 @@ def _rdb(url: str, *, liveness: tuple[int, int] | None = None) -> optuna.storage
     import sqlalchemy.exc
 
     kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("sqlite"):
         # a second process (a rerun, `taskscout report`) may read while this one writes
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
@@ -109,8 +111,27 @@ def _rdb(url: str, *, liveness: tuple[int, int] | None = None) -> optuna.storage
             f"cannot open the Optuna storage {mask_url(url)}: {str(e).splitlines()[0]}; "
             f"give a database URL such as sqlite:///study.db or postgresql+psycopg2://user@host/db"
         ) from None
+    if url.startswith("sqlite"):
+        _fast_sqlite(rdb)
     # The cached wrapper reads finished trials once; create_study uses the same object.
     return optuna.storages._CachedStorage(rdb)
+
+
+def _fast_sqlite(rdb: optuna.storages.RDBStorage) -> None:
+    """Write-ahead logging with synchronous=NORMAL: a commit no longer waits for the disk, which
+    makes the search's many small transactions about 10x cheaper. A killed process loses nothing
+    committed (the log survives it); only a power cut can lose the last commits, which a rerun
+    then trains again."""
+    from sqlalchemy import event
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(rdb.engine, "connect", on_connect)
+    rdb.engine.dispose()  # connections opened before the listener reconnect with it
 
 
 def mask_url(url: str) -> str:

@@ -1,0 +1,210 @@
+"""`taskscout bench`: the stacked trainer against a plain one-model-at-a-time loop, on this machine.
+
+Both train the same K models (same data, seeds, data order and number of steps; patience is set
+above the epoch count so every model runs every step). Reported: models per second for each, the
+speed-up, the matrix-product GFLOP/s the stacked run achieved (forward and backward products of
+the training steps plus the validation passes, over its whole wall time), the machine's measured
+matmul GFLOP/s (best of a few large square products, in the same dtype) and their ratio, and the
+peak resident memory while the stacked run trained.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from taskscout.device import resolve_device
+from taskscout.errors import SpecError
+from taskscout.models import Head, slot_layout, stack_matmul_flops
+from taskscout.spec import ModelSettings, TrainingSettings
+from taskscout.training import ModelPlan, train_models, train_sequential
+
+# The bench's tasks cycle through these types, so every loss family is exercised.
+_TASK_TYPES = (("binary", 0), ("multiclass", 3), ("ordinal", 4), ("regression", 0))
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """What `taskscout bench` measured (field names are the `--json` keys)."""
+
+    device: str
+    threads: int
+    dtype: str
+    models: int
+    inputs: int
+    depth: int
+    width: int
+    tasks: int
+    batch: int
+    steps: int
+    epochs: int
+    sequential_models: int  # how many of the K models the sequential loop timed
+    sequential_seconds: float
+    stacked_seconds: float
+    sequential_models_per_s: float
+    stacked_models_per_s: float
+    speedup: float
+    achieved_gflops: float
+    matmul_peak_gflops: float
+    fraction_of_peak: float
+    peak_memory_mib: float  # peak resident memory of the process while the stack trained
+    memory_over_baseline_mib: float  # the part of it above the resident memory just before
+    max_loss_difference: float  # largest |val loss stacked - sequential| over the timed models
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bench_problem(*, models: int, inputs: int, tasks: int, batch: int, steps: int, epochs: int, seed: int = 0):
+    """Synthetic data and K plans: `steps` training steps in total over `epochs` epochs."""
+    if steps % epochs:
+        raise SpecError(f"--steps ({steps}) must be a multiple of --epochs ({epochs}) so every epoch has whole batches")
+    rng = np.random.default_rng(seed)
+    n_train = batch * (steps // epochs)
+    n_val = max(batch, 512)
+    n = n_train + n_val
+    X = rng.normal(size=(n, inputs)).astype(np.float32)
+    heads, cols = [], []
+    for t in range(tasks):
+        kind, C = _TASK_TYPES[t % len(_TASK_TYPES)]
+        signal = X[:, t % inputs] + 0.5 * X[:, (t + 1) % inputs] + 0.3 * rng.normal(size=n)
+        if kind == "binary":
+            y = (signal > 0).astype(float)
+        elif kind in ("multiclass", "ordinal"):
+            y = np.digitize(signal, np.quantile(signal, np.linspace(0, 1, C + 1)[1:-1])).astype(float)
+        else:
+            y = (signal - signal.mean()) / signal.std()
+        heads.append(Head(f"task{t}", kind, n_classes=C))
+        cols.append(y)
+    Y = np.stack(cols, 1)
+    split = np.zeros(n, dtype=np.int8)
+    split[n_train:] = 1
+    return X, Y, heads, split
+
+
+def _plans(models: int, tasks: int, branch_layer: int) -> list[ModelPlan]:
+    return [ModelPlan(tuple(range(tasks)), (0,), seed=k, branch_layer=branch_layer, key=f"m{k}") for k in range(models)]
+
+
+def matmul_peak_gflops(*, device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
+    """Best GFLOP/s of square matrix products (n = 512, 1024, 2048) on `device`."""
+    best = 0.0
+    for n in (512, 1024, 2048):
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        a @ b
+        for _ in range(repeats):
+            _sync(device)
+            t = time.perf_counter()
+            a @ b
+            _sync(device)
+            best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: the lifetime peak is the best available figure
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class _PeakMemory:
+    """Samples resident memory (or CUDA allocations) while the block runs."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak = self.baseline = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> _PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.baseline = torch.cuda.memory_allocated(self.device)
+            return self
+        self.baseline = self.peak = _rss_bytes()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _rss_bytes())
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+            return
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+
+
+def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int = 64, tasks: int = 4,
+              batch: int = 256, steps: int = 300, epochs: int = 3, branch_layer: int | None = None,
+              sequential_models: int | None = None, device: str = "auto", dtype: torch.dtype = torch.float32,
+              seed: int = 0) -> BenchResult:
+    """Train the same `models` models stacked and one by one; return the measured figures.
+
+    `sequential_models` times only that many of the models in the sequential loop (its rate in
+    models per second is what is compared); default all of them.
+    """
+    for name, value, low in (("models", models, 1), ("inputs", inputs, 1), ("depth", depth, 1), ("width", width, 2),
+                             ("tasks", tasks, 1), ("batch", batch, 1), ("steps", steps, 1), ("epochs", epochs, 1)):
+        if value < low:
+            raise SpecError(f"--{name} must be an int >= {low}. Got {value} instead.")
+    b = depth if branch_layer is None else branch_layer
+    if not 0 <= b <= depth:
+        raise SpecError(f"--branch-layer must be in 0..{depth}. Got {b} instead.")
+    n_seq = models if sequential_models is None else max(1, min(models, sequential_models))
+    dev = resolve_device(device)
+    X, Y, heads, split = bench_problem(models=models, inputs=inputs, tasks=tasks, batch=batch, steps=steps,
+                                       epochs=epochs, seed=seed)
+    plans = _plans(models, tasks, b)
+    model = ModelSettings(depth=depth, width=width)
+    training = TrainingSettings(epochs=epochs, batch_size=batch, patience=epochs + 1, lr=1e-3)
+    kw = {"model": model, "training": training, "device": str(dev), "dtype": dtype}
+
+    with _PeakMemory(dev) as mem:
+        _sync(dev)
+        t = time.perf_counter()
+        stacked = train_models(X, Y, heads, split, plans, stack_size=models, **kw)
+        _sync(dev)
+        stacked_s = time.perf_counter() - t
+    t = time.perf_counter()
+    sequential = train_sequential(X, Y, heads, split, plans[:n_seq], **kw)
+    _sync(dev)
+    sequential_s = time.perf_counter() - t
+
+    layout = slot_layout(heads, [p.targets for p in plans])
+    shape = {"models": models, "in_features": inputs, "depth": depth, "width": width, "branch_layer": b,
+             "slots": layout.n_slots, "out_width": layout.out_width}
+    n_val = int((split == 1).sum())
+    flops = (steps * stack_matmul_flops(rows=batch, backward=True, **shape)
+             + epochs * stack_matmul_flops(rows=n_val, backward=False, **shape))
+    achieved = flops / stacked_s / 1e9
+    peak = matmul_peak_gflops(device=dev, dtype=dtype)
+    diff = max(abs(a.loss["val"][t] - s.loss["val"][t]) for a, s in zip(stacked, sequential, strict=False)
+               for t in a.loss["val"])
+    seq_rate, stack_rate = n_seq / sequential_s, models / stacked_s
+    return BenchResult(
+        device=str(dev), threads=torch.get_num_threads(), dtype=str(dtype).replace("torch.", ""), models=models,
+        inputs=inputs, depth=depth, width=width, tasks=tasks, batch=batch, steps=steps, epochs=epochs,
+        sequential_models=n_seq, sequential_seconds=sequential_s, stacked_seconds=stacked_s,
+        sequential_models_per_s=seq_rate, stacked_models_per_s=stack_rate, speedup=stack_rate / seq_rate,
+        achieved_gflops=achieved, matmul_peak_gflops=peak, fraction_of_peak=achieved / peak,
+        peak_memory_mib=mem.peak / 2**20, memory_over_baseline_mib=(mem.peak - mem.baseline) / 2**20,
+        max_loss_difference=float(diff),
+    )

@@ -1,0 +1,367 @@
+import json
+import math
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from taskscout import rundir
+from taskscout.auxgen import AuxTask
+from taskscout.errors import SpecError
+from taskscout.search import rebuild_tables, run_search, summary_text
+from taskscout.search.plan import PlannedModel, model_seeds, plan_depth, plan_pairs, plan_single
+from taskscout.search.runner import fingerprint, storage_url
+from taskscout.search.storage import claim_pending, enqueue_missing, open_store
+from taskscout.spec import resolve_spec
+from taskscout.training import ModelResult
+
+TASKS = ["g0_t0", "g0_t1", "g1_t0", "g1_t1"]
+T2 = 4.302652729911275  # t(0.975, 2)
+AUX = "x0_copy"
+
+
+def planted_gain(source: str, target: str) -> float:
+    """The fake trainer's truth: +20% inside a planted group, -5% across, +10% from the auxiliary."""
+    if source == AUX:
+        return 0.1 if target == "g0_t0" else 0.0
+    return 0.2 if source.split("_")[0] == target.split("_")[0] else -0.05
+
+
+class FakeTrainer:
+    """Deterministic losses with a known gain per seed: gain_s = planted * b / L + 0.01 * (s - 1)."""
+
+    def __init__(self, fail_after: int | None = None):
+        self.calls: list[list[str]] = []
+        self.fail_after = fail_after
+        self.dropped: dict[str, tuple[int, ...]] = {}
+
+    def __call__(self, X, Y, heads, split, plans, *, model, training, device, progress, stack_size, **kw):
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise RuntimeError("trainer crashed")
+        self.calls.append([p.key for p in plans])
+        out = []
+        for p in plans:
+            names = [heads[t].name for t in p.targets]
+            self.dropped[p.key] = p.dropped_features
+            s = p.seed % 100
+            loss, rows = {}, []
+            for t, name in zip(p.targets, names, strict=True):
+                partners = [n for n in names if n != name]
+                g = sum(planted_gain(n, name) for n in partners) * p.branch_layer / model.depth
+                d = 0.01 * (s - 1) if partners else 0.0
+                loss[t] = (1.0 + 0.1 * t) * (1 + 0.05 * s) * (1 - g - d)
+                for e in range(1, training.epochs + 1):
+                    rows += [(name, e, "train", loss[t] * (1 + 2 / e)), (name, e, "val", loss[t] * (1 + 1 / e))]
+            curves = pd.DataFrame(rows, columns=["task", "epoch", "split", "loss"])
+            out.append(ModelResult(plan=p, best_epoch=training.epochs, epochs_run=training.epochs,
+                                   loss={"val": loss}, metric={"val": {t: 0.5 for t in p.targets}},
+                                   seconds=0.01, curves=curves, state=None))
+            progress(1)
+        return out
+
+
+def aux_candidates(ds, spec):
+    values = ds.frame["x0"].to_numpy(dtype=float)
+    return [
+        AuxTask(name=AUX, kind="predict_inputs", serves=("g0_t0",), values=values, type="regression",
+                provenance={"columns": ["x0"], "transform": "identity"}, training_only=False,
+                drops_inputs=("x0",), score=0.3),
+        AuxTask(name="dropped_one", kind="hints", serves=("g0_t0",), values=values, type="regression",
+                provenance={"columns": ["x0"], "transform": "identity"}, training_only=False,
+                dropped="only 3 labelled training rows"),
+    ]
+
+
+def make_spec(out: Path, **over):
+    settings = {
+        "tasks": TASKS, "out": str(out),
+        "data_options": {"n_rows": 240, "n_inputs": 8, "groups": 2, "tasks_per_group": 2, "label_fraction": 0.5},
+        "training": {"seeds": 3, "epochs": 4}, "model": {"depth": 2, "width": 8},
+        "search": {"phases": ["single", "pairs", "aux", "depth"], "stack_size": 5},
+    }
+    for section, values in over.items():
+        if isinstance(values, dict):
+            settings[section] = {**settings.get(section, {}), **values}
+        else:
+            settings[section] = values
+    return resolve_spec("builtin:planted", settings)
+
+
+def expected_keys(spec) -> set[str]:
+    seeds, L = model_seeds(spec), spec.model.depth
+    models = plan_single(TASKS, seeds, L) + plan_pairs(TASKS, seeds, L)
+    models += [PlannedModel("aux", ("g0_t0",), (AUX,), s, L) for s in seeds]
+    models += plan_depth([("g0_t0", "g0_t1"), ("g1_t0", "g1_t1")], seeds, L)
+    return {m.key for m in models}
+
+
+def trial_states(spec) -> list[tuple[str, str]]:
+    study = optuna.load_study(study_name=spec.name, storage=storage_url(spec))
+    return [(t.user_attrs.get("key"), t.state.name) for t in study.get_trials(deepcopy=False)]
+
+
+def assert_each_once(spec):
+    complete = [k for k, s in trial_states(spec) if s == "COMPLETE"]
+    assert len(complete) == len(set(complete))
+    assert set(complete) == expected_keys(spec)
+    trials = pd.read_parquet(spec.run_dir / rundir.TRIALS)
+    assert sorted(trials["key"]) == sorted(complete)
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """One search with the fake trainer, shared by the tests that only read it."""
+    spec = make_spec(tmp_path_factory.mktemp("searched") / "run")
+    fake = FakeTrainer()
+    result = run_search(spec, train_fn=fake, candidates_fn=aux_candidates, finalize_run=False)
+    return spec, fake, result
+
+
+@pytest.fixture
+def searched_copy(searched, tmp_path):
+    """A private copy of the shared run directory (study.db included), for tests that change it."""
+    spec, _, _ = searched
+    shutil.copytree(spec.run_dir, tmp_path / "run")
+    return make_spec(tmp_path / "run")
+
+
+def test_plan_keys_are_stable_unique_and_round_trip():
+    pairs = plan_pairs(["a", "b", "c"], (0, 1), 2)
+    assert len(pairs) == 8  # 3 pairs + all three, per seed
+    assert len({m.key for m in pairs}) == 8
+    assert pairs[0].key == '["pairs",["a","b"],[],0,2]'
+    for m in pairs:
+        assert PlannedModel.from_attrs(m.attrs()) == m
+    assert len(plan_pairs(["a", "b"], (0,), 2)) == 1  # with two tasks the pair is the all-together model
+    assert [m.branch_layer for m in plan_depth([("a", "b")], (0,), 3)] == [2, 1, 0]
+
+
+def test_search_trains_every_planned_model_once_and_measures_the_planted_gains(searched):
+    spec, fake, result = searched
+    assert_each_once(spec)
+    trained = [k for call in fake.calls for k in call]
+    assert len(trained) == len(set(trained)) == len(expected_keys(spec)) == 48
+    assert max(len(c) for c in fake.calls) <= spec.search.stack_size
+    assert [(p.phase, p.planned, p.trained, p.status) for p in result.phases] == [
+        ("single", 12, 12, "done"), ("pairs", 21, 21, "done"), ("aux", 3, 3, "done"), ("depth", 12, 12, "done")]
+
+    aff = pd.read_csv(spec.run_dir / rundir.AFFINITY)
+    half = T2 * 0.01 / math.sqrt(3)  # per-seed gains planted +- 0.01 around the mean
+    for r in aff.itertuples(index=False):
+        want = planted_gain(r.source, r.target)
+        assert r.gain == pytest.approx(want)
+        assert (r.ci_low, r.ci_high, r.n_seeds, r.method) == pytest.approx((want - half, want + half, 3, "measured"))
+    assert len(aff) == 12 + 1  # both directions of 6 pairs, and the auxiliary
+    inside = aff[[planted_gain(s, t) > 0 and s != AUX for s, t in zip(aff.source, aff.target, strict=True)]]
+    across = aff[[planted_gain(s, t) < 0 for s, t in zip(aff.source, aff.target, strict=True)]]
+    assert (inside["ci_low"] > 0).all() and (across["ci_high"] < 0).all()
+
+    depth = pd.read_csv(spec.run_dir / rundir.DEPTH)
+    assert set(depth["group"]) == {"g0_t0|g0_t1", "g1_t0|g1_t1"}
+    per_layer = depth.groupby("branch_layer")["gain"].mean()
+    assert per_layer.to_dict() == pytest.approx({0: 0.0, 1: 0.1, 2: 0.2})
+
+    scores = pd.read_csv(spec.run_dir / rundir.GROUP_SCORES)
+    together = scores[scores["group"] == "|".join(TASKS)].set_index("task")["norm_loss"]
+    # all together: one partner inside (+0.2) and two across (-0.05 each) -> 1 - 0.1
+    assert together.to_dict() == pytest.approx({t: 0.9 for t in TASKS})
+    assert (scores[scores["group"] == scores["task"]]["norm_loss"] == 1).all()
+
+    compute = pd.read_csv(spec.run_dir / rundir.COMPUTE).set_index("phase")
+    assert compute["models"].to_dict() == {"single": 12, "pairs": 21, "aux": 3, "depth": 12}
+    assert compute.loc["pairs", "epochs"] == 21 * 4
+
+    feats = pd.read_csv(spec.run_dir / rundir.CURVE_FEATURES)
+    assert list(feats["task"]) == TASKS
+    # val curve loss * (1 + 1/e): improvement from e=1 to min over e=2..4 is (2 - 1.25)/2, then
+    # e=2: (1.5 - 1.25)/1.5 = 0.167, no plateau at epsilon 0.01 within 4 epochs -> 4
+    assert (feats["plateau_epoch"] == 4).all()
+    # train curve (1 + 2/e) / 3 at 10%: c = 1 (0.4 rounds to 0): (L2 - L1) / L1 / (1/4) = (2 - 3) / 3 * 4
+    assert feats["slope_10"].tolist() == pytest.approx([-4 / 3] * 4)
+
+
+def test_predict_inputs_auxiliary_drops_its_inputs_and_candidates_are_all_saved(searched):
+    spec, fake, _ = searched
+    aux_keys = [k for k in fake.dropped if json.loads(k)[0] == "aux"]
+    assert aux_keys and all(fake.dropped[k] == (0,) for k in aux_keys)  # x0 is feature 0
+    assert all(fake.dropped[k] == () for k in fake.dropped if json.loads(k)[0] != "aux")
+    cands = rundir.read_json(spec.run_dir / rundir.CANDIDATES)
+    assert [c["name"] for c in cands] == [AUX, "dropped_one"]
+    assert cands[1]["dropped"]
+
+
+def test_tables_are_written_atomically_and_match_the_contract(searched):
+    spec, _, _ = searched
+    assert not list(spec.run_dir.glob("*.tmp")) and not list(spec.run_dir.glob(".*.tmp"))
+    trials = pd.read_parquet(spec.run_dir / rundir.TRIALS)
+    assert tuple(trials.columns) == rundir.TRIAL_COLUMNS
+    assert (trials["test_loss"] == "{}").all() and (trials["state"] == "COMPLETE").all()
+    row = trials[trials["phase"] == "aux"].iloc[0]
+    assert set(json.loads(row["val_loss"])) == {"g0_t0", AUX}
+    curves = pd.read_parquet(spec.run_dir / rundir.CURVES)
+    assert tuple(curves.columns) == rundir.CURVE_COLUMNS
+    assert len(curves) == sum(len(t) + len(a) for t, a in zip(trials["tasks"], trials["aux"], strict=True)) * 4 * 2
+    assert json.loads((spec.run_dir / rundir.SPEC).read_text())["name"] == spec.name
+
+
+def test_resume_reuses_completed_trials_and_more_seeds_add_only_new_models(searched_copy):
+    spec = searched_copy
+    again = FakeTrainer()
+    result = run_search(spec, train_fn=again, candidates_fn=aux_candidates, finalize_run=False)
+    assert again.calls == [] and result.trained == 0
+    assert sum(p.reused for p in result.phases) == 48
+    assert_each_once(spec)
+
+    more = make_spec(spec.run_dir, training={"seeds": 4})
+    fake = FakeTrainer()
+    run_search(more, train_fn=fake, candidates_fn=aux_candidates, finalize_run=False)
+    new = {k for call in fake.calls for k in call}
+    assert len(new) == 16 and all(json.loads(k)[3] == 3 for k in new)  # only the fourth seed
+    assert_each_once(more)
+
+
+def test_abandoned_running_trials_are_failed_and_retried(tmp_path):
+    spec = make_spec(tmp_path / "run", search={"phases": ["single"]})
+    store = open_store(storage_url(spec), spec.name, fingerprint=fingerprint(spec), spec_json=spec.to_json())
+    models = plan_single(TASKS, model_seeds(spec), spec.model.depth)
+    enqueue_missing(store, models)
+    claimed = claim_pending(store, [m.key for m in models], 3)  # a process that died mid-stack
+    assert len(claimed) == 3
+    fake = FakeTrainer()
+    run_search(spec, train_fn=fake, finalize_run=False)
+    states = trial_states(spec)
+    assert sorted(s for _, s in states).count("FAIL") == 3
+    complete = [k for k, s in states if s == "COMPLETE"]
+    assert sorted(complete) == sorted(m.key for m in models)
+    assert {c.model.key for c in claimed} <= {k for call in fake.calls for k in call}
+
+
+def test_a_trainer_error_gives_its_claims_back(tmp_path):
+    spec = make_spec(tmp_path / "run", search={"phases": ["single", "pairs"]})
+    with pytest.raises(RuntimeError, match="trainer crashed"):
+        run_search(spec, train_fn=FakeTrainer(fail_after=2), finalize_run=False)
+    assert "RUNNING" not in {s for _, s in trial_states(spec)}
+    assert sum(s == "COMPLETE" for _, s in trial_states(spec)) == 10  # two stacks of 5
+    fake = FakeTrainer()
+    run_search(spec, train_fn=fake, finalize_run=False)
+    assert len({k for call in fake.calls for k in call}) == 12 + 21 - 10
+
+
+def test_duplicate_queue_entries_are_trained_once(tmp_path):
+    spec = make_spec(tmp_path / "run")
+    store = open_store(storage_url(spec), spec.name, fingerprint=fingerprint(spec), spec_json=spec.to_json())
+    m = PlannedModel("single", ("g0_t0",), (), 0, 2)
+    for _ in range(2):  # two workers enqueued the same model
+        store.study.enqueue_trial({}, user_attrs=m.attrs())
+    first = claim_pending(store, [m.key], 1)
+    second = claim_pending(store, [m.key], 1)
+    assert len(first) == 1 and second == []  # the second copy yields to the RUNNING first one
+    dup = [t for t in store.study.get_trials() if t.number != first[0].number]
+    assert dup[0].state.name == "FAIL" and dup[0].user_attrs["duplicate_of"] == first[0].number
+    assert enqueue_missing(store, [m]) == 0  # RUNNING counts as taken
+
+
+def test_time_limit_stops_new_stacks_and_the_rerun_finishes(tmp_path):
+    spec = make_spec(tmp_path / "run", search={"phases": ["single", "pairs"], "time_limit": 1e-9})
+    fake = FakeTrainer()
+    result = run_search(spec, train_fn=fake, finalize_run=False)
+    assert fake.calls == [] and result.stopped_by_time_limit
+    assert [p.status for p in result.phases] == ["stopped", "not started", "skipped", "skipped"]
+    assert "time limit reached" in summary_text(result)
+    assert pd.read_csv(spec.run_dir / rundir.AFFINITY).empty
+    go_on = make_spec(tmp_path / "run", search={"phases": ["single", "pairs"]})
+    result = run_search(go_on, train_fn=FakeTrainer(), finalize_run=False)
+    assert not result.stopped_by_time_limit and result.trained == 33
+
+
+def test_tables_rebuild_from_the_storage_alone(searched, tmp_path):
+    spec, _, _ = searched
+    before = {n: pd.read_csv(spec.run_dir / n) for n in (rundir.AFFINITY, rundir.DEPTH, rundir.GROUP_SCORES)}
+    trials = pd.read_parquet(spec.run_dir / rundir.TRIALS)
+    other = tmp_path / "elsewhere"  # a worker with only the database: no spec.json, no tables
+    rebuild_tables(other, storage_url(spec), study_name=spec.name)
+    for name, frame in before.items():
+        pd.testing.assert_frame_equal(pd.read_csv(other / name), frame)
+    pd.testing.assert_frame_equal(pd.read_parquet(other / rundir.TRIALS), trials)
+    assert (other / rundir.SPEC).exists()
+
+
+def test_changed_settings_are_refused_unless_fresh(searched_copy):
+    spec = searched_copy
+    changed = make_spec(spec.run_dir, training={"epochs": 5})
+    with pytest.raises(SpecError, match="--fresh"):
+        run_search(changed, train_fn=FakeTrainer(), candidates_fn=aux_candidates, finalize_run=False)
+    fake = FakeTrainer()
+    run_search(changed, fresh=True, train_fn=fake, candidates_fn=aux_candidates, finalize_run=False)
+    assert len({k for call in fake.calls for k in call}) == 48
+    assert_each_once(changed)
+
+
+def test_summary_names_the_strongest_transfers_and_the_files(searched):
+    _, _, result = searched
+    text = summary_text(result)
+    lines = text.splitlines()
+    pos = lines.index("strongest positive transfers:")
+    assert "+20.0%" in lines[pos + 1] and "real" in lines[pos + 1]
+    neg = lines.index("strongest negative transfers:")
+    assert "-5.0%" in lines[neg + 1]
+    assert "affinity.csv" in text and str(result.run_dir) in text
+
+
+def _complete_count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+def test_a_killed_search_resumes_and_trains_every_model_exactly_once(tmp_path):
+    """Real trainer, tiny data: SIGKILL the CLI mid-phase, run it again, every key exactly once."""
+    study = tmp_path / "tiny.toml"
+    study.write_text(
+        'data = "builtin:planted"\n'
+        f'tasks = {json.dumps(TASKS)}\n'
+        'budget = "small"\n'
+        '[data_options]\nn_rows = 160\nn_inputs = 8\ngroups = 2\ntasks_per_group = 2\nlabel_fraction = 0.5\n'
+        '[training]\nseeds = 1\nepochs = 3\nbatch_size = 64\n'
+        '[model]\ndepth = 1\nwidth = 4\n'
+        '[search]\nphases = ["single", "pairs"]\nstack_size = 1\n'
+    )
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "taskscout", "search", str(study), "--out", str(out), "--quiet", "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    db = out / rundir.STUDY_DB
+    deadline = time.monotonic() + 120
+    while _complete_count(db) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_at_kill = _complete_count(db)
+    assert 2 <= done_at_kill < 11, proc.stderr.read().decode()[-2000:]  # killed mid-search
+
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"search 'tiny': {11 - done_at_kill} models trained, {done_at_kill} reused" in rerun.stdout
+    spec = resolve_spec(str(study), {"out": str(out)})
+    states = trial_states(spec)
+    complete = [k for k, s in states if s == "COMPLETE"]
+    assert len(complete) == len(set(complete)) == 11
+    seeds, L = model_seeds(spec), spec.model.depth
+    assert set(complete) == {m.key for m in plan_single(TASKS, seeds, L) + plan_pairs(TASKS, seeds, L)}
+    assert "RUNNING" not in {s for _, s in states}
+    trials = pd.read_parquet(out / rundir.TRIALS)
+    assert len(trials) == 11 and np.isfinite(trials["seconds"]).all()
+    assert not list(out.glob(".*.tmp"))
