@@ -419,14 +419,17 @@ def status(
     by which workers), queued and failed. Works while workers run, from any machine."""
     from taskscout.search import PHASE_ORDER, storage_url
     from taskscout.search.storage import mask_url, open_existing, phase_progress
+    from taskscout.search.workers import live_workers
 
     url = storage_url(spec)
     store = open_existing(url, url, spec.name)
     rows = phase_progress(store, [p for p in PHASE_ORDER if p in spec.search.phases])
+    alive = live_workers(store.storage, store.study_id, spec.search.grace_period)
     if as_json:
-        typer.echo(json.dumps([vars(r) | {"workers": list(r.workers)} for r in rows], indent=2))
+        phases = [vars(r) | {"workers": list(r.workers)} for r in rows]
+        typer.echo(json.dumps({"study": spec.name, "workers": alive, "phases": phases}, indent=2))
         return
-    typer.echo(f"study '{spec.name}' in {mask_url(url)}")
+    typer.echo(f"study '{spec.name}' in {mask_url(url)}; {len(alive)} live worker(s): {', '.join(alive) or '-'}")
     typer.echo(f"{'phase':<8} {'complete':>8} {'running':>8} {'waiting':>8} {'failed':>7}  workers")
     for r in rows:
         typer.echo(f"{r.phase:<8} {r.complete:>8} {r.running:>8} {r.waiting:>8} {r.failed:>7}  {', '.join(r.workers)}".rstrip())

@@ -38,7 +38,7 @@ from optuna.trial import TrialState
 
 from taskscout.errors import MissingResultsError, SpecError
 from taskscout.search.plan import PlannedModel
-from taskscout.search.workers import WORKER_ATTR, Heartbeat, quiet_experimental, run_lock, worker_id
+from taskscout.search.workers import WORKER_ATTR, Heartbeat, quiet_experimental, run_lock
 
 RESULT_ATTR = "result"
 CURVES_ATTR = "curves"
@@ -189,7 +189,11 @@ def open_store(
                 f"study '{name}' in {mask_url(url)} was run with different settings ({', '.join(changed)}); "
                 f"rerun with --fresh to start over, or give another --out/--name to keep both"
             )
-    return Store(study, storage, study_id, url, Heartbeat(storage) if liveness is not None else None)
+    heartbeat = None
+    if liveness is not None:
+        heartbeat = Heartbeat(storage, study_id, grace_period=liveness[1])
+        heartbeat.start()
+    return Store(study, storage, study_id, url, heartbeat)
 
 
 def open_existing(storage: optuna.storages.BaseStorage | str, url: str, name: str) -> Store:
@@ -334,17 +338,17 @@ def claim_pending(store: Store, keys: Iterable[str], k: int) -> list[Claim]:
     is given up (FAIL, with user attribute `duplicate_of`).
 
     With a shared storage, the claimed trials are held by the store's heartbeat until they are
-    recorded or released, and carry the worker's host:pid (system attribute `worker`)."""
+    recorded or released, and carry the worker's host:pid (system attribute `worker`); a claim
+    then takes no more than a fair share of the WAITING models (Heartbeat.fair_share)."""
     wanted = set(keys)
     beat = store.heartbeat
-    me = worker_id()
+    waiting = [t for t in _trials(store, (TrialState.WAITING,)) if t.user_attrs.get("key") in wanted]
+    if beat is not None and beat.enabled:
+        k = beat.fair_share(len(waiting), k)
     claims: list[Claim] = []
-    for t in _trials(store, (TrialState.WAITING,)):
+    for t in waiting:
         if len(claims) >= k:
             break
-        key = t.user_attrs.get("key")
-        if key not in wanted:
-            continue
         trial_id = t._trial_id
         if beat is not None:
             # Before the claim: a RUNNING trial without a heartbeat is never declared dead.
@@ -356,7 +360,7 @@ def claim_pending(store: Store, keys: Iterable[str], k: int) -> list[Claim]:
         if won:
             if beat is not None:
                 beat.hold(trial_id)
-                store.storage.set_trial_system_attr(trial_id, WORKER_ATTR, me)
+                store.storage.set_trial_system_attr(trial_id, WORKER_ATTR, beat.worker)
             claims.append(Claim(t.number, trial_id, PlannedModel.from_attrs(t.user_attrs)))
     if not claims:
         return claims

@@ -11,6 +11,9 @@ How workers share a search (storage.py holds the queue itself):
   fails a RUNNING trial that has no heartbeat). A worker with nothing to claim calls
   `recover_abandoned(single_process=False)`, which fails every trial whose heartbeat is older than
   the grace period (its worker died), and queues its key again;
+- each worker announces itself (study system attribute `worker:host:pid` = the time of its last
+  heartbeat), and a claim takes at most a fair share of the WAITING models, ceil(waiting / live
+  workers), so that one worker does not take a whole phase into one stack while others idle;
 - creating the tables and the study happens under `run_lock`, a PostgreSQL advisory lock, so any
   number of workers may start at the same moment on an empty database;
 - SQLite storage is for one process at a time: `single_process_lock` refuses a second one with a
@@ -22,9 +25,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
+import math
 import os
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +41,7 @@ import optuna
 from taskscout.errors import SpecError
 
 WORKER_ATTR = "worker"  # trial system attribute: host:pid of the worker that claimed it
+ANNOUNCE_PREFIX = "worker:"  # study system attribute per worker: time.time() of its last heartbeat
 
 
 def worker_id() -> str:
@@ -87,17 +94,34 @@ def run_lock(url: str, name: str) -> Iterator[None]:
         engine.dispose()
 
 
-class Heartbeat:
-    """Records a heartbeat for every held trial each interval, on a daemon thread.
+def live_workers(storage: Any, study_id: int, grace_period: float) -> list[str]:
+    """host:pid of every worker of the study that announced itself within `grace_period` seconds."""
+    now = time.time()
+    attrs = storage.get_study_system_attrs(study_id)
+    return sorted(k[len(ANNOUNCE_PREFIX):] for k, v in attrs.items()
+                  if k.startswith(ANNOUNCE_PREFIX) and isinstance(v, (int, float)) and now - v < grace_period)
 
-    A no-op when the storage has no heartbeat interval (SQLite). The thread starts with the first
-    `hold` and ends with `stop` (or with the process: a dead worker's heartbeats simply stop).
+
+class Heartbeat:
+    """Records a heartbeat for every held trial each interval, on a daemon thread, and announces
+    this worker in the study (`live_workers` counts the announced ones).
+
+    A no-op when the storage has no heartbeat interval (SQLite). The thread starts with `start`
+    and ends with `stop` (or with the process: a dead worker's heartbeats simply stop).
     """
 
-    def __init__(self, storage: Any) -> None:
+    _opened = itertools.count()
+
+    def __init__(self, storage: Any, study_id: int | None = None, grace_period: float | None = None) -> None:
         self._storage = storage
+        self._study_id = study_id
         getter = getattr(storage, "get_heartbeat_interval", None)
         self.interval: int | None = getter() if getter is not None else None
+        self.grace_period = grace_period if grace_period is not None else 2 * (self.interval or 0)
+        n = next(Heartbeat._opened)
+        # host:pid, and a number for a second store of the same process (as in tests)
+        self.worker = worker_id() + (f"/{n}" if n else "")
+        self.me = ANNOUNCE_PREFIX + self.worker
         self._held: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -112,14 +136,35 @@ class Heartbeat:
         if self.enabled:
             self._storage.record_heartbeat(trial_id)
 
+    def start(self) -> None:
+        """Announce this worker and start beating (no-op without heartbeats or when running)."""
+        if not self.enabled or self._thread is not None:
+            return
+        self._announce(time.time())
+        self._thread = threading.Thread(target=self._run, name="taskscout-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _announce(self, when: float) -> None:
+        if self._study_id is not None:
+            self._storage.set_study_system_attr(self._study_id, self.me, when)
+
+    def live_workers(self) -> int:
+        """Workers (this one included) whose announcement is younger than the grace period."""
+        if self._study_id is None:
+            return 1
+        others = set(live_workers(self._storage, self._study_id, self.grace_period)) - {self.worker}
+        return 1 + len(others)
+
+    def fair_share(self, waiting: int, limit: int) -> int:
+        """How many of `waiting` models one claim may take: at most `limit`, and no more than an
+        equal split between the live workers (at least one)."""
+        return max(1, min(limit, math.ceil(waiting / self.live_workers())))
+
     def hold(self, trial_id: int) -> None:
         if not self.enabled:
             return
         with self._lock:
             self._held.add(trial_id)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="taskscout-heartbeat", daemon=True)
-                self._thread.start()
 
     def release(self, trial_id: int) -> None:
         with self._lock:
@@ -133,16 +178,21 @@ class Heartbeat:
     def _run(self) -> None:
         assert self.interval is not None
         while not self._stop.wait(self.interval):
+            # A passing database error must not end the thread: the next beat tries again.
+            with contextlib.suppress(Exception):
+                self._announce(time.time())
             for trial_id in sorted(self.held):
-                # A passing database error must not end the thread: the next beat tries again.
                 with contextlib.suppress(Exception):
                     self._storage.record_heartbeat(trial_id)
 
     def stop(self) -> None:
+        """Stop beating and withdraw the announcement (the worker is leaving)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+            with contextlib.suppress(Exception):
+                self._announce(0.0)
 
 
 @contextlib.contextmanager

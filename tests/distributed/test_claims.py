@@ -202,3 +202,18 @@ def test_a_second_process_on_a_sqlite_run_is_refused(tmp_path: Path) -> None:
                 pass
     with single_process_lock(tmp_path):  # released: usable again
         pass
+
+
+def test_a_claim_takes_a_fair_share_when_other_workers_are_alive(pg_url: str) -> None:
+    first = _store(pg_url, liveness=(1, 3))
+    enqueue_missing(first, _models(10))
+    keys = [m.key for m in _models(10)]
+    # alone, a worker takes what its stack holds
+    assert len(claim_pending(first, keys, 4)) == 4
+    second = _store(pg_url, first.name, liveness=(1, 3))
+    # two live workers share the 6 models still waiting: 3 each at most
+    assert len(claim_pending(second, keys, 64)) == 3
+    assert len(claim_pending(first, keys, 64)) == 2  # ceil(3 / 2)
+    second.close()  # a leaving worker withdraws: the last one takes the rest
+    assert len(claim_pending(first, keys, 64)) == 1
+    first.close()
