@@ -314,19 +314,23 @@ def enqueue_missing(store: Store, models: Iterable[PlannedModel], *, max_failure
     """Queue a WAITING trial for every model whose key has no WAITING, RUNNING or COMPLETE trial.
 
     max_failures: a key that failed more often than this is given up (not queued again), so a
-    model that kills every worker that trains it cannot stall a shared search forever."""
+    model that kills every worker that trains it cannot stall a shared search forever.
+
+    On PostgreSQL, workers enqueue one at a time (`run_lock`), so workers planning the same phase
+    at once queue each model once; `claim_pending` still copes with duplicates."""
     live = {TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE}
-    states = key_states(store)
-    failed = failures(store) if max_failures is not None else {}
-    n = 0
-    for m in models:
-        if states.get(m.key, set()) & live:
-            continue
-        if max_failures is not None and failed.get(m.key, 0) > max_failures:
-            continue
-        store.study.enqueue_trial({}, user_attrs=m.attrs())
-        states.setdefault(m.key, set()).add(TrialState.WAITING)
-        n += 1
+    with run_lock(store.url, f"enqueue:{store.name}"):
+        states = key_states(store)
+        failed = failures(store) if max_failures is not None else {}
+        n = 0
+        for m in models:
+            if states.get(m.key, set()) & live:
+                continue
+            if max_failures is not None and failed.get(m.key, 0) > max_failures:
+                continue
+            store.study.enqueue_trial({}, user_attrs=m.attrs())
+            states.setdefault(m.key, set()).add(TrialState.WAITING)
+            n += 1
     return n
 
 
@@ -344,7 +348,7 @@ def claim_pending(store: Store, keys: Iterable[str], k: int) -> list[Claim]:
     beat = store.heartbeat
     waiting = [t for t in _trials(store, (TrialState.WAITING,)) if t.user_attrs.get("key") in wanted]
     if beat is not None and beat.enabled:
-        k = beat.fair_share(len(waiting), k)
+        k = beat.fair_share(len({t.user_attrs["key"] for t in waiting}), k)
     claims: list[Claim] = []
     for t in waiting:
         if len(claims) >= k:

@@ -217,3 +217,21 @@ def test_a_claim_takes_a_fair_share_when_other_workers_are_alive(pg_url: str) ->
     second.close()  # a leaving worker withdraws: the last one takes the rest
     assert len(claim_pending(first, keys, 64)) == 1
     first.close()
+
+
+def test_workers_planning_a_phase_at_once_queue_each_model_once(pg_url: str) -> None:
+    stores = [_store(pg_url, "same") for _ in range(4)]
+    barrier = threading.Barrier(len(stores))
+    added: list[int] = []
+
+    def plan(store) -> None:
+        barrier.wait()
+        added.append(enqueue_missing(store, _models(12)))
+
+    threads = [threading.Thread(target=plan, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(added) == [0, 0, 0, 12]
+    assert len(stores[0].study.get_trials()) == 12
