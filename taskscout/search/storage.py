@@ -25,6 +25,7 @@ losses rounded to 6 significant digits), so tables can be rebuilt from the stora
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -239,11 +240,27 @@ def recover_abandoned(store: Store, *, single_process: bool = True) -> int:
     """Mark trials left RUNNING by a dead process FAIL (their keys get queued again); the count.
 
     single_process: every RUNNING trial is abandoned (nobody else works on this study). Otherwise
-    only those whose heartbeat went stale (the storage must have been opened with heartbeats)."""
+    those whose heartbeat went stale (the storage must have been opened with heartbeats), and with
+    them every other RUNNING trial of the same worker: a worker beats for all its trials in one
+    loop, so one stale trial means the worker is gone, even if the last beats of its other
+    trials were a moment later."""
     running = _trials(store, (TrialState.RUNNING,))
     if not single_process:
         with quiet_experimental():
             optuna.storages.fail_stale_trials(store.study)
+        still = _trials(store, (TrialState.RUNNING,))
+        alive = {t.number for t in still}
+        dead = set()
+        for t in running:  # failed just now, not completed by their worker nor given up as duplicates
+            if t.number not in alive:
+                now = store.storage.get_trial(t._trial_id)
+                if now.state == TrialState.FAIL and DUPLICATE_ATTR not in now.user_attrs:
+                    dead.add(t.system_attrs.get(WORKER_ATTR))
+        dead.discard(None)
+        for t in still:
+            if t.system_attrs.get(WORKER_ATTR) in dead:
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    store.storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         return len(running) - len(_trials(store, (TrialState.RUNNING,)))
     for t in running:
         store.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)

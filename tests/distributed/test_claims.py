@@ -138,6 +138,8 @@ def test_a_dead_workers_models_are_failed_and_queued_again(pg_url: str, tmp_path
     # a live worker that holds a model keeps it: heartbeats go on while it trains
     (mine,) = claim_pending(store, [m.key for m in models], 3)
     time.sleep(3)  # longer than the grace period
+    # one of the dead worker's trials had a late beat: the worker is gone all the same
+    store.storage.record_heartbeat(running[0]._trial_id)
     assert recover_abandoned(store, single_process=False) == 2
     assert store.storage.get_trial(mine.trial_id).state == TrialState.RUNNING
     assert enqueue_missing(store, models) == 2
