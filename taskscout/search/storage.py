@@ -308,7 +308,7 @@ def phase_progress(store: Store, phases: Sequence[str]) -> list[PhaseProgress]:
             running=len(running),
             waiting=sum(t.state == TrialState.WAITING for t in mine),
             failed=sum(t.state == TrialState.FAIL and DUPLICATE_ATTR not in t.user_attrs for t in mine),
-            workers=tuple(sorted({str(t.system_attrs.get(WORKER_ATTR, "?")) for t in running})),
+            workers=tuple(sorted({str(t.system_attrs[WORKER_ATTR]) for t in running if WORKER_ATTR in t.system_attrs})),
         ))
     return out
 
