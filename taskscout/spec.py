@@ -87,7 +87,7 @@ class TrainingSettings:
     batch_size: int = _rule(256, "an int in [1, 1000000]", lambda v: _is_int(v) and 1 <= v <= 10**6)
     lr: float = _rule(3e-3, "a float in (0, 1]", lambda v: _is_num(v) and 0 < v <= 1)
     weight_decay: float = _rule(0.0, "a float in [0, 1]", lambda v: _is_num(v) and 0 <= v <= 1)
-    patience: int = _rule(10, "an int in [1, 10000]", lambda v: _is_int(v) and 1 <= v <= 10000)
+    patience: int = _rule(5, "an int in [1, 10000]", lambda v: _is_int(v) and 1 <= v <= 10000)
     seeds: int = _rule(3, "an int in [1, 100]", lambda v: _is_int(v) and 1 <= v <= 100)
     weighting: str = _rule("equal", "a loss weighting name", lambda v: isinstance(v, str) and v != "")
 

@@ -229,13 +229,13 @@ def test_planted_study_summary(capsys):
     assert code == 0
     result = json.loads(out)
     summary, spec = result["summary"], result["spec"]
-    assert summary["rows"] == 1200 and summary["inputs"] == 48
+    assert summary["rows"] == 2400 and summary["inputs"] == 48
     assert list(summary["tasks"]) == [f"g{g}_t{i}" for g in range(3) for i in range(3)]
     assert {summary["tasks"][f"g{g}_t1"]["type"] for g in range(3)} == {"binary"}
     assert {summary["tasks"][f"g{g}_t0"]["type"] for g in range(3)} == {"regression"}
     for task in summary["tasks"].values():
-        assert sum(task["labelled"].values()) == pytest.approx(0.25 * 1200, rel=0.2)
-    assert spec["data_options"] == {"n_rows": 1200, "groups": 3, "tasks_per_group": 3, "label_fraction": 0.25, "seed": 0}
+        assert sum(task["labelled"].values()) == pytest.approx(0.25 * 2400, rel=0.2)
+    assert spec["data_options"] == {"n_rows": 2400, "groups": 3, "tasks_per_group": 3, "label_fraction": 0.25, "seed": 0}
     assert (spec["model"]["depth"], spec["model"]["width"]) == (2, 64)
 
 

@@ -298,8 +298,10 @@ def test_tables_rebuild_from_the_storage_alone(searched, tmp_path):
 def test_changed_settings_are_refused_unless_fresh(searched_copy):
     spec = searched_copy
     changed = make_spec(spec.run_dir, training={"epochs": 5})
+    saved = (spec.run_dir / rundir.SPEC).read_text()
     with pytest.raises(SpecError, match="--fresh"):
         run_search(changed, train_fn=FakeTrainer(), candidates_fn=aux_candidates, finalize_run=False)
+    assert (spec.run_dir / rundir.SPEC).read_text() == saved  # a refused resume writes nothing
     fake = FakeTrainer()
     run_search(changed, fresh=True, train_fn=fake, candidates_fn=aux_candidates, finalize_run=False)
     assert len({k for call in fake.calls for k in call}) == 48

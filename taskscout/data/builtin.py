@@ -80,7 +80,7 @@ def _load_seattle(**options: Any) -> pd.DataFrame:
 
 _PLANTED_OPTIONS = {
     "n_rows", "n_inputs", "groups", "tasks_per_group", "independent_tasks", "latent_dim",
-    "label_fraction", "noise", "classification", "seed",
+    "label_fraction", "noise", "shared", "classification", "seed",
 }
 
 

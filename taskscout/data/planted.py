@@ -2,8 +2,10 @@
 
 Each group g owns a random orthonormal block of latent directions W_g (d x r) in input space,
 mutually orthogonal across groups. Task t of group g is a fixed random non-linear read-out of
-z_g = X W_g, so tasks inside a group share what is worth learning, and tasks of different groups
-share nothing. Labels are sparse (each task is labelled on a random `label_fraction` of rows), so a
+z_g = X W_g: `shared` of it (as a correlation) is a read-out common to the whole group, the rest
+its own, so tasks inside a group share what is worth learning, and tasks of different groups
+share nothing. (With `shared = 0` the read-outs of a group are unrelated functions of the same
+directions; a partner's labels then barely help and often interfere.) Labels are sparse (each task is labelled on a random `label_fraction` of rows), so a
 task learns its group's directions faster with the help of its partners' labels. With
 `groups = 0` every task gets its own directions: a data set with no structure at all.
 """
@@ -16,7 +18,7 @@ import pandas as pd
 
 def planted_frame(
     *,
-    n_rows: int = 1200,
+    n_rows: int = 2400,
     n_inputs: int = 48,
     groups: int = 3,
     tasks_per_group: int = 3,
@@ -24,6 +26,7 @@ def planted_frame(
     latent_dim: int = 2,
     label_fraction: float = 0.25,
     noise: float = 0.1,
+    shared: float = 0.9,
     classification: bool = True,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -36,7 +39,7 @@ def planted_frame(
     """
     _check_options(n_rows=n_rows, n_inputs=n_inputs, groups=groups, tasks_per_group=tasks_per_group,
                    independent_tasks=independent_tasks, latent_dim=latent_dim, label_fraction=label_fraction,
-                   noise=noise, classification=classification, seed=seed)
+                   noise=noise, shared=shared, classification=classification, seed=seed)
     rng = np.random.default_rng(seed)
     blocks = groups + independent_tasks if groups > 0 else independent_tasks or tasks_per_group
     needed = blocks * latent_dim
@@ -46,11 +49,22 @@ def planted_frame(
     x = rng.normal(size=(n_rows, n_inputs))
     columns: dict[str, np.ndarray] = {f"x{i}": x[:, i] for i in range(n_inputs)}
 
-    def readout(z: np.ndarray, binary: bool) -> np.ndarray:
+    def function(z: np.ndarray) -> np.ndarray:
         a = rng.normal(size=z.shape[1])
         b = rng.normal(size=z.shape[1])
         h = np.tanh(z @ a) + 0.5 * (z @ b) ** 2 / z.shape[1] + 0.5 * z @ b
-        h = (h - h.mean()) / h.std() + noise * rng.normal(size=len(h))
+        return (h - h.mean()) / h.std()
+
+    common: dict[int, np.ndarray] = {}
+
+    def readout(z: np.ndarray, block: int, binary: bool) -> np.ndarray:
+        h = function(z)
+        if shared > 0:  # drawn only when used, so shared = 0 gives the same frame as before
+            if block not in common:
+                common[block] = function(z)
+            h = shared * common[block] + np.sqrt(1 - shared**2) * h
+            h = (h - h.mean()) / h.std()
+        h = h + noise * rng.normal(size=len(h))
         if binary:
             return (h > 0).astype(float)
         return h
@@ -69,7 +83,7 @@ def planted_frame(
         specs += [(f"ind_t{i}", i, i) for i in range(blocks)]
     for name, block, position in specs:
         z = x @ basis[:, block * latent_dim:(block + 1) * latent_dim] * 2.0
-        columns[name] = sparse(readout(z, binary=classification and position % 2 == 1))
+        columns[name] = sparse(readout(z, block, binary=classification and position % 2 == 1))
     return pd.DataFrame(columns)
 
 
@@ -86,6 +100,9 @@ def _check_options(**options: object) -> None:
     noise = options["noise"]
     if not isinstance(noise, (int, float)) or isinstance(noise, bool) or not 0 <= noise < 100:
         raise ValueError(f"noise must be a number in [0, 100). Got {noise!r} instead.")
+    share = options["shared"]
+    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 <= share <= 1:
+        raise ValueError(f"shared must be a number in [0, 1]. Got {share!r} instead.")
     if not isinstance(options["classification"], bool):
         raise ValueError(f"classification must be true or false. Got {options['classification']!r} instead.")
 

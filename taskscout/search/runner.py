@@ -321,20 +321,21 @@ def _run_search(
         _clear_run_files(run_dir)
 
     ds = build_dataset(spec)
-    screened: list[Any] = []
-    if "aux" in spec.search.phases:
-        candidates = list((candidates_fn or _generate_candidates)(ds, spec))
-        from taskscout.auxgen import candidate_records
-
-        rundir.write_json(run_dir / rundir.CANDIDATES, candidate_records(ds, candidates))
-        screened = [c for c in candidates if c.dropped is None and set(c.serves) & set(spec.main_tasks)]
-    problem = build_problem(ds, spec.main_tasks, screened)
-    rundir.write_text(run_dir / rundir.SPEC, spec.to_json() + "\n")
-
+    # The study is opened (and its settings checked) before anything is written, so a refused
+    # resume leaves the run directory as it was.
     shared = is_shared(url)
     liveness = (spec.search.heartbeat_interval, spec.search.grace_period) if shared else None
     store = open_store(url, spec.name, fingerprint=fingerprint(spec), spec_json=spec.to_json(), fresh=fresh,
                        create=not join, liveness=liveness)
+    screened: list[Any] = []
+    if "aux" in spec.search.phases:
+        from taskscout.auxgen import candidate_records
+
+        candidates = list((candidates_fn or _generate_candidates)(ds, spec))
+        rundir.write_json(run_dir / rundir.CANDIDATES, candidate_records(ds, candidates))
+        screened = [c for c in candidates if c.dropped is None and set(c.serves) & set(spec.main_tasks)]
+    problem = build_problem(ds, spec.main_tasks, screened)
+    rundir.write_text(run_dir / rundir.SPEC, spec.to_json() + "\n")
     if create_only:
         store.close()
         return SearchResult(run_dir=run_dir, study_name=spec.name, storage=url, phases=(),

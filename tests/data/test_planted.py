@@ -32,6 +32,15 @@ def test_tasks_of_a_group_are_correlated_and_groups_are_not():
     assert within > 4 * across
 
 
+def test_a_shared_read_out_ties_the_tasks_of_a_group_together():
+    options = {"n_rows": 4000, "label_fraction": 0.5, "classification": False, "seed": 0}
+    unrelated = _mean_abs_correlation(f := planted_frame(shared=0.0, **options), planted_groups(f))
+    tied = _mean_abs_correlation(f := planted_frame(shared=0.9, **options), planted_groups(f))
+    # read-outs 0.9 * common + 0.44 * own: tasks of a group correlate about 0.8
+    assert tied[0] > 0.7 and tied[0] > unrelated[0] + 0.3
+    assert tied[1] < 0.06  # groups still share nothing
+
+
 def test_groups_zero_gives_independent_tasks():
     frame = planted_frame(n_rows=4000, groups=0, independent_tasks=6, label_fraction=0.5, seed=0)
     groups = planted_groups(frame)
@@ -76,6 +85,7 @@ def test_same_seed_same_frame_other_seed_other_frame():
         ({"groups": 1.5}, "groups must be an int"),
         ({"n_rows": 3}, "n_rows must be an int >= 10"),
         ({"classification": "yes"}, "classification must be true or false"),
+        ({"shared": 1.5}, "shared must be a number in"),
     ],
 )
 def test_impossible_parameters_are_refused(options, message):
