@@ -368,11 +368,15 @@ def search(
     plateau_window: Annotated[int | None, typer.Option(help="Plateau: epochs ahead over which the improvement is measured (default 3).")] = None,
     stack_size: Annotated[int | None, typer.Option(help="Models trained together in one stacked computation (default 64).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (the summary is still printed).")] = False,
+    join: Annotated[bool, typer.Option("--join", help="Work on a run that already exists in --storage; never create it (a worker).")] = False,
+    create_only: Annotated[bool, typer.Option("--create-only", help="Create the run in --storage and exit without training (then start workers with --join).")] = False,
 ) -> None:
     """Train single-task, pairwise, auxiliary and branch-depth models; measure gains with intervals.
 
     Resumable: the same command again reuses every completed model. Writes the run directory
     (reports/NAME or --out): affinity.csv, group_scores.csv, depth.csv, trials.parquet, ...
+    With --storage postgresql+psycopg2://... any number of processes, on any machines, run the
+    same command and share the work.
     """
     import contextlib
     import dataclasses
@@ -394,9 +398,18 @@ def search(
         from taskscout.device import resolve_device
 
         resolve_device(spec.device)
+    if join and create_only:
+        raise SpecError("--join and --create-only exclude each other: create the run once, then start workers with --join")
+    if create_only:
+        from taskscout.search.storage import mask_url
+
+        result = run_search(spec, fresh=fresh, create_only=True)
+        typer.echo(f"created study '{result.study_name}' in {mask_url(result.storage)}; start workers with "
+                   f"the same command and --join instead of --create-only")
+        return
     bars = None if quiet else _search_bars()
     with bars if bars is not None else contextlib.nullcontext():
-        result = run_search(spec, fresh=fresh, progress=bars)
+        result = run_search(spec, fresh=fresh, progress=bars, join=join)
     typer.echo(summary_text(result))
 
 
@@ -615,3 +628,32 @@ def bench(
     typer.echo(f"GFLOP/s     {r['achieved_gflops']:.1f} achieved, {r['matmul_peak_gflops']:.1f} matmul peak ({r['fraction_of_peak']:.0%})")
     typer.echo(f"memory      {r['peak_memory_mib']:.0f} MiB peak resident ({r['memory_over_baseline_mib']:.0f} MiB for the stack)")
     typer.echo(f"agreement   max |val loss stacked - sequential| = {r['max_loss_difference']:.2g}")
+
+
+# ---------------------------------------------------------------- status (distributed search)
+
+
+@app.command()
+@study_command
+def status(
+    spec: Any,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Progress of a search, read from its storage: models per phase complete, training now (and
+    by which workers), queued and failed. Works while workers run, from any machine."""
+    from taskscout.search import PHASE_ORDER, storage_url
+    from taskscout.search.storage import mask_url, open_existing, phase_progress
+    from taskscout.search.workers import live_workers
+
+    url = storage_url(spec)
+    store = open_existing(url, url, spec.name)
+    rows = phase_progress(store, [p for p in PHASE_ORDER if p in spec.search.phases])
+    alive = live_workers(store.storage, store.study_id, spec.search.grace_period)
+    if as_json:
+        phases = [vars(r) | {"workers": list(r.workers)} for r in rows]
+        typer.echo(json.dumps({"study": spec.name, "workers": alive, "phases": phases}, indent=2))
+        return
+    typer.echo(f"study '{spec.name}' in {mask_url(url)}; {len(alive)} live worker(s): {', '.join(alive) or '-'}")
+    typer.echo(f"{'phase':<8} {'complete':>8} {'running':>8} {'waiting':>8} {'failed':>7}  workers")
+    for r in rows:
+        typer.echo(f"{r.phase:<8} {r.complete:>8} {r.running:>8} {r.waiting:>8} {r.failed:>7}  {', '.join(r.workers)}".rstrip())

@@ -101,6 +101,18 @@ def _atomic(path: Path, write) -> Path:
     return path
 
 
+def remove_temporaries(run_dir: str | Path) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write left in `run_dir` (the real files
+    are whole: a temporary is only ever renamed into place once complete); the paths removed.
+
+    Only while no other process writes to `run_dir` (the search holds its lock then)."""
+    d = Path(run_dir)
+    stale = sorted(d.glob(".*.tmp")) if d.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def write_text(path: str | Path, text: str) -> Path:
     def w(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:

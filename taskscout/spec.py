@@ -135,6 +135,12 @@ class SearchSettings:
     plateau_epsilon: float = _rule(0.01, "a float in (0, 1)", lambda v: _is_num(v) and 0 < v < 1)
     plateau_window: int = _rule(3, "an int >= 1", lambda v: _is_int(v) and v >= 1)
     stack_size: int = _rule(64, "an int in [1, 4096]", lambda v: _is_int(v) and 1 <= v <= 4096)
+    # Shared storage (several workers): each worker records a heartbeat for the models it trains
+    # every heartbeat_interval seconds; models whose heartbeat is older than grace_period belong
+    # to a dead worker and are trained again, at most max_retry times per model.
+    heartbeat_interval: int = _rule(10, "an int in [1, 3600] (seconds)", lambda v: _is_int(v) and 1 <= v <= 3600)
+    grace_period: int = _rule(60, "an int in [2, 86400] (seconds)", lambda v: _is_int(v) and 2 <= v <= 86400)
+    max_retry: int = _rule(3, "an int in [0, 100]", lambda v: _is_int(v) and 0 <= v <= 100)
 
 
 @dataclass(frozen=True)
@@ -322,6 +328,12 @@ def _check_consistency(spec: StudySpec) -> None:
     if spec.split.val + spec.split.test >= 0.8:
         raise SpecError(
             f"split fractions val={spec.split.val} and test={spec.split.test} leave too few training rows; keep their sum below 0.8"
+        )
+    if spec.search.grace_period <= spec.search.heartbeat_interval:
+        raise SpecError(
+            f"search grace_period ({spec.search.grace_period} s) must be longer than heartbeat_interval "
+            f"({spec.search.heartbeat_interval} s), or live workers would be taken for dead; "
+            "a grace period of several intervals is safe"
         )
     for role, column in (("time_column", spec.time_column), ("entity_column", spec.entity_column)):
         if column is not None and column in spec.tasks:

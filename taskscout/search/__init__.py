@@ -3,6 +3,7 @@
     plan.py     phases and the stable key of each model
     problem.py  the target matrix, trainer heads and model plans
     storage.py  Optuna storage: enqueue, claim, record, recover (the only optuna user)
+    workers.py  several workers on a shared storage: heartbeats, locks, fair shares
     runner.py   run_search: phases in stacks, time limit, progress; finalize
     tables.py   rebuild_tables: every run-directory table from the storage
     summary.py  the closing text

@@ -3,10 +3,19 @@
 Resuming is the normal path: every run enqueues the models that have no COMPLETE trial, claims them
 K at a time (K = spec.search.stack_size), trains the K in one stacked call of `train_fn` and tells
 each trial its result. Models completed by an earlier run are reused, never trained again.
+
+Several workers: with a shared storage (any URL but SQLite), any number of processes run the same
+search at once. Each claims what is still WAITING; when a phase has nothing left to claim, a worker
+waits until the other workers' models of that phase are complete, taking over the models of any
+worker whose heartbeat went stale. So every phase starts after the earlier ones are complete (depth
+is planned from complete pair gains), a late worker only picks up what is left, and every worker
+ends when the whole search is complete and writes the run directory's tables from the storage
+(identical files; writes are atomic). See workers.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import time
@@ -32,6 +41,7 @@ from taskscout.search.storage import (
     completed_keys,
     encode_curves,
     enqueue_missing,
+    in_progress_keys,
     load_records,
     open_store,
     record_result,
@@ -39,6 +49,7 @@ from taskscout.search.storage import (
     release,
 )
 from taskscout.search.tables import build_tables, default_storage, losses_frame, write_tables
+from taskscout.search.workers import is_shared, single_process_lock
 from taskscout.spec import StudySpec
 
 # Settings that change what a trained model means; a study resumed under other values is refused.
@@ -144,14 +155,20 @@ class _StackProgress:
             self.progress.advance(n - self.reported)
 
 
-def _record(store: Store, claim: Any, result: Any, problem: SearchProblem) -> None:
+def _record(store: Store, claim: Any, result: Any, problem: SearchProblem) -> bool:
     heads = problem.heads
     val_loss = {heads[i].name: float(v) for i, v in result.loss.get("val", {}).items()}
     val_metric = {heads[i].name: float(v) for i, v in result.metric.get("val", {}).items()}
     value = sum(val_loss.get(t, math.inf) for t in claim.model.tasks)
     attrs = {"val_loss": val_loss, "val_metric": val_metric, "epochs": int(result.epochs_run),
              "best_epoch": int(result.best_epoch), "seconds": float(result.seconds), "pruned": bool(result.pruned)}
-    record_result(store, claim, attrs, encode_curves(result.curves), value)
+    return record_result(store, claim, attrs, encode_curves(result.curves), value)
+
+
+def _poll_seconds(spec: StudySpec) -> float:
+    """How often a waiting worker looks at the storage: often enough to notice a dead worker soon
+    after its grace period, rarely enough to leave the database alone."""
+    return max(0.5, min(5.0, spec.search.heartbeat_interval / 2))
 
 
 def run_phase(
@@ -164,15 +181,22 @@ def run_phase(
     train_fn: Callable[..., Any],
     progress: SearchProgress,
     deadline: float | None,
+    shared: bool = False,
 ) -> PhaseOutcome:
     """Train the models of one phase that have no COMPLETE trial, K per stack, until none is left
-    or the deadline (time.monotonic) passes; models already COMPLETE are reused."""
+    or the deadline (time.monotonic) passes; models already COMPLETE are reused.
+
+    shared: other workers use the storage too. Once nothing is left to claim, wait until every
+    model of the phase is COMPLETE (trained here or elsewhere), queueing again the models of
+    workers that died, and give a model up after spec.search.max_retry failures."""
     start = time.monotonic()
     keys = [m.key for m in models]
     wanted = set(keys)
+    max_failures = spec.search.max_retry if shared else None
     reused = len(completed_keys(store) & wanted)
-    enqueue_missing(store, models)
+    enqueue_missing(store, models, max_failures=max_failures)
     progress.phase_started(phase, total=len(keys), done=reused)
+    shown = reused  # models the progress display counts as done
     trained = 0
     stopped = False
     while True:
@@ -181,7 +205,14 @@ def run_phase(
             break
         claims = claim_pending(store, keys, spec.search.stack_size)
         if not claims:
-            break
+            if not shared or not _others_still_working(store, models, wanted, max_failures):
+                break
+            done = len(completed_keys(store) & wanted)
+            if done > shown:
+                progress.advance(done - shown)
+                shown = done
+            time.sleep(_poll_seconds(spec))
+            continue
         stack = _StackProgress(progress)
         try:
             plans = [problem.model_plan(c.model) for c in claims]
@@ -190,17 +221,31 @@ def run_phase(
                                stack_size=spec.search.stack_size)
             if len(results) != len(claims):
                 raise RuntimeError(f"train_fn returned {len(results)} results for {len(claims)} plans")
-            for c, r in zip(claims, results, strict=True):
-                _record(store, c, r, problem)
+            stored = [_record(store, c, r, problem) for c, r in zip(claims, results, strict=True)]
         except BaseException:
             release(store, claims)
             raise
         stack.finish(len(claims))
-        trained += len(claims)
+        shown += len(claims)
+        trained += sum(stored)
     remaining = len(wanted - completed_keys(store))
     progress.phase_finished(phase)
     status = "stopped" if stopped and remaining else "done"
     return PhaseOutcome(phase, len(keys), reused, trained, remaining, time.monotonic() - start, status)
+
+
+def _others_still_working(
+    store: Store, models: Sequence[PlannedModel], wanted: set[str], max_failures: int | None
+) -> bool:
+    """Whether some model of `wanted` is not complete but may still be (shared storage): fails
+    the trials of dead workers, queues their models again, and says whether any model of the
+    phase is WAITING or RUNNING."""
+    missing = wanted - completed_keys(store)
+    if not missing:
+        return False
+    recover_abandoned(store, single_process=False)
+    enqueue_missing(store, [m for m in models if m.key in missing], max_failures=max_failures)
+    return bool(in_progress_keys(store) & missing)
 
 
 def _plan(phase: str, spec: StudySpec, problem: SearchProblem, store: Store) -> list[PlannedModel]:
@@ -227,6 +272,8 @@ def run_search(
     candidates_fn: Callable[[Any, StudySpec], Sequence[Any]] | None = None,
     progress: SearchProgress | None = None,
     finalize_run: bool = True,
+    join: bool = False,
+    create_only: bool = False,
 ) -> SearchResult:
     """Run (or resume) the search of `spec` in spec.run_dir and return what it did.
 
@@ -234,7 +281,34 @@ def run_search(
     stack starts after spec.search.time_limit seconds; the tables are then written from what is
     complete, and the same call later resumes. `train_fn` (default training.train_models) and
     `candidates_fn` (default auxgen.generate_candidates) can be replaced, e.g. by fakes in tests.
-    `fresh` deletes the study and the run directory's tables first."""
+    `fresh` deletes the study and the run directory's tables first.
+
+    With a shared storage (spec.search.storage other than SQLite) this process is one worker of
+    many (see the module docstring): `join` refuses to create the study, `create_only` creates it
+    (and the run directory's spec) and trains nothing. A worker stopped by the time limit leaves
+    the tables to the worker that completes the search. SQLite storage serves one process at a
+    time; a second one on the same run directory is refused (SpecError)."""
+    url = storage_url(spec)
+    lock = contextlib.nullcontext() if is_shared(url) else single_process_lock(spec.run_dir)
+    with lock:
+        if not is_shared(url):
+            rundir.remove_temporaries(spec.run_dir)  # left by a process killed while writing a table
+        return _run_search(spec, url=url, fresh=fresh, train_fn=train_fn, candidates_fn=candidates_fn,
+                           progress=progress, finalize_run=finalize_run, join=join, create_only=create_only)
+
+
+def _run_search(
+    spec: StudySpec,
+    *,
+    url: str,
+    fresh: bool,
+    train_fn: Callable[..., Any] | None,
+    candidates_fn: Callable[[Any, StudySpec], Sequence[Any]] | None,
+    progress: SearchProgress | None,
+    finalize_run: bool,
+    join: bool,
+    create_only: bool,
+) -> SearchResult:
     from taskscout.data import build_dataset
 
     start = time.monotonic()
@@ -249,8 +323,10 @@ def run_search(
     ds = build_dataset(spec)
     # The study is opened (and its settings checked) before anything is written, so a refused
     # resume leaves the run directory as it was.
-    url = storage_url(spec)
-    store = open_store(url, spec.name, fingerprint=fingerprint(spec), spec_json=spec.to_json(), fresh=fresh)
+    shared = is_shared(url)
+    liveness = (spec.search.heartbeat_interval, spec.search.grace_period) if shared else None
+    store = open_store(url, spec.name, fingerprint=fingerprint(spec), spec_json=spec.to_json(), fresh=fresh,
+                       create=not join, liveness=liveness)
     screened: list[Any] = []
     if "aux" in spec.search.phases:
         from taskscout.auxgen import candidate_records
@@ -260,7 +336,12 @@ def run_search(
         screened = [c for c in candidates if c.dropped is None and set(c.serves) & set(spec.main_tasks)]
     problem = build_problem(ds, spec.main_tasks, screened)
     rundir.write_text(run_dir / rundir.SPEC, spec.to_json() + "\n")
-    recover_abandoned(store, single_process=True)
+    if create_only:
+        store.close()
+        return SearchResult(run_dir=run_dir, study_name=spec.name, storage=url, phases=(),
+                            stopped_by_time_limit=False, seconds=time.monotonic() - start, tables={},
+                            finalized=())
+    recover_abandoned(store, single_process=not shared)
 
     outcomes = []
     stopped = False
@@ -273,12 +354,18 @@ def run_search(
             continue
         models = _plan(phase, spec, problem, store)
         outcome = run_phase(store, problem, phase, models, spec=spec, train_fn=train_fn,
-                            progress=progress, deadline=deadline)
+                            progress=progress, deadline=deadline, shared=shared)
         outcomes.append(outcome)
         stopped = outcome.status == "stopped"
+    store.close()
 
-    tables = write_tables(run_dir, build_tables(load_records(store), spec))
-    finalized = finalize(run_dir) if finalize_run else ()
+    if shared and stopped:
+        # Other workers are still at it; the one that completes the search writes the tables.
+        tables: dict[str, Path] = {}
+        finalized: tuple[str, ...] = ()
+    else:
+        tables = write_tables(run_dir, build_tables(load_records(store), spec))
+        finalized = finalize(run_dir) if finalize_run else ()
     return SearchResult(run_dir=run_dir, study_name=spec.name, storage=url, phases=tuple(outcomes),
                         stopped_by_time_limit=stopped, seconds=time.monotonic() - start, tables=tables,
                         finalized=finalized)

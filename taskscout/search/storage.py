@@ -16,8 +16,8 @@ Life of a model (all through the storage, so that any process that can reach it 
 4. A process killed between 2 and 3 leaves RUNNING trials. `recover_abandoned` marks them FAIL and
    the next `enqueue_missing` queues their keys again. With one process per storage (the default,
    SQLite in the run directory) every RUNNING trial found at start is abandoned; concurrent workers
-   need heartbeats instead (Optuna's `heartbeat_interval` and `fail_stale_trials`) and pass
-   `single_process=False`.
+   (a shared storage such as PostgreSQL) open the store with heartbeats (`liveness`) and pass
+   `single_process=False`: only trials whose heartbeat went stale are abandoned (see workers.py).
 
 Curves are kept in the storage (trial user attribute "curves": {split: {head: [[epoch, loss], ...]}},
 losses rounded to 6 significant digits), so tables can be rebuilt from the storage alone.
@@ -25,6 +25,7 @@ losses rounded to 6 significant digits), so tables can be rebuilt from the stora
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +39,7 @@ from optuna.trial import TrialState
 
 from taskscout.errors import MissingResultsError, SpecError
 from taskscout.search.plan import PlannedModel
+from taskscout.search.workers import WORKER_ATTR, Heartbeat, quiet_experimental, run_lock
 
 RESULT_ATTR = "result"
 CURVES_ATTR = "curves"
@@ -54,10 +56,16 @@ class Store:
     storage: optuna.storages.BaseStorage
     study_id: int
     url: str
+    heartbeat: Heartbeat | None = None  # keeps this process's claimed trials alive (shared storage)
 
     @property
     def name(self) -> str:
         return self.study.study_name
+
+    def close(self) -> None:
+        """Stop the heartbeat thread (trials still held then go stale and are retried elsewhere)."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
 
 
 @dataclass(frozen=True)
@@ -80,16 +88,26 @@ class TrialRecord:
     finished: datetime | None
 
 
-def _rdb(url: str) -> optuna.storages.BaseStorage:
+def _rdb(url: str, *, liveness: tuple[int, int] | None = None) -> optuna.storages.BaseStorage:
+    """The storage at `url`; liveness = (heartbeat_interval, grace_period) in seconds enables
+    Optuna's heartbeats (for storage shared by several workers)."""
+    import sqlalchemy.exc
+
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("sqlite"):
         # a second process (a rerun, `taskscout report`) may read while this one writes
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
+    elif url.startswith("postgresql"):
+        kwargs["engine_kwargs"] = {"pool_pre_ping": True}  # a server restart must not kill a worker
+    if liveness is not None:
+        kwargs["heartbeat_interval"], kwargs["grace_period"] = liveness
     try:
-        rdb = optuna.storages.RDBStorage(url, **kwargs)
-    except (ValueError, ImportError) as e:
+        # Workers starting together on an empty database would race to create the tables.
+        with run_lock(url, "schema"), quiet_experimental():
+            rdb = optuna.storages.RDBStorage(url, **kwargs)
+    except (ValueError, ImportError, sqlalchemy.exc.SQLAlchemyError) as e:
         raise SpecError(
             f"cannot open the Optuna storage {mask_url(url)}: {str(e).splitlines()[0]}; "
             f"give a database URL such as sqlite:///study.db or postgresql+psycopg2://user@host/db"
@@ -127,30 +145,56 @@ def mask_url(url: str) -> str:
     return url
 
 
-def open_store(url: str, name: str, *, fingerprint: Mapping[str, Any], spec_json: str, fresh: bool = False) -> Store:
+def open_store(
+    url: str,
+    name: str,
+    *,
+    fingerprint: Mapping[str, Any],
+    spec_json: str,
+    fresh: bool = False,
+    create: bool = True,
+    liveness: tuple[int, int] | None = None,
+) -> Store:
     """Create the study `name` in `url`, or load it when it exists (`fresh`: delete it first).
 
     A loaded study must have been created for the same data and model settings (`fingerprint`);
-    otherwise its trials would mix with incomparable ones, and this is a SpecError."""
+    otherwise its trials would mix with incomparable ones, and this is a SpecError. With
+    create=False the study must exist (a worker joining a run): MissingResultsError otherwise.
+    `liveness` = (heartbeat_interval, grace_period) gives the store a Heartbeat for its claims.
+    Creation holds `run_lock`, so workers that start together create the study exactly once."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = _rdb(url)
-    if fresh:
-        delete_study(storage, name)
-    study = optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True)
-    study_id = storage.get_study_id_from_name(name)
-    attrs = study.user_attrs
-    stored = attrs.get(FINGERPRINT_ATTR)
-    wanted = json.loads(json.dumps(fingerprint))
-    if stored is None:
-        study.set_user_attr(FINGERPRINT_ATTR, wanted)
-        study.set_user_attr(SPEC_ATTR, spec_json)
-    elif stored != wanted:
-        changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
-        raise SpecError(
-            f"study '{name}' in {mask_url(url)} was run with different settings ({', '.join(changed)}); "
-            f"rerun with --fresh to start over, or give another --out/--name to keep both"
-        )
-    return Store(study, storage, study_id, url)
+    storage = _rdb(url, liveness=liveness)
+    with run_lock(url, f"study:{name}"):
+        if fresh:
+            delete_study(storage, name)
+        if create:
+            study = optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True)
+        else:
+            try:
+                study = optuna.load_study(study_name=name, storage=storage)
+            except KeyError:
+                raise MissingResultsError(
+                    f"no study '{name}' in {mask_url(url)} to join; create the run first "
+                    f"(the same `taskscout search` command without --join, or with --create-only)"
+                ) from None
+        study_id = storage.get_study_id_from_name(name)
+        attrs = study.user_attrs
+        stored = attrs.get(FINGERPRINT_ATTR)
+        wanted = json.loads(json.dumps(fingerprint))
+        if stored is None:
+            study.set_user_attr(FINGERPRINT_ATTR, wanted)
+            study.set_user_attr(SPEC_ATTR, spec_json)
+        elif stored != wanted:
+            changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+            raise SpecError(
+                f"study '{name}' in {mask_url(url)} was run with different settings ({', '.join(changed)}); "
+                f"rerun with --fresh to start over, or give another --out/--name to keep both"
+            )
+    heartbeat = None
+    if liveness is not None:
+        heartbeat = Heartbeat(storage, study_id, grace_period=liveness[1])
+        heartbeat.start()
+    return Store(study, storage, study_id, url, heartbeat)
 
 
 def open_existing(storage: optuna.storages.BaseStorage | str, url: str, name: str) -> Store:
@@ -196,10 +240,27 @@ def recover_abandoned(store: Store, *, single_process: bool = True) -> int:
     """Mark trials left RUNNING by a dead process FAIL (their keys get queued again); the count.
 
     single_process: every RUNNING trial is abandoned (nobody else works on this study). Otherwise
-    only those whose heartbeat went stale (the storage must have been opened with heartbeats)."""
+    those whose heartbeat went stale (the storage must have been opened with heartbeats), and with
+    them every other RUNNING trial of the same worker: a worker beats for all its trials in one
+    loop, so one stale trial means the worker is gone, even if the last beats of its other
+    trials were a moment later."""
     running = _trials(store, (TrialState.RUNNING,))
     if not single_process:
-        optuna.storages.fail_stale_trials(store.study)
+        with quiet_experimental():
+            optuna.storages.fail_stale_trials(store.study)
+        still = _trials(store, (TrialState.RUNNING,))
+        alive = {t.number for t in still}
+        dead = set()
+        for t in running:  # failed just now, not completed by their worker nor given up as duplicates
+            if t.number not in alive:
+                now = store.storage.get_trial(t._trial_id)
+                if now.state == TrialState.FAIL and DUPLICATE_ATTR not in now.user_attrs:
+                    dead.add(t.system_attrs.get(WORKER_ATTR))
+        dead.discard(None)
+        for t in still:
+            if t.system_attrs.get(WORKER_ATTR) in dead:
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    store.storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         return len(running) - len(_trials(store, (TrialState.RUNNING,)))
     for t in running:
         store.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
@@ -216,21 +277,77 @@ def key_states(store: Store) -> dict[str, set[TrialState]]:
     return out
 
 
+def in_progress_keys(store: Store) -> set[str]:
+    """Keys with a WAITING or RUNNING trial: models some worker will still train."""
+    live = {TrialState.WAITING, TrialState.RUNNING}
+    return {k for k, states in key_states(store).items() if states & live}
+
+
+@dataclass(frozen=True)
+class PhaseProgress:
+    """How far one phase is, as the storage sees it (for `taskscout status`)."""
+
+    phase: str
+    complete: int  # models (keys) with a COMPLETE trial
+    running: int  # trials being trained now
+    waiting: int  # trials queued, not claimed yet
+    failed: int  # failed trials (their keys are queued again), duplicates aside
+    workers: tuple[str, ...]  # host:pid of the workers training this phase now
+
+
+def phase_progress(store: Store, phases: Sequence[str]) -> list[PhaseProgress]:
+    """One PhaseProgress per phase in `phases` order (phases with no trial yet show zeros)."""
+    trials = _trials(store, tuple(TrialState))
+    out = []
+    for phase in phases:
+        mine = [t for t in trials if t.user_attrs.get("phase") == phase]
+        running = [t for t in mine if t.state == TrialState.RUNNING]
+        out.append(PhaseProgress(
+            phase=phase,
+            complete=len({t.user_attrs.get("key") for t in mine if t.state == TrialState.COMPLETE}),
+            running=len(running),
+            waiting=sum(t.state == TrialState.WAITING for t in mine),
+            failed=sum(t.state == TrialState.FAIL and DUPLICATE_ATTR not in t.user_attrs for t in mine),
+            workers=tuple(sorted({str(t.system_attrs[WORKER_ATTR]) for t in running if WORKER_ATTR in t.system_attrs})),
+        ))
+    return out
+
+
 def completed_keys(store: Store) -> set[str]:
     return {k for k, states in key_states(store).items() if TrialState.COMPLETE in states}
 
 
-def enqueue_missing(store: Store, models: Iterable[PlannedModel]) -> int:
-    """Queue a WAITING trial for every model whose key has no WAITING, RUNNING or COMPLETE trial."""
+def failures(store: Store) -> dict[str, int]:
+    """key -> how often a trial of it failed (duplicates given up at claim time do not count)."""
+    out: dict[str, int] = {}
+    for t in _trials(store, (TrialState.FAIL,)):
+        key = t.user_attrs.get("key")
+        if key is not None and DUPLICATE_ATTR not in t.user_attrs:
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def enqueue_missing(store: Store, models: Iterable[PlannedModel], *, max_failures: int | None = None) -> int:
+    """Queue a WAITING trial for every model whose key has no WAITING, RUNNING or COMPLETE trial.
+
+    max_failures: a key that failed more often than this is given up (not queued again), so a
+    model that kills every worker that trains it cannot stall a shared search forever.
+
+    On PostgreSQL, workers enqueue one at a time (`run_lock`), so workers planning the same phase
+    at once queue each model once; `claim_pending` still copes with duplicates."""
     live = {TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE}
-    states = key_states(store)
-    n = 0
-    for m in models:
-        if states.get(m.key, set()) & live:
-            continue
-        store.study.enqueue_trial({}, user_attrs=m.attrs())
-        states.setdefault(m.key, set()).add(TrialState.WAITING)
-        n += 1
+    with run_lock(store.url, f"enqueue:{store.name}"):
+        states = key_states(store)
+        failed = failures(store) if max_failures is not None else {}
+        n = 0
+        for m in models:
+            if states.get(m.key, set()) & live:
+                continue
+            if max_failures is not None and failed.get(m.key, 0) > max_failures:
+                continue
+            store.study.enqueue_trial({}, user_attrs=m.attrs())
+            states.setdefault(m.key, set()).add(TrialState.WAITING)
+            n += 1
     return n
 
 
@@ -239,21 +356,32 @@ def claim_pending(store: Store, keys: Iterable[str], k: int) -> list[Claim]:
 
     This is the single place where a process takes work: the WAITING -> RUNNING move is atomic in
     the storage, and a claim whose key is already COMPLETE, or RUNNING under a lower trial number,
-    is given up (FAIL, with user attribute `duplicate_of`)."""
+    is given up (FAIL, with user attribute `duplicate_of`).
+
+    With a shared storage, the claimed trials are held by the store's heartbeat until they are
+    recorded or released, and carry the worker's host:pid (system attribute `worker`); a claim
+    then takes no more than a fair share of the WAITING models (Heartbeat.fair_share)."""
     wanted = set(keys)
+    beat = store.heartbeat
+    waiting = [t for t in _trials(store, (TrialState.WAITING,)) if t.user_attrs.get("key") in wanted]
+    if beat is not None and beat.enabled:
+        k = beat.fair_share(len({t.user_attrs["key"] for t in waiting}), k)
     claims: list[Claim] = []
-    for t in _trials(store, (TrialState.WAITING,)):
+    for t in waiting:
         if len(claims) >= k:
             break
-        key = t.user_attrs.get("key")
-        if key not in wanted:
-            continue
-        trial_id = store.storage.get_trial_id_from_study_id_trial_number(store.study_id, t.number)
+        trial_id = t._trial_id
+        if beat is not None:
+            # Before the claim: a RUNNING trial without a heartbeat is never declared dead.
+            beat.beat(trial_id)
         try:
             won = store.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING)
         except optuna.exceptions.UpdateFinishedTrialError:
             won = False
         if won:
+            if beat is not None:
+                beat.hold(trial_id)
+                store.storage.set_trial_system_attr(trial_id, WORKER_ATTR, beat.worker)
             claims.append(Claim(t.number, trial_id, PlannedModel.from_attrs(t.user_attrs)))
     if not claims:
         return claims
@@ -271,6 +399,8 @@ def claim_pending(store: Store, keys: Iterable[str], k: int) -> list[Claim]:
         if owner != c.number:
             store.storage.set_trial_user_attr(c.trial_id, DUPLICATE_ATTR, owner)
             store.study.tell(c.number, state=TrialState.FAIL, skip_if_finished=True)
+            if beat is not None:
+                beat.release(c.trial_id)
         else:
             kept.append(c)
     return kept
@@ -280,19 +410,32 @@ def release(store: Store, claims: Iterable[Claim]) -> None:
     """Give claimed trials up (FAIL) after an error, so a later run queues their keys again."""
     for c in claims:
         store.study.tell(c.number, state=TrialState.FAIL, skip_if_finished=True)
+        if store.heartbeat is not None:
+            store.heartbeat.release(c.trial_id)
 
 
 def _round(x: float) -> float:
     return float(f"{x:.6g}") if math.isfinite(x) else x
 
 
-def record_result(store: Store, claim: Claim, result: Mapping[str, Any], curves: Mapping[str, Any], value: float) -> None:
-    """Store a trained model's outcome and mark its trial COMPLETE.
+def record_result(store: Store, claim: Claim, result: Mapping[str, Any], curves: Mapping[str, Any], value: float) -> bool:
+    """Store a trained model's outcome and mark its trial COMPLETE; True when stored.
 
-    A non-finite value (a diverged model) is stored as +inf so the trial still completes."""
-    store.storage.set_trial_user_attr(claim.trial_id, CURVES_ATTR, curves)
-    store.storage.set_trial_user_attr(claim.trial_id, RESULT_ATTR, dict(result))
-    store.study.tell(claim.number, _round(value) if math.isfinite(value) else math.inf)
+    A non-finite value (a diverged model) is stored as +inf so the trial still completes. False
+    when the trial was failed meanwhile (this worker stalled past the grace period and another
+    one took its model over): the result is dropped, so no key is ever completed twice."""
+    try:
+        store.storage.set_trial_user_attr(claim.trial_id, CURVES_ATTR, curves)
+        store.storage.set_trial_user_attr(claim.trial_id, RESULT_ATTR, dict(result))
+        store.study.tell(claim.number, _round(value) if math.isfinite(value) else math.inf)
+        return True
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # tell refuses a FAIL trial
+        if store.storage.get_trial(claim.trial_id).state != TrialState.FAIL:
+            raise
+        return False
+    finally:
+        if store.heartbeat is not None:
+            store.heartbeat.release(claim.trial_id)
 
 
 def load_records(store: Store) -> list[TrialRecord]:

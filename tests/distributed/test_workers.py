@@ -1,0 +1,166 @@
+"""Several search workers on one PostgreSQL storage: every model trained once, nothing lost when a
+worker is killed, and the same measurements as one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from taskscout import rundir
+from taskscout.errors import MissingResultsError
+from taskscout.search import run_search
+from taskscout.search.storage import key_states, open_existing
+from taskscout.search.workers import WORKER_ATTR
+from taskscout.spec import resolve_spec
+
+from ._worker import PlantedTrainer, fake_settings
+from .conftest import real_settings
+from .tables import assert_same_measurements
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).with_name("_worker.py")
+
+
+@pytest.fixture(scope="module")
+def fake_one_process(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fake") / "run"
+    run_search(resolve_spec(None, fake_settings(out)), train_fn=PlantedTrainer())
+    return out
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _start_workers(tmp_path: Path, pg_url: str, n: int, pause: float) -> list[tuple[subprocess.Popen, Path, Path]]:
+    """n fake workers, each with a run directory of its own (as on n machines), released together."""
+    go = tmp_path / "go"
+    workers = []
+    for i in range(n):
+        out, log = tmp_path / f"worker{i}", tmp_path / f"worker{i}.log"
+        log.touch()
+        cmd = [sys.executable, str(WORKER), json.dumps(fake_settings(out, pg_url)), str(log),
+               "--fake", str(pause), "--go", str(go)]
+        workers.append((subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+                        out, log))
+    deadline = time.monotonic() + 120
+    while not all(Path(f"{log}.ready").exists() for _, _, log in workers):
+        for proc, _, _ in workers:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "workers did not start"
+        time.sleep(0.05)
+    go.touch()
+    return workers
+
+
+def _finish(proc: subprocess.Popen) -> dict:
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def _trained(log: Path) -> list[str]:
+    return [key for line in log.read_text().splitlines() for key in json.loads(line)]
+
+
+def _complete_once(pg_url: str, name: str, expected: set[str]) -> dict[str, set[TrialState]]:
+    store = open_existing(pg_url, pg_url, name)
+    trials = store.storage.get_all_trials(store.study_id, deepcopy=False)
+    complete = Counter(t.user_attrs["key"] for t in trials if t.state == TrialState.COMPLETE)
+    assert complete == dict.fromkeys(expected, 1)
+    assert not [t for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)]
+    return key_states(store)
+
+
+def test_two_workers_train_every_model_once_and_measure_what_one_process_does(
+    pg_url: str, tmp_path: Path, fake_one_process: Path
+) -> None:
+    expected = set(pd.read_parquet(fake_one_process / rundir.TRIALS)["key"])
+    assert len(expected) == 8 + 14 + 8  # the depth phase was planned from the pair gains
+    workers = _start_workers(tmp_path, pg_url, 2, pause=0.2)
+    outputs = [_finish(proc) for proc, _, _ in workers]
+    trained = [_trained(log) for _, _, log in workers]
+    assert all(trained), "both workers trained models"
+    assert Counter(trained[0] + trained[1]) == dict.fromkeys(expected, 1)
+    assert [o["trained"] for o in outputs] == [len(t) for t in trained]
+    _complete_once(pg_url, "planted4", expected)
+    for _, out, _ in workers:  # whichever finished last, both directories hold the full tables
+        assert_same_measurements(out, fake_one_process)
+
+
+def test_a_worker_killed_mid_phase_loses_nothing(pg_url: str, tmp_path: Path, fake_one_process: Path) -> None:
+    expected = set(pd.read_parquet(fake_one_process / rundir.TRIALS)["key"])
+    (victim, _, victim_log), (survivor, survivor_out, survivor_log) = _start_workers(tmp_path, pg_url, 2, pause=0.5)
+    deadline = time.monotonic() + 120
+    while True:  # the workers create the study
+        try:
+            store = open_existing(pg_url, pg_url, "planted4")
+            break
+        except MissingResultsError:
+            assert time.monotonic() < deadline, "no worker created the study"
+            time.sleep(0.05)
+
+    def victim_trains_pairs() -> list[int]:
+        running = store.storage.get_all_trials(store.study_id, deepcopy=False, states=(TrialState.RUNNING,))
+        return [t.number for t in running if t.user_attrs.get("phase") == "pairs"
+                and str(t.system_attrs.get(WORKER_ATTR, "")).endswith(f":{victim.pid}")]
+
+    while not (held := victim_trains_pairs()):
+        assert victim.poll() is None and time.monotonic() < deadline, "the victim never trained a pair"
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    output = _finish(survivor)
+    states = _complete_once(pg_url, "planted4", expected)
+    for number in held:  # the killed worker's models failed, and the survivor trained them again
+        trial = store.storage.get_trial(store.storage.get_trial_id_from_study_id_trial_number(store.study_id, number))
+        assert trial.state == TrialState.FAIL
+        assert trial.user_attrs["key"] in _trained(survivor_log)
+        assert TrialState.COMPLETE in states[trial.user_attrs["key"]]
+    assert output["trained"] == len(_trained(survivor_log))
+    assert_same_measurements(survivor_out, fake_one_process)
+
+
+def _toml(settings: dict) -> str:
+    def value(v) -> str:
+        return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+
+    lines = [f"{k} = {value(v)}" for k, v in settings.items() if not isinstance(v, dict)]
+    for section, table in settings.items():
+        if isinstance(table, dict):
+            lines += [f"[{section}]", *(f"{k} = {value(v)}" for k, v in table.items())]
+    return "\n".join(lines) + "\n"
+
+
+def test_real_workers_on_postgres_match_one_sqlite_process(pg_url: str, tmp_path: Path, real_one_process: Path) -> None:
+    """The CLI, the real trainer, two workers: the same losses and gains as one process."""
+    study = tmp_path / "tiny.toml"
+    study.write_text(_toml(real_settings(tmp_path / "unused", stack_size=2)))
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "taskscout", "search", str(study), "--storage", pg_url,
+                          "--out", str(tmp_path / f"w{i}"), "--quiet"],
+                         env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    for p in procs:
+        _, stderr = p.communicate(timeout=600)
+        assert p.returncode == 0, stderr[-3000:]
+    expected = set(pd.read_parquet(real_one_process / rundir.TRIALS)["key"])
+    states = _complete_once(pg_url, "tiny", expected)
+    # a FAIL here could only be a duplicate queue entry given up before training
+    store = open_existing(pg_url, pg_url, "tiny")
+    failed = store.storage.get_all_trials(store.study_id, deepcopy=False, states=(TrialState.FAIL,))
+    assert all("duplicate_of" in t.user_attrs for t in failed)
+    assert len(states) == len(expected)
+    for i in range(2):
+        assert_same_measurements(tmp_path / f"w{i}", real_one_process, rtol=1e-5)
