@@ -969,6 +969,28 @@ def write_recommendation(run_dir: str | Path, rec: Mapping[str, Any]) -> Path:
     return rundir.write_json(Path(run_dir) / rundir.RECOMMENDATION, _clean(dict(rec)))
 
 
+SURROGATE_MAX_GROUP = 4  # surrogate scores for every group of 2..4 main tasks not measured
+
+
+def _with_surrogate_scores(
+    group_scores: pd.DataFrame | None, observations: pd.DataFrame, tasks: Sequence[str]
+) -> pd.DataFrame | None:
+    """Measured group scores plus the subset surrogate's predictions for the groups not measured
+    (up to SURROGATE_MAX_GROUP tasks), so the scorer can prefer them over the pairwise estimate."""
+    from taskscout.affinity.surrogate import fit_surrogate
+
+    if observations.empty or len(tasks) < 2:
+        return group_scores
+    surrogate = fit_surrogate(observations, tasks=list(tasks))
+    measured = set(group_scores["group"]) if group_scores is not None else set()
+    groups = [
+        g for size in range(2, min(SURROGATE_MAX_GROUP, len(tasks)) + 1)
+        for g in itertools.combinations(tasks, size) if rundir.group_key(g, tasks) not in measured
+    ]
+    predicted = surrogate.group_scores(groups)
+    return predicted if group_scores is None else pd.concat([group_scores, predicted], ignore_index=True)
+
+
 def recommend_run(
     run_dir: str | Path, *, networks: int | None = None, aux_cap: int = 3, similarity: pd.DataFrame | None = None
 ) -> dict[str, Any]:
@@ -990,6 +1012,10 @@ def recommend_run(
         baselines_from_trials(pd.read_parquet(d / rundir.TRIALS), tasks=tasks)
         if (d / rundir.TRIALS).exists() else None
     )
+    if similarity is None and (d / rundir.RSA_LAYERS).exists():
+        similarity = pd.read_csv(d / rundir.RSA_LAYERS)
+    if (d / rundir.SUBSET_OBSERVATIONS).exists():
+        group_scores = _with_surrogate_scores(group_scores, pd.read_csv(d / rundir.SUBSET_OBSERVATIONS), tasks)
     aux_kinds = {str(c["name"]): str(c.get("kind", "unknown")) for c in candidates}
     save_graphml(build_graph(affinity, tasks=tasks, aux_kinds=aux_kinds), d / rundir.GRAPH)
     rec = recommend(

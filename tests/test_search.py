@@ -152,7 +152,8 @@ def test_search_trains_every_planned_model_once_and_measures_the_planted_gains(s
     assert len(trained) == len(set(trained)) == len(expected_keys(spec)) == 48
     assert max(len(c) for c in fake.calls) <= spec.search.stack_size
     assert [(p.phase, p.planned, p.trained, p.status) for p in result.phases] == [
-        ("single", 12, 12, "done"), ("pairs", 21, 21, "done"), ("aux", 3, 3, "done"), ("depth", 12, 12, "done")]
+        ("single", 12, 12, "done"), ("pairs", 21, 21, "done"), ("aux", 3, 3, "done"), ("depth", 12, 12, "done"),
+        ("subsets", 0, 0, "skipped"), ("estimators", 0, 0, "skipped")]
 
     aff = pd.read_csv(spec.run_dir / rundir.AFFINITY)
     half = T2 * 0.01 / math.sqrt(3)  # per-seed gains planted +- 0.01 around the mean

@@ -364,11 +364,77 @@ def _run_search(
         tables: dict[str, Path] = {}
         finalized: tuple[str, ...] = ()
     else:
-        tables = write_tables(run_dir, build_tables(load_records(store), spec))
+        records = load_records(store)
+        built = build_tables(records, spec)
+        if not stopped:
+            outcomes += _beyond_pairs(spec, problem, records, built, url=url, train_fn=train_fn, progress=progress)
+        tables = write_tables(run_dir, built)
         finalized = finalize(run_dir) if finalize_run else ()
     return SearchResult(run_dir=run_dir, study_name=spec.name, storage=url, phases=tuple(outcomes),
                         stopped_by_time_limit=stopped, seconds=time.monotonic() - start, tables=tables,
                         finalized=finalized)
+
+
+def _beyond_pairs(
+    spec: StudySpec,
+    problem: SearchProblem,
+    records: Sequence[Any],
+    tables: dict[str, Any],
+    *,
+    url: str,
+    train_fn: Callable[..., Any],
+    progress: SearchProgress,
+) -> list[PhaseOutcome]:
+    """The `subsets` and `estimators` phases, after the measured ones: Optuna-proposed task subsets
+    with the surrogate fitted on them, and the cheap estimators; their rows join `tables` in place
+    (affinity.csv with their `method`, compute.csv, agreement.csv, rsa_layers.csv,
+    subset_observations.csv). Subsets resume from their proposer study; the estimators rerun."""
+    import pandas as pd
+
+    from taskscout.affinity.base import Compute
+    from taskscout.search.estimators import (
+        CHEAP,
+        estimator_tables,
+        run_estimators_phase,
+        run_subsets_phase,
+    )
+
+    outcomes = []
+    wanted = [p for p in ("subsets", "estimators") if p in spec.search.phases]
+    if len(problem.main) < 2 or not wanted:
+        return [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "skipped") for p in ("subsets", "estimators")]
+    subsets = None
+    results: dict[str, Any] = {}
+    if "subsets" in wanted and spec.search.subsets > 0:
+        began = time.monotonic()
+        total = spec.search.subsets * spec.training.seeds
+        progress.phase_started("subsets", total=total, done=0)
+        custom = None if train_fn is _train_models else train_fn
+        subsets = run_subsets_phase(spec, problem, losses=losses_frame(records), storage=url,
+                                    train_fn=custom, progress=progress.advance)
+        progress.phase_finished("subsets")
+        n = int(subsets.run.compute.models)
+        outcomes.append(PhaseOutcome("subsets", total, 0, n, 0, time.monotonic() - began, "done"))
+    if "estimators" in wanted:
+        began = time.monotonic()
+        progress.phase_started("estimators", total=len(CHEAP), done=0)
+        for name in CHEAP:
+            results.update(run_estimators_phase(spec, problem, names=(name,)))
+            progress.advance(1)
+        progress.phase_finished("estimators")
+        outcomes.append(PhaseOutcome("estimators", len(CHEAP), 0, len(CHEAP), 0, time.monotonic() - began, "done"))
+    compute = tables[rundir.COMPUTE]
+    measured = compute[compute["phase"].isin(["single", "pairs"])]
+    extra = estimator_tables(
+        measured=tables[rundir.AFFINITY],
+        measured_compute=Compute(int(measured["models"].sum()), int(measured["epochs"].sum()),
+                                 float(measured["seconds"].sum())),
+        results=results, subsets=subsets,
+    )
+    tables[rundir.AFFINITY] = pd.concat([tables[rundir.AFFINITY], extra.pop("affinity_rows")], ignore_index=True)
+    tables[rundir.COMPUTE] = pd.concat([compute, extra.pop(rundir.COMPUTE)], ignore_index=True)
+    tables.update(extra)
+    return outcomes
 
 
 def finalize(run_dir: str | Path) -> tuple[str, ...]:
