@@ -168,10 +168,9 @@ def _record(store: Store, claim: Any, result: Any, problem: SearchProblem) -> bo
     return record_result(store, claim, attrs, encode_curves(result.curves), value)
 
 
-def _poll_seconds(spec: StudySpec) -> float:
-    """How often a waiting worker looks at the storage: often enough to notice a dead worker soon
-    after its grace period, rarely enough to leave the database alone."""
-    return max(0.5, min(5.0, spec.search.heartbeat_interval / 2))
+# How often a worker waiting for the end of a phase looks at the storage (a few small queries):
+# a phase's successor should not wait long for it.
+WAIT_POLL_SECONDS = 0.5
 
 
 def run_phase(
@@ -214,7 +213,7 @@ def run_phase(
             if done > shown:
                 progress.advance(done - shown)
                 shown = done
-            time.sleep(_poll_seconds(spec))
+            time.sleep(WAIT_POLL_SECONDS)
             continue
         stack = _StackProgress(progress)
         try:
@@ -246,8 +245,9 @@ def _others_still_working(
     missing = wanted - completed_keys(store)
     if not missing:
         return False
-    recover_abandoned(store, single_process=False)
-    enqueue_missing(store, [m for m in models if m.key in missing], max_failures=max_failures)
+    failed_now = recover_abandoned(store, single_process=False)
+    if failed_now or missing - in_progress_keys(store):
+        enqueue_missing(store, [m for m in models if m.key in missing], max_failures=max_failures)
     return bool(in_progress_keys(store) & missing)
 
 

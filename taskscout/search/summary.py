@@ -63,10 +63,12 @@ def summary_text(result: SearchResult, *, top: int = 3) -> str:
                      "once it is done to write them here too.")
     path = result.run_dir / rundir.AFFINITY
     affinity = pd.read_csv(path) if path.exists() else None
-    lines += transfer_lines(affinity, top=top)
+    if not result.finished_elsewhere:
+        lines += transfer_lines(affinity, top=top)
     files = [n for n in (rundir.AFFINITY, rundir.GROUP_SCORES, rundir.DEPTH, rundir.CURVE_FEATURES,
                          rundir.TRIALS, rundir.CURVES, rundir.COMPUTE, rundir.RECOMMENDATION, rundir.REPORT)
              if (result.run_dir / n).exists()]
-    lines.append(f"files: {result.run_dir}/ ({', '.join(files)})")
+    if files:
+        lines.append(f"files: {result.run_dir}/ ({', '.join(files)})")
     lines.append(f"storage: {mask_url(result.storage)} (study '{result.study_name}')")
     return "\n".join(lines)
