@@ -9,8 +9,10 @@ search at once. Each claims what is still WAITING; when a phase has nothing left
 waits until the other workers' models of that phase are complete, taking over the models of any
 worker whose heartbeat went stale. So every phase starts after the earlier ones are complete (depth
 is planned from complete pair gains), a late worker only picks up what is left, and every worker
-ends when the whole search is complete and writes the run directory's tables from the storage
-(identical files; writes are atomic). See workers.py.
+ends when the measured phases are complete. The first worker to get there finishes the run alone
+(the subsets and estimators phases, the tables, the recommendation and the report, into its run
+directory); the others end with a note, and the same command with --join later writes the tables
+into any other run directory. See workers.py.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from taskscout.search.storage import (
     release,
 )
 from taskscout.search.tables import build_tables, default_storage, losses_frame, write_tables
-from taskscout.search.workers import is_shared, single_process_lock
+from taskscout.search.workers import is_shared, single_process_lock, try_run_lock
 from taskscout.spec import StudySpec
 
 # Settings that change what a trained model means; a study resumed under other values is refused.
@@ -102,6 +104,7 @@ class SearchResult:
     seconds: float
     tables: dict[str, Path]
     finalized: tuple[str, ...]  # later stages that ran: "recommendation", "report"
+    finished_elsewhere: bool = False  # shared storage: another worker was finishing the run
 
     @property
     def trained(self) -> int:
@@ -359,20 +362,26 @@ def _run_search(
         stopped = outcome.status == "stopped"
     store.close()
 
-    if shared and stopped:
-        # Other workers are still at it; the one that completes the search writes the tables.
-        tables: dict[str, Path] = {}
-        finalized: tuple[str, ...] = ()
-    else:
-        records = load_records(store)
-        built = build_tables(records, spec)
-        if not stopped:
-            outcomes += _beyond_pairs(spec, problem, records, built, url=url, train_fn=train_fn, progress=progress)
-        tables = write_tables(run_dir, built)
-        finalized = finalize(run_dir) if finalize_run else ()
+    tables: dict[str, Path] = {}
+    finalized: tuple[str, ...] = ()
+    elsewhere = False
+    if not (shared and stopped):  # a stopped worker leaves the tables to the one that completes the search
+        # Shared storage: the first worker to get here finishes the run (the subsets and estimators
+        # phases, the tables, the report); the others end, and find the tables in its directory.
+        finishing = try_run_lock(url, f"finish:{spec.name}") if shared else contextlib.nullcontext(True)
+        with finishing as finisher:
+            elsewhere = not finisher
+            if finisher:
+                records = load_records(store)
+                built = build_tables(records, spec)
+                if not stopped:
+                    outcomes += _beyond_pairs(spec, problem, records, built, url=url, train_fn=train_fn,
+                                              progress=progress)
+                tables = write_tables(run_dir, built)
+                finalized = finalize(run_dir) if finalize_run else ()
     return SearchResult(run_dir=run_dir, study_name=spec.name, storage=url, phases=tuple(outcomes),
                         stopped_by_time_limit=stopped, seconds=time.monotonic() - start, tables=tables,
-                        finalized=finalized)
+                        finalized=finalized, finished_elsewhere=elsewhere)
 
 
 def _beyond_pairs(

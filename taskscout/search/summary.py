@@ -57,6 +57,10 @@ def summary_text(result: SearchResult, *, top: int = 3) -> str:
         left = sum(p.remaining for p in result.phases)
         lines.append(f"time limit reached: no new stack was started; {left} planned models are missing. "
                      f"Run the same command again to continue.")
+    if result.finished_elsewhere:
+        lines.append("the measured phases are complete; another worker is finishing the run (subsets, "
+                     "estimators, tables, report) in its run directory. Run the same command with --join "
+                     "once it is done to write them here too.")
     path = result.run_dir / rundir.AFFINITY
     affinity = pd.read_csv(path) if path.exists() else None
     lines += transfer_lines(affinity, top=top)

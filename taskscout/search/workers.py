@@ -102,6 +102,31 @@ def live_workers(storage: Any, study_id: int, grace_period: float) -> list[str]:
                   if k.startswith(ANNOUNCE_PREFIX) and isinstance(v, (int, float)) and now - v < grace_period)
 
 
+@contextlib.contextmanager
+def try_run_lock(url: str, name: str) -> Iterator[bool]:
+    """Like `run_lock`, without waiting: yields whether this process got the lock (held until the
+    block ends). Off PostgreSQL there is no lock, and every caller gets True."""
+    if not url.startswith("postgresql"):
+        yield True
+        return
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            got = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": _lock_key(name)}).scalar())
+            conn.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_key(name)})
+                    conn.commit()
+    finally:
+        engine.dispose()
+
+
 class Heartbeat:
     """Records a heartbeat for every held trial each interval, on a daemon thread, and announces
     this worker in the study (`live_workers` counts the announced ones).

@@ -91,7 +91,8 @@ def main() -> None:
             time.sleep(0.01)
     train_fn = PlantedTrainer(log, pause) if fake else None
     result = run_search(spec, train_fn=train_fn, join="--join" in sys.argv)
-    print(json.dumps({"trained": result.trained, "tables": sorted(result.tables)}))
+    print(json.dumps({"trained": result.trained, "tables": sorted(result.tables),
+                      "finished_elsewhere": result.finished_elsewhere}))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from taskscout.search.storage import (
     recover_abandoned,
     release,
 )
-from taskscout.search.workers import WORKER_ATTR, single_process_lock, worker_id
+from taskscout.search.workers import WORKER_ATTR, single_process_lock, try_run_lock, worker_id
 
 ROOT = Path(__file__).resolve().parents[2]
 CLAIMER = Path(__file__).with_name("_claimer.py")
@@ -237,3 +237,13 @@ def test_workers_planning_a_phase_at_once_queue_each_model_once(pg_url: str) -> 
         t.join()
     assert sorted(added) == [0, 0, 0, 12]
     assert len(stores[0].study.get_trials()) == 12
+
+
+def test_one_worker_finishes_the_run_the_others_are_told(pg_url: str, tmp_path: Path) -> None:
+    with try_run_lock(pg_url, "finish:x") as first:
+        with try_run_lock(pg_url, "finish:x") as second, try_run_lock(pg_url, "finish:y") as other_run:
+            assert (first, second, other_run) == (True, False, True)
+    with try_run_lock(pg_url, "finish:x") as again:  # released with the block
+        assert again
+    with try_run_lock(_sqlite(tmp_path), "finish:x") as a, try_run_lock(_sqlite(tmp_path), "finish:x") as b:
+        assert a and b  # SQLite has one process: nothing to decide

@@ -94,8 +94,22 @@ def test_two_workers_train_every_model_once_and_measure_what_one_process_does(
     assert Counter(trained[0] + trained[1]) == dict.fromkeys(expected, 1)
     assert [o["trained"] for o in outputs] == [len(t) for t in trained]
     _complete_once(pg_url, "planted4", expected)
-    for _, out, _ in workers:  # whichever finished last, both directories hold the full tables
+    # the first worker done finishes the run in its directory; one that ends meanwhile leaves it
+    finishers = [out for (_, out, _), o in zip(workers, outputs, strict=True) if o["tables"]]
+    assert finishers
+    for (_, out, _), o in zip(workers, outputs, strict=True):
+        assert o["finished_elsewhere"] == (out not in finishers)
+    for out in finishers:
         assert_same_measurements(out, fake_one_process)
+    # a worker that joins the finished run trains nothing and writes the same tables
+    late = tmp_path / "late"
+    cmd = [sys.executable, str(WORKER), json.dumps(fake_settings(late, pg_url)), str(tmp_path / "late.log"),
+           "--fake", "0", "--join"]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["trained"] == 0
+    assert not (tmp_path / "late.log").exists()  # the fake trainer was never called
+    assert_same_measurements(late, fake_one_process)
 
 
 def test_a_worker_killed_mid_phase_loses_nothing(pg_url: str, tmp_path: Path, fake_one_process: Path) -> None:
@@ -162,5 +176,7 @@ def test_real_workers_on_postgres_match_one_sqlite_process(pg_url: str, tmp_path
     failed = store.storage.get_all_trials(store.study_id, deepcopy=False, states=(TrialState.FAIL,))
     assert all("duplicate_of" in t.user_attrs for t in failed)
     assert len(states) == len(expected)
-    for i in range(2):
-        assert_same_measurements(tmp_path / f"w{i}", real_one_process, rtol=1e-5)
+    finishers = [tmp_path / f"w{i}" for i in range(2) if (tmp_path / f"w{i}" / rundir.AFFINITY).exists()]
+    assert finishers  # the first worker done finished the run; the other may have left it to it
+    for out in finishers:
+        assert_same_measurements(out, real_one_process, rtol=1e-5)
