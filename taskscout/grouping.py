@@ -857,6 +857,10 @@ def recommend(
     if not isinstance(depth_L, int) or depth_L < 0:
         raise SpecError(f"depth_L must be an int >= 0 (the trunk's layer count). Got {depth_L!r} instead.")
     aux_kinds = {str(c["name"]): str(c.get("kind", "unknown")) for c in candidates or ()}
+    related_columns = {
+        str(c["name"]): tuple((c.get("provenance") or {}).get("columns", ()))
+        for c in candidates or () if c.get("kind") == "related"
+    }
     scorer = GroupScorer.from_tables(tasks=tasks, group_scores=group_scores, affinity=affinity)
     choice = choose_grouping(tasks, scorer, networks=networks, max_group_size=max_group_size)
     g = choice.grouping
@@ -871,9 +875,12 @@ def recommend(
             branch = choose_branch_layer(members, order=tasks, depth=depth, similarity=similarity, depth_L=depth_L)
         else:
             branch = BranchChoice(depth_L, "default")
+        # A related auxiliary that copies a member task adds nothing: the group trains that task.
         group_aux = [
             {"name": a.name, "kind": a.kind, "serves": a.serves, "expected_gain": a.expected_gain, "ci": list(a.ci)}
             for t in served for a in aux[t]
+            if not (a.kind == "related" and set(related_columns.get(a.name, ())) <= set(members) - {t}
+                    and related_columns.get(a.name))
         ]
         groups.append({
             "tasks": list(members),
@@ -927,7 +934,7 @@ def recommend(
             else:
                 part = f"{grp['tasks'][0]} alone"
             if grp["aux"]:
-                part += " with auxiliaries " + ", ".join(a["name"] for a in grp["aux"])
+                part += " with auxiliaries " + ", ".join(dict.fromkeys(a["name"] for a in grp["aux"]))
             parts.append(part)
         mean_gain = float(np.mean([1.0 - g.scores[t].norm_loss for t in tasks]))
         verdict = (

@@ -432,3 +432,23 @@ def test_graphml_round_trip(tmp_path):
     assert back.edges["a", "b"] == g.edges["a", "b"]
     assert math.isnan(back.edges["x", "a"]["ci_low"]) and back.edges["x", "a"]["real"] is False
     assert back.is_directed()
+
+
+def test_related_auxiliary_copying_a_group_member_is_not_listed_for_the_group():
+    groups = [["a", "b"], ["c"]]
+    tasks, aff = _planted_affinity(groups, inside=0.12, across=-0.01, hw=0.04)
+    aff = pd.concat([aff, _affinity([
+        ("b__related", "a", 0.10, 0.02, 0.18, 3, "measured"),  # b is in a's group already
+        ("x__hint", "a", 0.05, 0.01, 0.09, 3, "measured"),
+        ("a__related", "c", 0.08, 0.02, 0.14, 3, "measured"),  # a is not in c's group: kept
+    ])], ignore_index=True)
+    candidates = [
+        {"name": "b__related", "kind": "related", "provenance": {"columns": ["b"]}},
+        {"name": "x__hint", "kind": "hints", "provenance": {"columns": ["x"]}},
+        {"name": "a__related", "kind": "related", "provenance": {"columns": ["a"]}},
+    ]
+    rec = recommend(spec_tasks=tasks, affinity=aff, depth_L=2, candidates=candidates)
+    by_tasks = {tuple(g["tasks"]): [x["name"] for x in g["aux"]] for g in rec["groups"]}
+    assert by_tasks[("a", "b")] == ["x__hint"]
+    assert by_tasks[("c",)] == ["a__related"]
+    assert [x["name"] for x in rec["auxiliaries"]["a"]] == ["b__related", "x__hint"]  # per task: all real ones

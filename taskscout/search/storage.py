@@ -415,7 +415,7 @@ def release(store: Store, claims: Iterable[Claim]) -> None:
 
 
 def _round(x: float) -> float:
-    return float(f"{x:.6g}") if math.isfinite(x) else x
+    return float(f"{x:.9g}") if math.isfinite(x) else x
 
 
 def record_result(store: Store, claim: Claim, result: Mapping[str, Any], curves: Mapping[str, Any], value: float) -> bool:

@@ -65,10 +65,20 @@ def summary_text(result: SearchResult, *, top: int = 3) -> str:
     affinity = pd.read_csv(path) if path.exists() else None
     if not result.finished_elsewhere:
         lines += transfer_lines(affinity, top=top)
-    files = [n for n in (rundir.AFFINITY, rundir.GROUP_SCORES, rundir.DEPTH, rundir.CURVE_FEATURES,
+    agreement = result.run_dir / rundir.AGREEMENT
+    if agreement.exists():
+        rows = pd.read_csv(agreement)
+        lines.append("estimators vs measured gains (Spearman, compute relative to the measured phase): " + ", ".join(
+            f"{r.method} {r.spearman:+.2f} at {r.relative_compute:.0%}" for r in rows.itertuples(index=False)))
+    rec = result.run_dir / rundir.RECOMMENDATION
+    if rec.exists():
+        lines.append("recommendation: " + str(rundir.read_json(rec).get("verdict", "")))
+    files = [n for n in (rundir.AFFINITY, rundir.AGREEMENT, rundir.GROUP_SCORES, rundir.DEPTH, rundir.CURVE_FEATURES,
                          rundir.TRIALS, rundir.CURVES, rundir.COMPUTE, rundir.RECOMMENDATION, rundir.REPORT)
              if (result.run_dir / n).exists()]
     if files:
         lines.append(f"files: {result.run_dir}/ ({', '.join(files)})")
     lines.append(f"storage: {mask_url(result.storage)} (study '{result.study_name}')")
+    if (result.run_dir / rundir.REPORT).exists():
+        lines.append(f"report: {result.run_dir / rundir.REPORT}")
     return "\n".join(lines)
