@@ -476,12 +476,19 @@ def estimators(
 def report(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory written by `taskscout search`.")],
     png: Annotated[bool, typer.Option("--png", help="Also write every figure as RUN_DIR/figures/NAME.png (needs kaleido and Chromium).")] = False,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="First rebuild the measured tables and the recommendation from the search's storage (e.g. after distributed workers).")] = False,
+    storage: Annotated[str | None, typer.Option(help="With --rebuild: the storage URL; default the one in RUN_DIR/spec.json, else RUN_DIR/study.db.")] = None,
 ) -> None:
     """(Re)build RUN_DIR/report.html from the saved results: no training, no torch."""
     from taskscout.report import build_report, png_support, write_pngs
 
     if png and (why := png_support()):
         raise TaskscoutError(why)
+    if rebuild:
+        from taskscout.search import finalize, rebuild_tables
+
+        typer.echo(f"rebuilt {len(rebuild_tables(run_dir, storage))} table(s) from the storage")
+        finalize(run_dir)
     typer.echo(f"wrote {build_report(run_dir)}")
     if png:
         paths = write_pngs(run_dir)

@@ -368,3 +368,17 @@ def test_a_killed_search_resumes_and_trains_every_model_exactly_once(tmp_path):
     trials = pd.read_parquet(out / rundir.TRIALS)
     assert len(trials) == 11 and np.isfinite(trials["seconds"]).all()
     assert not list(out.glob(".*.tmp"))
+
+
+def test_report_rebuild_writes_the_tables_and_recommendation_from_the_storage(searched_copy, capsys):
+    from taskscout.cli import main
+
+    spec = searched_copy
+    expected = pd.read_csv(spec.run_dir / rundir.AFFINITY)
+    for name in (rundir.AFFINITY, rundir.TRIALS):
+        (spec.run_dir / name).unlink()
+    assert main(["report", str(spec.run_dir), "--rebuild"]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(spec.run_dir / rundir.AFFINITY), expected)
+    assert (spec.run_dir / rundir.TRIALS).exists()
+    assert (spec.run_dir / rundir.RECOMMENDATION).exists() and (spec.run_dir / rundir.REPORT).exists()
+    assert "rebuilt" in capsys.readouterr().out
