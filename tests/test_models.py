@@ -9,14 +9,7 @@ import torch
 from taskscout.errors import SpecError
 from taskscout.models import Head, MultiTaskMLP, StackedMLP, grad_reverse, layer_seed, slot_layout
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared CPU it can stall them."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 HEADS = [
