@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from taskscout.affinity.base import AffinityProblem, Compute
+from taskscout.affinity.base import AffinityProblem, Compute, EstimatorResult, affinity_rows
 from taskscout.data import TRAIN
 from taskscout.errors import DataError
 
@@ -148,3 +148,37 @@ def joint_run(
                 net.eval()
                 hook(Probe(model=net, x=X[probe_rows], segments=segments, loss=probe_loss, shared=shared))
     return Compute(models=1, epochs=n_epochs, seconds=time.perf_counter() - start)
+
+
+def probe_average_estimate(
+    name: str,
+    problem: AffinityProblem,
+    score: Callable[[Probe], np.ndarray],
+    *,
+    every: int,
+    probe_size: int,
+    epochs: int | None,
+    per_seed: Callable[[np.ndarray], np.ndarray] = lambda z: z,
+    progress: Callable[[int], None] | None = None,
+) -> EstimatorResult:
+    """The common frame of the joint-run estimators: per seed, one early joint run whose probes each
+    give an (n, n) source x target `score`; their mean (after `per_seed`) is that seed's matrix,
+    and the seeds' values of every ordered pair become `name`'s affinity rows with an interval."""
+    matrices: list[np.ndarray] = []
+    compute = Compute()
+    for seed in problem.seeds:
+        total = np.zeros((len(problem.heads), len(problem.heads)))
+        steps = [0]
+
+        def hook(p: Probe, total: np.ndarray = total, steps: list[int] = steps) -> None:
+            total += score(p)
+            steps[0] += 1
+
+        compute = compute + joint_run(problem, seed, every=every, probe_size=probe_size, hook=hook,
+                                      epochs=early_epochs(problem, epochs))
+        matrices.append(per_seed(total / max(1, steps[0])))
+        if progress:
+            progress(1)
+    names = problem.names
+    values = {(names[s], names[t]): [z[s, t] for z in matrices] for s, t in problem.ordered_pairs()}
+    return EstimatorResult(name, affinity_rows(name, values), compute)

@@ -15,13 +15,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from taskscout.affinity._joint import Probe, early_epochs, joint_run
+from taskscout.affinity._joint import Probe, probe_average_estimate
 from taskscout.affinity.base import (
     AffinityEstimator,
     AffinityProblem,
-    Compute,
     EstimatorResult,
-    affinity_rows,
     register_estimator,
 )
 
@@ -40,25 +38,11 @@ class GradCosEstimator(AffinityEstimator):
     def estimate(self, problem: AffinityProblem, *, progress: Callable[[int], None] | None = None) -> EstimatorResult:
         import torch
 
-        n = len(problem.heads)
-        per_seed: list[np.ndarray] = []
-        compute = Compute()
-        for seed in problem.seeds:
-            total = np.zeros((n, n))
-            steps = [0]
+        def cosines(p: Probe) -> np.ndarray:
+            flat = [torch.cat([gi.reshape(-1) for gi in g]) for g in p.head_grads()]
+            G = torch.stack(flat).double()
+            G = G / G.norm(dim=1, keepdim=True).clamp_min(1e-30)
+            return (G @ G.T).cpu().numpy()
 
-            def hook(p: Probe, total=total, steps=steps) -> None:
-                flat = [torch.cat([gi.reshape(-1) for gi in g]) for g in p.head_grads()]
-                G = torch.stack(flat).double()
-                G = G / G.norm(dim=1, keepdim=True).clamp_min(1e-30)
-                total += (G @ G.T).cpu().numpy()
-                steps[0] += 1
-
-            compute = compute + joint_run(problem, seed, every=self.every, probe_size=self.probe_size,
-                                          hook=hook, epochs=early_epochs(problem, self.epochs))
-            per_seed.append(total / max(1, steps[0]))
-            if progress:
-                progress(1)
-        names = problem.names
-        values = {(names[s], names[t]): [c[s, t] for c in per_seed] for s, t in problem.ordered_pairs()}
-        return EstimatorResult(self.name, affinity_rows(self.name, values), compute)
+        return probe_average_estimate(self.name, problem, cosines, every=self.every, probe_size=self.probe_size,
+                                      epochs=self.epochs, progress=progress)

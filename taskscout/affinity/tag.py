@@ -32,13 +32,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from taskscout.affinity._joint import Probe, early_epochs, joint_run
+from taskscout.affinity._joint import Probe, probe_average_estimate
 from taskscout.affinity.base import (
     AffinityEstimator,
     AffinityProblem,
-    Compute,
     EstimatorResult,
-    affinity_rows,
     register_estimator,
 )
 
@@ -63,46 +61,38 @@ class TagEstimator(AffinityEstimator):
         import torch
 
         n = len(problem.heads)
-        per_seed: list[np.ndarray] = []
-        compute = Compute()
-        for seed in problem.seeds:
-            total = np.zeros((n, n))
-            steps = [0]
 
-            def hook(p: Probe, total=total, steps=steps) -> None:
-                net = p.model
-                per_head = p.head_grads()
-                grads = [torch.stack([g[k] for g in per_head]) for k in range(len(p.shared))]
-                before = p.losses()
-                norm = torch.sqrt(sum(g.reshape(n, -1).square().sum(1) for g in grads))
-                size = self.step if self.step is not None else (
-                    problem.training.lr * math.sqrt(sum(w.numel() for w in p.shared)))
-                saved = [w.detach().clone() for w in p.shared]
-                try:
-                    with torch.no_grad():
-                        for i in range(n):
-                            if not torch.isfinite(norm[i]) or norm[i] == 0:
-                                continue
-                            for w, w0, g in zip(p.shared, saved, grads, strict=True):
-                                torch.add(w0, g[i], alpha=-size / float(norm[i]), out=w)
-                            outs = net(p.x)
-                            after = torch.stack([p.loss(outs, h) for h in range(n)])
-                            total[i] += (1.0 - after / before).double().cpu().numpy()
-                finally:
-                    with torch.no_grad():
-                        for w, w0 in zip(p.shared, saved, strict=True):
-                            w.copy_(w0)
-                steps[0] += 1
+        def lookahead(p: Probe) -> np.ndarray:
+            z = np.zeros((n, n))
+            net = p.model
+            per_head = p.head_grads()
+            grads = [torch.stack([g[k] for g in per_head]) for k in range(len(p.shared))]
+            before = p.losses()
+            norm = torch.sqrt(sum(g.reshape(n, -1).square().sum(1) for g in grads))
+            size = self.step if self.step is not None else (
+                problem.training.lr * math.sqrt(sum(w.numel() for w in p.shared)))
+            saved = [w.detach().clone() for w in p.shared]
+            try:
+                with torch.no_grad():
+                    for i in range(n):
+                        if not torch.isfinite(norm[i]) or norm[i] == 0:
+                            continue
+                        for w, w0, g in zip(p.shared, saved, grads, strict=True):
+                            torch.add(w0, g[i], alpha=-size / float(norm[i]), out=w)
+                        outs = net(p.x)
+                        after = torch.stack([p.loss(outs, h) for h in range(n)])
+                        z[i] = (1.0 - after / before).double().cpu().numpy()
+            finally:
+                with torch.no_grad():
+                    for w, w0 in zip(p.shared, saved, strict=True):
+                        w.copy_(w0)
+            return z
 
-            compute = compute + joint_run(problem, seed, every=self.every, probe_size=self.probe_size,
-                                          hook=hook, epochs=early_epochs(problem, self.epochs))
-            z = total / max(1, steps[0])
+        def normalised(z: np.ndarray) -> np.ndarray:
             if self.normalise == "self":
                 own = np.abs(np.diag(z))
                 z = z / np.where(own > 0, own, np.nan)[None, :]
-            per_seed.append(z)
-            if progress:
-                progress(1)
-        names = problem.names
-        values = {(names[s], names[t]): [z[s, t] for z in per_seed] for s, t in problem.ordered_pairs()}
-        return EstimatorResult(self.name, affinity_rows(self.name, values), compute)
+            return z
+
+        return probe_average_estimate(self.name, problem, lookahead, every=self.every, probe_size=self.probe_size,
+                                      epochs=self.epochs, per_seed=normalised, progress=progress)
