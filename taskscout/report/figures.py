@@ -55,6 +55,13 @@ def _finite(v: Any) -> bool:
         return False
 
 
+def _error_bars(mid: Sequence[float], low: Sequence[float], high: Sequence[float]) -> dict[str, Any]:
+    """Plotly asymmetric error bars from intervals; a missing bound draws no bar on that side."""
+    return {"type": "data", "symmetric": False,
+            "array": [h - m if _finite(h) else 0 for m, h in zip(mid, high, strict=True)],
+            "arrayminus": [m - lo if _finite(lo) else 0 for m, lo in zip(mid, low, strict=True)]}
+
+
 def _num(v: Any) -> float:
     return float(v) if _finite(v) else float("nan")
 
@@ -480,9 +487,7 @@ def draw_pareto(points: Sequence[ParetoPoint]) -> go.Figure:
     ys = [p.loss for p in points]
     fig = go.Figure(go.Scatter(
         x=xs, y=ys, mode="lines+markers", name="Pareto front",
-        error_y={"type": "data", "symmetric": False,
-                 "array": [p.ci_high - p.loss if _finite(p.ci_high) else 0 for p in points],
-                 "arrayminus": [p.loss - p.ci_low if _finite(p.ci_low) else 0 for p in points]},
+        error_y=_error_bars([p.loss for p in points], [p.ci_low for p in points], [p.ci_high for p in points]),
         hovertext=[f"{p.networks} networks: {label(p)}<br>loss {fmt(p.loss)} {interval(p.ci_low, p.ci_high)}" for p in points],
         hoverinfo="text", marker={"size": 9, "color": "#444"},
     ))
@@ -526,9 +531,7 @@ def draw_depth(curves: Sequence[DepthCurve]) -> go.Figure:
         fig.add_trace(go.Scatter(
             x=list(c.layers), y=list(c.gain), mode="lines+markers",
             name=f"{text(c.task)} in {text(c.group)}", line={"color": colour(k)},
-            error_y={"type": "data", "symmetric": False,
-                     "array": [h - g if _finite(h) else 0 for g, h in zip(c.gain, c.ci_high, strict=True)],
-                     "arrayminus": [g - lo if _finite(lo) else 0 for g, lo in zip(c.gain, c.ci_low, strict=True)]},
+            error_y=_error_bars(c.gain, c.ci_low, c.ci_high),
         ))
     fig.add_hline(y=0, line={"color": "#888", "width": 1})
     fig.update_xaxes(title_text="branch layer (layers shared)", dtick=1)
@@ -591,9 +594,7 @@ def draw_aux_leaderboard(board: Mapping[str, Sequence[AuxRow]]) -> go.Figure:
             x=[a.gain for a in sel], y=[labels[id(a)] for a in sel], mode="markers", name=text(kind),
             marker={"size": [14 if a.chosen else 9 for a in sel], "color": colour(k),
                     "symbol": ["star" if a.chosen else "circle" for a in sel]},
-            error_x={"type": "data", "symmetric": False,
-                     "array": [a.ci_high - a.gain if _finite(a.ci_high) else 0 for a in sel],
-                     "arrayminus": [a.gain - a.ci_low if _finite(a.ci_low) else 0 for a in sel]},
+            error_x=_error_bars([a.gain for a in sel], [a.ci_low for a in sel], [a.ci_high for a in sel]),
             hovertext=[f"{labels[id(a)]}<br>kind {text(a.kind)}<br>gain {fmt(a.gain, signed=True)} {interval(a.ci_low, a.ci_high)}"
                        + ("<br>recommended" if a.chosen else "") for a in sel],
             hoverinfo="text",
@@ -835,9 +836,7 @@ def draw_verify(rows: Sequence[VerifyRow]) -> go.Figure:
         vals = [getattr(r, attr) for r in rows]
         fig.add_trace(go.Bar(
             x=names, y=[v[0] for v in vals], name=label, marker={"color": colour(k)},
-            error_y={"type": "data", "symmetric": False,
-                     "array": [v[2] - v[0] if _finite(v[2]) else 0 for v in vals],
-                     "arrayminus": [v[0] - v[1] if _finite(v[1]) else 0 for v in vals]},
+            error_y=_error_bars([v[0] for v in vals], [v[1] for v in vals], [v[2] for v in vals]),
             hovertext=[f"{n} {label}: {fmt(v[0], signed=True)} {interval(v[1], v[2])}" for n, v in zip(names, vals, strict=True)],
             hoverinfo="text",
         ))
