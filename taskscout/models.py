@@ -392,7 +392,8 @@ class StackedMLP:
     def forward(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Outputs (K, S, W, B) for inputs x of shape (K, B, in) (or (B, in), shared by all models).
 
-        Rows come last so that per-target losses run over long contiguous rows of the batch."""
+        The result is a view of a tensor stored slot-major, (S, W, K, B) contiguous: the losses
+        run over it in that layout, rows innermost, with no further copy either way."""
         p = self.params if params is None else params
         S, W, H = self.layout.n_slots, self.layout.out_width, self.width
         K = p["head.w"].shape[0]
@@ -409,7 +410,7 @@ class StackedMLP:
             w, bias = p["head.w"].view(K, H, S * W), p["head.b"].view(K, 1, S * W)
             # (K, B, S*W) then a copy of the small output: computing the transposed product
             # directly would hand the trunk a transposed gradient, which slows the ReLU backward.
-            return self._branch(h, w, bias).transpose(1, 2).reshape(K, S, W, B)
+            return _slot_major(self._branch(h, w, bias).view(K, B, S, W).permute(2, 3, 0, 1))
         w, bias = p["tower.0.w"], p["tower.0.b"]
         if b == 0 and self.feature_mask is not None:
             w = w * self.feature_mask[:, :, None, None]
@@ -419,7 +420,7 @@ class StackedMLP:
         for i in range(1, L - b):
             z = torch.baddbmm(p[f"tower.{i}.b"].view(K * S, 1, H), z, p[f"tower.{i}.w"].view(K * S, H, H)).relu_()
         out = torch.baddbmm(p["head.b"].view(K * S, 1, W), z, p["head.w"].view(K * S, H, W))
-        return out.transpose(1, 2).reshape(K, S, W, B)
+        return _slot_major(out.view(K, S, B, W).permute(1, 3, 0, 2))
 
     def select(self, keep: torch.Tensor) -> StackedMLP:
         """The stack of models `keep` only (indices into the model axis), sharing nothing mutable
@@ -437,6 +438,11 @@ class StackedMLP:
         if self.col_scale is None:
             return torch.baddbmm(bias, h, w)
         return _BranchLinear.apply(h, w, bias, self.col_scale)
+
+
+def _slot_major(out: torch.Tensor) -> torch.Tensor:
+    """(S, W, K, B) view -> contiguous copy, returned as its (K, S, W, B) view."""
+    return out.contiguous().permute(2, 0, 1, 3)
 
 
 def stack_matmul_flops(*, models: int, in_features: int, depth: int, width: int, branch_layer: int, slots: int,

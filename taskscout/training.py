@@ -452,35 +452,39 @@ class _StackLosses:
     def losses(self, out: torch.Tensor, lab: torch.Tensor, *, with_grad: bool
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per-row losses (S, K, B), 0 where unlabelled, and with `with_grad` their gradient with
-        respect to `out` (S, W, K, B) (0 where unlabelled and on padding), in one pass."""
+        respect to `out` (S, W, K, B) (0 where unlabelled and on padding), in one pass.
+
+        Each family writes its slots of two preallocated tensors (no concatenation), with as few
+        elementwise passes as its formula allows: on CPU this part of a step is memory-bound."""
         W = self.W
+        S, _, K, B = out.shape
         mask = lab[:, W]
-        losses, grads = [], []
+        loss = out.new_empty(S, K, B)
+        grad = out.new_empty(out.shape) if with_grad else None
         (c0, c1), (m0, m1), (r0, r1) = self.slices
         if c1 > c0:  # binary, ordinal: BCE of each cumulative logit, averaged over k < C-1
             z, t = out[c0:c1], lab[c0:c1, :W]
             w = self.cum_w * mask[c0:c1, None]
-            losses.append(F.binary_cross_entropy_with_logits(z, t, weight=w, reduction="none").sum(1))
+            # BCE with logits = (1 - t) z - log sigmoid(z), the form torch itself uses (stable).
+            bce = torch.addcmul(z, t, z, value=-1).sub_(F.logsigmoid(z)).mul_(w)
+            torch.sum(bce, 1, out=loss[c0:c1])
             if with_grad:
-                grads.append(torch.sigmoid(z).sub_(t).mul_(w))
+                torch.sigmoid(z, out=grad[c0:c1]).sub_(t).mul_(w)
         if m1 > m0:  # multiclass, soft: cross-entropy against class probabilities
             z, p = out[m0:m1], lab[m0:m1, :W]
             zb = z + self.soft_bias
             zb = zb.sub_(zb.amax(1, keepdim=True))
             e = zb.exp()
             se = e.sum(1, keepdim=True)
-            losses.append((p * zb.sub_(se.log())).sum(1).neg_().mul_(mask[m0:m1]))
+            torch.sum(zb.sub_(se.log()).mul_(p), 1, out=loss[m0:m1]).mul_(mask[m0:m1]).neg_()
             if with_grad:
-                grads.append(e.div_(se).sub_(p).mul_(mask[m0:m1, None]))
+                torch.div(e, se, out=grad[m0:m1]).sub_(p).mul_(mask[m0:m1, None])
         if r1 > r0:  # regression: squared error
-            d = (out[r0:r1, 0] - lab[r0:r1, 0]).mul_(mask[r0:r1])
-            losses.append(d.square())
+            d = torch.sub(out[r0:r1, 0], lab[r0:r1, 0]).mul_(mask[r0:r1])
+            torch.square(d, out=loss[r0:r1])
             if with_grad:
-                g = torch.zeros_like(out[r0:r1])
-                g[:, 0] = 2 * d
-                grads.append(g)
-        loss = losses[0] if len(losses) == 1 else torch.cat(losses, 0)
-        grad = (grads[0] if len(grads) == 1 else torch.cat(grads, 0)) if with_grad else None
+                grad[r0:r1].zero_()
+                torch.mul(d, 2, out=grad[r0:r1, 0])
         return loss, grad
 
     def sums(self, out: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -506,7 +510,8 @@ class _LossSums(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         (grad,) = ctx.saved_tensors
-        return grad * g[:, None, :, None], None, None
+        # In place: the saved gradient is used by this one backward pass only.
+        return grad.mul_(g[:, None, :, None]), None, None
 
 
 def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[ModelPlan], plan_index: Sequence[int],
@@ -569,7 +574,8 @@ def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[Model
             lab = losses.gather(rows)
             lsum, cnt = losses.sums(live.forward(xb), lab)
             total = weighting.combine(lsum / cnt.clamp_min(1), loss_w, wparams).sum()
-            opt.zero_grad(set_to_none=False)
+            # None, not zeros: backward then writes each gradient instead of adding to a zeroed one.
+            opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
             acc_sum += lsum.detach()
@@ -661,7 +667,6 @@ def _adam(params: list[torch.Tensor], training: TrainingSettings,
     indices), the kept models' moments and step count move over to the new parameters."""
     for t in params:
         t.requires_grad_(True)
-        t.grad = torch.zeros_like(t)
     opt = torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay, fused=_fused_ok(params))
     if carry is not None:
         old, old_params, keep = carry
