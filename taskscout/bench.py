@@ -23,7 +23,7 @@ from taskscout.device import resolve_device
 from taskscout.errors import SpecError
 from taskscout.models import Head, slot_layout, stack_matmul_flops
 from taskscout.spec import ModelSettings, TrainingSettings
-from taskscout.training import ModelPlan, train_models, train_sequential
+from taskscout.training import ModelPlan, resolve_parallel_stacks, train_models, train_sequential
 
 # The bench's tasks cycle through these types, so every loss family is exercised.
 _TASK_TYPES = (("binary", 0), ("multiclass", 3), ("ordinal", 4), ("regression", 0))
@@ -35,6 +35,7 @@ class BenchResult:
 
     device: str
     threads: int
+    parallel_stacks: int  # stacks trained at once, one per Python thread (CPU); the K models split evenly
     omp_wait_policy: str  # OMP_WAIT_POLICY the process started with ("" = the OpenMP default)
     dtype: str
     models: int
@@ -163,11 +164,12 @@ class _PeakMemory:
 def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int = 64, tasks: int = 4,
               batch: int = 256, steps: int = 300, epochs: int = 3, branch_layer: int | None = None,
               sequential_models: int | None = None, device: str = "auto", dtype: torch.dtype = torch.float32,
-              seed: int = 0, peak_seconds: float = 0.2) -> BenchResult:
+              seed: int = 0, peak_seconds: float = 0.2, parallel_stacks: int | None = None) -> BenchResult:
     """Train the same `models` models stacked and one by one; return the measured figures.
 
     `sequential_models` times only that many of the models in the sequential loop (its rate in
-    models per second is what is compared); default all of them.
+    models per second is what is compared); default all of them. `parallel_stacks` is passed to
+    `train_models` (default: automatic, one stack per torch thread on CPU).
     """
     for name, value, low in (("models", models, 1), ("inputs", inputs, 1), ("depth", depth, 1), ("width", width, 2),
                              ("tasks", tasks, 1), ("batch", batch, 1), ("steps", steps, 1), ("epochs", epochs, 1)):
@@ -194,7 +196,7 @@ def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int 
     with _PeakMemory(dev) as mem:
         _sync(dev)
         t = time.perf_counter()
-        stacked = train_models(X, Y, heads, split, plans, stack_size=models, **kw)
+        stacked = train_models(X, Y, heads, split, plans, stack_size=models, parallel_stacks=parallel_stacks, **kw)
         _sync(dev)
         stacked_s = time.perf_counter() - t
     t = time.perf_counter()
@@ -214,7 +216,8 @@ def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int 
                for t in a.loss["val"])
     seq_rate, stack_rate = n_seq / sequential_s, models / stacked_s
     return BenchResult(
-        device=str(dev), threads=torch.get_num_threads(), omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", ""),
+        device=str(dev), threads=torch.get_num_threads(),
+        parallel_stacks=min(models, resolve_parallel_stacks(parallel_stacks, dev, None)), omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", ""),
         dtype=str(dtype).replace("torch.", ""), models=models,
         inputs=inputs, depth=depth, width=width, tasks=tasks, batch=batch, steps=steps, epochs=epochs,
         sequential_models=n_seq, sequential_seconds=sequential_s, stacked_seconds=stacked_s,

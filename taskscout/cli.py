@@ -598,6 +598,7 @@ def bench(
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
     threads: Annotated[int | None, typer.Option(help="torch CPU threads; default: torch's choice.")] = None,
+    parallel_stacks: Annotated[int | None, typer.Option(help="Stacks trained at once on CPU, one per thread, the K models split evenly; default: one per torch thread.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Batched vs sequential training speed on this machine: models/s, speed-up, GFLOP/s, memory."""
@@ -605,6 +606,8 @@ def bench(
         raise SpecError(f"--dtype must be float32 or float64. Got {dtype!r} instead.")
     if threads is not None and threads < 1:
         raise SpecError(f"--threads must be an int >= 1. Got {threads} instead.")
+    if parallel_stacks is not None and parallel_stacks < 1:
+        raise SpecError(f"--parallel-stacks must be an int >= 1. Got {parallel_stacks} instead.")
     import os
 
     # On a shared CPU, OpenMP threads that spin while waiting for a descheduled partner slow
@@ -620,7 +623,7 @@ def bench(
     result = run_bench(
         models=models, inputs=inputs, depth=depth, width=width, tasks=tasks, batch=batch, steps=steps,
         epochs=epochs, branch_layer=branch_layer, sequential_models=sequential_models, device=device,
-        dtype=getattr(torch, dtype),
+        dtype=getattr(torch, dtype), parallel_stacks=parallel_stacks,
     )
     r = result.to_dict()
     if as_json:
@@ -630,7 +633,8 @@ def bench(
     typer.echo(f"models      {r['models']} x trunk {r['depth']}x{r['width']}, {r['inputs']} inputs, {r['tasks']} tasks, "
                f"batch {r['batch']}, {r['steps']} steps over {r['epochs']} epochs")
     typer.echo(f"sequential  {r['sequential_models_per_s']:.2f} models/s ({r['sequential_models']} models in {r['sequential_seconds']:.1f} s)")
-    typer.echo(f"stacked     {r['stacked_models_per_s']:.2f} models/s ({r['models']} models in {r['stacked_seconds']:.1f} s)")
+    typer.echo(f"stacked     {r['stacked_models_per_s']:.2f} models/s ({r['models']} models in {r['stacked_seconds']:.1f} s, "
+               f"{r['parallel_stacks']} stack{'s' if r['parallel_stacks'] > 1 else ''} at once)")
     typer.echo(f"speed-up    {r['speedup']:.1f}x")
     typer.echo(f"GFLOP/s     {r['achieved_gflops']:.1f} achieved, {r['matmul_peak_gflops']:.1f} matmul peak ({r['fraction_of_peak']:.0%})")
     typer.echo(f"memory      {r['peak_memory_mib']:.0f} MiB peak resident ({r['memory_over_baseline_mib']:.0f} MiB for the stack)")

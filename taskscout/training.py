@@ -27,8 +27,10 @@ import copy
 import ctypes
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -330,24 +332,33 @@ def train_models(
     progress: Callable[[int], None] | None = None,
     on_epoch: Callable[[int, np.ndarray], np.ndarray] | None = None,
     stack_size: int = 64,
+    parallel_stacks: int | None = None,
 ) -> list[ModelResult]:
     """Train every plan; results come back in plan order.
 
     Plans are grouped by branch layer and trained `stack_size` at a time as one stacked
-    computation. `on_epoch(epoch, main_val_loss)` is called after each epoch of a stack with an
+    computation. On CPU, `parallel_stacks` stacks (default: torch's thread count; 1 when
+    `on_epoch` is given, whose decisions see a whole stack) train at once, one per Python thread,
+    each with one intra-op thread: a stack's elementwise steps then never wait on an OpenMP team,
+    which on a virtual machine costs more than the arithmetic. On CUDA one stack runs at a time.
+    `on_epoch(epoch, main_val_loss)` is called after each epoch of a stack with an
     array over all plans (NaN for plans not in the running stack or already stopped) and may
     return a bool array over all plans of models to stop (pruning). `progress(n)` is called with
-    the number of models that finished since the last call.
+    the number of models that finished since the last call. No model's result depends on which
+    models share its stack or on how many stacks run at once.
     """
     X, Y, split = np.asarray(X), np.asarray(Y, dtype=float), np.asarray(split)
     _check_inputs(X, Y, heads, split, plans, model, eval_splits)
     if not isinstance(stack_size, int) or stack_size < 1:
         raise SpecError(f"stack_size must be an int >= 1. Got {stack_size!r} instead.")
+    if parallel_stacks is not None and (not isinstance(parallel_stacks, int) or parallel_stacks < 1):
+        raise SpecError(f"parallel_stacks must be an int >= 1 or None (automatic). Got {parallel_stacks!r} instead.")
     weighting = get_weighting(training.weighting)
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    workers = resolve_parallel_stacks(parallel_stacks, dev, on_epoch)
     _retain_freed_memory()
     data = _DeviceData(X, Y, heads, split, dtype=dtype, device=dev)
-    results: list[ModelResult | None] = [None] * len(plans)
+    chunks: list[list[int]] = []
     by_branch: dict[int, list[int]] = {}
     for i, p in enumerate(plans):
         by_branch.setdefault(p.branch_layer, []).append(i)
@@ -355,16 +366,59 @@ def train_models(
         # Models with similar target sets share a stack so few padding slots are computed;
         # which models share a stack does not change any model's result.
         idx = sorted(by_branch[b], key=lambda i: (len(plans[i].targets), sorted(heads[t].family for t in plans[i].targets)))
-        for start in range(0, len(idx), stack_size):
-            chunk = idx[start:start + stack_size]
-            stack_results = _train_stack(
-                data, heads, [plans[i] for i in chunk], chunk, len(plans), model=model, training=training,
-                weighting=weighting, eval_splits=eval_splits, keep_state=keep_state, progress=progress,
-                on_epoch=on_epoch,
-            )
-            for i, r in zip(chunk, stack_results, strict=True):
-                results[i] = r
+        size = min(stack_size, -(-len(idx) // workers))  # enough stacks to keep every worker busy
+        chunks += [idx[start:start + size] for start in range(0, len(idx), size)]
+    lock = threading.Lock()
+
+    def train_chunk(chunk: list[int]) -> list[ModelResult]:
+        return _train_stack(
+            data, heads, [plans[i] for i in chunk], chunk, len(plans), model=model, training=training,
+            weighting=weighting, eval_splits=eval_splits, keep_state=keep_state,
+            progress=_serialised(progress, lock), on_epoch=on_epoch,
+        )
+
+    results: list[ModelResult | None] = [None] * len(plans)
+    for chunk, stack_results in zip(chunks, _map_stacks(train_chunk, chunks, min(workers, len(chunks))), strict=True):
+        for i, r in zip(chunk, stack_results, strict=True):
+            results[i] = r
     return [r for r in results if r is not None]
+
+
+def resolve_parallel_stacks(requested: int | None, device: torch.device,
+                            on_epoch: Callable[[int, np.ndarray], np.ndarray] | None) -> int:
+    """How many stacks `train_models` trains at once (see there)."""
+    if device.type != "cpu" or on_epoch is not None:
+        return 1
+    return requested if requested is not None else max(1, torch.get_num_threads())
+
+
+def _serialised(fn: Callable[[int], None] | None, lock: threading.Lock) -> Callable[[int], None] | None:
+    if fn is None:
+        return None
+
+    def call(n: int) -> None:
+        with lock:
+            fn(n)
+    return call
+
+
+def _map_stacks(train_chunk: Callable[[list[int]], list[ModelResult]], chunks: list[list[int]],
+                workers: int) -> list[list[ModelResult]]:
+    """`train_chunk` over the chunks, `workers` at a time on threads with one intra-op thread each
+    (torch releases the GIL inside its kernels); in order, and in this thread when workers = 1."""
+    if workers <= 1:
+        return [train_chunk(c) for c in chunks]
+    threads = torch.get_num_threads()
+
+    def run(chunk: list[int]) -> list[ModelResult]:
+        torch.set_num_threads(1)
+        return train_chunk(chunk)
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="taskscout-stack") as pool:
+            return list(pool.map(run, chunks))
+    finally:
+        torch.set_num_threads(threads)
 
 
 class _DeviceData:

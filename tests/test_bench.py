@@ -34,6 +34,15 @@ def test_bench_json_has_the_design_keys_and_sane_values(capsys):
     assert out["speedup"] == pytest.approx(out["stacked_models_per_s"] / out["sequential_models_per_s"])
     assert out["fraction_of_peak"] == pytest.approx(out["achieved_gflops"] / out["matmul_peak_gflops"])
     assert out["max_loss_difference"] < 1e-4  # both loops trained the same models
+    assert out["parallel_stacks"] == 1  # one torch thread: one stack at a time
+
+
+def test_bench_parallel_stacks_flag(capsys):
+    assert main(["bench", *TINY, "--parallel-stacks", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["parallel_stacks"] == 2 and out["max_loss_difference"] < 1e-4
+    assert main(["bench", *TINY, "--parallel-stacks", "0"]) == 2
+    assert "--parallel-stacks must be an int >= 1" in capsys.readouterr().err
 
 
 def test_bench_prints_a_summary(capsys):

@@ -88,12 +88,26 @@ def test_stacked_equals_sequential(dtype, tol, weighting):
 def test_result_does_not_depend_on_stack_mates():
     X, Y, split = make_data()
     kw = {"model": MODEL, "training": settings(), "device": "cpu", "dtype": torch.float64}
-    together = train_models(X, Y, HEADS, split, PLANS, **kw)
+    together = train_models(X, Y, HEADS, split, PLANS, parallel_stacks=1, **kw)
     alone = [train_models(X, Y, HEADS, split, [p], **kw)[0] for p in PLANS]
     small_stacks = train_models(X, Y, HEADS, split, PLANS, stack_size=2, **kw)
     assert_same(together, alone, 1e-12)
     assert_same(together, small_stacks, 1e-12)
     assert [r.plan.key for r in together][0] == "all"
+
+
+def test_parallel_stacks_change_nothing_but_the_schedule():
+    X, Y, split = make_data()
+    kw = {"model": MODEL, "training": settings(), "device": "cpu", "dtype": torch.float64}
+    done: list[int] = []
+    threads = torch.get_num_threads()
+    one = train_models(X, Y, HEADS, split, PLANS, parallel_stacks=1, **kw)
+    three = train_models(X, Y, HEADS, split, PLANS, parallel_stacks=3, progress=done.append, **kw)
+    assert_same(one, three, 1e-12)
+    assert sum(done) == len(PLANS)
+    assert torch.get_num_threads() == threads  # the workers' one-thread setting does not leak
+    with pytest.raises(SpecError, match="parallel_stacks must be an int >= 1"):
+        train_models(X, Y, HEADS, split, PLANS, parallel_stacks=0, **kw)
 
 
 def test_a_batch_without_labels_contributes_exactly_zero():
