@@ -979,23 +979,89 @@ def write_recommendation(run_dir: str | Path, rec: Mapping[str, Any]) -> Path:
 SURROGATE_MAX_GROUP = 4  # surrogate scores for every group of 2..4 main tasks not measured
 
 
-def _with_surrogate_scores(
-    group_scores: pd.DataFrame | None, observations: pd.DataFrame, tasks: Sequence[str]
+def observed_group_scores(observations: pd.DataFrame, tasks: Sequence[str]) -> pd.DataFrame:
+    """Measured `group_scores.csv` rows from surrogate observations (group, task, seed, norm_loss):
+    for every group of two or more of `tasks`, each member's mean normalised loss over its seeds
+    with a Student-t interval (source "measured", as for the groups the measured phases train)."""
+    from taskscout.affinity.measured import t_interval
+
+    _require_columns(observations, rundir.SUBSET_OBSERVATION_COLUMNS, "subset observations")
+    main = set(tasks)
+    rows = []
+    for (group, task), at in observations.groupby(["group", "task"], sort=False):
+        members = _split_group(group)
+        if len(members) < 2 or not set(members) <= main or task not in members:
+            continue
+        iv = t_interval(at.drop_duplicates("seed")["norm_loss"].astype(float))
+        if iv.n:
+            rows.append((rundir.group_key(members, tasks), str(task), iv.mean, iv.low, iv.high, iv.n, "measured"))
+    return pd.DataFrame(rows, columns=list(rundir.GROUP_SCORE_COLUMNS))
+
+
+def with_subset_scores(
+    group_scores: pd.DataFrame | None, observations: pd.DataFrame, tasks: Sequence[str], *, surrogate: bool = True
 ) -> pd.DataFrame | None:
-    """Measured group scores plus the subset surrogate's predictions for the groups not measured
-    (up to SURROGATE_MAX_GROUP tasks), so the scorer can prefer them over the pairwise estimate."""
+    """`group_scores` plus what the subsets phase adds: measured scores of every trained subset
+    that `group_scores` lacks, then (with `surrogate`) the subset surrogate's predictions for the
+    groups of up to SURROGATE_MAX_GROUP tasks measured nowhere. A measured score is never replaced
+    by a prediction: the surrogate is one linear model over all subsets and shrinks the gains of
+    the groups it was never shown (on planted data it scored a group's triple below either of its
+    measured pairs)."""
     from taskscout.affinity.surrogate import fit_surrogate
 
     if observations.empty or len(tasks) < 2:
         return group_scores
-    surrogate = fit_surrogate(observations, tasks=list(tasks))
     measured = set(group_scores["group"]) if group_scores is not None else set()
-    groups = [
-        g for size in range(2, min(SURROGATE_MAX_GROUP, len(tasks)) + 1)
-        for g in itertools.combinations(tasks, size) if rundir.group_key(g, tasks) not in measured
-    ]
-    predicted = surrogate.group_scores(groups)
-    return predicted if group_scores is None else pd.concat([group_scores, predicted], ignore_index=True)
+    trained = observed_group_scores(observations, tasks)
+    trained = trained[~trained["group"].isin(measured)]
+    parts = [f for f in (group_scores, trained) if f is not None and len(f)]
+    measured |= set(trained["group"])
+    if surrogate:
+        model = fit_surrogate(observations, tasks=list(tasks))
+        groups = [
+            g for size in range(2, min(SURROGATE_MAX_GROUP, len(tasks)) + 1)
+            for g in itertools.combinations(tasks, size) if rundir.group_key(g, tasks) not in measured
+        ]
+        parts.append(model.group_scores(groups))
+    return pd.concat(parts, ignore_index=True) if parts else group_scores
+
+
+def groups_to_measure(
+    tasks: Sequence[str],
+    *,
+    group_scores: pd.DataFrame,
+    observations: pd.DataFrame,
+    networks: int | None = None,
+    limit: int = 6,
+) -> list[tuple[str, ...]]:
+    """The groups of three or more tasks a recommendation could rest on that nobody has measured.
+
+    The grouping is solved four ways: with the surrogate's predictions for unmeasured groups and
+    with Standley's HOA from the measured pairs instead, each under the real-gain rule (what
+    `choose_grouping` would recommend) and on point estimates alone (where a group would be
+    worth having if its gains held up). Every unmeasured group of 3+ tasks in those groupings is
+    returned (at most `limit`, in order of first appearance), so training them replaces a
+    prediction or an approximation with a measurement exactly where the decision depends on it.
+    Pairs are always measured by the pairs phase.
+    """
+    tasks = tuple(tasks)
+    if len(tasks) < 3:
+        return []
+    measured = with_subset_scores(group_scores, observations, tasks, surrogate=False)
+    known = set(measured["group"]) if measured is not None else set()
+    found: list[tuple[str, ...]] = []
+    for use_surrogate in (True, False):
+        table = with_subset_scores(group_scores, observations, tasks, surrogate=use_surrogate)
+        scorer = GroupScorer.from_tables(tasks=tasks, group_scores=table)
+        solutions = [choose_grouping(tasks, scorer, networks=networks).grouping]
+        relaxed = solve_grouping(tasks, scorer, budgets=[len(tasks)], only_real=False)[len(tasks)]
+        if relaxed is not None:
+            solutions.append(relaxed)
+        for g in solutions:
+            for members in g.groups:
+                if len(members) >= 3 and rundir.group_key(members, tasks) not in known and members not in found:
+                    found.append(members)
+    return found[:limit]
 
 
 def recommend_run(
@@ -1022,7 +1088,7 @@ def recommend_run(
     if similarity is None and (d / rundir.RSA_LAYERS).exists():
         similarity = pd.read_csv(d / rundir.RSA_LAYERS)
     if (d / rundir.SUBSET_OBSERVATIONS).exists():
-        group_scores = _with_surrogate_scores(group_scores, pd.read_csv(d / rundir.SUBSET_OBSERVATIONS), tasks)
+        group_scores = with_subset_scores(group_scores, pd.read_csv(d / rundir.SUBSET_OBSERVATIONS), tasks)
     aux_kinds = {str(c["name"]): str(c.get("kind", "unknown")) for c in candidates}
     save_graphml(build_graph(affinity, tasks=tasks, aux_kinds=aux_kinds), d / rundir.GRAPH)
     rec = recommend(

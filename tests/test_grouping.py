@@ -21,13 +21,16 @@ from taskscout.grouping import (
     choose_auxiliaries,
     choose_branch_layer,
     choose_grouping,
+    groups_to_measure,
     load_graphml,
     negative_transfer_edges,
+    observed_group_scores,
     recommend,
     recommend_run,
     save_graphml,
     solve_grouping,
     strongest_partners,
+    with_subset_scores,
     write_recommendation,
 )
 
@@ -452,3 +455,71 @@ def test_related_auxiliary_copying_a_group_member_is_not_listed_for_the_group():
     assert by_tasks[("a", "b")] == ["x__hint"]
     assert by_tasks[("c",)] == ["a__related"]
     assert [x["name"] for x in rec["auxiliaries"]["a"]] == ["b__related", "x__hint"]  # per task: all real ones
+
+
+# ---------------------------------------------------------------- subsets: measured scores, what to measure
+
+
+def _observations(rows):
+    """Surrogate observations: (group, task, [norm loss per seed 0, 1, 2])."""
+    return pd.DataFrame([(g, t, s, v) for g, t, vals in rows for s, v in enumerate(vals)],
+                        columns=list(rundir.SUBSET_OBSERVATION_COLUMNS))
+
+
+def _measured_pairs(tasks, helped, norm_in=0.85, norm_out=1.10, hw=0.05):
+    """group_scores.csv rows: every task alone, every pair (norm_in inside `helped`, else norm_out)."""
+    rows = [(t, t, 1.0, 1.0, 1.0, 3, "measured") for t in tasks]
+    for a, b in itertools.combinations(tasks, 2):
+        v = norm_in if {a, b} <= set(helped) else norm_out
+        rows += [(f"{a}|{b}", t, v, v - hw, v + hw, 3, "measured") for t in (a, b)]
+    return pd.DataFrame(rows, columns=list(rundir.GROUP_SCORE_COLUMNS))
+
+
+def _pair_observations(tasks, helped, norm_in=0.85, norm_out=1.10):
+    rows = [(t, t, [1.0, 1.0, 1.0]) for t in tasks]
+    for a, b in itertools.combinations(tasks, 2):
+        v = norm_in if {a, b} <= set(helped) else norm_out
+        rows += [(f"{a}|{b}", t, [v - 0.02, v, v + 0.02]) for t in (a, b)]
+    return _observations(rows)
+
+
+def test_observed_group_scores_are_t_intervals_over_seeds():
+    obs = _observations([("a|b|c", "a", [0.8, 0.9, 1.0]), ("a", "a", [1.0, 1.0, 1.0]), ("c|b", "b", [0.7, 0.7, 0.7])])
+    rows = observed_group_scores(obs, ("a", "b", "c"))
+    assert list(rows.columns) == list(rundir.GROUP_SCORE_COLUMNS)
+    by = {(r.group, r.task): r for r in rows.itertuples(index=False)}
+    assert set(by) == {("a|b|c", "a"), ("b|c", "b")}  # single-task anchors are not group scores
+    half = 4.302653 * 0.1 / math.sqrt(3)  # t(0.975, 2 dof) * sd / sqrt(n)
+    r = by[("a|b|c", "a")]
+    assert (r.norm_loss, r.ci_low, r.ci_high, r.n_seeds, r.source) == pytest.approx((0.9, 0.9 - half, 0.9 + half, 3, "measured"))
+    assert (by[("b|c", "b")].ci_low, by[("b|c", "b")].ci_high) == pytest.approx((0.7, 0.7))
+
+
+def test_measured_subsets_win_over_the_surrogate_which_fills_only_the_rest():
+    tasks = ("a", "b", "c", "d")
+    gs = _measured_pairs(tasks, helped="abc")
+    obs = pd.concat([_pair_observations(tasks, helped="abc"),
+                     _observations([("a|b|c", t, [0.6, 0.62, 0.64]) for t in "abc"])], ignore_index=True)
+    table = with_subset_scores(gs, obs, tasks)
+    scorer = GroupScorer.from_tables(tasks=tasks, group_scores=table)
+    triple = scorer(("a", "b", "c"), "b")
+    assert triple.source == "measured" and triple.norm_loss == pytest.approx(0.62) and triple.n_seeds == 3
+    assert scorer(("a", "b", "d"), "d").source == "surrogate"  # never trained: predicted
+    pair = scorer(("a", "b"), "a")  # the pairs phase's row stays
+    assert (pair.norm_loss, pair.ci_low, pair.ci_high, pair.source) == pytest.approx((0.85, 0.80, 0.90, "measured"))
+    assert (table["group"] == "a|b").sum() == 2  # not added a second time from the observations
+    assert set(with_subset_scores(gs, obs, tasks, surrogate=False)["source"]) == {"measured"}
+
+
+def test_groups_to_measure_names_the_unmeasured_group_a_recommendation_needs():
+    tasks = ("a", "b", "c", "d")
+    gs, pairs = _measured_pairs(tasks, helped="abc"), _pair_observations(tasks, helped="abc")
+    # a, b, c help each other pairwise and d hurts everyone: the triple is what a grouping needs
+    assert groups_to_measure(tasks, group_scores=gs, observations=pairs) == [("a", "b", "c")]
+    measured = pd.concat([pairs, _observations([("a|b|c", t, [0.7, 0.72, 0.74]) for t in "abc"])], ignore_index=True)
+    assert groups_to_measure(tasks, group_scores=gs, observations=measured) == []
+    rec = recommend(spec_tasks=tasks, affinity=_affinity([]), group_scores=with_subset_scores(gs, measured, tasks),
+                    depth_L=2)
+    assert rec["groups"][0]["tasks"] == ["a", "b", "c"] and rec["groups"][0]["score_source"] == "measured"
+    assert rec["assignment"] == {"a": 0, "b": 0, "c": 0, "d": 1}
+    assert groups_to_measure(("a", "b"), group_scores=gs, observations=pairs) == []  # pairs are always measured

@@ -5,9 +5,12 @@ the screened auxiliaries) and seeds:
 
 - `run_subsets_phase`: Optuna proposes `spec.search.subsets` task subsets of the main tasks
   (`taskscout.search.subsets`, proposer study "<study name>:subsets" in the search's storage, so
-  a rerun resumes it), each trained with every seed and pruned on intermediate losses; the
-  surrogate (`taskscout.affinity.surrogate`) is fitted on them plus the single-task anchors and
-  the measured pairs.
+  a rerun resumes it), each trained with every seed and pruned on intermediate losses; then the
+  groups of 3+ tasks that a recommendation could rest on but nobody measured
+  (`grouping.groups_to_measure`) are queued in the same study and trained, unpruned, in up to
+  CONFIRM_ROUNDS rounds; the surrogate (`taskscout.affinity.surrogate`) is fitted on all of them
+  plus the single-task anchors and the measured pairs. The grouping stage is consulted here (and
+  only here) because what is worth measuring is what it would decide on.
 - `run_estimators_phase`: the cheap estimators (`tag`, `gradcos`, `rsa` by default) on the same
   problem.
 - `estimator_tables`: the run-directory tables from those results: affinity rows to add to
@@ -19,21 +22,30 @@ the screened auxiliaries) and seeds:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+from optuna.trial import TrialState
 
 from taskscout import rundir
 from taskscout.affinity.agreement import agreement_table
 from taskscout.affinity.base import AffinityProblem, Compute, EstimatorResult, make_estimator
+from taskscout.affinity.measured import group_scores
 from taskscout.affinity.surrogate import Surrogate, fit_surrogate
 from taskscout.search.plan import model_seeds
-from taskscout.search.subsets import SubsetRun, proposer_study, run_subsets
+from taskscout.search.subsets import SubsetRun, enqueue_subsets, proposer_study, run_subsets
 from taskscout.spec import StudySpec
 
 CHEAP = ("tag", "gradcos", "rsa")
+# Confirmation: after the sampled subsets, the groups a recommendation could rest on that nobody
+# measured (grouping.groups_to_measure) are trained too, at most CONFIRM_LIMIT per round, until
+# none is left or CONFIRM_ROUNDS rounds have run (each round's measurements can change the next
+# round's groupings).
+CONFIRM_ROUNDS = 3
+CONFIRM_LIMIT = 6
 
 
 def affinity_problem(problem: Any, spec: StudySpec) -> AffinityProblem:
@@ -89,7 +101,10 @@ def run_subsets_phase(
 
     `losses` is the search's loss table so far (`measured.LOSS_COLUMNS`: single and pairs phases);
     its single-task losses normalise, its pair and all-together models join the surrogate's data.
+    After the sampled subsets come the confirmation rounds (module docstring).
     """
+    from taskscout.grouping import groups_to_measure
+
     aproblem = affinity_problem(problem, spec)
     single = single_losses(losses)
     study = proposer_study(storage=storage, name=f"{spec.name}:subsets", seed=spec.seed)
@@ -97,7 +112,23 @@ def run_subsets_phase(
                       seed=spec.seed, train_fn=train_fn, progress=progress)
     main = tuple(problem.main)
     anchors = pd.DataFrame([(t, t, s, 1.0) for (t, s) in single if t in main], columns=["group", "task", "seed", "norm_loss"])
-    observations = pd.concat([anchors, pair_observations(losses, main), run.observations], ignore_index=True)
+    pairs = pair_observations(losses, main)
+    measured = group_scores(losses, full_layer=spec.model.depth, order=main)
+    observations = pd.concat([anchors, pairs, run.observations], ignore_index=True)
+    if spec.search.subsets > 0:
+        for _ in range(CONFIRM_ROUNDS):
+            wanted = groups_to_measure(main, group_scores=measured, observations=observations,
+                                       networks=spec.search.networks, limit=CONFIRM_LIMIT)
+            enqueue_subsets(study, main, wanted)
+            queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            if not queued:
+                break
+            done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+            more = run_subsets(aproblem, single=single, n_subsets=done + queued, study=study, prune=False,
+                               seed=spec.seed, train_fn=train_fn, progress=progress)
+            run = dataclasses.replace(more, compute=run.compute + more.compute, pruning=run.pruning,
+                                      results=[*run.results, *more.results])
+            observations = pd.concat([anchors, pairs, run.observations], ignore_index=True)
     return SubsetsPhase(run, fit_surrogate(observations, tasks=main), observations)
 
 
