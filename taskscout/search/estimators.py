@@ -8,7 +8,7 @@ the screened auxiliaries) and seeds:
   a rerun resumes it), each trained with every seed and pruned on intermediate losses; then the
   groups of 3+ tasks that a recommendation could rest on but nobody measured
   (`grouping.groups_to_measure`) are queued in the same study and trained, unpruned, in up to
-  CONFIRM_ROUNDS rounds; the surrogate (`taskscout.affinity.surrogate`) is fitted on all of them
+  CONFIRM_ROUNDS rounds, with CONFIRM_EXTRA_SEEDS more seeds than the rest; the surrogate (`taskscout.affinity.surrogate`) is fitted on all of them
   plus the single-task anchors and the measured pairs. The grouping stage is consulted here (and
   only here) because what is worth measuring is what it would decide on.
 - `run_estimators_phase`: the cheap estimators (`tag`, `gradcos`, `rsa` by default) on the same
@@ -23,6 +23,7 @@ the screened auxiliaries) and seeds:
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from taskscout import rundir
 from taskscout.affinity.agreement import agreement_table
 from taskscout.affinity.base import AffinityProblem, Compute, EstimatorResult, make_estimator
 from taskscout.affinity.measured import group_scores
+from taskscout.affinity.measured_estimator import own_best_loss
 from taskscout.affinity.surrogate import Surrogate, fit_surrogate
 from taskscout.search.plan import model_seeds
 from taskscout.search.subsets import SubsetRun, enqueue_subsets, proposer_study, run_subsets
@@ -46,6 +48,11 @@ CHEAP = ("tag", "gradcos", "rsa")
 # round's groupings).
 CONFIRM_ROUNDS = 3
 CONFIRM_LIMIT = 6
+# Confirmed groups are trained with this many seeds beyond the search's (with single-task models on
+# the new seeds as their normalisers): with 3 seeds a 95% t interval is 4.30 / sqrt(3) = 2.5 standard
+# deviations wide on each side, with 5 it is 2.78 / sqrt(5) = 1.2, so a gain of the size the pairs
+# show can be told from noise where the decision rests on it.
+CONFIRM_EXTRA_SEEDS = 2
 
 
 def affinity_problem(problem: Any, spec: StudySpec) -> AffinityProblem:
@@ -116,6 +123,9 @@ def run_subsets_phase(
     measured = group_scores(losses, full_layer=spec.model.depth, order=main)
     observations = pd.concat([anchors, pairs, run.observations], ignore_index=True)
     if spec.search.subsets > 0:
+        extra = confirmation_seeds(aproblem.seeds)
+        confirm = dataclasses.replace(aproblem, seeds=(*aproblem.seeds, *extra))
+        extra_single: dict[tuple[str, int], float] = {}
         for _ in range(CONFIRM_ROUNDS):
             wanted = groups_to_measure(main, group_scores=measured, observations=observations,
                                        networks=spec.search.networks, limit=CONFIRM_LIMIT)
@@ -123,13 +133,45 @@ def run_subsets_phase(
             queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
             if not queued:
                 break
+            if not extra_single:
+                extra_single, cost = _single_losses(confirm, extra, train_fn=train_fn)
+                run = dataclasses.replace(run, compute=run.compute + cost)
+                anchors = pd.DataFrame([(t, t, s, 1.0) for (t, s) in {**single, **extra_single} if t in main],
+                                       columns=["group", "task", "seed", "norm_loss"])
             done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-            more = run_subsets(aproblem, single=single, n_subsets=done + queued, study=study, prune=False,
-                               seed=spec.seed, train_fn=train_fn, progress=progress)
+            more = run_subsets(confirm, single={**single, **extra_single}, n_subsets=done + queued, study=study,
+                               prune=False, seed=spec.seed, train_fn=train_fn, progress=progress)
             run = dataclasses.replace(more, compute=run.compute + more.compute, pruning=run.pruning,
                                       results=[*run.results, *more.results])
             observations = pd.concat([anchors, pairs, run.observations], ignore_index=True)
     return SubsetsPhase(run, fit_surrogate(observations, tasks=main), observations)
+
+
+def confirmation_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    """The CONFIRM_EXTRA_SEEDS seeds that confirmation adds to the search's `seeds`: the next
+    ones after the largest."""
+    top = max(seeds)
+    return tuple(top + 1 + k for k in range(CONFIRM_EXTRA_SEEDS))
+
+
+def _single_losses(problem: AffinityProblem, seeds: Sequence[int], *,
+                   train_fn: Callable[..., list] | None) -> tuple[dict[tuple[str, int], float], Compute]:
+    """Each main task trained alone with each of `seeds`: (task, seed) -> validation loss at the
+    task's best epoch (the confirmation's normalisers; training is deterministic per seed, so a
+    resumed run that trains them again gets the same numbers), and their compute."""
+    from taskscout.training import ModelPlan, train_models
+
+    train_fn = train_fn or train_models
+    plans = [ModelPlan(targets=(i,), main=(i,), seed=int(s), branch_layer=problem.model.depth, key=f"confirm:{i}:{s}")
+             for s in seeds for i in problem.main]
+    start = time.perf_counter()
+    results = train_fn(problem.X, problem.Y, problem.heads, problem.split, plans, model=problem.model,
+                       training=problem.training, device=problem.device, stack_size=max(1, len(plans)))
+    seconds = time.perf_counter() - start
+    names = problem.names
+    losses = {(names[r.plan.main[0]], int(r.plan.seed)): own_best_loss(r, r.plan.main[0], names[r.plan.main[0]])
+              for r in results}
+    return losses, Compute(len(results), sum(r.epochs_run for r in results), seconds)
 
 
 def run_estimators_phase(

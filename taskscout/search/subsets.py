@@ -45,6 +45,7 @@ from optuna.trial import TrialState
 from taskscout import rundir
 from taskscout.affinity.base import AffinityProblem, Compute
 from taskscout.affinity.measured import LOSS_COLUMNS
+from taskscout.affinity.measured_estimator import own_best_loss
 from taskscout.affinity.pruning import PruningRecord
 from taskscout.errors import SpecError
 
@@ -164,19 +165,6 @@ class _StackPruning:
         stop = np.isin(self.owner, list(self.pruned_at)) & ~self.stopped
         self.stopped |= stop
         return stop
-
-
-def _own_best_loss(result: object, head: int, name: str) -> float:
-    """A task's lowest validation loss over its model's epochs (its own best epoch), as the
-    measured phases read it (`search.tables.losses_frame`), so a subset's scores compare with
-    the pairs' and the single-task models'; the loss at the joint best epoch without a curve."""
-    curves = result.curves
-    if curves is not None and len(curves) and {"task", "split", "loss"} <= set(curves.columns):
-        own = curves.loc[(curves["task"] == name) & (curves["split"] == "val"), "loss"].astype(float)
-        own = own[np.isfinite(own)]
-        if len(own):
-            return float(own.min())
-    return float(result.loss["val"][head])
 
 
 def enqueue_subsets(study: optuna.Study, universe: Sequence[str], subsets: Sequence[Sequence[str]]) -> int:
@@ -305,7 +293,7 @@ def run_subsets(
             rows = []
             for r in mine:
                 for t in r.plan.main:
-                    loss = _own_best_loss(r, t, names[t])
+                    loss = own_best_loss(r, t, names[t])
                     alone = single.get((names[t], int(r.plan.seed)), math.nan)
                     rows.append((names[t], int(r.plan.seed), loss, loss / alone if alone and np.isfinite(alone) else math.nan))
             frame = pd.DataFrame(rows, columns=["task", "seed", "loss", "norm_loss"])
