@@ -5,7 +5,8 @@ per method), `group_scores.csv` (a task's normalised loss L_task(in group) / L_t
 measured or surrogate-predicted groups) and `depth.csv` (gain per branch layer). Everything here
 works on those tables alone, so a recommendation can be rebuilt without training anything.
 
-Scores. A task's normalised loss in a group comes from, in this order: a measured group score, a
+Scores. A task's normalised loss in a group comes from, in this order: a measured group score (a
+model the measured phases trained, or a subset the subsets phase trained, `with_subset_scores`), a
 surrogate prediction, and otherwise Standley et al.'s higher-order approximation (HOA): the mean
 over its partners j of the pair's normalised loss 1 - gain(j -> task). HOA's interval is the mean
 of the partners' bounds (the partners' estimates share the task's single-task baseline, so they
@@ -1022,8 +1023,51 @@ def with_subset_scores(
             g for size in range(2, min(SURROGATE_MAX_GROUP, len(tasks)) + 1)
             for g in itertools.combinations(tasks, size) if rundir.group_key(g, tasks) not in measured
         ]
-        parts.append(model.group_scores(groups))
+        known = pd.concat(parts, ignore_index=True) if parts else None
+        parts.append(anchored_predictions(model, groups, known, tasks))
     return pd.concat(parts, ignore_index=True) if parts else group_scores
+
+
+def anchored_predictions(
+    surrogate: Any, groups: Iterable[Sequence[str]], measured: pd.DataFrame | None, tasks: Sequence[str]
+) -> pd.DataFrame:
+    """Surrogate scores of unmeasured `groups` (`group_scores.csv` rows, source "surrogate"),
+    each anchored on the task's largest measured group inside it.
+
+    For task t in group G, with M the largest measured group such that t in M and M inside G (ties:
+    more seeds, then the narrower interval; t alone, normalised loss exactly 1, when nothing else
+    is measured): score = measured(M) + s(G) - s(M), where s is the surrogate's prediction. The
+    surrogate is one linear model over all subsets: its level at a particular group can be off by
+    more than the effect of adding a task to it (on planted data it predicted a group's triple
+    worse than either of its measured pairs, and a task of another group gaining in a group where
+    measuring showed it did not), while the difference it predicts between nested groups is what it
+    is fitted on. The interval's half-widths are those of the measured anchor and of the surrogate
+    at G, combined as independent errors.
+    """
+    rows = []
+    anchors: dict[str, list[tuple[frozenset[str], TaskScore]]] = {}
+    if measured is not None and len(measured):
+        for r in measured.itertuples(index=False):
+            if str(r.source) != "measured":
+                continue
+            members = frozenset(_split_group(r.group))
+            score = TaskScore(float(r.norm_loss), float(r.ci_low), float(r.ci_high), "measured", int(r.n_seeds))
+            anchors.setdefault(str(r.task), []).append((members, score))
+    for g in groups:
+        g = list(g)
+        key = rundir.group_key(g, tasks)
+        for t, (m, lo, hi) in surrogate.predict(g).items():
+            inside = [(a, sc) for a, sc in anchors.get(t, ()) if a <= set(g) and len(a) >= 2 and math.isfinite(sc.norm_loss)]
+            if inside:
+                a, base = max(inside, key=lambda x: (len(x[0]), x[1].n_seeds, -(x[1].ci_high - x[1].ci_low)))
+                sm = surrogate.per_task[t].predict(sorted(a))[0]
+            else:
+                base, sm = ALONE, surrogate.per_task[t].predict([t])[0]
+            mean = base.norm_loss + (m - sm)
+            below = math.hypot(base.norm_loss - base.ci_low, m - lo)
+            above = math.hypot(base.ci_high - base.norm_loss, hi - m)
+            rows.append((key, t, mean, mean - below, mean + above, surrogate.per_task[t].n_obs, "surrogate"))
+    return pd.DataFrame(rows, columns=list(rundir.GROUP_SCORE_COLUMNS))
 
 
 def groups_to_measure(
@@ -1036,12 +1080,14 @@ def groups_to_measure(
 ) -> list[tuple[str, ...]]:
     """The groups of three or more tasks a recommendation could rest on that nobody has measured.
 
-    The grouping is solved four ways: with the surrogate's predictions for unmeasured groups and
-    with Standley's HOA from the measured pairs instead, each under the real-gain rule (what
-    `choose_grouping` would recommend) and on point estimates alone (where a group would be
-    worth having if its gains held up). Every unmeasured group of 3+ tasks in those groupings is
-    returned (at most `limit`, in order of first appearance), so training them replaces a
-    prediction or an approximation with a measurement exactly where the decision depends on it.
+    Two sources: the groupings `choose_grouping` recommends from what is known now, once with the
+    surrogate's predictions for unmeasured groups and once with Standley's HOA from the measured
+    pairs instead; and the maximal cliques of three or more tasks of the graph that links two
+    tasks when their measured pair helps them on average (mean normalised loss of the two below
+    1, intervals ignored): where a group would be worth having if its gains held up, which HOA
+    (a mean over pairs, never better than a member's best pair) and the real-gain rule both
+    miss. Unmeasured ones are returned in that order, cliques strongest first (lowest mean
+    normalised loss over their pairs), at most `limit`.
     Pairs are always measured by the pairs phase.
     """
     tasks = tuple(tasks)
@@ -1050,17 +1096,32 @@ def groups_to_measure(
     measured = with_subset_scores(group_scores, observations, tasks, surrogate=False)
     known = set(measured["group"]) if measured is not None else set()
     found: list[tuple[str, ...]] = []
+
+    def add(members: Iterable[str]) -> None:
+        key = _key(members, tasks)
+        if len(key) >= 3 and rundir.group_key(key, tasks) not in known and key not in found:
+            found.append(key)
+
     for use_surrogate in (True, False):
         table = with_subset_scores(group_scores, observations, tasks, surrogate=use_surrogate)
         scorer = GroupScorer.from_tables(tasks=tasks, group_scores=table)
-        solutions = [choose_grouping(tasks, scorer, networks=networks).grouping]
-        relaxed = solve_grouping(tasks, scorer, budgets=[len(tasks)], only_real=False)[len(tasks)]
-        if relaxed is not None:
-            solutions.append(relaxed)
-        for g in solutions:
-            for members in g.groups:
-                if len(members) >= 3 and rundir.group_key(members, tasks) not in known and members not in found:
-                    found.append(members)
+        for members in choose_grouping(tasks, scorer, networks=networks).grouping.groups:
+            add(members)
+    pairs = GroupScorer.from_tables(tasks=tasks, group_scores=measured)
+    helped = nx.Graph()
+    helped.add_nodes_from(tasks)
+    for a, b in itertools.combinations(tasks, 2):
+        sa, sb = pairs((a, b), a), pairs((a, b), b)
+        if sa is not None and sb is not None and sa.norm_loss + sb.norm_loss < 2.0:
+            helped.add_edge(a, b, norm_loss=(sa.norm_loss + sb.norm_loss) / 2)
+
+    def strength(c: tuple[str, ...]) -> float:  # mean normalised loss over the clique's pairs
+        return float(np.mean([helped.edges[a, b]["norm_loss"] for a, b in itertools.combinations(c, 2)]))
+
+    cliques = sorted((_key(c, tasks) for c in nx.find_cliques(helped) if len(c) >= 3),
+                     key=lambda c: (strength(c), [tasks.index(t) for t in c]))
+    for members in cliques:
+        add(members)
     return found[:limit]
 
 

@@ -16,6 +16,7 @@ from taskscout.grouping import (
     RSA_SHARE_THRESHOLD,
     GroupScorer,
     TaskScore,
+    anchored_predictions,
     baselines_from_trials,
     build_graph,
     choose_auxiliaries,
@@ -523,3 +524,34 @@ def test_groups_to_measure_names_the_unmeasured_group_a_recommendation_needs():
     assert rec["groups"][0]["tasks"] == ["a", "b", "c"] and rec["groups"][0]["score_source"] == "measured"
     assert rec["assignment"] == {"a": 0, "b": 0, "c": 0, "d": 1}
     assert groups_to_measure(("a", "b"), group_scores=gs, observations=pairs) == []  # pairs are always measured
+
+
+def test_surrogate_scores_are_anchored_on_the_largest_measured_group_inside():
+    from taskscout.affinity.surrogate import fit_surrogate
+
+    tasks = ("a", "b", "c", "d")
+    gs = _measured_pairs(tasks, helped="abc")
+    # the triple is measured far better than its pairs suggest: a linear surrogate cannot fit it
+    obs = pd.concat([_pair_observations(tasks, helped="abc"),
+                     _observations([("a|b|c", t, [0.5, 0.52, 0.54]) for t in "abc"]),
+                     _observations([("a|b|d", t, [0.9, 0.95, 1.0]) for t in "abd"])], ignore_index=True)
+    model = fit_surrogate(obs, tasks=list(tasks))
+    known = with_subset_scores(gs, obs, tasks, surrogate=False)
+    rows = anchored_predictions(model, [("a", "b", "c", "d"), ("a", "c", "d")], known, tasks)
+    by = {(r.group, r.task): r for r in rows.itertuples(index=False)}
+    s = model.per_task["a"].predict
+    # a in a|b|c|d: anchored on the measured triple a|b|c (the largest measured group inside)
+    assert by[("a|b|c|d", "a")].norm_loss == pytest.approx(0.52 + s(list("abcd"))[0] - s(list("abc"))[0])
+    # d in a|b|c|d: anchored on a|b|d; a in a|c|d: on its measured pair a|c (0.85)
+    sd = model.per_task["d"].predict
+    assert by[("a|b|c|d", "d")].norm_loss == pytest.approx(0.95 + sd(list("abcd"))[0] - sd(list("abd"))[0])
+    assert by[("a|c|d", "a")].norm_loss == pytest.approx(0.85 + s(list("acd"))[0] - s(list("ac"))[0])
+    # the interval holds the anchor's and the surrogate's errors: never narrower than the surrogate's
+    m, lo, hi = s(list("abcd"))
+    r = by[("a|b|c|d", "a")]
+    assert r.ci_low <= r.norm_loss - (m - lo) + 1e-12 and r.ci_high >= r.norm_loss + (hi - m) - 1e-12
+    assert set(rows["source"]) == {"surrogate"}
+    # with nothing measured, a task is anchored on itself alone (normalised loss exactly 1)
+    bare = anchored_predictions(model, [("a", "b", "c")], None, tasks)
+    got = bare.set_index("task").loc["a", "norm_loss"]
+    assert got == pytest.approx(1.0 + s(list("abc"))[0] - s(["a"])[0])
