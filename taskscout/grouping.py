@@ -1070,6 +1070,17 @@ def anchored_predictions(
     return pd.DataFrame(rows, columns=list(rundir.GROUP_SCORE_COLUMNS))
 
 
+def _point_estimates(score: ScoreFn) -> ScoreFn:
+    """`score` with every interval shrunk to its point: under the real-gain rule a task may then
+    join any group where its normalised loss is below 1 at all."""
+
+    def point(group: Sequence[str], task: str) -> TaskScore | None:
+        s = score(group, task)
+        return None if s is None else TaskScore(s.norm_loss, s.norm_loss, s.norm_loss, s.source, s.n_seeds)
+
+    return point
+
+
 def groups_to_measure(
     tasks: Sequence[str],
     *,
@@ -1080,14 +1091,18 @@ def groups_to_measure(
 ) -> list[tuple[str, ...]]:
     """The groups of three or more tasks a recommendation could rest on that nobody has measured.
 
-    Two sources: the groupings `choose_grouping` recommends from what is known now, once with the
-    surrogate's predictions for unmeasured groups and once with Standley's HOA from the measured
-    pairs instead; and the maximal cliques of three or more tasks of the graph that links two
-    tasks when their measured pair helps them on average (mean normalised loss of the two below
-    1, intervals ignored): where a group would be worth having if its gains held up, which HOA
-    (a mean over pairs, never better than a member's best pair) and the real-gain rule both
-    miss. Unmeasured ones are returned in that order, cliques strongest first (lowest mean
-    normalised loss over their pairs), at most `limit`.
+    Three sources, in this order: the groupings `choose_grouping` recommends from what is known
+    now, once with the (anchored) surrogate's predictions for unmeasured groups and once with
+    Standley's HOA from the measured pairs instead; the best grouping on the surrogate's point
+    estimates (every member's normalised loss below 1, intervals ignored) among groups of at most
+    three tasks, one task more than the measured pairs: where a group would be worth having if
+    its gains held up (larger groups on point estimates gain a task of another group each, from
+    the surrogate's learning that larger subsets help in general); and the maximal cliques of
+    three or more tasks of the graph that links two tasks when their measured pair helps them on
+    average (mean normalised loss of the two below 1), strongest first (lowest mean normalised
+    loss over their pairs). HOA, a mean over pairs, is never better than a member's best pair, so
+    without the last two a group whose pairs are noisy is never tried. Unmeasured ones are
+    returned, at most `limit`.
     Pairs are always measured by the pairs phase.
     """
     tasks = tuple(tasks)
@@ -1107,6 +1122,10 @@ def groups_to_measure(
         scorer = GroupScorer.from_tables(tasks=tasks, group_scores=table)
         for members in choose_grouping(tasks, scorer, networks=networks).grouping.groups:
             add(members)
+        if use_surrogate:
+            hopeful = solve_grouping(tasks, _point_estimates(scorer), budgets=[len(tasks)], max_group_size=3)
+            for members in hopeful[len(tasks)].groups:
+                add(members)
     pairs = GroupScorer.from_tables(tasks=tasks, group_scores=measured)
     helped = nx.Graph()
     helped.add_nodes_from(tasks)
