@@ -555,3 +555,23 @@ def test_surrogate_scores_are_anchored_on_the_largest_measured_group_inside():
     bare = anchored_predictions(model, [("a", "b", "c")], None, tasks)
     got = bare.set_index("task").loc["a", "norm_loss"]
     assert got == pytest.approx(1.0 + s(list("abc"))[0] - s(["a"])[0])
+
+
+def test_groups_to_measure_tries_a_group_its_noisy_pairs_hide():
+    tasks = ("a", "b", "c", "d")
+    norm = {("a", "b"): (0.80, 0.80), ("b", "c"): (0.80, 0.80), ("a", "c"): (1.30, 0.85)}  # a|c: a hurt (noise)
+    gs_rows = [(t, t, 1.0, 1.0, 1.0, 3, "measured") for t in tasks]
+    obs_rows = [(t, t, [1.0, 1.0, 1.0]) for t in tasks]
+    for x, y in itertools.combinations(tasks, 2):
+        vx, vy = norm.get((x, y), (1.1, 1.1))
+        hw = 0.3 if (x, y) == ("a", "c") else 0.05
+        gs_rows += [(f"{x}|{y}", x, vx, vx - hw, vx + hw, 3, "measured"), (f"{x}|{y}", y, vy, vy - 0.05, vy + 0.05, 3, "measured")]
+        obs_rows += [(f"{x}|{y}", x, [vx - hw / 3, vx, vx + hw / 3]), (f"{x}|{y}", y, [vy - 0.02, vy, vy + 0.02])]
+    gs = pd.DataFrame(gs_rows, columns=list(rundir.GROUP_SCORE_COLUMNS))
+    # a measured larger subset shows a, b and c helping each other, d helping nobody
+    obs = pd.concat([_observations(obs_rows),
+                     _observations([("a|b|c|d", t, [0.6, 0.62, 0.64] if t != "d" else [1.1, 1.1, 1.1]) for t in "abcd"])],
+                    ignore_index=True)
+    # HOA (a's mean over its pairs: hurt by c) and the pair graph (a|c does not help on average)
+    # both miss a|b|c; the surrogate, anchored on the measured pairs, proposes it
+    assert groups_to_measure(tasks, group_scores=gs, observations=obs)[0] == ("a", "b", "c")
