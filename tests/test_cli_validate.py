@@ -236,7 +236,7 @@ def test_planted_study_summary(capsys):
     for task in summary["tasks"].values():
         assert sum(task["labelled"].values()) == pytest.approx(0.25 * 2400, rel=0.2)
     assert spec["data_options"] == {"n_rows": 2400, "groups": 3, "tasks_per_group": 3, "label_fraction": 0.25, "seed": 0}
-    assert (spec["model"]["depth"], spec["model"]["width"]) == (2, 16)
+    assert (spec["model"]["depth"], spec["model"]["width"]) == (2, 64)
 
 
 def test_yeast_summary(capsys):
