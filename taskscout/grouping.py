@@ -658,7 +658,7 @@ class BranchChoice:
     """Where a group's shared trunk should branch, and the evidence."""
 
     layer: int
-    source: str  # depth | rsa | default
+    source: str  # depth | measured | rsa | default
     mean_gain: float = math.nan
     ci: tuple[float, float] = (math.nan, math.nan)
 
@@ -684,8 +684,16 @@ def choose_branch_layer(
     depth: pd.DataFrame | None,
     similarity: pd.DataFrame | None,
     depth_L: int,
+    measured: bool = False,
 ) -> BranchChoice:
     """The branch layer of a multi-task network.
+
+    `measured`: the scores the network is chosen on were measured on this very group with the
+    whole trunk shared (pairs, all-together, trained subsets). Unless the depth phase trained the
+    group itself at other layers, its branch layer is then `depth_L`, source "measured": the
+    configuration whose gains were measured, rather than a pooled or representation-similarity
+    guess (on planted data, RSA's layer 1 for measured triples lost 24% test loss to all-together
+    where the measured full sharing was within noise of it).
 
     From the depth phase: per layer, the mean gain over the group's tasks (interval: mean of the
     bounds), at layers where every task has a row; the layer with the best mean wins, except that
@@ -699,6 +707,8 @@ def choose_branch_layer(
     """
     group = _key(group, order)
     rows = _depth_rows(depth, group, order)
+    if measured and not (len(rows) and set(rows["group"].map(lambda g: _key(_split_group(g), order))) == {group}):
+        return BranchChoice(depth_L, "measured")
     if len(rows):
         layers = []
         for layer, at in rows.groupby("branch_layer"):
@@ -873,7 +883,9 @@ def recommend(
         served = [t for t in members if g.assignment[t] == i]
         member_scores = {t: (g.scores[t] if t in served else scorer(members, t)) for t in members}
         if len(members) > 1:
-            branch = choose_branch_layer(members, order=tasks, depth=depth, similarity=similarity, depth_L=depth_L)
+            measured = all(member_scores[t] is not None and member_scores[t].source == "measured" for t in served)
+            branch = choose_branch_layer(members, order=tasks, depth=depth, similarity=similarity, depth_L=depth_L,
+                                         measured=measured)
         else:
             branch = BranchChoice(depth_L, "default")
         # A related auxiliary that copies a member task adds nothing: the group trains that task.
@@ -898,6 +910,10 @@ def recommend(
             reasons.append(
                 f"{' + '.join(members)} branches after layer {branch.layer} of {depth_L} "
                 f"(mean gain {_pct(branch.mean_gain)} there, from the depth phase)"
+            )
+        elif branch.source == "measured":
+            reasons.append(
+                f"{' + '.join(members)} shares the whole trunk ({depth_L} layers), as when its gains were measured"
             )
         elif branch.source == "rsa":
             reasons.append(

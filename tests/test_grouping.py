@@ -347,6 +347,30 @@ def test_branch_layer_of_a_triple_pools_its_pairs():
     assert (got.layer, got.source) == (2, "default")
 
 
+def test_a_group_measured_with_the_whole_trunk_shared_keeps_it():
+    order = ("a", "b", "c")
+    sim = pd.DataFrame([(p, 1, 0.9) for p in ("a|b", "a|c", "b|c")], columns=["pair", "layer", "similarity"])
+    pooled = _depth([(p, layer, t, g, g - 0.02, g + 0.02, 3) for p in ("a|b", "a|c", "b|c") for t in p.split("|")
+                     for layer, g in ((1, 0.2), (2, 0.05))])
+    # measured at full sharing: neither the pairs' pooled depth rows nor similarity move it
+    got = choose_branch_layer(order, order=order, depth=pooled, similarity=sim, depth_L=2, measured=True)
+    assert (got.layer, got.source) == (2, "measured")
+    assert choose_branch_layer(order, order=order, depth=pooled, similarity=sim, depth_L=2).source == "depth"
+    # the depth phase trained the group itself at every layer: its rows decide
+    own = _depth([("a|b", layer, t, g, g - 0.02, g + 0.02, 3) for t in "ab" for layer, g in ((1, 0.2), (2, 0.05))])
+    got = choose_branch_layer(("a", "b"), order=order, depth=own, similarity=sim, depth_L=2, measured=True)
+    assert (got.layer, got.source) == (1, "depth")
+    # in a recommendation: a group scored on its own measured rows shares the whole trunk
+    tasks = ("a", "b", "c", "d")
+    gs = _measured_pairs(tasks, helped="abc")
+    obs = pd.concat([_pair_observations(tasks, helped="abc"),
+                     _observations([("a|b|c", t, [0.6, 0.62, 0.64]) for t in "abc"])], ignore_index=True)
+    rec = recommend(spec_tasks=tasks, affinity=_affinity([]), group_scores=with_subset_scores(gs, obs, tasks),
+                    similarity=sim, depth_L=2)
+    assert (rec["groups"][0]["tasks"], rec["groups"][0]["branch_layer"], rec["groups"][0]["branch_source"]) == (
+        ["a", "b", "c"], 2, "measured")
+
+
 def test_branch_layer_falls_back_to_similarity_then_default():
     sim = pd.DataFrame([
         ("a|b", 1, 0.9), ("a|b", 2, RSA_SHARE_THRESHOLD + 0.01), ("a|b", 3, 0.2),
