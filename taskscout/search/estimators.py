@@ -126,23 +126,33 @@ def run_subsets_phase(
         extra = confirmation_seeds(aproblem.seeds)
         confirm = dataclasses.replace(aproblem, seeds=(*aproblem.seeds, *extra))
         extra_single: dict[tuple[str, int], float] = {}
-        for _ in range(CONFIRM_ROUNDS):
-            wanted = groups_to_measure(main, group_scores=measured, observations=observations,
-                                       networks=spec.search.networks, limit=CONFIRM_LIMIT)
+
+        def done() -> int:
+            return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+        def confirmed(n_subsets: int) -> SubsetRun:  # trains up to n_subsets, returns every stored one
+            more = run_subsets(confirm, single={**single, **extra_single}, n_subsets=n_subsets, study=study,
+                               prune=False, seed=spec.seed, train_fn=train_fn, progress=progress)
+            return dataclasses.replace(more, compute=run.compute + more.compute, pruning=run.pruning,
+                                       results=[*run.results, *more.results])
+
+        for round_ in range(CONFIRM_ROUNDS + 1):
+            # a resumed study already holds confirmed subsets on the extra seeds: their normalisers first
+            wanted = [] if round_ == 0 else groups_to_measure(
+                main, group_scores=measured, observations=observations, networks=spec.search.networks,
+                limit=CONFIRM_LIMIT)
             enqueue_subsets(study, main, wanted)
             queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-            if not queued:
+            if round_ == 0 and not (queued or run.losses["seed"].isin(extra).any()):
+                continue
+            if not queued and round_ > 0:
                 break
             if not extra_single:
                 extra_single, cost = _single_losses(confirm, extra, train_fn=train_fn)
                 run = dataclasses.replace(run, compute=run.compute + cost)
                 anchors = pd.DataFrame([(t, t, s, 1.0) for (t, s) in {**single, **extra_single} if t in main],
                                        columns=["group", "task", "seed", "norm_loss"])
-            done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-            more = run_subsets(confirm, single={**single, **extra_single}, n_subsets=done + queued, study=study,
-                               prune=False, seed=spec.seed, train_fn=train_fn, progress=progress)
-            run = dataclasses.replace(more, compute=run.compute + more.compute, pruning=run.pruning,
-                                      results=[*run.results, *more.results])
+            run = confirmed(done() + queued)
             observations = pd.concat([anchors, pairs, run.observations], ignore_index=True)
     return SubsetsPhase(run, fit_surrogate(observations, tasks=main), observations)
 

@@ -116,7 +116,8 @@ def test_subsets_phase_measures_the_groups_the_recommendation_needs_with_more_se
     fake = _planted_trainer(calls)
     losses = loss_table(fake(aproblem.X, aproblem.Y, aproblem.heads, aproblem.split,
                              pair_plans(aproblem, aproblem.seeds)), aproblem)
-    phase = run_subsets_phase(spec, problem, losses=losses, storage=None, train_fn=fake)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    phase = run_subsets_phase(spec, problem, losses=losses, storage=url, train_fn=fake)
     extra = confirmation_seeds(aproblem.seeds)
     assert extra == (3, 4) and len(extra) == CONFIRM_EXTRA_SEEDS
     obs = phase.observations
@@ -131,3 +132,10 @@ def test_subsets_phase_measures_the_groups_the_recommendation_needs_with_more_se
                     group_scores=with_subset_scores(gs, obs, tasks), depth_L=2)
     assert [g["tasks"] for g in rec["groups"]] == [tasks[:3], tasks[3:]]
     assert {g["score_source"] for g in rec["groups"]} == {"measured"}
+    # resumed: nothing is trained again but the extra seeds' single-task normalisers (6 tasks x 2)
+    calls.clear()
+    again = run_subsets_phase(spec, problem, losses=losses, storage=url, train_fn=fake)
+    assert calls == [6 * 2]
+    key = ["group", "task", "seed"]
+    pd.testing.assert_frame_equal(again.observations.sort_values(key).reset_index(drop=True),
+                                  obs.sort_values(key).reset_index(drop=True))
