@@ -134,7 +134,7 @@ def export_config(run_dir: str | Path) -> dict[str, Any]:
         "model": {"depth": spec.model.depth, "width": spec.model.width, "adversarial_lambda": spec.model.adversarial_lambda},
         "training": {
             "epochs": spec.training.epochs, "batch_size": spec.training.batch_size, "patience": spec.training.patience,
-            "loss_weighting": spec.training.weighting,
+            "min_epochs": spec.training.min_epochs, "loss_weighting": spec.training.weighting,
             "optimiser": {"name": "adam", "lr": spec.training.lr, "weight_decay": spec.training.weight_decay},
             "device": spec.device,
         },
@@ -265,7 +265,7 @@ def spec_from_config(config: Mapping[str, Any]):
         "model": dict(config["model"]),
         "training": {
             "epochs": training["epochs"], "batch_size": training["batch_size"], "patience": training.get("patience", 10),
-            "weighting": training.get("loss_weighting", "equal"), "lr": optimiser.get("lr", 3e-3),
+            "min_epochs": training.get("min_epochs", 0), "weighting": training.get("loss_weighting", "equal"), "lr": optimiser.get("lr", 3e-3),
             "weight_decay": optimiser.get("weight_decay", 0.0),
         },
     }

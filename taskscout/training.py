@@ -656,7 +656,7 @@ def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[Model
             best_epoch[improved] = epoch
         since[improved] = 0
         since[active & ~improved] += 1
-        newly = active & (since >= patience)
+        newly = active & (since >= patience) if epoch >= training.min_epochs else np.zeros(K, dtype=bool)
         if epoch == E:
             newly |= active
         if on_epoch is not None:
@@ -877,7 +877,7 @@ def _train_one(data: _DeviceData, heads: Sequence[Head], plan: ModelPlan, *, mod
             best_state = copy.deepcopy(net.state_dict())
         else:
             since += 1
-        if since >= training.patience:
+        if since >= training.patience and epoch >= training.min_epochs:
             break
     net.load_state_dict(best_state)
     net.eval()

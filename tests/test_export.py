@@ -120,7 +120,8 @@ def test_spec_from_config_rebuilds_the_study_settings(config):
         assert getattr(spec, part) == getattr(study, part)
     assert (spec.data, spec.tasks, spec.seed, spec.data_options) == (study.data, study.tasks, study.seed, study.data_options)
     t, s = spec.training, study.training
-    assert (t.epochs, t.batch_size, t.lr, t.weight_decay, t.patience, t.weighting) == (s.epochs, s.batch_size, s.lr, s.weight_decay, s.patience, s.weighting)
+    assert (t.epochs, t.batch_size, t.lr, t.weight_decay, t.patience, t.min_epochs, t.weighting) == (
+        s.epochs, s.batch_size, s.lr, s.weight_decay, s.patience, s.min_epochs, s.weighting)
 
 
 def test_export_then_train_round_trip(planted, tmp_path, capsys):

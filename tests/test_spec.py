@@ -156,6 +156,7 @@ def test_a_section_key_at_the_top_level_says_where_it_belongs(tmp_path):
         ("[model]\ndepth = 0", "'model.depth'", "0", "an int in [1, 8]"),
         ("[training]\nlr = -3", "'training.lr'", "-3", "a float in (0, 1]"),
         ("[training]\nseeds = true", "'training.seeds'", "True", "an int in [1, 100]"),
+        ("[training]\nmin_epochs = -1", "'training.min_epochs'", "-1", "an int in [0, 10000]"),
         ('device = "gpu"', "'device'", "'gpu'", "one of ['auto', 'cpu', 'cuda']"),
         ('budget = "huge"', "'budget'", "'huge'", "one of ['small', 'medium', 'large']"),
         ("seed = -1", "'seed'", "-1", "an int >= 0"),

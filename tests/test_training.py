@@ -61,7 +61,7 @@ PLANS = [
 
 
 def settings(**kw):
-    return TrainingSettings(**{"epochs": 5, "batch_size": 32, "patience": 2, **kw})
+    return TrainingSettings(**{"epochs": 5, "batch_size": 32, "patience": 2, "min_epochs": 0, **kw})
 
 
 def assert_same(a, b, tol):
@@ -167,6 +167,23 @@ def test_early_stopping_is_per_model_and_stopped_models_leave_the_stack():
     # models stopped at different epochs, so the stack shrank while the others went on;
     # their Adam moments and weighting parameters moved with them
     assert len({r.epochs_run for r in res}) > 1
+    assert_same(res, train_sequential(X, Y, HEADS, split, plans, **kw), 1e-9)
+
+
+@pytest.mark.parametrize("min_epochs", [0, 12, 50])
+def test_patience_stops_a_model_only_after_min_epochs(min_epochs):
+    X, Y, split = make_data()
+    plans = [ModelPlan((3, 0), (3,), seed=s, branch_layer=1) for s in range(4)]
+    kw = {"model": MODEL, "training": settings(epochs=30, patience=2, lr=0.05, min_epochs=min_epochs),
+          "device": "cpu", "dtype": torch.float64}
+    res = train_models(X, Y, HEADS, split, plans, **kw)
+    for r in res:
+        val = r.curves.query("split == 'val' and task == 'r'")["loss"].to_numpy()
+        # the best epoch is still the lowest validation loss, wherever it falls
+        assert r.best_epoch == int(np.argmin(val)) + 1
+        assert r.epochs_run == min(30, max(min_epochs, r.best_epoch + 2))
+    if min_epochs == 0:
+        assert any(r.epochs_run < 12 for r in res)  # so the 12 below is the setting at work
     assert_same(res, train_sequential(X, Y, HEADS, split, plans, **kw), 1e-9)
 
 

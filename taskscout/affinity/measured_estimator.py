@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from taskscout.affinity.base import (
@@ -29,6 +31,20 @@ from taskscout.affinity.base import (
     register_estimator,
 )
 from taskscout.affinity.measured import LOSS_COLUMNS, group_scores, measured_affinity
+
+
+def own_best_loss(result: Any, head: int, name: str) -> float:
+    """Head `head` (named `name`) of a trainer result at its own best epoch: its lowest finite
+    validation loss over the model's epochs, as the search reads every model
+    (`search.tables.losses_frame`); its loss at the model's joint best epoch when the result
+    kept no validation curve for it."""
+    curves = result.curves
+    if curves is not None and len(curves) and {"task", "split", "loss"} <= set(curves.columns):
+        own = curves.loc[(curves["task"] == name) & (curves["split"] == "val"), "loss"].astype(float)
+        own = own[np.isfinite(own)]
+        if len(own):
+            return float(own.min())
+    return float(result.loss["val"][head])
 
 
 def loss_table(results: Sequence, problem: AffinityProblem, *, selection: str = "joint") -> pd.DataFrame:
@@ -46,10 +62,9 @@ def loss_table(results: Sequence, problem: AffinityProblem, *, selection: str = 
     for r in results:
         tasks = tuple(names[t] for t in r.plan.targets if t in r.plan.main)
         aux = tuple(names[t] for t in r.plan.targets if t not in r.plan.main)
-        val = r.curves[r.curves["split"] == "val"] if selection == "own" else None
         for t in r.plan.main:
             if t in main or len(r.plan.targets) == 1:
-                loss = float(r.loss["val"][t]) if val is None else float(val.loc[val["task"] == names[t], "loss"].min())
+                loss = float(r.loss["val"][t]) if selection == "joint" else own_best_loss(r, t, names[t])
                 rows.append((tasks, aux, int(r.plan.branch_layer), int(r.plan.seed), names[t], loss))
     return pd.DataFrame(rows, columns=list(LOSS_COLUMNS))
 

@@ -5,9 +5,12 @@ the screened auxiliaries) and seeds:
 
 - `run_subsets_phase`: Optuna proposes `spec.search.subsets` task subsets of the main tasks
   (`taskscout.search.subsets`, proposer study "<study name>:subsets" in the search's storage, so
-  a rerun resumes it), each trained with every seed and pruned on intermediate losses; the
-  surrogate (`taskscout.affinity.surrogate`) is fitted on them plus the single-task anchors and
-  the measured pairs.
+  a rerun resumes it), each trained with every seed and pruned on intermediate losses; then the
+  groups of 3+ tasks that a recommendation could rest on but nobody measured
+  (`grouping.groups_to_measure`) are queued in the same study and trained, unpruned, in up to
+  CONFIRM_ROUNDS rounds, with CONFIRM_EXTRA_SEEDS more seeds than the rest; the surrogate (`taskscout.affinity.surrogate`) is fitted on all of them
+  plus the single-task anchors and the measured pairs. The grouping stage is consulted here (and
+  only here) because what is worth measuring is what it would decide on.
 - `run_estimators_phase`: the cheap estimators (`tag`, `gradcos`, `rsa` by default) on the same
   problem.
 - `estimator_tables`: the run-directory tables from those results: affinity rows to add to
@@ -19,21 +22,37 @@ the screened auxiliaries) and seeds:
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+from optuna.trial import TrialState
 
 from taskscout import rundir
 from taskscout.affinity.agreement import agreement_table
 from taskscout.affinity.base import AffinityProblem, Compute, EstimatorResult, make_estimator
+from taskscout.affinity.measured import group_scores
+from taskscout.affinity.measured_estimator import own_best_loss
 from taskscout.affinity.surrogate import Surrogate, fit_surrogate
 from taskscout.search.plan import model_seeds
-from taskscout.search.subsets import SubsetRun, proposer_study, run_subsets
+from taskscout.search.subsets import SubsetRun, enqueue_subsets, proposer_study, run_subsets
 from taskscout.spec import StudySpec
 
 CHEAP = ("tag", "gradcos", "rsa")
+# Confirmation: after the sampled subsets, the groups a recommendation could rest on that nobody
+# measured (grouping.groups_to_measure) are trained too, at most CONFIRM_LIMIT per round, until
+# none is left or CONFIRM_ROUNDS rounds have run (each round's measurements can change the next
+# round's groupings).
+CONFIRM_ROUNDS = 3
+CONFIRM_LIMIT = 6
+# Confirmed groups are trained with this many seeds beyond the search's (with single-task models on
+# the new seeds as their normalisers): with 3 seeds a 95% t interval is 4.30 / sqrt(3) = 2.5 standard
+# deviations wide on each side, with 5 it is 2.78 / sqrt(5) = 1.2, so a gain of the size the pairs
+# show can be told from noise where the decision rests on it.
+CONFIRM_EXTRA_SEEDS = 2
 
 
 def affinity_problem(problem: Any, spec: StudySpec) -> AffinityProblem:
@@ -89,7 +108,10 @@ def run_subsets_phase(
 
     `losses` is the search's loss table so far (`measured.LOSS_COLUMNS`: single and pairs phases);
     its single-task losses normalise, its pair and all-together models join the surrogate's data.
+    After the sampled subsets come the confirmation rounds (module docstring).
     """
+    from taskscout.grouping import groups_to_measure
+
     aproblem = affinity_problem(problem, spec)
     single = single_losses(losses)
     study = proposer_study(storage=storage, name=f"{spec.name}:subsets", seed=spec.seed)
@@ -97,8 +119,69 @@ def run_subsets_phase(
                       seed=spec.seed, train_fn=train_fn, progress=progress)
     main = tuple(problem.main)
     anchors = pd.DataFrame([(t, t, s, 1.0) for (t, s) in single if t in main], columns=["group", "task", "seed", "norm_loss"])
-    observations = pd.concat([anchors, pair_observations(losses, main), run.observations], ignore_index=True)
+    pairs = pair_observations(losses, main)
+    measured = group_scores(losses, full_layer=spec.model.depth, order=main)
+    observations = pd.concat([anchors, pairs, run.observations], ignore_index=True)
+    if spec.search.subsets > 0:
+        extra = confirmation_seeds(aproblem.seeds)
+        confirm = dataclasses.replace(aproblem, seeds=(*aproblem.seeds, *extra))
+        extra_single: dict[tuple[str, int], float] = {}
+
+        def done() -> int:
+            return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+        def confirmed(n_subsets: int) -> SubsetRun:  # trains up to n_subsets, returns every stored one
+            more = run_subsets(confirm, single={**single, **extra_single}, n_subsets=n_subsets, study=study,
+                               prune=False, seed=spec.seed, train_fn=train_fn, progress=progress)
+            return dataclasses.replace(more, compute=run.compute + more.compute, pruning=run.pruning,
+                                       results=[*run.results, *more.results])
+
+        for round_ in range(CONFIRM_ROUNDS + 1):
+            # a resumed study already holds confirmed subsets on the extra seeds: their normalisers first
+            wanted = [] if round_ == 0 else groups_to_measure(
+                main, group_scores=measured, observations=observations, networks=spec.search.networks,
+                limit=CONFIRM_LIMIT)
+            enqueue_subsets(study, main, wanted)
+            queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            if round_ == 0 and not (queued or run.losses["seed"].isin(extra).any()):
+                continue
+            if not queued and round_ > 0:
+                break
+            if not extra_single:
+                extra_single, cost = _single_losses(confirm, extra, train_fn=train_fn)
+                run = dataclasses.replace(run, compute=run.compute + cost)
+                anchors = pd.DataFrame([(t, t, s, 1.0) for (t, s) in {**single, **extra_single} if t in main],
+                                       columns=["group", "task", "seed", "norm_loss"])
+            run = confirmed(done() + queued)
+            observations = pd.concat([anchors, pairs, run.observations], ignore_index=True)
     return SubsetsPhase(run, fit_surrogate(observations, tasks=main), observations)
+
+
+def confirmation_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    """The CONFIRM_EXTRA_SEEDS seeds that confirmation adds to the search's `seeds`: the next
+    ones after the largest."""
+    top = max(seeds)
+    return tuple(top + 1 + k for k in range(CONFIRM_EXTRA_SEEDS))
+
+
+def _single_losses(problem: AffinityProblem, seeds: Sequence[int], *,
+                   train_fn: Callable[..., list] | None) -> tuple[dict[tuple[str, int], float], Compute]:
+    """Each main task trained alone with each of `seeds`: (task, seed) -> validation loss at the
+    task's best epoch (the confirmation's normalisers; training is deterministic per seed, so a
+    resumed run that trains them again gets the same numbers), and their compute."""
+    from taskscout.training import ModelPlan, train_models
+
+    train_fn = train_fn or train_models
+    plans = [ModelPlan(targets=(i,), main=(i,), seed=int(s), branch_layer=problem.model.depth, key=f"confirm:{i}:{s}")
+             for s in seeds for i in problem.main]
+    start = time.perf_counter()
+    results = train_fn(problem.X, problem.Y, problem.heads, problem.split, plans, model=problem.model,
+                       training=problem.training, device=problem.device, stack_size=max(1, len(plans)))
+    seconds = time.perf_counter() - start
+    names = problem.names
+    losses = {(names[r.plan.main[0]], int(r.plan.seed)): own_best_loss(r, r.plan.main[0], names[r.plan.main[0]])
+              for r in results}
+    return losses, Compute(len(results), sum(r.epochs_run for r in results), seconds)
 
 
 def run_estimators_phase(

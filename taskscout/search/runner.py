@@ -423,7 +423,8 @@ def _beyond_pairs(
                                     train_fn=custom, progress=progress.advance)
         progress.phase_finished("subsets")
         n = int(subsets.run.compute.models)
-        outcomes.append(PhaseOutcome("subsets", total, 0, n, 0, time.monotonic() - began, "done"))
+        # confirmation (estimators.run_subsets_phase) may train models beyond the sampled subsets
+        outcomes.append(PhaseOutcome("subsets", max(total, n), 0, n, 0, time.monotonic() - began, "done"))
     if "estimators" in wanted:
         began = time.monotonic()
         progress.phase_started("estimators", total=len(CHEAP), done=0)

@@ -45,6 +45,7 @@ from optuna.trial import TrialState
 from taskscout import rundir
 from taskscout.affinity.base import AffinityProblem, Compute
 from taskscout.affinity.measured import LOSS_COLUMNS
+from taskscout.affinity.measured_estimator import own_best_loss
 from taskscout.affinity.pruning import PruningRecord
 from taskscout.errors import SpecError
 
@@ -166,6 +167,27 @@ class _StackPruning:
         return stop
 
 
+def enqueue_subsets(study: optuna.Study, universe: Sequence[str], subsets: Sequence[Sequence[str]]) -> int:
+    """Queue these subsets of `universe` in the proposer study, so the next proposals are exactly
+    them (before any sampled one) and a resumed run finds them; subsets already proposed are
+    skipped. The number queued."""
+    proposed = {tuple(t.user_attrs[TASKS_ATTR]) for t in study.get_trials(deepcopy=False) if TASKS_ATTR in t.user_attrs}
+    waiting = {tuple(u for u in universe if t.system_attrs.get("fixed_params", {}).get(u) == 1)
+               for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+    queued = 0
+    for subset in subsets:
+        members = tuple(t for t in universe if t in set(subset))
+        unknown = set(subset) - set(universe)
+        if unknown:
+            raise SpecError(f"subset tasks {sorted(unknown)} are not in the subset universe {list(universe)}")
+        if members in proposed or members in waiting:
+            continue
+        study.enqueue_trial({t: int(t in members) for t in universe})
+        waiting.add(members)
+        queued += 1
+    return queued
+
+
 def _objective(rows: pd.DataFrame) -> float:
     per_task = rows.groupby("task")["norm_loss"].mean()
     return float(per_task.mean()) if len(per_task) else math.nan
@@ -271,7 +293,7 @@ def run_subsets(
             rows = []
             for r in mine:
                 for t in r.plan.main:
-                    loss = float(r.loss["val"][t])
+                    loss = own_best_loss(r, t, names[t])
                     alone = single.get((names[t], int(r.plan.seed)), math.nan)
                     rows.append((names[t], int(r.plan.seed), loss, loss / alone if alone and np.isfinite(alone) else math.nan))
             frame = pd.DataFrame(rows, columns=["task", "seed", "loss", "norm_loss"])

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from taskscout import rundir
-from taskscout.affinity.measured import measured_affinity
+from taskscout.affinity.measured import group_scores, measured_affinity
 from taskscout.affinity.measured_estimator import loss_table, pair_plans
 from taskscout.data import build_dataset
 from taskscout.search.estimators import (
@@ -73,3 +74,68 @@ def test_pair_observations_are_paired_per_seed():
     )
     obs = pair_observations(losses, ["a", "b"])
     assert obs.to_dict("records") == [{"group": "a|b", "task": "a", "seed": 0, "norm_loss": 0.75}]
+
+
+def _planted_trainer(calls: list):
+    """Stands in for train_models: a task's loss is 1 alone, 10% lower per partner of its own
+    planted group, 5% higher per partner of another group, times a small per-seed factor."""
+    from taskscout.training import ModelResult
+
+    def train(X, Y, heads, split, plans, **_):
+        calls.append(len(plans))
+        names = [h.name for h in heads]
+        out = []
+        for p in plans:
+            loss = {}
+            for t in p.main:
+                group = names[t].split("_t")[0]
+                partners = [names[x].split("_t")[0] for x in p.targets if x != t]
+                loss[t] = (1.0 - 0.1 * partners.count(group) + 0.05 * (len(partners) - partners.count(group))) \
+                    * (1.0 + 0.01 * (p.seed % 3))
+            out.append(ModelResult(plan=p, best_epoch=1, epochs_run=1, loss={"val": loss}, metric={"val": {}},
+                                   seconds=0.0, curves=pd.DataFrame(columns=["task", "epoch", "split", "loss"]),
+                                   state=None))
+        return out
+
+    return train
+
+
+def test_subsets_phase_measures_the_groups_the_recommendation_needs_with_more_seeds(tmp_path):
+    from taskscout.grouping import recommend, with_subset_scores
+    from taskscout.search.estimators import CONFIRM_EXTRA_SEEDS, confirmation_seeds
+
+    tasks = [f"g{g}_t{i}" for g in range(2) for i in range(3)]
+    spec = resolve_spec("builtin:planted", {
+        "tasks": tasks, "device": "cpu", "out": str(tmp_path),
+        "data_options": {"n_rows": 120, "groups": 2, "tasks_per_group": 3, "n_inputs": 8},
+        "model": {"depth": 2, "width": 8}, "training": {"epochs": 2, "seeds": 3}, "search": {"subsets": 3},
+    })
+    problem = build_problem(build_dataset(spec), spec.main_tasks)
+    aproblem = affinity_problem(problem, spec)
+    calls: list = []
+    fake = _planted_trainer(calls)
+    losses = loss_table(fake(aproblem.X, aproblem.Y, aproblem.heads, aproblem.split,
+                             pair_plans(aproblem, aproblem.seeds)), aproblem)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    phase = run_subsets_phase(spec, problem, losses=losses, storage=url, train_fn=fake)
+    extra = confirmation_seeds(aproblem.seeds)
+    assert extra == (3, 4) and len(extra) == CONFIRM_EXTRA_SEEDS
+    obs = phase.observations
+    for triple in ("g0_t0|g0_t1|g0_t2", "g1_t0|g1_t1|g1_t2"):
+        assert sorted(set(obs.loc[obs["group"] == triple, "seed"])) == [0, 1, 2, 3, 4]
+        assert obs.loc[obs["group"] == triple, "norm_loss"].to_numpy() == pytest.approx(0.8)
+    assert sorted(set(obs.loc[obs["group"] == "g0_t0", "seed"])) == [0, 1, 2, 3, 4]  # anchors on the new seeds
+    # the phase's compute counts the 3 sampled subsets, the 6 extra single-task models and the triples
+    assert phase.run.compute.models == sum(calls[1:]) >= 3 * 3 + 6 * 2 + 2 * 5
+    gs = group_scores(losses, full_layer=2, order=tasks)
+    rec = recommend(spec_tasks=tasks, affinity=measured_affinity(losses, full_layer=2),
+                    group_scores=with_subset_scores(gs, obs, tasks), depth_L=2)
+    assert [g["tasks"] for g in rec["groups"]] == [tasks[:3], tasks[3:]]
+    assert {g["score_source"] for g in rec["groups"]} == {"measured"}
+    # resumed: nothing is trained again but the extra seeds' single-task normalisers (6 tasks x 2)
+    calls.clear()
+    again = run_subsets_phase(spec, problem, losses=losses, storage=url, train_fn=fake)
+    assert calls == [6 * 2]
+    key = ["group", "task", "seed"]
+    pd.testing.assert_frame_equal(again.observations.sort_values(key).reset_index(drop=True),
+                                  obs.sort_values(key).reset_index(drop=True))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import optuna
 import pandas as pd
@@ -10,7 +12,8 @@ import pytest
 from taskscout.affinity import AffinityProblem
 from taskscout.affinity.surrogate import fit_surrogate
 from taskscout.data import TRAIN, VAL
-from taskscout.search.subsets import SubsetProposer, proposer_study, run_subsets
+from taskscout.errors import SpecError
+from taskscout.search.subsets import SubsetProposer, enqueue_subsets, proposer_study, run_subsets
 from taskscout.spec import TrainingSettings
 from taskscout.training import Head, ModelResult
 
@@ -126,3 +129,43 @@ def test_a_resumed_study_reuses_finished_subsets(problem, tmp_path):
     assert set(first.observations["group"]) <= set(again.observations["group"])
     assert len(again.losses) > len(first.losses)
     assert optuna.load_study(study_name="subsets", storage=url).trials
+
+
+def test_queued_subsets_are_trained_next_and_survive_a_resume(problem, tmp_path):
+    url = f"sqlite:///{tmp_path / 'subsets.db'}"
+    study = proposer_study(storage=url, seed=5)
+    first = run_subsets(problem, single=SINGLE, n_subsets=3, study=study, train_fn=fake_trainer([]))
+    done = set(first.objectives["group"])
+    wanted = [("a", "b", "c"), ("d", "b", "a"), ("a", "b", "c")]  # any order; the repeat is queued once
+    fresh = [g for g in ("a|b|c", "a|b|d") if g not in done]
+    assert enqueue_subsets(study, TASKS, wanted) == len(fresh)
+    assert enqueue_subsets(proposer_study(storage=url, seed=5), TASKS, wanted) == 0  # already waiting
+    calls: list = []
+    again = run_subsets(problem, single=SINGLE, n_subsets=3 + len(fresh), study=proposer_study(storage=url, seed=5),
+                        train_fn=fake_trainer(calls))
+    assert sum(calls) == 2 * len(fresh)
+    assert set(again.objectives["group"]) == done | set(fresh)
+    assert enqueue_subsets(study, TASKS, wanted) == 0  # trained: never queued again
+    with pytest.raises(SpecError, match="not in the subset universe"):
+        enqueue_subsets(study, TASKS, [("a", "zz")])
+
+
+def test_a_subset_task_is_read_at_its_own_best_epoch(problem):
+    """As the measured phases read losses: a task whose curve dips below its loss at the model's
+    joint best epoch is scored at its own minimum."""
+    base = fake_trainer([])
+
+    def with_curves(*args, **kwargs):
+        out = []
+        for r in base(*args, **kwargs):
+            names = [problem.heads[t].name for t in r.plan.targets]
+            curves = pd.DataFrame([(n, e, "val", r.loss["val"][t] * (0.9 if e == 2 else 1.1))
+                                   for n, t in zip(names, r.plan.targets, strict=True) for e in (1, 2, 3)],
+                                  columns=["task", "epoch", "split", "loss"])
+            out.append(dataclasses.replace(r, curves=curves))
+        return out
+
+    plain = run_subsets(problem, single=SINGLE, n_subsets=4, train_fn=base, seed=6)
+    dipped = run_subsets(problem, single=SINGLE, n_subsets=4, train_fn=with_curves, seed=6)
+    assert list(dipped.observations["group"]) == list(plain.observations["group"])
+    assert dipped.observations["norm_loss"].to_numpy() == pytest.approx(0.9 * plain.observations["norm_loss"].to_numpy())
