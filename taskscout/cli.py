@@ -542,7 +542,7 @@ def train(
 @app.command()
 def verify(
     run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A run directory written by `taskscout search`.")],
-    seeds: Annotated[int | None, typer.Option(help="Fresh seeds per configuration; default: the study's seed count.")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Fresh seeds per configuration; default: the study's seed count, at least 10 (3 seeds give very wide intervals).")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
 ) -> None:
     """Recommended grouping vs all-separate vs all-together, retrained with fresh seeds, on the test split."""

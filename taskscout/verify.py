@@ -34,6 +34,7 @@ from taskscout.affinity.measured import paired_gains, t_interval
 from taskscout.errors import MissingResultsError, SpecError
 
 VERIFY_SEED_OFFSET = 10_000
+MIN_DEFAULT_SEEDS = 10
 CONFIGS = ("recommended", "separate", "together")
 METRIC_NAMES = {"binary": "auc", "multiclass": "accuracy", "ordinal": "accuracy", "regression": "rmse"}
 
@@ -94,6 +95,14 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def default_seed_count(study_seeds: int) -> int:
+    """Seeds per configuration when the user gives none: the study's count, at least
+    MIN_DEFAULT_SEEDS. With the 3 seeds of a default budget a 95% Student-t interval is 4.3
+    standard errors wide on either side (t with 2 degrees of freedom), which hid a +7.7% gain over
+    all-together on the planted demo that 10 seeds (t = 2.26) resolve, for 2 s more there."""
+    return max(MIN_DEFAULT_SEEDS, int(study_seeds))
+
+
 def fresh_seeds(study_seed: int, n: int) -> tuple[int, ...]:
     """`n` model seeds that the search of a study with `study_seed` never uses."""
     if not isinstance(n, int) or not 1 <= n <= 100:
@@ -149,7 +158,7 @@ def verify_run(
     """Train the recommended configuration, all-separate and all-together with fresh seeds,
     evaluate them on the test split, and write verify.json into `run_dir`.
 
-    `seeds` defaults to the study's seed count; `progress(n)` is called as models finish and
+    `seeds` defaults to `default_seed_count(study's seed count)`; `progress(n)` is called as models finish and
     `on_plans(total)` once with the number of models to train.
     """
     from taskscout.auxgen import generate_candidates
@@ -163,7 +172,7 @@ def verify_run(
     rec = rundir.read_json(d / rundir.RECOMMENDATION)
     groups = _groups(rec)
     tasks = tuple(rec["tasks"])
-    n_seeds = spec.training.seeds if seeds is None else seeds
+    n_seeds = default_seed_count(spec.training.seeds) if seeds is None else seeds
     seed_list = fresh_seeds(spec.seed, n_seeds)
 
     ds = build_dataset(spec)

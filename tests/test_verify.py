@@ -11,7 +11,13 @@ from taskscout import rundir
 from taskscout.cli import main
 from taskscout.errors import MissingResultsError
 from taskscout.spec import resolve_spec
-from taskscout.verify import CONFIGS, VERIFY_SEED_OFFSET, fresh_seeds, verify_run
+from taskscout.verify import (
+    CONFIGS,
+    VERIFY_SEED_OFFSET,
+    default_seed_count,
+    fresh_seeds,
+    verify_run,
+)
 
 TASKS = ["g0_t0", "g0_t1", "g1_t0", "g1_t1"]
 
@@ -139,3 +145,9 @@ def test_verify_needs_a_recommendation(tmp_path, capsys):
         verify_run(tmp_path, device="cpu")
     assert main(["verify", str(tmp_path), "--device", "cpu"]) == 2
     assert "recommendation.json" in capsys.readouterr().err
+
+
+def test_default_seed_count_is_the_studys_but_at_least_ten():
+    assert default_seed_count(3) == 10
+    assert default_seed_count(10) == 10
+    assert default_seed_count(12) == 12
