@@ -338,6 +338,7 @@ def _search_bars() -> Any:
                 console=Console(stderr=True), transient=False,
             )
             self.task: Any = None
+            self.total = 0
 
         def __enter__(self) -> "Bars":
             self.progress.start()
@@ -347,11 +348,17 @@ def _search_bars() -> Any:
             self.progress.stop()
 
         def phase_started(self, phase: str, *, total: int, done: int) -> None:
-            self.task = self.progress.add_task(phase, total=max(total, 0), completed=done)
+            self.total = max(total, 0)
+            self.task = self.progress.add_task(phase, total=self.total, completed=done)
 
         def advance(self, n: int) -> None:
             if self.task is not None:
                 self.progress.advance(self.task, n)
+
+        def extend(self, n: int) -> None:
+            if self.task is not None:
+                self.total += n
+                self.progress.update(self.task, total=self.total)
 
         def phase_finished(self, phase: str) -> None:
             self.task = None

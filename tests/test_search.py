@@ -382,3 +382,16 @@ def test_report_rebuild_writes_the_tables_and_recommendation_from_the_storage(se
     assert (spec.run_dir / rundir.TRIALS).exists()
     assert (spec.run_dir / rundir.RECOMMENDATION).exists() and (spec.run_dir / rundir.REPORT).exists()
     assert "rebuilt" in capsys.readouterr().out
+
+
+def test_progress_bars_grow_when_a_phase_announces_more_models():
+    from taskscout.cli import _search_bars
+
+    with _search_bars() as bars:
+        bars.phase_started("subsets", total=4, done=0)
+        bars.advance(4)
+        bars.extend(3)  # confirmation: 3 more models than announced
+        bars.advance(3)
+        (task,) = bars.progress.tasks
+        assert (task.completed, task.total) == (7, 7)
+        bars.phase_finished("subsets")

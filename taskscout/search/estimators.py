@@ -103,12 +103,15 @@ def run_subsets_phase(
     prune: bool = True,
     train_fn: Callable[..., list] | None = None,
     progress: Callable[[int], None] | None = None,
+    planned: Callable[[int], None] | None = None,
 ) -> SubsetsPhase:
     """Train the proposed subsets (resuming the proposer study in `storage`) and fit the surrogate.
 
     `losses` is the search's loss table so far (`measured.LOSS_COLUMNS`: single and pairs phases);
     its single-task losses normalise, its pair and all-together models join the surrogate's data.
-    After the sampled subsets come the confirmation rounds (module docstring).
+    After the sampled subsets come the confirmation rounds (module docstring); `planned(n)` is
+    called before a round trains n models beyond those announced (its subsets times its seeds),
+    `progress(n)` as models finish.
     """
     from taskscout.grouping import groups_to_measure
 
@@ -152,6 +155,8 @@ def run_subsets_phase(
                 run = dataclasses.replace(run, compute=run.compute + cost)
                 anchors = pd.DataFrame([(t, t, s, 1.0) for (t, s) in {**single, **extra_single} if t in main],
                                        columns=["group", "task", "seed", "norm_loss"])
+            if planned is not None:
+                planned(queued * len(confirm.seeds))
             run = confirmed(done() + queued)
             observations = pd.concat([anchors, pairs, run.observations], ignore_index=True)
     return SubsetsPhase(run, fit_surrogate(observations, tasks=main), observations)

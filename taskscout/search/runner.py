@@ -65,6 +65,7 @@ class SearchProgress(Protocol):
 
     def phase_started(self, phase: str, *, total: int, done: int) -> None: ...
     def advance(self, n: int) -> None: ...
+    def extend(self, n: int) -> None: ...  # the running phase will train n more models than announced
     def phase_finished(self, phase: str) -> None: ...
 
 
@@ -73,6 +74,9 @@ class _Silent:
         pass
 
     def advance(self, n: int) -> None:
+        pass
+
+    def extend(self, n: int) -> None:
         pass
 
     def phase_finished(self, phase: str) -> None:
@@ -420,7 +424,7 @@ def _beyond_pairs(
         progress.phase_started("subsets", total=total, done=0)
         custom = None if train_fn is _train_models else train_fn
         subsets = run_subsets_phase(spec, problem, losses=losses_frame(records), storage=url,
-                                    train_fn=custom, progress=progress.advance)
+                                    train_fn=custom, progress=progress.advance, planned=progress.extend)
         progress.phase_finished("subsets")
         n = int(subsets.run.compute.models)
         # confirmation (estimators.run_subsets_phase) may train models beyond the sampled subsets

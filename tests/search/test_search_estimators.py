@@ -38,7 +38,12 @@ def test_phases_give_the_tables_grouping_and_report_read(tmp_path):
     losses = loss_table(results, aproblem)
     measured = measured_affinity(losses, full_layer=spec.model.depth)
 
-    phase = run_subsets_phase(spec, problem, losses=losses, storage=None)
+    finished: list[int] = []
+    announced: list[int] = []
+    phase = run_subsets_phase(spec, problem, losses=losses, storage=None, progress=finished.append,
+                              planned=announced.append)
+    # every model the progress display counts was announced: 4 subsets x 2 seeds, then confirmation
+    assert sum(finished) == 4 * 2 + sum(announced)
     assert len(phase.run.objectives) == 4
     groups = set(phase.observations["group"])
     assert set(TASKS) <= groups  # single-task anchors
@@ -117,7 +122,8 @@ def test_subsets_phase_measures_the_groups_the_recommendation_needs_with_more_se
     losses = loss_table(fake(aproblem.X, aproblem.Y, aproblem.heads, aproblem.split,
                              pair_plans(aproblem, aproblem.seeds)), aproblem)
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    phase = run_subsets_phase(spec, problem, losses=losses, storage=url, train_fn=fake)
+    announced: list[int] = []
+    phase = run_subsets_phase(spec, problem, losses=losses, storage=url, train_fn=fake, planned=announced.append)
     extra = confirmation_seeds(aproblem.seeds)
     assert extra == (3, 4) and len(extra) == CONFIRM_EXTRA_SEEDS
     obs = phase.observations
@@ -127,6 +133,8 @@ def test_subsets_phase_measures_the_groups_the_recommendation_needs_with_more_se
     assert sorted(set(obs.loc[obs["group"] == "g0_t0", "seed"])) == [0, 1, 2, 3, 4]  # anchors on the new seeds
     # the phase's compute counts the 3 sampled subsets, the 6 extra single-task models and the triples
     assert phase.run.compute.models == sum(calls[1:]) >= 3 * 3 + 6 * 2 + 2 * 5
+    # the progress display was told of every confirmed-subset model before it was trained
+    assert sum(announced) == sum(calls[1:]) - 3 * 3 - 6 * 2 > 0
     gs = group_scores(losses, full_layer=2, order=tasks)
     rec = recommend(spec_tasks=tasks, affinity=measured_affinity(losses, full_layer=2),
                     group_scores=with_subset_scores(gs, obs, tasks), depth_L=2)
