@@ -217,7 +217,7 @@ def test_scorer_prefers_measured_then_surrogate_then_hoa():
         ("a|b|c", "b", 0.7, 0.6, 0.8, 0, "surrogate"),
     ], columns=list(rundir.GROUP_SCORE_COLUMNS))
     scorer = GroupScorer.from_tables(tasks=tasks, group_scores=gs, affinity=aff)
-    assert scorer(("c", "a", "b"), "a") == TaskScore(0.5, 0.4, 0.6, "measured", 3)
+    assert scorer(("c", "a", "b"), "a") == TaskScore(0.5, 0.4, 0.6, "measured", 3, discovered=True)
     assert scorer(("a", "b", "c"), "b").source == "surrogate"
     hoa = scorer(("a", "b", "c"), "c")
     assert hoa is None  # nothing measured about c's partners
@@ -599,3 +599,29 @@ def test_groups_to_measure_tries_a_group_its_noisy_pairs_hide():
     # HOA (a's mean over its pairs: hurt by c) and the pair graph (a|c does not help on average)
     # both miss a|b|c; the surrogate, anchored on the measured pairs, proposes it
     assert groups_to_measure(tasks, group_scores=gs, observations=obs)[0] == ("a", "b", "c")
+
+
+def test_p_value_from_a_student_t_interval_by_hand():
+    # half-width 0.1 over 3 seeds: se = 0.1 / t(0.975, 2); a gain of exactly one half-width has
+    # t = t(0.975, 2), so its two-sided p-value is 0.05; twice that gain has t = 2 * 4.3027
+    assert TaskScore(0.9, 0.8, 1.0, "measured", 3).p_value() == pytest.approx(0.05)
+    from scipy.stats import t as student_t
+
+    assert TaskScore(0.8, 0.7, 0.9, "measured", 3).p_value() == pytest.approx(2 * student_t.sf(2 * 4.302653, 2), rel=1e-4)
+    assert math.isnan(TaskScore(0.8, 0.7, 0.9, "measured", 1).p_value())
+
+
+def test_false_discovery_control_keeps_strong_gains_and_drops_a_lucky_one():
+    tasks = tuple("abcdefgh")
+    rows = [("b", "a", 0.30, 0.25, 0.35, 3), ("a", "b", 0.30, 0.25, 0.35, 3)]  # strong: p ~ 1e-3
+    rows.append(("c", "a", 0.06, 0.01, 0.11, 3))  # its interval excludes 0 on its own (p ~ 0.04)
+    rows += [(j, i, 0.0, -0.05, 0.05, 3) for i in "defgh" for j in "defgh" if i != j]  # 20 null gains
+    alone = GroupScorer.from_tables(tasks=tasks, affinity=_affinity([(*r, "measured") for r in rows[:3]]))
+    assert alone(("a", "c"), "a").real  # 3 comparisons: the lucky gain still passes (p ~ 0.04 <= 0.05)
+    scorer = GroupScorer.from_tables(tasks=tasks, affinity=_affinity([(*r, "measured") for r in rows]))
+    assert scorer(("a", "b"), "a").real  # survives among 23 comparisons
+    lucky = scorer(("a", "c"), "a")
+    assert lucky.ci_high < 1.0 and lucky.discovered is False and not lucky.real
+    rec = recommend(spec_tasks=list(tasks), affinity=_affinity([(*r, "measured") for r in rows]),
+                    group_scores=None, depth_L=2)
+    assert {tuple(g["tasks"]) for g in rec["groups"] if len(g["tasks"]) > 1} == {("a", "b")}
