@@ -119,6 +119,7 @@ _STUDY_FLAGS: list[tuple[str, Any, Any]] = [
     ("time_limit", float | None, typer.Option(help="Stop starting new work after this many seconds.")),
     ("skip", list[str] | None, typer.Option(help="Skip a phase: single, pairs, aux, depth, subsets, estimators (repeatable).")),
     ("networks", int | None, typer.Option(help="Budget of networks for grouping; default: best over all.")),
+    ("fdr", float | None, typer.Option(help="Call a measured gain real only under Benjamini-Hochberg false-discovery-rate control at this level over every measured comparison (e.g. 0.05); default 1 = off.")),
     ("device", str | None, typer.Option(help="auto (CUDA when present), cpu or cuda.")),
     ("seed", int | None, typer.Option(help="Seed for splits and models.")),
     ("out", str | None, typer.Option(help="Run directory; default reports/NAME.")),
@@ -170,7 +171,7 @@ def overrides_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
     put("model", "width", flags.get("width"))
     for key in ("epochs", "batch_size", "lr", "seeds", "weighting"):
         put("training", key, flags.get(key))
-    for key in ("time_limit", "networks", "storage"):
+    for key in ("time_limit", "networks", "fdr", "storage"):
         put("search", key, flags.get(key))
     if flags.get("skip"):
         from taskscout.spec import PHASES

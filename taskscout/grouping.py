@@ -16,8 +16,8 @@ Grouping. Choose networks (task groups, which may overlap, as in Standley et al.
 over tasks of the normalised loss in the chosen network that serves the task is smallest; each
 task is served by the best chosen network that contains it, and a task served alone has
 normalised loss 1. A task joins a group only where its gain is real (the interval of its
-normalised loss lies entirely below 1 and, for measured scores, the gain survives a
-Benjamini-Hochberg false-discovery-rate control at 5% over every measured comparison:
+normalised loss lies entirely below 1 and, with `search.fdr` < 1, the measured gain survives
+Benjamini-Hochberg false-discovery-rate control over every measured comparison:
 `control_false_discoveries`); otherwise it is served alone. The budget is a maximum
 number of networks. Up to EXACT_MAX_TASKS tasks the solver is exact (branch and bound, below);
 above that it is a greedy agglomeration (see `solve_grouping`).
@@ -255,8 +255,11 @@ class GroupScorer:
         tasks: Sequence[str],
         group_scores: pd.DataFrame | None = None,
         affinity: pd.DataFrame | None = None,
+        fdr: float = 1.0,
     ) -> GroupScorer:
-        """Index group_scores.csv rows and the measured (else surrogate) pairwise gains."""
+        """Index group_scores.csv rows and the measured (else surrogate) pairwise gains; with
+        `fdr` < 1, a measured gain is real only as a discovery at that false-discovery rate
+        (`control_false_discoveries`)."""
         tasks = tuple(tasks)
         main = set(tasks)
         group_rows: dict[tuple[tuple[str, ...], str], TaskScore] = {}
@@ -293,7 +296,8 @@ class GroupScorer:
                     TaskScore(1.0 - gain, 1.0 - _num(r["ci_high"]), 1.0 - _num(r["ci_low"]), str(r["method"]),
                               int(n) if math.isfinite(n) else 0),
                 )
-        group_rows, pair_rows = control_false_discoveries(group_rows, pair_rows, tasks)
+        if fdr < 1.0:
+            group_rows, pair_rows = control_false_discoveries(group_rows, pair_rows, tasks, level=fdr)
         return cls(tasks=tasks, group_rows=group_rows, pair_rows=pair_rows)
 
     def _pair(self, partner: str, task: str) -> TaskScore | None:
@@ -331,22 +335,23 @@ class GroupScorer:
 
 ScoreFn = Callable[[Sequence[str], str], "TaskScore | None"]
 
-FDR_LEVEL = 0.05  # expected share of false "real gains" among the measured ones called real
-
-
 def control_false_discoveries(
     group_rows: Mapping[tuple[tuple[str, ...], str], TaskScore],
     pair_rows: Mapping[tuple[str, str], TaskScore],
     tasks: Sequence[str],
+    *,
+    level: float,
 ) -> tuple[dict[tuple[tuple[str, ...], str], TaskScore], dict[tuple[str, str], TaskScore]]:
-    """Mark which measured gains are discoveries under Benjamini-Hochberg at FDR_LEVEL.
+    """Mark which measured gains are discoveries under Benjamini-Hochberg at false-discovery rate
+    `level` (the expected share of false "real gains" among the measured ones called real).
 
     The family is every measured (group, task) comparison with at least 2 seeds, a pair counted
     once whether it comes from group_scores or affinity. A search compares many groups and keeps
     the best; judged one at a time at 95%, about 1 in 20 comparisons without any real gain looks
     real (on 14 yeast labels: 182 directed pairs, so ~9 expected by chance). With a single
-    comparison the rule is the 95% interval rule unchanged; with many strong gains (planted
-    groups) the threshold stays lenient.
+    comparison and level 0.05 the rule is the 95% interval rule unchanged. Off by default
+    (`search.fdr` = 1): with 3 seeds per comparison the t intervals are so wide that at 0.05 it
+    also drops most planted groups (measured: README, "Multiple comparisons").
     """
     family: dict[tuple[tuple[str, ...], str], float] = {}
     for (members, task), score in group_rows.items():
@@ -357,7 +362,7 @@ def control_false_discoveries(
             family.setdefault((_key((partner, task), tasks), task), score.p_value())
     tested = sorted((p, key) for key, p in family.items() if math.isfinite(p))
     m = len(tested)
-    cut = max((i + 1 for i, (p, _) in enumerate(tested) if p <= FDR_LEVEL * (i + 1) / m), default=0)
+    cut = max((i + 1 for i, (p, _) in enumerate(tested) if p <= level * (i + 1) / m), default=0)
     found = {key for _, key in tested[:cut]}
 
     def mark(key: tuple[tuple[str, ...], str], score: TaskScore) -> TaskScore:
@@ -910,6 +915,7 @@ def recommend(
     networks: int | None = None,
     aux_cap: int = 3,
     max_group_size: int | None = None,
+    fdr: float = 1.0,
 ) -> dict[str, Any]:
     """The recommendation.json object (schema_version 1, rundir.py and DESIGN.md) for `spec_tasks`.
 
@@ -929,11 +935,18 @@ def recommend(
         str(c["name"]): tuple((c.get("provenance") or {}).get("columns", ()))
         for c in candidates or () if c.get("kind") == "related"
     }
-    scorer = GroupScorer.from_tables(tasks=tasks, group_scores=group_scores, affinity=affinity)
+    scorer = GroupScorer.from_tables(tasks=tasks, group_scores=group_scores, affinity=affinity, fdr=fdr)
     choice = choose_grouping(tasks, scorer, networks=networks, max_group_size=max_group_size)
     g = choice.grouping
     aux = choose_auxiliaries(affinity, tasks=tasks, aux_kinds=aux_kinds, cap=aux_cap)
     reasons = list(choice.reasons)
+    if fdr < 1.0:
+        tested = [sc for sc in (*scorer.group_rows.values(), *scorer.pair_rows.values()) if sc.discovered is not None]
+        reasons.append(
+            f"measured gains count as real only as discoveries at a false-discovery rate of {fdr:g} "
+            f"(Benjamini-Hochberg over the measured comparisons; {sum(sc.discovered for sc in tested)} "
+            f"of {len(tested)} scores pass)"
+        )
 
     groups = []
     for i, members in enumerate(g.groups):
@@ -1161,6 +1174,7 @@ def groups_to_measure(
     observations: pd.DataFrame,
     networks: int | None = None,
     limit: int = 6,
+    fdr: float = 1.0,
 ) -> list[tuple[str, ...]]:
     """The groups of three or more tasks a recommendation could rest on that nobody has measured.
 
@@ -1192,7 +1206,7 @@ def groups_to_measure(
 
     for use_surrogate in (True, False):
         table = with_subset_scores(group_scores, observations, tasks, surrogate=use_surrogate)
-        scorer = GroupScorer.from_tables(tasks=tasks, group_scores=table)
+        scorer = GroupScorer.from_tables(tasks=tasks, group_scores=table, fdr=fdr)
         for members in choose_grouping(tasks, scorer, networks=networks).grouping.groups:
             add(members)
         if use_surrogate:
@@ -1248,6 +1262,7 @@ def recommend_run(
         spec_tasks=tasks, affinity=affinity, group_scores=group_scores, depth=depth, similarity=similarity,
         candidates=candidates, baselines=baselines, depth_L=spec.model.depth,
         networks=networks if networks is not None else spec.search.networks, aux_cap=aux_cap,
+        fdr=spec.search.fdr,
     )
     write_recommendation(d, rec)
     return rec

@@ -137,6 +137,9 @@ class SearchSettings:
     time_limit: float | None = _rule(None, "seconds > 0", lambda v: v is None or (_is_num(v) and v > 0))
     storage: str | None = _rule(None, "an Optuna storage URL", _optional_str)
     networks: int | None = _rule(None, "an int >= 1", lambda v: v is None or (_is_int(v) and v >= 1))
+    # False-discovery rate for calling measured gains real (Benjamini-Hochberg over every measured
+    # comparison); 1 = off: each gain is judged by its own 95% interval.
+    fdr: float = _rule(1.0, "a float in (0, 1]", lambda v: _is_num(v) and 0 < v <= 1)
     subsets: int = _rule(24, "an int >= 0", lambda v: _is_int(v) and v >= 0)
     plateau_epsilon: float = _rule(0.01, "a float in (0, 1)", lambda v: _is_num(v) and 0 < v < 1)
     plateau_window: int = _rule(3, "an int >= 1", lambda v: _is_int(v) and v >= 1)

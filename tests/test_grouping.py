@@ -217,7 +217,7 @@ def test_scorer_prefers_measured_then_surrogate_then_hoa():
         ("a|b|c", "b", 0.7, 0.6, 0.8, 0, "surrogate"),
     ], columns=list(rundir.GROUP_SCORE_COLUMNS))
     scorer = GroupScorer.from_tables(tasks=tasks, group_scores=gs, affinity=aff)
-    assert scorer(("c", "a", "b"), "a") == TaskScore(0.5, 0.4, 0.6, "measured", 3, discovered=True)
+    assert scorer(("c", "a", "b"), "a") == TaskScore(0.5, 0.4, 0.6, "measured", 3)
     assert scorer(("a", "b", "c"), "b").source == "surrogate"
     hoa = scorer(("a", "b", "c"), "c")
     assert hoa is None  # nothing measured about c's partners
@@ -616,12 +616,15 @@ def test_false_discovery_control_keeps_strong_gains_and_drops_a_lucky_one():
     rows = [("b", "a", 0.30, 0.25, 0.35, 3), ("a", "b", 0.30, 0.25, 0.35, 3)]  # strong: p ~ 1e-3
     rows.append(("c", "a", 0.06, 0.01, 0.11, 3))  # its interval excludes 0 on its own (p ~ 0.04)
     rows += [(j, i, 0.0, -0.05, 0.05, 3) for i in "defgh" for j in "defgh" if i != j]  # 20 null gains
-    alone = GroupScorer.from_tables(tasks=tasks, affinity=_affinity([(*r, "measured") for r in rows[:3]]))
+    alone = GroupScorer.from_tables(tasks=tasks, affinity=_affinity([(*r, "measured") for r in rows[:3]]), fdr=0.05)
     assert alone(("a", "c"), "a").real  # 3 comparisons: the lucky gain still passes (p ~ 0.04 <= 0.05)
-    scorer = GroupScorer.from_tables(tasks=tasks, affinity=_affinity([(*r, "measured") for r in rows]))
+    off = GroupScorer.from_tables(tasks=tasks, affinity=_affinity([(*r, "measured") for r in rows]))
+    assert off(("a", "c"), "a").real and off(("a", "c"), "a").discovered is None  # default: the interval alone
+    scorer = GroupScorer.from_tables(tasks=tasks, affinity=_affinity([(*r, "measured") for r in rows]), fdr=0.05)
     assert scorer(("a", "b"), "a").real  # survives among 23 comparisons
     lucky = scorer(("a", "c"), "a")
     assert lucky.ci_high < 1.0 and lucky.discovered is False and not lucky.real
-    rec = recommend(spec_tasks=list(tasks), affinity=_affinity([(*r, "measured") for r in rows]),
-                    group_scores=None, depth_L=2)
+    aff = _affinity([(*r, "measured") for r in rows])
+    rec = recommend(spec_tasks=list(tasks), affinity=aff, group_scores=None, depth_L=2, fdr=0.05)
     assert {tuple(g["tasks"]) for g in rec["groups"] if len(g["tasks"]) > 1} == {("a", "b")}
+    assert any("false-discovery rate of 0.05" in r and "2 of 23 scores pass" in r for r in rec["reasons"])

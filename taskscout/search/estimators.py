@@ -142,7 +142,7 @@ def run_subsets_phase(
         for round_ in range(CONFIRM_ROUNDS + 1):
             # a resumed study already holds confirmed subsets on the extra seeds: their normalisers first
             wanted = [] if round_ == 0 else groups_to_measure(
-                main, group_scores=measured, observations=observations, networks=spec.search.networks,
+                main, group_scores=measured, observations=observations, networks=spec.search.networks, fdr=spec.search.fdr,
                 limit=CONFIRM_LIMIT)
             enqueue_subsets(study, main, wanted)
             queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
