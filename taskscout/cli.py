@@ -428,7 +428,7 @@ def estimators(
     methods: Annotated[str, typer.Option("--estimators", help="Estimators to score, comma-separated: tag, gradcos, rsa, surrogate.")] = "tag,gradcos,rsa,surrogate",
     pruning_test: Annotated[bool, typer.Option("--pruning-test/--no-pruning-test", help="Also measure pruning in test mode (subsets in shadow mode; gain predictor on the measured pairs).")] = True,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice); 1 gives steadier timings on a busy machine.")] = None,
-    selection: Annotated[str, typer.Option(help="Which epoch of a pair model gives a task's measured loss: joint (the model's best epoch, as the search) or own (the task's best epoch).")] = "joint",
+    selection: Annotated[str, typer.Option(help="Which epoch of a pair model gives a task's measured loss: own (the task's own best epoch, as the search) or joint (the model's best epoch).")] = "own",
 ) -> None:
     """Score the cheap affinity estimators against measured pairwise gains on this data.
 
