@@ -22,7 +22,8 @@ from taskscout.search.plan import PlannedModel, model_seeds, plan_depth, plan_pa
 from taskscout.search.runner import fingerprint, storage_url
 from taskscout.search.storage import claim_pending, enqueue_missing, open_store
 from taskscout.spec import resolve_spec
-from taskscout.training import ModelResult
+
+from .distributed._worker import planted_result
 
 TASKS = ["g0_t0", "g0_t1", "g1_t0", "g1_t1"]
 T2 = 4.302652729911275  # t(0.975, 2)
@@ -50,21 +51,9 @@ class FakeTrainer:
         self.calls.append([p.key for p in plans])
         out = []
         for p in plans:
-            names = [heads[t].name for t in p.targets]
             self.dropped[p.key] = p.dropped_features
-            s = p.seed % 100
-            loss, rows = {}, []
-            for t, name in zip(p.targets, names, strict=True):
-                partners = [n for n in names if n != name]
-                g = sum(planted_gain(n, name) for n in partners) * p.branch_layer / model.depth
-                d = 0.01 * (s - 1) if partners else 0.0
-                loss[t] = (1.0 + 0.1 * t) * (1 + 0.05 * s) * (1 - g - d)
-                for e in range(1, training.epochs + 1):
-                    rows += [(name, e, "train", loss[t] * (1 + 2 / e)), (name, e, "val", loss[t] * (1 + 1 / e))]
-            curves = pd.DataFrame(rows, columns=["task", "epoch", "split", "loss"])
-            out.append(ModelResult(plan=p, best_epoch=training.epochs, epochs_run=training.epochs,
-                                   loss={"val": loss}, metric={"val": {t: 0.5 for t in p.targets}},
-                                   seconds=0.01, curves=curves, state=None))
+            out.append(planted_result(p, heads, depth=model.depth, epochs=training.epochs, gain=planted_gain,
+                                      seconds=0.01))
             progress(1)
         return out
 

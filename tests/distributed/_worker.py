@@ -28,10 +28,28 @@ def planted_gain(source: str, target: str) -> float:
     return 0.2 if source.split("_")[0] == target.split("_")[0] else -0.05
 
 
+def planted_result(plan, heads, *, depth: int, epochs: int, gain, seconds: float) -> ModelResult:
+    """A deterministic result: task t alone has loss (1 + 0.1 t)(1 + 0.05 s) for seed s; each
+    partner j changes it by gain(j, t), scaled by the share of the trunk that is shared
+    (branch_layer / depth), plus a seed-dependent 1% so that intervals have a width. Curves fall
+    towards the final loss, best at the last epoch."""
+    names = [heads[t].name for t in plan.targets]
+    s = plan.seed % 100
+    loss, rows = {}, []
+    for t, name in zip(plan.targets, names, strict=True):
+        partners = [n for n in names if n != name]
+        g = sum(gain(n, name) for n in partners) * plan.branch_layer / depth
+        jitter = 0.01 * (s - 1) if partners else 0.0
+        loss[t] = (1.0 + 0.1 * t) * (1 + 0.05 * s) * (1 - g - jitter)
+        for e in range(1, epochs + 1):
+            rows += [(name, e, "train", loss[t] * (1 + 2 / e)), (name, e, "val", loss[t] * (1 + 1 / e))]
+    return ModelResult(plan=plan, best_epoch=epochs, epochs_run=epochs, loss={"val": loss},
+                       metric={"val": {t: 0.5 for t in plan.targets}}, seconds=seconds,
+                       curves=pd.DataFrame(rows, columns=["task", "epoch", "split", "loss"]), state=None)
+
+
 class PlantedTrainer:
-    """Deterministic losses: task t alone has loss (1 + 0.1 t)(1 + 0.05 s); each partner changes it
-    by its planted gain, scaled by the share of the trunk that is shared (branch_layer / depth),
-    plus a seed-dependent 1% so that intervals have a width."""
+    """`planted_result` with `planted_gain` for every plan, no torch work."""
 
     def __init__(self, log: Path | None = None, pause: float = 0.0) -> None:
         self.log = log
@@ -44,20 +62,8 @@ class PlantedTrainer:
         time.sleep(self.pause)
         out = []
         for p in plans:
-            names = [heads[t].name for t in p.targets]
-            s = p.seed % 100
-            loss, rows = {}, []
-            for t, name in zip(p.targets, names, strict=True):
-                partners = [n for n in names if n != name]
-                g = sum(planted_gain(n, name) for n in partners) * p.branch_layer / model.depth
-                jitter = 0.01 * (s - 1) if partners else 0.0
-                loss[t] = (1.0 + 0.1 * t) * (1 + 0.05 * s) * (1 - g - jitter)
-                for e in range(1, training.epochs + 1):
-                    rows += [(name, e, "train", loss[t] * (1 + 2 / e)), (name, e, "val", loss[t] * (1 + 1 / e))]
-            out.append(ModelResult(plan=p, best_epoch=training.epochs, epochs_run=training.epochs,
-                                   loss={"val": loss}, metric={"val": {t: 0.5 for t in p.targets}},
-                                   seconds=self.pause / max(1, len(plans)),
-                                   curves=pd.DataFrame(rows, columns=["task", "epoch", "split", "loss"]), state=None))
+            out.append(planted_result(p, heads, depth=model.depth, epochs=training.epochs, gain=planted_gain,
+                                      seconds=self.pause / max(1, len(plans))))
             progress(1)
         return out
 
