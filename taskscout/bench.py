@@ -3,9 +3,16 @@
 Both train the same K models (same data, seeds, data order and number of steps; patience is set
 above the epoch count so every model runs every step). Reported: models per second for each, the
 speed-up, the matrix-product GFLOP/s the stacked run achieved (forward and backward products of
-the training steps plus the validation passes, over its whole wall time), the machine's measured
-matmul GFLOP/s (sustained large square products, in the same dtype) and their ratio, and the
-peak resident memory while the stacked run trained.
+the training steps plus the validation passes and the final scoring, over its whole wall time), the machine's measured
+matmul GFLOP/s (sustained large square products, in the same dtype, measured just before and
+just after the stacked run so that a machine whose speed drifts is compared fairly) and their
+ratio, and the peak resident memory while the stacked run trained.
+
+It also times the training steps' matrix products alone: the same batched products on the same
+shapes, split over the same parallel stacks, with nothing between them. That rate is the ceiling
+of the stacked trainer (everything else taking no time); the ratio of the two says how much of
+the gap to the machine's peak is the products' own efficiency at these small shapes and how much
+is the rest of a training step.
 """
 
 from __future__ import annotations
@@ -21,9 +28,15 @@ import torch
 
 from taskscout.device import resolve_device
 from taskscout.errors import SpecError
-from taskscout.models import Head, slot_layout, stack_matmul_flops
+from taskscout.models import Head, slot_layout, stack_layer_shapes, stack_matmul_flops
 from taskscout.spec import ModelSettings, TrainingSettings
-from taskscout.training import ModelPlan, resolve_parallel_stacks, train_models, train_sequential
+from taskscout.training import (
+    ModelPlan,
+    map_stacks,
+    resolve_parallel_stacks,
+    train_models,
+    train_sequential,
+)
 
 # The bench's tasks cycle through these types, so every loss family is exercised.
 _TASK_TYPES = (("binary", 0), ("multiclass", 3), ("ordinal", 4), ("regression", 0))
@@ -55,6 +68,8 @@ class BenchResult:
     achieved_gflops: float
     matmul_peak_gflops: float
     fraction_of_peak: float
+    products_gflops: float  # the training steps' matrix products alone, same shapes and parallel stacks
+    products_fraction_of_peak: float  # products_gflops / matmul_peak_gflops: the trainer's ceiling
     peak_memory_mib: float  # peak resident memory of the process while the stack trained
     memory_over_baseline_mib: float  # the part of it above the resident memory just before
     max_loss_difference: float  # largest |val loss stacked - sequential| over the timed models
@@ -94,16 +109,15 @@ def _plans(models: int, tasks: int, branch_layer: int) -> list[ModelPlan]:
     return [ModelPlan(tuple(range(tasks)), (0,), seed=k, branch_layer=branch_layer, key=f"m{k}") for k in range(models)]
 
 
-def matmul_peak_gflops(*, device: torch.device, dtype: torch.dtype, seconds: float = 0.2) -> float:
-    """The machine's sustained matmul GFLOP/s: square products (n = 512 and 1024) run back to
-    back for `seconds` per block, three blocks each; the median block of the faster size."""
-    best = 0.0
+def _peak_blocks(*, device: torch.device, dtype: torch.dtype, seconds: float, blocks: int = 3) -> dict[int, list[float]]:
+    """GFLOP/s of `blocks` blocks of back-to-back square products, per size n."""
+    rates: dict[int, list[float]] = {}
     for n in (512, 1024):
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
         a @ b
-        rates = []
-        for _ in range(3):
+        rates[n] = []
+        for _ in range(blocks):
             _sync(device)
             t, reps = time.perf_counter(), 0
             while time.perf_counter() - t < seconds:
@@ -112,9 +126,51 @@ def matmul_peak_gflops(*, device: torch.device, dtype: torch.dtype, seconds: flo
                 if device.type == "cuda" and reps % 16 == 0:
                     _sync(device)
             _sync(device)
-            rates.append(2 * n**3 * reps / (time.perf_counter() - t) / 1e9)
-        best = max(best, float(np.median(rates)))
-    return best
+            rates[n].append(2 * n**3 * reps / (time.perf_counter() - t) / 1e9)
+    return rates
+
+
+def _peak(*block_sets: dict[int, list[float]]) -> float:
+    """The machine's sustained matmul GFLOP/s: the median block of the faster size, over all the
+    given sets of blocks."""
+    return max(float(np.median([r for blocks in block_sets for r in blocks[n]])) for n in block_sets[0])
+
+
+def products_gflops(*, models: int, parallel_stacks: int, in_features: int, depth: int, width: int, branch_layer: int,
+                    slots: int, out_width: int, rows: int, steps: int, device: torch.device, dtype: torch.dtype) -> float:
+    """GFLOP/s of the matrix products of `steps` training steps alone: per linear layer the forward
+    product, the weight gradient and (but for the first layer) the input gradient, batched over
+    the models of a stack, the models split into `parallel_stacks` stacks run at once as the
+    trainer runs them. Operands are made once, so this is a ceiling: the rate the stacked trainer
+    would reach if nothing but its products took time."""
+    layers = stack_layer_shapes(in_features=in_features, depth=depth, width=width, branch_layer=branch_layer,
+                                slots=slots, out_width=out_width)
+    size = -(-models // parallel_stacks)
+    chunks = [list(range(a, min(models, a + size))) for a in range(0, models, size)]
+
+    def run(chunk: list[int], steps: int = steps) -> None:
+        kw = {"device": device, "dtype": dtype}
+        ops = []
+        for n, (i, o, copies) in enumerate(layers):
+            k = len(chunk) * copies
+            a, w, g = torch.randn(k, rows, i, **kw), torch.randn(k, i, o, **kw), torch.randn(k, rows, o, **kw)
+            ops.append((a, w, g, n > 0))
+        for _ in range(steps):
+            for a, w, g, input_grad in ops:
+                torch.bmm(a, w)
+                torch.bmm(a.transpose(1, 2), g)
+                if input_grad:
+                    torch.bmm(g, w.transpose(1, 2))
+
+    flops = steps * stack_matmul_flops(models=models, in_features=in_features, depth=depth, width=width,
+                                       branch_layer=branch_layer, slots=slots, out_width=out_width, rows=rows,
+                                       backward=True)
+    run(chunks[0][:1], 1)  # warm-up: one step of one model
+    _sync(device)
+    t = time.perf_counter()
+    map_stacks(run, chunks, parallel_stacks)
+    _sync(device)
+    return flops / (time.perf_counter() - t) / 1e9
 
 
 def _sync(device: torch.device) -> None:
@@ -193,36 +249,40 @@ def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int 
     wkw = {**kw, "training": warm}
     train_models(X, Y, heads, split, plans[:2], **wkw)
     train_sequential(X, Y, heads, split, plans[:1], **wkw)
+    peak_before = _peak_blocks(device=dev, dtype=dtype, seconds=peak_seconds)
     with _PeakMemory(dev) as mem:
         _sync(dev)
         t = time.perf_counter()
         stacked = train_models(X, Y, heads, split, plans, stack_size=models, parallel_stacks=parallel_stacks, **kw)
         _sync(dev)
         stacked_s = time.perf_counter() - t
+    peak = _peak(peak_before, _peak_blocks(device=dev, dtype=dtype, seconds=peak_seconds))
+    layout = slot_layout(heads, [p.targets for p in plans])
+    shape = {"models": models, "in_features": inputs, "depth": depth, "width": width, "branch_layer": b,
+             "slots": layout.n_slots, "out_width": layout.out_width}
+    stacks = min(models, resolve_parallel_stacks(parallel_stacks, dev, None))
+    products = products_gflops(parallel_stacks=stacks, rows=batch, steps=steps, device=dev, dtype=dtype, **shape)
     t = time.perf_counter()
     sequential = train_sequential(X, Y, heads, split, plans[:n_seq], **kw)
     _sync(dev)
     sequential_s = time.perf_counter() - t
 
-    layout = slot_layout(heads, [p.targets for p in plans])
-    shape = {"models": models, "in_features": inputs, "depth": depth, "width": width, "branch_layer": b,
-             "slots": layout.n_slots, "out_width": layout.out_width}
     n_val = int((split == 1).sum())
     flops = (steps * stack_matmul_flops(rows=batch, backward=True, **shape)
-             + epochs * stack_matmul_flops(rows=n_val, backward=False, **shape))
+             + (epochs + 1) * stack_matmul_flops(rows=n_val, backward=False, **shape))  # + the final scoring
     achieved = flops / stacked_s / 1e9
-    peak = matmul_peak_gflops(device=dev, dtype=dtype, seconds=peak_seconds)
     diff = max(abs(a.loss["val"][t] - s.loss["val"][t]) for a, s in zip(stacked, sequential, strict=False)
                for t in a.loss["val"])
     seq_rate, stack_rate = n_seq / sequential_s, models / stacked_s
     return BenchResult(
         device=str(dev), threads=torch.get_num_threads(),
-        parallel_stacks=min(models, resolve_parallel_stacks(parallel_stacks, dev, None)), omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", ""),
+        parallel_stacks=stacks, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", ""),
         dtype=str(dtype).replace("torch.", ""), models=models,
         inputs=inputs, depth=depth, width=width, tasks=tasks, batch=batch, steps=steps, epochs=epochs,
         sequential_models=n_seq, sequential_seconds=sequential_s, stacked_seconds=stacked_s,
         sequential_models_per_s=seq_rate, stacked_models_per_s=stack_rate, speedup=stack_rate / seq_rate,
         achieved_gflops=achieved, matmul_peak_gflops=peak, fraction_of_peak=achieved / peak,
+        products_gflops=products, products_fraction_of_peak=products / peak,
         peak_memory_mib=mem.peak / 2**20, memory_over_baseline_mib=(mem.peak - mem.baseline) / 2**20,
         max_loss_difference=float(diff),
     )

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -57,6 +58,8 @@ __all__ = [
     "Head", "ModelPlan", "ModelResult", "build_model", "evaluate_model", "head_metric", "head_row_loss",
     "model_from_result", "predict", "train_models", "train_sequential",
 ]
+
+_R = TypeVar("_R")
 
 _NEG = -1e30  # added to padding logits of a softmax: exp() of it is exactly 0
 _EVAL_ELEMENTS = 2**23  # activation elements per chunk of an evaluation pass (bounds its memory)
@@ -378,7 +381,7 @@ def train_models(
         )
 
     results: list[ModelResult | None] = [None] * len(plans)
-    for chunk, stack_results in zip(chunks, _map_stacks(train_chunk, chunks, min(workers, len(chunks))), strict=True):
+    for chunk, stack_results in zip(chunks, map_stacks(train_chunk, chunks, min(workers, len(chunks))), strict=True):
         for i, r in zip(chunk, stack_results, strict=True):
             results[i] = r
     return [r for r in results if r is not None]
@@ -402,17 +405,17 @@ def _serialised(fn: Callable[[int], None] | None, lock: threading.Lock) -> Calla
     return call
 
 
-def _map_stacks(train_chunk: Callable[[list[int]], list[ModelResult]], chunks: list[list[int]],
-                workers: int) -> list[list[ModelResult]]:
-    """`train_chunk` over the chunks, `workers` at a time on threads with one intra-op thread each
-    (torch releases the GIL inside its kernels); in order, and in this thread when workers = 1."""
+def map_stacks(fn: Callable[[list[int]], _R], chunks: list[list[int]], workers: int) -> list[_R]:
+    """`fn` over the chunks (one stack each), `workers` at a time on threads with one intra-op
+    thread each (torch releases the GIL inside its kernels); results in order, and computed in
+    this thread when workers <= 1. How `train_models` runs parallel stacks on CPU."""
     if workers <= 1:
-        return [train_chunk(c) for c in chunks]
+        return [fn(c) for c in chunks]
     threads = torch.get_num_threads()
 
-    def run(chunk: list[int]) -> list[ModelResult]:
+    def run(chunk: list[int]) -> _R:
         torch.set_num_threads(1)
-        return train_chunk(chunk)
+        return fn(chunk)
 
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="taskscout-stack") as pool:

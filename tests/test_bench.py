@@ -8,7 +8,7 @@ import torch
 from taskscout.bench import bench_problem, run_bench
 from taskscout.cli import main
 from taskscout.errors import SpecError
-from taskscout.models import stack_matmul_flops
+from taskscout.models import stack_layer_shapes, stack_matmul_flops
 
 KEYS = {"device", "threads", "models", "sequential_models_per_s", "stacked_models_per_s", "speedup",
         "achieved_gflops", "matmul_peak_gflops", "fraction_of_peak", "peak_memory_mib"}
@@ -35,6 +35,8 @@ def test_bench_json_has_the_design_keys_and_sane_values(capsys):
     assert out["fraction_of_peak"] == pytest.approx(out["achieved_gflops"] / out["matmul_peak_gflops"])
     assert out["max_loss_difference"] < 1e-4  # both loops trained the same models
     assert out["parallel_stacks"] == 1  # one torch thread: one stack at a time
+    assert out["products_gflops"] > 0
+    assert out["products_fraction_of_peak"] == pytest.approx(out["products_gflops"] / out["matmul_peak_gflops"])
 
 
 def test_bench_parallel_stacks_flag(capsys):
@@ -49,6 +51,7 @@ def test_bench_prints_a_summary(capsys):
     assert main(["bench", *TINY, "--sequential-models", "1"]) == 0
     text = capsys.readouterr().out
     assert "speed-up" in text and "models/s" in text and "(1 models in" in text
+    assert "for the same products alone" in text
 
 
 def test_bench_rejects_bad_sizes(capsys):
@@ -71,3 +74,34 @@ def test_problem_and_flop_count_by_hand():
                               rows=10, backward=False) == 400
     assert stack_matmul_flops(models=1, in_features=3, depth=1, width=4, branch_layer=1, slots=1, out_width=2,
                               rows=10, backward=True) == 400 + 240 + 160 + 160
+
+
+def test_layer_shapes_by_hand():
+    # 2 shared layers 5 -> 8 -> 8, then the output layer 8 -> 3 per slot (4 slots)
+    assert stack_layer_shapes(in_features=5, depth=2, width=8, branch_layer=2, slots=4, out_width=3) == [
+        (5, 8, 1), (8, 8, 1), (8, 3, 4)]
+    # branch at 1: layer 2 is a per-slot tower
+    assert stack_layer_shapes(in_features=5, depth=2, width=8, branch_layer=1, slots=4, out_width=3) == [
+        (5, 8, 1), (8, 8, 4), (8, 3, 4)]
+
+
+def test_products_ceiling_runs_the_counted_products(monkeypatch):
+    # Count the products it runs: per step, 3 per layer but 2 for the first (no input gradient).
+    import taskscout.bench as bench
+
+    calls = []
+    real = torch.bmm
+
+    def counting(a, b, **kw):
+        calls.append((tuple(a.shape), tuple(b.shape)))
+        return real(a, b, **kw)
+
+    monkeypatch.setattr(bench.torch, "bmm", counting)
+    rate = bench.products_gflops(models=3, parallel_stacks=1, in_features=5, depth=2, width=8, branch_layer=1,
+                                 slots=2, out_width=3, rows=4, steps=2, device=torch.device("cpu"),
+                                 dtype=torch.float32)
+    assert rate > 0
+    timed = calls[8:]  # after the one-model warm-up step (8 products)
+    assert len(timed) == 2 * 8
+    # the tower layer of 3 models x 2 slots: forward (6, 4, 8) @ (6, 8, 8)
+    assert ((6, 4, 8), (6, 8, 8)) in timed

@@ -143,20 +143,28 @@ def test_stack_matches_single_models_and_round_trips_state(branch):
         assert all(torch.equal(state[n], v) for n, v in m.state_dict().items())
 
 
-def test_stacked_adversarial_gradient_equals_the_single_models():
-    targets = [(0, 5), (5,), (3,)]
-    nets = [net(t, branch=1, seed=k, lam=0.5) for k, t in enumerate(targets)]
+@pytest.mark.parametrize(("branch", "depth"), [(0, 2), (1, 2), (2, 2), (3, 3)])
+def test_stacked_gradients_equal_the_single_models(branch, depth):
+    # Every parameter's gradient, with an adversarial target (gradient reversal at the branch,
+    # lambda 0.5), dropped inputs and trunks of 0 to 3 shared layers (the hand-written backward
+    # of the shared layers, and at branch = depth its transposed output layer).
+    targets = [(0, 5), (5,), (3, 1), (4,)]
+    dropped = [(), (1,), (), (0, 3)]
+    nets = [net(t, branch=branch, depth=depth, seed=k, lam=0.5, dropped=dropped[k]) for k, t in enumerate(targets)]
     lay = slot_layout(HEADS, targets)
-    stack = StackedMLP(heads=HEADS, layout=lay, in_features=5, depth=2, width=8, branch_layer=1, dropped=[(), (), ()],
-                       adversarial_lambda=0.5, dtype=torch.float64, device=torch.device("cpu"))
+    stack = StackedMLP(heads=HEADS, layout=lay, in_features=5, depth=depth, width=8, branch_layer=branch,
+                       dropped=dropped, adversarial_lambda=0.5, dtype=torch.float64, device=torch.device("cpu"))
     for k, m in enumerate(nets):
         stack.load_model(k, m.state_dict())
     for t in stack.params.values():
         t.requires_grad_(True)
-    x = torch.randn(3, 4, 5, dtype=torch.float64)
-    stack.forward(x).sum().backward()
+    x = torch.randn(4, 7, 5, dtype=torch.float64)
+    weights = torch.randn(stack.forward(x).shape, dtype=torch.float64)  # a loss that weighs every output
+    (stack.forward(x) * weights).sum().backward()
+    grads = {name: t.grad for name, t in stack.params.items()}
     for k, m in enumerate(nets):
-        sum(o.sum() for o in m(x[k])).backward()
-        assert torch.allclose(stack.params["trunk.0.w"].grad[k], m.trunk[0].weight.grad.T, atol=1e-12)
-        for j, s in enumerate(lay.slot_of[k]):
-            assert torch.allclose(stack.params["tower.0.w"].grad[k, :, s], m.towers[j][0].weight.grad.T, atol=1e-12)
+        outs = m(x[k])
+        sum((o * weights[k, s, :o.shape[1]].T).sum() for o, s in zip(outs, lay.slot_of[k], strict=True)).backward()
+        got = stack.model_state(k, grads)
+        for name, p in m.named_parameters():
+            assert torch.allclose(got[name], p.grad, atol=1e-12), (k, name)
