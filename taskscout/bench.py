@@ -140,9 +140,9 @@ def products_gflops(*, models: int, parallel_stacks: int, in_features: int, dept
                     slots: int, out_width: int, rows: int, steps: int, device: torch.device, dtype: torch.dtype) -> float:
     """GFLOP/s of the matrix products of `steps` training steps alone: per linear layer the forward
     product, the weight gradient and (but for the first layer) the input gradient, batched over
-    the models of a stack, the models split into `parallel_stacks` stacks run at once as the
-    trainer runs them. Operands are made once, so this is a ceiling: the rate the stacked trainer
-    would reach if nothing but its products took time."""
+    the models of a stack and oriented as the trainer computes them, the models split into
+    `parallel_stacks` stacks run at once as the trainer runs them. Operands are made once, so this
+    is a ceiling: the rate the stacked trainer would reach if nothing but its products took time."""
     layers = stack_layer_shapes(in_features=in_features, depth=depth, width=width, branch_layer=branch_layer,
                                 slots=slots, out_width=out_width)
     size = -(-models // parallel_stacks)
@@ -150,17 +150,24 @@ def products_gflops(*, models: int, parallel_stacks: int, in_features: int, dept
 
     def run(chunk: list[int], steps: int = steps) -> None:
         kw = {"device": device, "dtype": dtype}
-        ops = []
+        products = []
         for n, (i, o, copies) in enumerate(layers):
+            # As the trainer computes them: the first per-target layer as one product per model
+            # (all slots' outputs at once), transposed when it is the output layer; later
+            # per-target layers as one product per model and slot.
             k = len(chunk) * copies
+            if n == branch_layer:
+                k, o = len(chunk), o * copies
+            if n == branch_layer == depth:
+                a, w, gt = torch.randn(k, rows, i, **kw), torch.randn(k, i, o, **kw), torch.randn(k, o, rows, **kw)
+                products += [(w.transpose(1, 2), a.transpose(1, 2)), (gt, a)]
+                products += [(gt.transpose(1, 2), w.transpose(1, 2))] if n > 0 else []
+                continue
             a, w, g = torch.randn(k, rows, i, **kw), torch.randn(k, i, o, **kw), torch.randn(k, rows, o, **kw)
-            ops.append((a, w, g, n > 0))
+            products += [(a, w), (a.transpose(1, 2), g)] + ([(g, w.transpose(1, 2))] if n > 0 else [])
         for _ in range(steps):
-            for a, w, g, input_grad in ops:
-                torch.bmm(a, w)
-                torch.bmm(a.transpose(1, 2), g)
-                if input_grad:
-                    torch.bmm(g, w.transpose(1, 2))
+            for left, right in products:
+                torch.bmm(left, right)
 
     flops = steps * stack_matmul_flops(models=models, in_features=in_features, depth=depth, width=width,
                                        branch_layer=branch_layer, slots=slots, out_width=out_width, rows=rows,

@@ -103,5 +103,10 @@ def test_products_ceiling_runs_the_counted_products(monkeypatch):
     assert rate > 0
     timed = calls[8:]  # after the one-model warm-up step (8 products)
     assert len(timed) == 2 * 8
-    # the tower layer of 3 models x 2 slots: forward (6, 4, 8) @ (6, 8, 8)
-    assert ((6, 4, 8), (6, 8, 8)) in timed
+    # the tower layer (both slots at once, as the trainer runs it): forward (3, 4, 8) @ (3, 8, 16)
+    assert ((3, 4, 8), (3, 8, 16)) in timed
+    # a shared trunk's output layer runs transposed, as the trainer runs it: (3 models, 2 x 3 outputs, 4 rows)
+    calls.clear()
+    bench.products_gflops(models=3, parallel_stacks=1, in_features=5, depth=2, width=8, branch_layer=2,
+                          slots=2, out_width=3, rows=4, steps=1, device=torch.device("cpu"), dtype=torch.float32)
+    assert ((3, 6, 8), (3, 8, 4)) in calls[8:] and len(calls[8:]) == 8
