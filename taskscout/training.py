@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -371,17 +371,18 @@ def train_models(
         idx = sorted(by_branch[b], key=lambda i: (len(plans[i].targets), sorted(heads[t].family for t in plans[i].targets)))
         size = min(stack_size, -(-len(idx) // workers))  # enough stacks to keep every worker busy
         chunks += [idx[start:start + size] for start in range(0, len(idx), size)]
-    lock = threading.Lock()
+    lock, cancel = threading.Lock(), threading.Event()
 
     def train_chunk(chunk: list[int]) -> list[ModelResult]:
         return _train_stack(
             data, heads, [plans[i] for i in chunk], chunk, len(plans), model=model, training=training,
             weighting=weighting, eval_splits=eval_splits, keep_state=keep_state,
-            progress=_serialised(progress, lock), on_epoch=on_epoch,
+            progress=_serialised(progress, lock), on_epoch=on_epoch, cancel=cancel,
         )
 
     results: list[ModelResult | None] = [None] * len(plans)
-    for chunk, stack_results in zip(chunks, map_stacks(train_chunk, chunks, min(workers, len(chunks))), strict=True):
+    stacks = map_stacks(train_chunk, chunks, min(workers, len(chunks)), cancel=cancel)
+    for chunk, stack_results in zip(chunks, stacks, strict=True):
         for i, r in zip(chunk, stack_results, strict=True):
             results[i] = r
     return [r for r in results if r is not None]
@@ -405,10 +406,15 @@ def _serialised(fn: Callable[[int], None] | None, lock: threading.Lock) -> Calla
     return call
 
 
-def map_stacks(fn: Callable[[list[int]], _R], chunks: list[list[int]], workers: int) -> list[_R]:
+def map_stacks(fn: Callable[[list[int]], _R], chunks: list[list[int]], workers: int, *,
+               cancel: threading.Event | None = None) -> list[_R]:
     """`fn` over the chunks (one stack each), `workers` at a time on threads with one intra-op
     thread each (torch releases the GIL inside its kernels); results in order, and computed in
-    this thread when workers <= 1. How `train_models` runs parallel stacks on CPU."""
+    this thread when workers <= 1. How `train_models` runs parallel stacks on CPU.
+
+    This thread waits in short slices, so Ctrl-C reaches it while the stacks train. On any
+    exception here or in a stack (Ctrl-C included) `cancel` is set, for the running stacks to
+    stop at their next step, and the exception is raised once they have."""
     if workers <= 1:
         return [fn(c) for c in chunks]
     threads = torch.get_num_threads()
@@ -417,11 +423,26 @@ def map_stacks(fn: Callable[[list[int]], _R], chunks: list[list[int]], workers: 
         torch.set_num_threads(1)
         return fn(chunk)
 
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="taskscout-stack")
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="taskscout-stack") as pool:
-            return list(pool.map(run, chunks))
+        futures = [pool.submit(run, c) for c in chunks]
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+            for f in done:
+                f.result()  # raises a stack's exception here
+        return [f.result() for f in futures]
+    except BaseException:
+        if cancel is not None:
+            cancel.set()
+        raise
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(threads)
+
+
+class StackInterrupted(Exception):
+    """A stack stopped early because its run was interrupted (`map_stacks`' `cancel`)."""
 
 
 class _DeviceData:
@@ -574,7 +595,8 @@ class _LossSums(torch.autograd.Function):
 def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[ModelPlan], plan_index: Sequence[int],
                  n_plans: int, *, model: ModelSettings, training: TrainingSettings, weighting: LossWeighting,
                  eval_splits: Sequence[str], keep_state: bool, progress: Callable[[int], None] | None,
-                 on_epoch: Callable[[int, np.ndarray], np.ndarray] | None) -> list[ModelResult]:
+                 on_epoch: Callable[[int, np.ndarray], np.ndarray] | None,
+                 cancel: threading.Event | None = None) -> list[ModelResult]:
     t0 = time.perf_counter()
     K = len(plans)
     dt, dev = data.dtype, data.device
@@ -625,6 +647,8 @@ def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[Model
         acc_sum = torch.zeros(Ka, S, dtype=dt, device=dev)
         acc_cnt = torch.zeros(Ka, S, dtype=dt, device=dev)
         for a in range(0, n_train, B):
+            if cancel is not None and cancel.is_set():
+                raise StackInterrupted
             rows = order[:, a:a + B]
             nb = rows.shape[1]
             xb = data.X.index_select(0, rows.reshape(-1)).view(Ka, nb, -1)

@@ -1,6 +1,9 @@
 """The stacked trainer against the sequential nn.Module loop, masking, stopping, metrics, rebuild."""
 
 import io
+import os
+import signal
+import threading
 
 import numpy as np
 import pytest
@@ -108,6 +111,23 @@ def test_parallel_stacks_change_nothing_but_the_schedule():
     assert torch.get_num_threads() == threads  # the workers' one-thread setting does not leak
     with pytest.raises(SpecError, match="parallel_stacks must be an int >= 1"):
         train_models(X, Y, HEADS, split, PLANS, parallel_stacks=0, **kw)
+
+
+def test_ctrl_c_stops_parallel_stacks_at_their_next_step():
+    # Two stacks training on worker threads for many seconds; SIGINT (Ctrl-C) arrives after 0.5 s.
+    X, Y, split = make_data(n=400)
+    plans = [ModelPlan((0, 1), (0,), seed=k, branch_layer=1) for k in range(8)]
+    finished: list[int] = []
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_models(X, Y, HEADS, split, plans, model=MODEL, device="cpu", parallel_stacks=2,
+                         training=settings(epochs=400, patience=1000, batch_size=8), progress=finished.append)
+    finally:
+        timer.cancel()
+    assert sum(finished) == 0  # no stack ran to its end: they stopped at the interrupt
+    assert not [t for t in threading.enumerate() if t.name.startswith("taskscout-stack")]
 
 
 def test_a_batch_without_labels_contributes_exactly_zero():
