@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import numpy as np
@@ -90,7 +90,10 @@ class ModelResult:
     epochs_run: int
     loss: dict[str, dict[int, float]]  # split -> head index -> mean loss at best epoch
     metric: dict[str, dict[int, float]]  # split -> head index -> AUC / accuracy / RMSE (original units)
-    seconds: float  # this model's share of its stack's wall time
+    # this model's share of the wall time of its `train_models` call: its stack's time split by
+    # epochs run, scaled so the shares of all models add up to the call's wall time (stacks that
+    # train at once share it)
+    seconds: float
     curves: pd.DataFrame  # columns task, epoch, split ("train"/"val"), loss
     state: dict | None  # best-epoch `MultiTaskMLP` state dict (keep_state=True), CPU tensors
     pruned: bool = False
@@ -350,6 +353,7 @@ def train_models(
     the number of models that finished since the last call. No model's result depends on which
     models share its stack or on how many stacks run at once.
     """
+    start = time.perf_counter()
     X, Y, split = np.asarray(X), np.asarray(Y, dtype=float), np.asarray(split)
     _check_inputs(X, Y, heads, split, plans, model, eval_splits)
     if not isinstance(stack_size, int) or stack_size < 1:
@@ -385,7 +389,10 @@ def train_models(
     for chunk, stack_results in zip(chunks, stacks, strict=True):
         for i, r in zip(chunk, stack_results, strict=True):
             results[i] = r
-    return [r for r in results if r is not None]
+    done = [r for r in results if r is not None]
+    # Parallel stacks overlap in time: scale the per-stack times to the call's wall time.
+    wall, stacked = time.perf_counter() - start, sum(r.seconds for r in done)
+    return [replace(r, seconds=wall * r.seconds / stacked) for r in done] if stacked > 0 else done
 
 
 def resolve_parallel_stacks(requested: int | None, device: torch.device,

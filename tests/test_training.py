@@ -4,6 +4,7 @@ import io
 import os
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -128,6 +129,19 @@ def test_ctrl_c_stops_parallel_stacks_at_their_next_step():
         timer.cancel()
     assert sum(finished) == 0  # no stack ran to its end: they stopped at the interrupt
     assert not [t for t in threading.enumerate() if t.name.startswith("taskscout-stack")]
+
+
+def test_model_seconds_add_up_to_the_calls_wall_time():
+    # With two stacks at once each stack's time overlaps the other's; the models' shares of the
+    # wall time add up to no more than the call took (summing stack times would count it twice).
+    X, Y, split = make_data()
+    plans = [ModelPlan((0, 1), (0,), seed=k, branch_layer=1) for k in range(6)]
+    t = time.perf_counter()
+    results = train_models(X, Y, HEADS, split, plans, model=MODEL, device="cpu", parallel_stacks=2,
+                           training=settings(epochs=20, patience=1000))
+    wall = time.perf_counter() - t
+    assert all(r.seconds > 0 for r in results)
+    assert sum(r.seconds for r in results) <= wall
 
 
 def test_a_batch_without_labels_contributes_exactly_zero():
