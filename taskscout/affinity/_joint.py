@@ -14,6 +14,7 @@ labels a shared mini-batch holds few rows labelled for any given head, so measur
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -163,22 +164,39 @@ def probe_average_estimate(
 ) -> EstimatorResult:
     """The common frame of the joint-run estimators: per seed, one early joint run whose probes each
     give an (n, n) source x target `score`; their mean (after `per_seed`) is that seed's matrix,
-    and the seeds' values of every ordered pair become `name`'s affinity rows with an interval."""
-    matrices: list[np.ndarray] = []
-    compute = Compute()
-    for seed in problem.seeds:
+    and the seeds' values of every ordered pair become `name`'s affinity rows with an interval.
+
+    On CPU the seeds' runs go on parallel threads with one intra-op thread each, as the trainer's
+    parallel stacks do (each run's result is unchanged: it depends on its seed only); the compute
+    recorded is the wall time of them all."""
+    from taskscout.device import resolve_device
+    from taskscout.training import map_stacks, resolve_parallel_stacks
+
+    lock = threading.Lock()
+
+    def run(chunk: list[int]) -> tuple[np.ndarray, Compute]:
         total = np.zeros((len(problem.heads), len(problem.heads)))
         steps = [0]
 
-        def hook(p: Probe, total: np.ndarray = total, steps: list[int] = steps) -> None:
+        def hook(p: Probe) -> None:
+            nonlocal total
             total += score(p)
             steps[0] += 1
 
-        compute = compute + joint_run(problem, seed, every=every, probe_size=probe_size, hook=hook,
-                                      epochs=early_epochs(problem, epochs))
-        matrices.append(per_seed(total / max(1, steps[0])))
+        compute = joint_run(problem, problem.seeds[chunk[0]], every=every, probe_size=probe_size, hook=hook,
+                            epochs=early_epochs(problem, epochs))
         if progress:
-            progress(1)
+            with lock:
+                progress(1)
+        return per_seed(total / max(1, steps[0])), compute
+
+    start = time.perf_counter()
+    seeds = [[i] for i in range(len(problem.seeds))]
+    workers = resolve_parallel_stacks(None, resolve_device(problem.device), None)
+    runs = map_stacks(run, seeds, min(workers, len(seeds)))
+    matrices = [m for m, _ in runs]
+    compute = Compute(models=sum(c.models for _, c in runs), epochs=sum(c.epochs for _, c in runs),
+                      seconds=time.perf_counter() - start)
     names = problem.names
     values = {(names[s], names[t]): [z[s, t] for z in matrices] for s, t in problem.ordered_pairs()}
     return EstimatorResult(name, affinity_rows(name, values), compute)
