@@ -298,6 +298,17 @@ def test_changed_settings_are_refused_unless_fresh(searched_copy):
     assert_each_once(changed)
 
 
+def test_fresh_deletes_the_runs_own_studies_and_nothing_else(tmp_path):
+    # The subsets proposer keeps its trials in "NAME:subsets"; a fresh run must not reuse them.
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    open_store(url, "run", fingerprint={"a": 1}, spec_json="{}")
+    for name in ("run:subsets", "run2", "other:subsets"):
+        optuna.create_study(storage=url, study_name=name).add_trial(optuna.trial.create_trial(value=1.0))
+    open_store(url, "run", fingerprint={"a": 2}, spec_json="{}", fresh=True)
+    names = {s.study_name for s in optuna.get_all_study_summaries(url)}
+    assert names == {"run", "run2", "other:subsets"}
+
+
 def test_summary_names_the_strongest_transfers_and_the_files(searched):
     _, _, result = searched
     text = summary_text(result)

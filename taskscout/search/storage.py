@@ -155,7 +155,8 @@ def open_store(
     create: bool = True,
     liveness: tuple[int, int] | None = None,
 ) -> Store:
-    """Create the study `name` in `url`, or load it when it exists (`fresh`: delete it first).
+    """Create the study `name` in `url`, or load it when it exists (`fresh`: delete it first, and
+    the run's other studies, named "`name`:...").
 
     A loaded study must have been created for the same data and model settings (`fingerprint`);
     otherwise its trials would mix with incomparable ones, and this is a SpecError. With
@@ -165,8 +166,10 @@ def open_store(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = _rdb(url, liveness=liveness)
     with run_lock(url, f"study:{name}"):
-        if fresh:
-            delete_study(storage, name)
+        if fresh:  # the study and the run's own studies beside it ("NAME:subsets", the proposer's)
+            for other in [s.study_name for s in storage.get_all_studies()]:
+                if other == name or other.startswith(f"{name}:"):
+                    delete_study(storage, other)
         if create:
             study = optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True)
         else:
