@@ -92,6 +92,8 @@ class SubsetsPhase:
     run: SubsetRun
     surrogate: Surrogate
     observations: pd.DataFrame  # group, task, seed, norm_loss: anchors, pairs, subsets
+    normalisers: int = 0  # single-task models trained (every run) for the confirmation's extra seeds
+    stored_models: int = 0  # subset models the proposer study holds, this run's and earlier runs', pruned ones too
 
 
 def run_subsets_phase(
@@ -125,6 +127,7 @@ def run_subsets_phase(
     pairs = pair_observations(losses, main)
     measured = group_scores(losses, full_layer=spec.model.depth, order=main)
     observations = pd.concat([anchors, pairs, run.observations], ignore_index=True)
+    normalisers = 0
     if spec.search.subsets > 0:
         extra = confirmation_seeds(aproblem.seeds)
         confirm = dataclasses.replace(aproblem, seeds=(*aproblem.seeds, *extra))
@@ -152,6 +155,7 @@ def run_subsets_phase(
                 break
             if not extra_single:
                 extra_single, cost = _single_losses(confirm, extra, train_fn=train_fn)
+                normalisers = cost.models
                 run = dataclasses.replace(run, compute=run.compute + cost)
                 anchors = pd.DataFrame([(t, t, s, 1.0) for (t, s) in {**single, **extra_single} if t in main],
                                        columns=["group", "task", "seed", "norm_loss"])
@@ -159,7 +163,17 @@ def run_subsets_phase(
                 planned(queued * len(confirm.seeds))
             run = confirmed(done() + queued)
             observations = pd.concat([anchors, pairs, run.observations], ignore_index=True)
-    return SubsetsPhase(run, fit_surrogate(observations, tasks=main), observations)
+    return SubsetsPhase(run, fit_surrogate(observations, tasks=main), observations, normalisers,
+                        _stored_models(run, aproblem.names, len(aproblem.seeds)))
+
+
+def _stored_models(run: SubsetRun, names: Sequence[str], seeds: int) -> int:
+    """Models behind the proposer study's trials: one per (subset, seed) with losses, and `seeds`
+    per pruned subset without them (pruning applies to the sampled subsets, on the base seeds)."""
+    models = run.losses[["tasks", "aux", "seed"]].drop_duplicates()
+    with_losses = {rundir.group_key(tuple(t) + tuple(a), names) for t, a in zip(models["tasks"], models["aux"], strict=True)}
+    pruned = run.objectives[(run.objectives["state"] == "pruned") & ~run.objectives["group"].isin(with_losses)]
+    return len(models) + seeds * len(pruned)
 
 
 def confirmation_seeds(seeds: Sequence[int]) -> tuple[int, ...]:

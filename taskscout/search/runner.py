@@ -426,9 +426,11 @@ def _beyond_pairs(
         subsets = run_subsets_phase(spec, problem, losses=losses_frame(records), storage=url,
                                     train_fn=custom, progress=progress.advance, planned=progress.extend)
         progress.phase_finished("subsets")
+        # The phase's models: every subset model stored (earlier runs' are reused; confirmation
+        # may add models beyond the sampled subsets) and the normalisers trained each run.
         n = int(subsets.run.compute.models)
-        # confirmation (estimators.run_subsets_phase) may train models beyond the sampled subsets
-        outcomes.append(PhaseOutcome("subsets", max(total, n), 0, n, 0, time.monotonic() - began, "done"))
+        planned = max(total, subsets.stored_models + subsets.normalisers, n)
+        outcomes.append(PhaseOutcome("subsets", planned, planned - n, n, 0, time.monotonic() - began, "done"))
     if "estimators" in wanted:
         began = time.monotonic()
         progress.phase_started("estimators", total=len(CHEAP), done=0)

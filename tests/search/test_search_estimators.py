@@ -144,6 +144,9 @@ def test_subsets_phase_measures_the_groups_the_recommendation_needs_with_more_se
     calls.clear()
     again = run_subsets_phase(spec, problem, losses=losses, storage=url, train_fn=fake)
     assert calls == [6 * 2]
+    # every subset model is counted on both runs (the first trained them, the second reuses them)
+    assert phase.stored_models == again.stored_models == phase.run.compute.models - 6 * 2
+    assert phase.normalisers == again.normalisers == 6 * 2
     key = ["group", "task", "seed"]
     pd.testing.assert_frame_equal(again.observations.sort_values(key).reset_index(drop=True),
                                   obs.sort_values(key).reset_index(drop=True))
