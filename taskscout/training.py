@@ -796,7 +796,9 @@ def _retain_freed_memory() -> None:
 
 def _fused_ok(params: list[torch.Tensor]) -> bool:
     # The fused Adam kernel runs one pass per tensor (the default runs about ten); same update.
-    return all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64) for p in params)
+    # It exists on CUDA, and on CPU from torch 2.4 (pyproject allows 2.3).
+    devices = ("cpu", "cuda") if torch.torch_version.TorchVersion(torch.__version__) >= (2, 4) else ("cuda",)
+    return all(p.device.type in devices and p.dtype in (torch.float32, torch.float64) for p in params)
 
 
 def _eval_chunk(stack: StackedMLP, rows: int) -> int:

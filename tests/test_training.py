@@ -288,6 +288,15 @@ def test_an_empty_evaluation_split_gives_nan():
         assert all(np.isfinite(v) for v in res.loss["val"].values())
 
 
+def test_fused_adam_only_where_torch_has_it(monkeypatch):
+    from taskscout.training import _fused_ok
+
+    cpu = [torch.zeros(3)]
+    assert _fused_ok(cpu) and not _fused_ok([torch.zeros(3, dtype=torch.float16)])
+    monkeypatch.setattr(torch, "__version__", "2.3.1+cpu")  # no CPU kernel before 2.4
+    assert not _fused_ok(cpu)
+
+
 def test_bad_inputs_are_clear_errors():
     X, Y, split = make_data()
     kw = {"model": MODEL, "training": settings(), "device": "cpu"}
