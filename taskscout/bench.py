@@ -3,10 +3,10 @@
 Both train the same K models (same data, seeds, data order and number of steps; patience is set
 above the epoch count so every model runs every step). Reported: models per second for each, the
 speed-up, the matrix-product GFLOP/s the stacked run achieved (forward and backward products of
-the training steps plus the validation passes and the final scoring, over its whole wall time), the machine's measured
-matmul GFLOP/s (sustained large square products, in the same dtype, measured just before and
-just after the stacked run so that a machine whose speed drifts is compared fairly) and their
-ratio, and the peak resident memory while the stacked run trained.
+the training steps plus the validation passes and the final scoring, over its whole wall time),
+the machine's measured matmul GFLOP/s (sustained large square products, in the same dtype,
+measured just before and just after the stacked run so that a machine whose speed drifts is
+compared fairly) and their ratio, and the peak resident memory while the stacked run trained.
 
 It also times the training steps' matrix products alone: the same batched products on the same
 shapes, split over the same parallel stacks, with nothing between them. That rate is the ceiling
