@@ -609,7 +609,8 @@ def bench(
     parallel_stacks: Annotated[int | None, typer.Option(help="Stacks trained at once on CPU, one per thread, the K models split evenly; default: one per torch thread.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Batched vs sequential training speed on this machine: models/s, speed-up, GFLOP/s, memory."""
+    """Batched vs sequential training speed on this machine: models/s, speed-up, GFLOP/s against
+    the measured matmul peak, the ceiling (the same matrix products timed alone), memory."""
     if dtype not in ("float32", "float64"):
         raise SpecError(f"--dtype must be float32 or float64. Got {dtype!r} instead.")
     if threads is not None and threads < 1:

@@ -131,6 +131,29 @@ def test_ctrl_c_stops_parallel_stacks_at_their_next_step():
     assert not [t for t in threading.enumerate() if t.name.startswith("taskscout-stack")]
 
 
+def test_an_error_in_one_stack_stops_the_others_and_is_raised(monkeypatch):
+    # One stack fails after 0.3 s; the other, set to train 400 epochs, stops at its next step.
+    import taskscout.training as training
+
+    real = training._train_stack
+
+    def failing_first(data, heads, plans, plan_index, *args, **kw):
+        if 0 in plan_index:
+            time.sleep(0.3)
+            raise ValueError("stack failed")
+        return real(data, heads, plans, plan_index, *args, **kw)
+
+    monkeypatch.setattr(training, "_train_stack", failing_first)
+    X, Y, split = make_data(n=400)
+    plans = [ModelPlan((0, 1), (0,), seed=k, branch_layer=1) for k in range(8)]
+    finished: list[int] = []
+    with pytest.raises(ValueError, match="stack failed"):
+        train_models(X, Y, HEADS, split, plans, model=MODEL, device="cpu", parallel_stacks=2,
+                     training=settings(epochs=400, patience=1000, batch_size=8), progress=finished.append)
+    assert sum(finished) == 0  # the other stack did not run to its end
+    assert not [t for t in threading.enumerate() if t.name.startswith("taskscout-stack")]
+
+
 def test_model_seconds_add_up_to_the_calls_wall_time():
     # With two stacks at once each stack's time overlaps the other's; the models' shares of the
     # wall time add up to no more than the call took (summing stack times would count it twice).
