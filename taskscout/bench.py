@@ -22,6 +22,7 @@ import resource
 import threading
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -180,6 +181,16 @@ def products_gflops(*, models: int, parallel_stacks: int, in_features: int, dept
     return flops / (time.perf_counter() - t) / 1e9
 
 
+def _phase(progress: Any, name: str, total: int | None = None) -> None:
+    """Start (with `total`) or finish one of the bench's timed loops on the progress display."""
+    if progress is None:
+        return
+    if total is None:
+        progress.phase_finished(name)
+    else:
+        progress.phase_started(name, total=total, done=0)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -227,12 +238,14 @@ class _PeakMemory:
 def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int = 64, tasks: int = 4,
               batch: int = 256, steps: int = 300, epochs: int = 3, branch_layer: int | None = None,
               sequential_models: int | None = None, device: str = "auto", dtype: torch.dtype = torch.float32,
-              seed: int = 0, peak_seconds: float = 0.2, parallel_stacks: int | None = None) -> BenchResult:
+              seed: int = 0, peak_seconds: float = 0.2, parallel_stacks: int | None = None,
+              progress: Any = None) -> BenchResult:
     """Train the same `models` models stacked and one by one; return the measured figures.
 
     `sequential_models` times only that many of the models in the sequential loop (its rate in
     models per second is what is compared); default all of them. `parallel_stacks` is passed to
-    `train_models` (default: automatic, one stack per torch thread on CPU).
+    `train_models` (default: automatic, one stack per torch thread on CPU). `progress` (a
+    `search.SearchProgress`, e.g. the CLI's bars) is told of the two timed loops as they run.
     """
     for name, value, low in (("models", models, 1), ("inputs", inputs, 1), ("depth", depth, 1), ("width", width, 2),
                              ("tasks", tasks, 1), ("batch", batch, 1), ("steps", steps, 1), ("epochs", epochs, 1)):
@@ -260,19 +273,24 @@ def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int 
     with _PeakMemory(dev) as mem:
         _sync(dev)
         t = time.perf_counter()
-        stacked = train_models(X, Y, heads, split, plans, stack_size=models, parallel_stacks=parallel_stacks, **kw)
+        _phase(progress, "stacked", models)
+        stacked = train_models(X, Y, heads, split, plans, stack_size=models, parallel_stacks=parallel_stacks,
+                               progress=progress and progress.advance, **kw)
         _sync(dev)
         stacked_s = time.perf_counter() - t
+        _phase(progress, "stacked")
     peak = _peak(peak_before, _peak_blocks(device=dev, dtype=dtype, seconds=peak_seconds))
     layout = slot_layout(heads, [p.targets for p in plans])
     shape = {"models": models, "in_features": inputs, "depth": depth, "width": width, "branch_layer": b,
              "slots": layout.n_slots, "out_width": layout.out_width}
     stacks = min(models, resolve_parallel_stacks(parallel_stacks, dev, None))
     products = products_gflops(parallel_stacks=stacks, rows=batch, steps=steps, device=dev, dtype=dtype, **shape)
+    _phase(progress, "sequential", n_seq)
     t = time.perf_counter()
-    sequential = train_sequential(X, Y, heads, split, plans[:n_seq], **kw)
+    sequential = train_sequential(X, Y, heads, split, plans[:n_seq], progress=progress and progress.advance, **kw)
     _sync(dev)
     sequential_s = time.perf_counter() - t
+    _phase(progress, "sequential")
 
     n_val = int((split == 1).sum())
     flops = (steps * stack_matmul_flops(rows=batch, backward=True, **shape)

@@ -608,6 +608,7 @@ def bench(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads; default: torch's choice.")] = None,
     parallel_stacks: Annotated[int | None, typer.Option(help="Stacks trained at once on CPU, one per thread, the K models split evenly; default: one per torch thread.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars on stderr.")] = False,
 ) -> None:
     """Batched vs sequential training speed on this machine: models/s, speed-up, GFLOP/s against
     the measured matmul peak, the ceiling (the same matrix products timed alone), memory."""
@@ -629,11 +630,15 @@ def bench(
 
     if threads is not None:
         torch.set_num_threads(threads)
-    result = run_bench(
-        models=models, inputs=inputs, depth=depth, width=width, tasks=tasks, batch=batch, steps=steps,
-        epochs=epochs, branch_layer=branch_layer, sequential_models=sequential_models, device=device,
-        dtype=getattr(torch, dtype), parallel_stacks=parallel_stacks,
-    )
+    import contextlib
+
+    bars = None if quiet else _search_bars()
+    with bars if bars is not None else contextlib.nullcontext():
+        result = run_bench(
+            models=models, inputs=inputs, depth=depth, width=width, tasks=tasks, batch=batch, steps=steps,
+            epochs=epochs, branch_layer=branch_layer, sequential_models=sequential_models, device=device,
+            dtype=getattr(torch, dtype), parallel_stacks=parallel_stacks, progress=bars,
+        )
     r = result.to_dict()
     if as_json:
         typer.echo(json.dumps(r, indent=2))

@@ -846,16 +846,23 @@ def train_sequential(
     dtype: torch.dtype = torch.float32,
     eval_splits: Sequence[str] = ("val",),
     keep_state: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> list[ModelResult]:
     """Train the plans one at a time as plain `nn.Module`s, with the initialisation, data order,
-    losses, weighting and stopping rule of `train_models`: its reference and its baseline."""
+    losses, weighting and stopping rule of `train_models`: its reference and its baseline.
+    `progress(1)` is called as each model finishes."""
     X, Y, split = np.asarray(X), np.asarray(Y, dtype=float), np.asarray(split)
     _check_inputs(X, Y, heads, split, plans, model, eval_splits)
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
     _retain_freed_memory()
     data = _DeviceData(X, Y, heads, split, dtype=dtype, device=dev)
-    return [_train_one(data, heads, p, model=model, training=training, eval_splits=eval_splits,
-                       keep_state=keep_state) for p in plans]
+    results = []
+    for p in plans:
+        results.append(_train_one(data, heads, p, model=model, training=training, eval_splits=eval_splits,
+                                  keep_state=keep_state))
+        if progress is not None:
+            progress(1)
+    return results
 
 
 def _train_one(data: _DeviceData, heads: Sequence[Head], plan: ModelPlan, *, model: ModelSettings,

@@ -54,6 +54,14 @@ def test_bench_prints_a_summary(capsys):
     assert "for the same products alone" in text
 
 
+def test_bench_shows_progress_unless_quiet(capsys):
+    assert main(["bench", *TINY, "--sequential-models", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "stacked" in err and "sequential" in err and "1/1" in err
+    assert main(["bench", *TINY, "--sequential-models", "1", "--quiet"]) == 0
+    assert "sequential" not in capsys.readouterr().err
+
+
 def test_bench_rejects_bad_sizes(capsys):
     assert main(["bench", *TINY, "--dtype", "float16"]) == 2
     assert "--dtype must be float32 or float64" in capsys.readouterr().err
