@@ -353,7 +353,7 @@ def train_models(
     the number of models that finished since the last call. No model's result depends on which
     models share its stack or on how many stacks run at once.
     """
-    start = time.perf_counter()
+    called = time.perf_counter()
     X, Y, split = np.asarray(X), np.asarray(Y, dtype=float), np.asarray(split)
     _check_inputs(X, Y, heads, split, plans, model, eval_splits)
     if not isinstance(stack_size, int) or stack_size < 1:
@@ -391,7 +391,7 @@ def train_models(
             results[i] = r
     done = [r for r in results if r is not None]
     # Parallel stacks overlap in time: scale the per-stack times to the call's wall time.
-    wall, stacked = time.perf_counter() - start, sum(r.seconds for r in done)
+    wall, stacked = time.perf_counter() - called, sum(r.seconds for r in done)
     return [replace(r, seconds=wall * r.seconds / stacked) for r in done] if stacked > 0 else done
 
 

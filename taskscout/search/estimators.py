@@ -164,16 +164,16 @@ def run_subsets_phase(
             run = confirmed(done() + queued)
             observations = pd.concat([anchors, pairs, run.observations], ignore_index=True)
     return SubsetsPhase(run, fit_surrogate(observations, tasks=main), observations, normalisers,
-                        _stored_models(run, aproblem.names, len(aproblem.seeds)))
+                        _stored_models(run, len(aproblem.seeds)))
 
 
-def _stored_models(run: SubsetRun, names: Sequence[str], seeds: int) -> int:
+def _stored_models(run: SubsetRun, seeds: int) -> int:
     """Models behind the proposer study's trials: one per (subset, seed) with losses, and `seeds`
-    per pruned subset without them (pruning applies to the sampled subsets, on the base seeds)."""
+    per pruned subset without them (no objective kept; pruning applies to the sampled subsets, on
+    the base seeds)."""
     models = run.losses[["tasks", "aux", "seed"]].drop_duplicates()
-    with_losses = {rundir.group_key(tuple(t) + tuple(a), names) for t, a in zip(models["tasks"], models["aux"], strict=True)}
-    pruned = run.objectives[(run.objectives["state"] == "pruned") & ~run.objectives["group"].isin(with_losses)]
-    return len(models) + seeds * len(pruned)
+    obj = run.objectives
+    return len(models) + seeds * int(((obj["state"] == "pruned") & obj["objective"].isna()).sum())
 
 
 def confirmation_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
