@@ -292,9 +292,12 @@ def test_changed_settings_are_refused_unless_fresh(searched_copy):
     with pytest.raises(SpecError, match="--fresh"):
         run_search(changed, train_fn=FakeTrainer(), candidates_fn=aux_candidates, finalize_run=False)
     assert (spec.run_dir / rundir.SPEC).read_text() == saved  # a refused resume writes nothing
+    for name in (rundir.RSA_LAYERS, rundir.SUBSET_OBSERVATIONS):  # an earlier run's estimator tables
+        (spec.run_dir / name).write_text("stale\n")
     fake = FakeTrainer()
     run_search(changed, fresh=True, train_fn=fake, candidates_fn=aux_candidates, finalize_run=False)
     assert len({k for call in fake.calls for k in call}) == 48
+    assert not (spec.run_dir / rundir.RSA_LAYERS).exists() and not (spec.run_dir / rundir.SUBSET_OBSERVATIONS).exists()
     assert_each_once(changed)
 
 
@@ -382,6 +385,33 @@ def test_report_rebuild_writes_the_tables_and_recommendation_from_the_storage(se
     assert (spec.run_dir / rundir.TRIALS).exists()
     assert (spec.run_dir / rundir.RECOMMENDATION).exists() and (spec.run_dir / rundir.REPORT).exists()
     assert "rebuilt" in capsys.readouterr().out
+
+
+def test_report_rebuild_keeps_the_estimator_rows_and_rescores_their_agreement(searched_copy):
+    # The subsets and estimators phases run once, in the finishing search; nothing in the storage
+    # can rebuild their rows, so a rebuild must keep them (it once dropped them).
+    from taskscout.cli import main
+
+    spec = searched_copy
+    measured = pd.read_csv(spec.run_dir / rundir.AFFINITY)
+    same, reverse = measured.assign(method="tag"), measured.assign(method="rsa", gain=-measured["gain"])
+    estimated = pd.concat([same, reverse], ignore_index=True)
+    pd.concat([measured, estimated], ignore_index=True).to_csv(spec.run_dir / rundir.AFFINITY, index=False)
+    compute = pd.read_csv(spec.run_dir / rundir.COMPUTE)
+    extra = pd.DataFrame([("estimator:tag", 2, 8, 0.5), ("estimator:rsa", 4, 16, 1.0)], columns=compute.columns)
+    pd.concat([compute, extra], ignore_index=True).to_csv(spec.run_dir / rundir.COMPUTE, index=False)
+    (spec.run_dir / rundir.TRIALS).unlink()
+
+    assert main(["report", str(spec.run_dir), "--rebuild"]) == 0
+    after = pd.read_csv(spec.run_dir / rundir.AFFINITY)
+    pd.testing.assert_frame_equal(after[after["method"] == "measured"].reset_index(drop=True), measured)
+    pd.testing.assert_frame_equal(after[after["method"] != "measured"].reset_index(drop=True), estimated)
+    pd.testing.assert_frame_equal(pd.read_csv(spec.run_dir / rundir.COMPUTE), pd.concat([compute, extra], ignore_index=True))
+    agreement = pd.read_csv(spec.run_dir / rundir.AGREEMENT).set_index("method")
+    assert agreement.loc["tag", "spearman"] == pytest.approx(1.0)
+    assert agreement.loc["rsa", "spearman"] == pytest.approx(-1.0)
+    single_pairs = compute.loc[compute["phase"].isin(["single", "pairs"]), "seconds"].sum()
+    assert agreement.loc["tag", "relative_compute"] == pytest.approx(0.5 / single_pairs, rel=1e-6)
 
 
 def test_progress_bars_grow_when_a_phase_announces_more_models():

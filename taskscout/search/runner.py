@@ -50,7 +50,13 @@ from taskscout.search.storage import (
     recover_abandoned,
     release,
 )
-from taskscout.search.tables import build_tables, default_storage, losses_frame, write_tables
+from taskscout.search.tables import (
+    build_tables,
+    default_storage,
+    losses_frame,
+    measured_compute,
+    write_tables,
+)
 from taskscout.search.workers import is_shared, single_process_lock, try_run_lock
 from taskscout.spec import StudySpec
 
@@ -141,8 +147,8 @@ def _generate_candidates(ds: Any, spec: StudySpec) -> list[Any]:
 
 def _clear_run_files(run_dir: Path) -> None:
     for name in (rundir.TRIALS, rundir.CURVES, rundir.CURVE_FEATURES, rundir.AFFINITY, rundir.DEPTH,
-                 rundir.GROUP_SCORES, rundir.COMPUTE, rundir.CANDIDATES, rundir.AGREEMENT, rundir.GRAPH,
-                 rundir.RECOMMENDATION, rundir.VERIFY, rundir.REPORT):
+                 rundir.GROUP_SCORES, rundir.COMPUTE, rundir.CANDIDATES, rundir.AGREEMENT, rundir.RSA_LAYERS,
+                 rundir.SUBSET_OBSERVATIONS, rundir.GRAPH, rundir.RECOMMENDATION, rundir.VERIFY, rundir.REPORT):
         (run_dir / name).unlink(missing_ok=True)
 
 
@@ -404,7 +410,6 @@ def _beyond_pairs(
     subset_observations.csv). Subsets resume from their proposer study; the estimators rerun."""
     import pandas as pd
 
-    from taskscout.affinity.base import Compute
     from taskscout.search.estimators import (
         CHEAP,
         estimator_tables,
@@ -440,13 +445,8 @@ def _beyond_pairs(
         progress.phase_finished("estimators")
         outcomes.append(PhaseOutcome("estimators", len(CHEAP), 0, len(CHEAP), 0, time.monotonic() - began, "done"))
     compute = tables[rundir.COMPUTE]
-    measured = compute[compute["phase"].isin(["single", "pairs"])]
-    extra = estimator_tables(
-        measured=tables[rundir.AFFINITY],
-        measured_compute=Compute(int(measured["models"].sum()), int(measured["epochs"].sum()),
-                                 float(measured["seconds"].sum())),
-        results=results, subsets=subsets,
-    )
+    extra = estimator_tables(measured=tables[rundir.AFFINITY], measured_compute=measured_compute(compute),
+                             results=results, subsets=subsets)
     tables[rundir.AFFINITY] = pd.concat([tables[rundir.AFFINITY], extra.pop("affinity_rows")], ignore_index=True)
     tables[rundir.COMPUTE] = pd.concat([compute, extra.pop(rundir.COMPUTE)], ignore_index=True)
     tables.update(extra)

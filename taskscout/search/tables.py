@@ -1,8 +1,11 @@
 """The run directory's tables, rebuilt from the Optuna storage alone.
 
 Any process that can reach the storage (a worker on another machine, `taskscout report`) can call
-`rebuild_tables(run_dir, storage)` and get the same files: every table is a function of the COMPLETE
-trials and the spec. Written atomically through taskscout.rundir.
+`rebuild_tables(run_dir, storage)` and get the same measured tables: each is a function of the
+COMPLETE trials and the spec. The subsets and estimators phases run once, in the search that
+finishes the run, and the storage cannot rebuild their rows: a rebuild keeps them from the run
+directory's affinity.csv and compute.csv and re-scores their agreement against the rebuilt
+measured gains (`carry_estimator_rows`). Written atomically through taskscout.rundir.
 
 trials.parquet: one row per COMPLETE trial; `tasks` and `main` are the model's main tasks, `aux`
 its auxiliaries; val_loss / val_metric map every head of the model (tasks and auxiliaries) to its
@@ -20,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from taskscout import rundir
+from taskscout.affinity.agreement import MEASURED, agreement_table
+from taskscout.affinity.base import Compute, EstimatorResult
 from taskscout.affinity.measured import LOSS_COLUMNS, depth_gains, group_scores, measured_affinity
 from taskscout.curves import SLOPE_NAMES, curve_features
 from taskscout.errors import MissingResultsError
@@ -133,6 +138,43 @@ def build_tables(records: Sequence[TrialRecord], spec: StudySpec) -> dict[str, p
     }
 
 
+def measured_compute(compute: pd.DataFrame) -> Compute:
+    """What the measured phases (single and pairs) cost, from a compute.csv frame: the baseline
+    the estimators' relative compute is taken against."""
+    rows = compute[compute["phase"].isin(["single", "pairs"])]
+    return Compute(int(rows["models"].sum()), int(rows["epochs"].sum()), float(rows["seconds"].sum()))
+
+
+def carry_estimator_rows(run_dir: str | Path, tables: dict[str, pd.DataFrame]) -> None:
+    """Add to freshly built measured `tables` (in place) the subsets and estimators phases' rows
+    of the run directory's current affinity.csv and compute.csv, and their agreement.csv re-scored
+    against the new measured gains. Nothing happens when the run has no such rows."""
+    run_dir = Path(run_dir)
+    aff_path, compute_path = run_dir / rundir.AFFINITY, run_dir / rundir.COMPUTE
+    if not aff_path.exists():
+        return
+    old = pd.read_csv(aff_path)
+    kept = old[old["method"] != MEASURED]
+    if kept.empty:
+        return
+    old_compute = pd.read_csv(compute_path) if compute_path.exists() else pd.DataFrame(columns=list(rundir.COMPUTE_COLUMNS))
+    phases = old_compute["phase"].astype(str)
+    kept_compute = old_compute[phases.str.startswith("estimator:") | (phases == "subsets")]
+
+    def cost(method: str) -> Compute:
+        row = kept_compute[kept_compute["phase"] == ("subsets" if method == "surrogate" else f"estimator:{method}")]
+        if row.empty:
+            return Compute()
+        return Compute(int(row["models"].iloc[0]), int(row["epochs"].iloc[0]), float(row["seconds"].iloc[0]))
+
+    results = [EstimatorResult(str(m), part.reset_index(drop=True), cost(str(m)))
+               for m, part in kept.groupby("method", sort=False)]
+    tables[rundir.AGREEMENT] = agreement_table(tables[rundir.AFFINITY], results,
+                                               measured_compute=measured_compute(tables[rundir.COMPUTE]))
+    tables[rundir.AFFINITY] = pd.concat([tables[rundir.AFFINITY], kept], ignore_index=True)
+    tables[rundir.COMPUTE] = pd.concat([tables[rundir.COMPUTE], kept_compute], ignore_index=True)
+
+
 def default_storage(run_dir: str | Path) -> str:
     """The SQLite URL of a run directory's own study.db."""
     return f"sqlite:///{(Path(run_dir) / rundir.STUDY_DB).resolve()}"
@@ -147,7 +189,8 @@ def write_tables(run_dir: str | Path, tables: dict[str, pd.DataFrame]) -> dict[s
 
 
 def rebuild_tables(run_dir: str | Path, storage: str | None = None, *, study_name: str | None = None) -> dict[str, Path]:
-    """Rebuild every search table of `run_dir` from the storage; the paths written.
+    """Rebuild every measured table of `run_dir` from the storage, keeping the subsets and
+    estimators phases' rows (`carry_estimator_rows`); the paths written.
 
     The spec comes from run_dir/spec.json, or, when that file is absent, from the study
     `study_name` in `storage` (and spec.json is written). `storage` defaults to the spec's storage,
@@ -170,4 +213,6 @@ def rebuild_tables(run_dir: str | Path, storage: str | None = None, *, study_nam
         raise MissingResultsError(f"run directory '{run_dir}' has no {rundir.SPEC}; run `taskscout search` first")
     url = storage or spec.search.storage or default_storage(run_dir)
     store = open_existing(url, url, study_name or spec.name)
-    return write_tables(run_dir, build_tables(load_records(store), spec))
+    tables = build_tables(load_records(store), spec)
+    carry_estimator_rows(run_dir, tables)
+    return write_tables(run_dir, tables)
