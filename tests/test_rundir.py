@@ -1,0 +1,34 @@
+"""Run-directory writes: whole files only, readable like any other file."""
+
+import os
+import stat
+
+import pandas as pd
+
+from taskscout import rundir
+
+
+def test_written_files_get_the_mode_of_a_plain_open(tmp_path):
+    # mkstemp's private 0600 once survived the rename: other users and tools could not read runs.
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    want = stat.S_IMODE(plain.stat().st_mode)
+    written = [
+        rundir.write_text(tmp_path / "a.txt", "x"),
+        rundir.write_json(tmp_path / "b.json", {"a": 1}),
+        rundir.write_csv(tmp_path / "c.csv", pd.DataFrame({"a": [1]})),
+        rundir.write_parquet(tmp_path / "d.parquet", pd.DataFrame({"a": [1]})),
+    ]
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == want, path
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_the_umask_is_left_as_it_was(tmp_path):
+    before = os.umask(0o027)
+    try:
+        rundir.write_text(tmp_path / "a.txt", "x")
+        assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640
+        assert os.umask(0o027) == 0o027
+    finally:
+        os.umask(before)
