@@ -6,8 +6,9 @@ main tasks; a non-main source is an auxiliary: only the target selects the best 
 and their Student t intervals are those of `taskscout.affinity.measured` (this file only trains
 and tabulates; the arithmetic lives there).
 
-`selection` says which epoch of a pair model gives a task's loss (see `loss_table`): "joint" (the
-default, as the search) penalises a task whose partner peaks at another epoch; "own" does not.
+`selection` says which epoch of a pair model gives a task's loss (see `loss_table`): "own" (the
+default, as the search reads its models) takes the task's own best epoch; "joint" penalises a task
+whose partner peaks at another epoch.
 
 Inside `taskscout search` the single and pairs phases produce the same rows; there the measured
 result is `EstimatorResult("measured", <affinity rows>, <compute of those phases>)` and nothing is
@@ -47,12 +48,13 @@ def own_best_loss(result: Any, head: int, name: str) -> float:
     return float(result.loss["val"][head])
 
 
-def loss_table(results: Sequence, problem: AffinityProblem, *, selection: str = "joint") -> pd.DataFrame:
+def loss_table(results: Sequence, problem: AffinityProblem, *, selection: str = "own") -> pd.DataFrame:
     """The `measured.LOSS_COLUMNS` table of trainer results: one row per (model, main task).
 
-    `selection="joint"`: a task's validation loss at its model's best epoch (lowest summed loss
-    of the model's main tasks), as the search records it. `"own"`: the task's lowest validation
-    loss over the model's epochs (its own best epoch; for a single-task model the two agree).
+    `selection="own"`: the task's lowest validation loss over the model's epochs (its own best
+    epoch), as the search reads its models (`search.tables.losses_frame`). `"joint"`: the task's
+    validation loss at its model's best epoch (lowest summed loss of the model's main tasks). For
+    a single-task model the two agree.
     """
     if selection not in ("joint", "own"):
         raise ValueError(f"selection must be 'joint' or 'own'; got {selection!r}")
@@ -104,7 +106,7 @@ class MeasuredEstimator(AffinityEstimator):
 
     name = "measured"
 
-    def __init__(self, *, stack_size: int = 64, selection: str = "joint") -> None:
+    def __init__(self, *, stack_size: int = 64, selection: str = "own") -> None:
         self.stack_size = stack_size
         self.selection = selection
 

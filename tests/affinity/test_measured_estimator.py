@@ -8,7 +8,7 @@ import pytest
 
 from taskscout.affinity import AffinityProblem
 from taskscout.affinity.measured import measured_affinity
-from taskscout.affinity.measured_estimator import loss_table, pair_plans
+from taskscout.affinity.measured_estimator import MeasuredEstimator, loss_table, pair_plans
 from taskscout.data import TRAIN, VAL
 from taskscout.training import Head, ModelPlan, ModelResult
 
@@ -39,8 +39,11 @@ def test_joint_and_own_epoch_selection(problem):
     # in the pair, a is best at epoch 1 (0.8) but the pair's summed loss is best at epoch 2 (a 0.9)
     pair = [result(ModelPlan((0, 1), (0, 1), s, 2), {0: 0.9, 1: 0.95}, {"a": [0.8, 0.9, 1.0], "b": [1.1, 0.95, 0.97]}, names)
             for s in (0, 1)]
-    joint = measured_affinity(loss_table(single + pair, problem), full_layer=2).set_index(["source", "target"])
+    joint = measured_affinity(loss_table(single + pair, problem, selection="joint"), full_layer=2).set_index(["source", "target"])
     own = measured_affinity(loss_table(single + pair, problem, selection="own"), full_layer=2).set_index(["source", "target"])
+    # the default is the search's reading of a model: every task at its own best epoch
+    pd.testing.assert_frame_equal(loss_table(single + pair, problem), loss_table(single + pair, problem, selection="own"))
+    assert MeasuredEstimator().selection == "own"
     assert joint.loc[("b", "a"), "gain"] == pytest.approx(0.1)  # (1.0 - 0.9) / 1.0
     assert own.loc[("b", "a"), "gain"] == pytest.approx(0.2)  # (1.0 - 0.8) / 1.0
     assert joint.loc[("a", "b"), "gain"] == pytest.approx(own.loc[("a", "b"), "gain"]) == pytest.approx(0.05)
