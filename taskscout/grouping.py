@@ -247,6 +247,8 @@ class GroupScorer:
     tasks: tuple[str, ...]
     group_rows: Mapping[tuple[tuple[str, ...], str], TaskScore] = field(default_factory=dict)
     pair_rows: Mapping[tuple[str, str], TaskScore] = field(default_factory=dict)  # (partner, task)
+    # measured gains of auxiliaries (sources that are not tasks) on tasks: (auxiliary, task)
+    aux_rows: Mapping[tuple[str, str], TaskScore] = field(default_factory=dict)
 
     @classmethod
     def from_tables(
@@ -257,9 +259,9 @@ class GroupScorer:
         affinity: pd.DataFrame | None = None,
         fdr: float = 1.0,
     ) -> GroupScorer:
-        """Index group_scores.csv rows and the measured (else surrogate) pairwise gains; with
-        `fdr` < 1, a measured gain is real only as a discovery at that false-discovery rate
-        (`control_false_discoveries`)."""
+        """Index group_scores.csv rows, the measured (else surrogate) pairwise gains and the
+        auxiliaries' measured gains; with `fdr` < 1, a measured gain (auxiliaries' included) is
+        real only as a discovery at that false-discovery rate (`control_false_discoveries`)."""
         tasks = tuple(tasks)
         main = set(tasks)
         group_rows: dict[tuple[tuple[str, ...], str], TaskScore] = {}
@@ -281,6 +283,7 @@ class GroupScorer:
                     key, TaskScore(value, _num(r["ci_low"]), _num(r["ci_high"]), source, int(n) if math.isfinite(n) else 0)
                 )
         pair_rows: dict[tuple[str, str], TaskScore] = {}
+        aux_rows: dict[tuple[str, str], TaskScore] = {}
         if affinity is not None and len(affinity):
             _require_columns(affinity, rundir.AFFINITY_COLUMNS, "affinity")
             usable = affinity[affinity["method"].isin(("measured", "surrogate"))]
@@ -288,17 +291,19 @@ class GroupScorer:
             for r in records:
                 s, t = str(r["source"]), str(r["target"])
                 gain = _num(r["gain"])
-                if s == t or s not in main or t not in main or not math.isfinite(gain):
+                if s == t or t not in main or not math.isfinite(gain):
                     continue
                 n = _num(r["n_seeds"])
-                pair_rows.setdefault(
-                    (s, t),
-                    TaskScore(1.0 - gain, 1.0 - _num(r["ci_high"]), 1.0 - _num(r["ci_low"]), str(r["method"]),
-                              int(n) if math.isfinite(n) else 0),
-                )
+                score = TaskScore(1.0 - gain, 1.0 - _num(r["ci_high"]), 1.0 - _num(r["ci_low"]), str(r["method"]),
+                                  int(n) if math.isfinite(n) else 0)
+                if s in main:
+                    pair_rows.setdefault((s, t), score)
+                elif score.source == "measured":
+                    aux_rows.setdefault((s, t), score)
         if fdr < 1.0:
-            group_rows, pair_rows = control_false_discoveries(group_rows, pair_rows, tasks, level=fdr)
-        return cls(tasks=tasks, group_rows=group_rows, pair_rows=pair_rows)
+            group_rows, pair_rows, aux_rows = control_false_discoveries(group_rows, pair_rows, tasks, level=fdr,
+                                                                        aux_rows=aux_rows)
+        return cls(tasks=tasks, group_rows=group_rows, pair_rows=pair_rows, aux_rows=aux_rows)
 
     def _pair(self, partner: str, task: str) -> TaskScore | None:
         key = (_key((partner, task), self.tasks), task)
@@ -341,12 +346,15 @@ def control_false_discoveries(
     tasks: Sequence[str],
     *,
     level: float,
-) -> tuple[dict[tuple[tuple[str, ...], str], TaskScore], dict[tuple[str, str], TaskScore]]:
+    aux_rows: Mapping[tuple[str, str], TaskScore] | None = None,
+) -> tuple[dict[tuple[tuple[str, ...], str], TaskScore], dict[tuple[str, str], TaskScore],
+           dict[tuple[str, str], TaskScore]]:
     """Mark which measured gains are discoveries under Benjamini-Hochberg at false-discovery rate
     `level` (the expected share of false "real gains" among the measured ones called real).
 
     The family is every measured (group, task) comparison with at least 2 seeds, a pair counted
-    once whether it comes from group_scores or affinity. A search compares many groups and keeps
+    once whether it comes from group_scores or affinity, and every measured gain of an auxiliary
+    on a task (`aux_rows`, keyed (auxiliary, task)). A search compares many groups and keeps
     the best; judged one at a time at 95%, about 1 in 20 comparisons without any real gain looks
     real (on 14 yeast labels: 182 directed pairs, so ~9 expected by chance). With a single
     comparison and level 0.05 the rule is the 95% interval rule unchanged. Off by default
@@ -360,6 +368,9 @@ def control_false_discoveries(
     for (partner, task), score in pair_rows.items():
         if score.source == "measured":
             family.setdefault((_key((partner, task), tasks), task), score.p_value())
+    aux_rows = dict(aux_rows or {})
+    for (aux, task), score in aux_rows.items():  # an auxiliary is no task: its key is no group's
+        family[((aux,), task)] = score.p_value()
     tested = sorted((p, key) for key, p in family.items() if math.isfinite(p))
     m = len(tested)
     cut = max((i + 1 for i, (p, _) in enumerate(tested) if p <= level * (i + 1) / m), default=0)
@@ -372,7 +383,8 @@ def control_false_discoveries(
 
     groups = {key: mark(key, s) for key, s in group_rows.items()}
     pairs = {(j, t): mark((_key((j, t), tasks), t), s) for (j, t), s in pair_rows.items()}
-    return groups, pairs
+    auxes = {(a, t): mark(((a,), t), s) for (a, t), s in aux_rows.items()}
+    return groups, pairs, auxes
 
 
 # ---------------------------------------------------------------- solutions
@@ -823,9 +835,12 @@ def choose_auxiliaries(
     tasks: Sequence[str],
     aux_kinds: Mapping[str, str] | None = None,
     cap: int = 3,
+    discovered: Mapping[tuple[str, str], bool | None] | None = None,
 ) -> dict[str, list[AuxChoice]]:
     """Per main task, the auxiliaries with a real measured gain on it (ci_low > 0), best first,
-    at most `cap` of them. An auxiliary is any source that is not one of `tasks`."""
+    at most `cap` of them. An auxiliary is any source that is not one of `tasks`. With
+    `discovered` ((auxiliary, task) -> the false-discovery-rate verdict, as
+    `GroupScorer.aux_rows` holds it) a gain must also be a discovery."""
     _require_columns(affinity, rundir.AFFINITY_COLUMNS, "affinity")
     if not isinstance(cap, int) or cap < 0:
         raise SpecError(f"the auxiliary cap must be an int >= 0. Got {cap!r} instead.")
@@ -839,6 +854,8 @@ def choose_auxiliaries(
         lo, hi, gain = _num(r["ci_low"]), _num(r["ci_high"]), _num(r["gain"])
         if lo > 0 and math.isfinite(gain):
             name = str(r["source"])
+            if discovered is not None and discovered.get((name, str(r["target"]))) is False:
+                continue
             out[str(r["target"])].append(AuxChoice(name, aux_kinds.get(name, "unknown"), str(r["target"]), gain, (lo, hi)))
     for t in out:
         out[t] = sorted(out[t], key=lambda a: (-a.expected_gain, a.name))[:cap]
@@ -938,10 +955,12 @@ def recommend(
     scorer = GroupScorer.from_tables(tasks=tasks, group_scores=group_scores, affinity=affinity, fdr=fdr)
     choice = choose_grouping(tasks, scorer, networks=networks, max_group_size=max_group_size)
     g = choice.grouping
-    aux = choose_auxiliaries(affinity, tasks=tasks, aux_kinds=aux_kinds, cap=aux_cap)
+    verdicts = {k: sc.discovered for k, sc in scorer.aux_rows.items()} if fdr < 1.0 else None
+    aux = choose_auxiliaries(affinity, tasks=tasks, aux_kinds=aux_kinds, cap=aux_cap, discovered=verdicts)
     reasons = list(choice.reasons)
     if fdr < 1.0:
-        tested = [sc for sc in (*scorer.group_rows.values(), *scorer.pair_rows.values()) if sc.discovered is not None]
+        scores = (*scorer.group_rows.values(), *scorer.pair_rows.values(), *scorer.aux_rows.values())
+        tested = [sc for sc in scores if sc.discovered is not None]
         reasons.append(
             f"measured gains count as real only as discoveries at a false-discovery rate of {fdr:g} "
             f"(Benjamini-Hochberg over the measured comparisons; {sum(sc.discovered for sc in tested)} "

@@ -628,3 +628,24 @@ def test_false_discovery_control_keeps_strong_gains_and_drops_a_lucky_one():
     rec = recommend(spec_tasks=list(tasks), affinity=aff, group_scores=None, depth_L=2, fdr=0.05)
     assert {tuple(g["tasks"]) for g in rec["groups"] if len(g["tasks"]) > 1} == {("a", "b")}
     assert any("false-discovery rate of 0.05" in r and "2 of 23 scores pass" in r for r in rec["reasons"])
+
+
+def test_false_discovery_control_covers_the_auxiliaries_gains():
+    # --fdr judged only task pairs: a lucky auxiliary gain among many null comparisons was kept.
+    tasks = tuple("defgh")
+    rows = [(j, i, 0.0, -0.05, 0.05, 3) for i in tasks for j in tasks if i != j]  # 20 null gains
+    rows.append(("d__hint", "d", 0.30, 0.25, 0.35, 3))  # strong: p ~ 1e-3
+    rows.append(("e__hint", "e", 0.06, 0.01, 0.11, 3))  # its interval excludes 0 on its own (p ~ 0.04)
+    aff = _affinity([(*r, "measured") for r in rows])
+    kinds = [{"name": "d__hint", "kind": "hints"}, {"name": "e__hint", "kind": "hints"}]
+
+    def chosen(rec):
+        return {a["name"] for g in rec["groups"] for a in g["aux"]}
+
+    assert chosen(recommend(spec_tasks=list(tasks), affinity=aff, group_scores=None, depth_L=2,
+                            candidates=kinds)) == {"d__hint", "e__hint"}
+    rec = recommend(spec_tasks=list(tasks), affinity=aff, group_scores=None, depth_L=2, candidates=kinds, fdr=0.05)
+    assert chosen(rec) == {"d__hint"}
+    assert any("1 of 22 scores pass" in r for r in rec["reasons"])
+    scorer = GroupScorer.from_tables(tasks=tasks, affinity=aff, fdr=0.05)
+    assert scorer.aux_rows[("d__hint", "d")].discovered and scorer.aux_rows[("e__hint", "e")].discovered is False
