@@ -16,7 +16,6 @@ seconds). Implementations live one per file and register themselves with `regist
 from __future__ import annotations
 
 import abc
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -164,23 +163,18 @@ def affinity_rows(
     *,
     level: float = 0.95,
 ) -> pd.DataFrame:
-    """Rows for `affinity.csv` from per-seed values: mean and a Student t interval over seeds.
+    """Rows for `affinity.csv` from per-seed values: mean and a Student t interval over seeds
+    (`measured.t_interval`: non-finite values dropped; one seed gives (-inf, inf), as for the
+    measured gains).
 
-    `values[(source, target)]` lists one value per seed; with one seed the interval is (nan, nan).
+    `values[(source, target)]` lists one value per seed.
     """
-    from scipy import stats
+    from taskscout.affinity.measured import t_interval
 
     out = []
     for (source, target), vals in values.items():
-        v = np.asarray([x for x in vals if np.isfinite(x)], dtype=float)
-        n = len(v)
-        mean = float(v.mean()) if n else math.nan
-        if n >= 2:
-            half = float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
-            low, high = mean - half, mean + half
-        else:
-            low = high = math.nan
-        out.append((source, target, mean, low, high, n, method))
+        iv = t_interval(vals, level=level)
+        out.append((source, target, iv.mean, iv.low, iv.high, iv.n, method))
     return pd.DataFrame(out, columns=list(AFFINITY_COLUMNS))
 
 

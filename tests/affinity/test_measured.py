@@ -59,6 +59,17 @@ def test_one_seed_is_never_real_and_no_seed_is_empty():
     assert t_interval([]).n == 0 and math.isnan(t_interval([math.nan]).mean)
 
 
+def test_estimator_rows_use_the_same_interval_as_the_measured_gains():
+    # affinity_rows once had its own t interval, with (nan, nan) for one seed
+    from taskscout.affinity.base import affinity_rows
+
+    rows = affinity_rows("tag", {("a", "b"): [0.1, 0.2, 0.3, math.nan], ("b", "a"): [0.9]}).set_index(["source", "target"])
+    ab, ba = rows.loc[("a", "b")], rows.loc[("b", "a")]
+    assert (ab["gain"], ab["n_seeds"]) == (pytest.approx(0.2), 3)
+    assert (ab["ci_low"], ab["ci_high"]) == (pytest.approx(0.2 - T2 * 0.1 / math.sqrt(3)), pytest.approx(0.2 + T2 * 0.1 / math.sqrt(3)))
+    assert (ba["gain"], ba["ci_low"], ba["ci_high"], ba["n_seeds"]) == (0.9, -math.inf, math.inf, 1)
+
+
 def test_gains_are_paired_per_seed():
     alone = {0: 1.0, 1: 2.0, 2: 4.0}
     together = {0: 0.9, 1: 1.6, 2: 2.8, 7: 0.1}  # seed 7 has no baseline: ignored
