@@ -320,6 +320,8 @@ def resolve_spec(source: str | None, overrides: Mapping[str, Any] | None = None)
     merged.setdefault("name", default_name(str(merged["data"])))
     spec = _construct(StudySpec, merged)
     _check_consistency(spec)
+    if not spec.main:  # resolved means every default filled in: no main tasks named = all of them
+        spec = dataclasses.replace(spec, main=spec.tasks)
     return spec
 
 

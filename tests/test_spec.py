@@ -56,6 +56,8 @@ def test_defaults_when_only_data_and_tasks_are_given():
     spec = resolve_spec("some/dir/prices.csv", {"tasks": ["a", "b"]})
     assert spec.name == "prices"
     assert spec.main_tasks == ("a", "b")  # no main: every task is a main task
+    assert spec.main == ("a", "b") and '"main": [\n    "a",' in spec.to_json()  # resolved: spec.json names them
+    assert resolve_spec("prices.csv", {"tasks": ["a", "b"], "main": ["b"]}).main == ("b",)
     assert spec.inputs is None and spec.budget == "medium" and spec.device == "auto"
     assert spec.run_dir == Path("reports") / "prices"
     assert resolve_spec("builtin:yeast", {"tasks": ["Class1"]}).name == "yeast"
