@@ -14,8 +14,8 @@ make every pair look alike); with one seed, over the same seed. The within-task 
 itself across seeds, pair "i|i") is the ceiling a pair can reach and is written when there are two
 or more seeds.
 
-Outputs: the per-layer table ("rsa_layers": pair "a|b" (study order), layer, similarity, n) used
-as the branch-layer fallback, and affinity rows whose gain is the similarity at one layer
+Outputs: the per-layer table ("rsa_layers": pair "a|b" (study order), layer, similarity, n), which
+`grouping.choose_branch_layer` falls back on when the depth phase measured nothing, and affinity rows whose gain is the similarity at one layer
 (`layer=l`, default 1: the layer every branching shares) or averaged over layers (`layer="mean"`).
 Layer 1 agreed better with measured gains than the mean over layers in every run we measured
 (planted and yeast, README). The affinity is symmetric.
@@ -23,7 +23,6 @@ Layer 1 agreed better with measured gains than the mean over layers in every run
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,7 +42,6 @@ from taskscout.affinity.base import (
 from taskscout.data import TRAIN, VAL
 
 LAYER_COLUMNS = rundir.RSA_LAYER_COLUMNS
-UNSTABLE = 0.1  # a within-task (cross-seed) similarity at or below this: the layer is not reproducible
 
 
 def rdm(representation: np.ndarray) -> np.ndarray:
@@ -69,7 +67,10 @@ def _upper_ranks(d: np.ndarray) -> np.ndarray:
 
 def rdm_similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman correlation of the upper triangles of two RDMs (NaN if either is constant)."""
-    ra, rb = _upper_ranks(a), _upper_ranks(b)
+    return _rank_correlation(_upper_ranks(a), _upper_ranks(b))
+
+
+def _rank_correlation(ra: np.ndarray, rb: np.ndarray) -> float:
     if np.ptp(ra) == 0 or np.ptp(rb) == 0:
         return math.nan
     return float(np.corrcoef(ra, rb)[0, 1])
@@ -91,11 +92,6 @@ def layer_similarities(
         for t, per_seed in representations.items() for s, layers in per_seed.items()
     }
 
-    def sim(ra: np.ndarray, rb: np.ndarray) -> float:
-        if np.ptp(ra) == 0 or np.ptp(rb) == 0:
-            return math.nan
-        return float(np.corrcoef(ra, rb)[0, 1])
-
     tasks = [t for t in order if t in representations]
     rows = []
     for a_i, a in enumerate(tasks):
@@ -107,38 +103,11 @@ def layer_similarities(
             combos = cross if cross else [(s, s) for s in seeds_a if s in seeds_b]
             n_layers = min(len(ranks[(a, s)]) for s in seeds_a)
             for layer in range(n_layers):
-                vals = [sim(ranks[(a, s)][layer], ranks[(b, u)][layer]) for s, u in combos]
+                vals = [_rank_correlation(ranks[(a, s)][layer], ranks[(b, u)][layer]) for s, u in combos]
                 vals = [v for v in vals if np.isfinite(v)]
                 rows.append((rundir.group_key([a, b], order) if a != b else f"{a}{rundir.GROUP_SEP}{a}",
                              layer + 1, float(np.mean(vals)) if vals else math.nan, len(vals)))
     return pd.DataFrame(rows, columns=list(LAYER_COLUMNS))
-
-
-def shared_branch_layer(layers: pd.DataFrame, tasks: Sequence[str], *, order: Sequence[str], threshold: float = 0.8) -> int:
-    """Branch-layer fallback: the deepest layer l such that at every layer 1..l every pair of
-    `tasks` has a positive similarity of at least `threshold` times its ceiling
-    sqrt(sim(a|a) * sim(b|b)) (ceilings are 1 when there is one seed). A layer where a task's
-    ceiling is at most UNSTABLE (its own representation does not repeat across seeds) stops the
-    sharing. 0 when the tasks already disagree at layer 1."""
-    table = layers.set_index(["pair", "layer"])["similarity"]
-    depth = int(layers["layer"].max()) if len(layers) else 0
-    best = 0
-    for layer in range(1, depth + 1):
-        ok = True
-        for a, b in itertools.combinations(tasks, 2):
-            s = table.get((rundir.group_key([a, b], order), layer), math.nan)
-            ca = table.get((f"{a}{rundir.GROUP_SEP}{a}", layer), 1.0)
-            cb = table.get((f"{b}{rundir.GROUP_SEP}{b}", layer), 1.0)
-            if not (np.isfinite(ca) and np.isfinite(cb)) or min(ca, cb) <= UNSTABLE:
-                ok = False  # a task's own representation does not repeat across seeds: nothing to match
-                break
-            if not np.isfinite(s) or s <= 0 or s < threshold * math.sqrt(ca * cb):
-                ok = False
-                break
-        if not ok:
-            break
-        best = layer
-    return best
 
 
 def probe_rows(split: np.ndarray, size: int, *, seed: int = 0) -> np.ndarray:

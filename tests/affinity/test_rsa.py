@@ -1,11 +1,12 @@
-"""Representation similarity: RDM invariances, seed pairing, and the branch-layer fallback."""
+"""Representation similarity: RDM invariances, seed pairing, and the branch layer it gives."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from taskscout.affinity.rsa import layer_similarities, rdm, rdm_similarity, shared_branch_layer
+from taskscout.affinity.rsa import layer_similarities, rdm, rdm_similarity
+from taskscout.grouping import choose_branch_layer
 
 
 def test_rdm_ignores_unit_order_and_scale_and_dead_rows():
@@ -41,7 +42,8 @@ def test_layer_table_and_branch_layer_follow_the_planted_layers():
     assert abs(table.loc[("a|c", 1), "similarity"]) < 0.3
     assert table.loc[("a|a", 2), "similarity"] > 0.9  # the within-task ceiling, across seeds
     assert table.loc[("a|b", 1), "n"] == 2  # two seeds: only the cross-seed pairs (0, 1) and (1, 0)
+    # without depth-phase rows the recommendation branches where the similarity says: a and b
+    # share layer 1 and split before layer 2
     flat = table.reset_index()
-    assert shared_branch_layer(flat, ["a", "b"], order=order) == 1
-    assert shared_branch_layer(flat, ["a", "c"], order=order) == 0
-    assert shared_branch_layer(flat, ["a", "b", "c"], order=order) == 0
+    choice = choose_branch_layer(["a", "b"], order=order, depth=None, similarity=flat, depth_L=2)
+    assert (choice.layer, choice.source) == (1, "rsa")
