@@ -22,7 +22,8 @@ from taskscout.errors import SpecError, TaskscoutError
 class _App(typer.Typer):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Busy-waiting OpenMP threads made stacked training up to 7x slower on a shared CPU; the
-        # policy is read when torch first starts its thread pool, so set it before any command runs.
+        # policy is read when torch first starts its thread pool, so set it before any command
+        # runs (the user's own setting wins).
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             return super().__call__(*args, **kwargs)
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------- shared study flags
+
+# Options several commands share, defined once.
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -215,7 +219,7 @@ def study_command(fn: Any) -> Any:
 
 
 @app.command()
-def datasets(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def datasets(as_json: JsonFlag = False) -> None:
     """List the bundled data sets usable as DATA = builtin:NAME."""
     from taskscout.data.builtin import BUILTINS
 
@@ -236,7 +240,7 @@ def datasets(as_json: Annotated[bool, typer.Option("--json", help="Machine-reada
 @study_command
 def validate(
     spec: Any,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Check a study: print the resolved spec and a data summary (rows, tasks, labels per split)."""
     from taskscout.data import build_dataset, summarize
@@ -275,7 +279,7 @@ def validate(
 @study_command
 def candidates(
     spec: Any,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonFlag = False,
     show_dropped: Annotated[bool, typer.Option("--show-dropped/--hide-dropped", help="List candidates that screening dropped.")] = True,
 ) -> None:
     """List the auxiliary candidates the search would try (no training), with why any were dropped."""
@@ -388,10 +392,7 @@ def search(
     """
     import contextlib
     import dataclasses
-    import os
 
-    # As in `bench`: on a shared CPU, spinning OpenMP waits slow every kernel; the user's setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from taskscout.search import run_search, summary_text
 
     changes = {k: v for k, v in (("plateau_epsilon", plateau_epsilon), ("plateau_window", plateau_window),
@@ -436,7 +437,6 @@ def estimators(
     affinity.csv, agreement.csv, compute.csv, pruning.csv and the estimators' own tables to
     RUN_DIR/estimators (RUN_DIR: reports/NAME or --out).
     """
-    import os
 
     from taskscout.affinity import AffinityProblem
     from taskscout.affinity.base import ESTIMATORS
@@ -445,8 +445,6 @@ def estimators(
     from taskscout.errors import SpecError as _SpecError
     from taskscout.search import model_seeds
 
-    # as in `bench`: on a shared CPU, spinning OpenMP waits slow every kernel many times over
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     names = _csv(methods) or []
     unknown = [n for n in names if n not in ESTIMATORS or n == "measured"]
     if unknown:
@@ -607,7 +605,7 @@ def bench(
     dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
     threads: Annotated[int | None, typer.Option(help="torch CPU threads; default: torch's choice.")] = None,
     parallel_stacks: Annotated[int | None, typer.Option(help="Stacks trained at once on CPU, one per thread, the K models split evenly; default: one per torch thread.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonFlag = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars on stderr.")] = False,
 ) -> None:
     """Batched vs sequential training speed on this machine: models/s, speed-up, GFLOP/s against
@@ -618,12 +616,7 @@ def bench(
         raise SpecError(f"--threads must be an int >= 1. Got {threads} instead.")
     if parallel_stacks is not None and parallel_stacks < 1:
         raise SpecError(f"--parallel-stacks must be an int >= 1. Got {parallel_stacks} instead.")
-    import os
 
-    # On a shared CPU, OpenMP threads that spin while waiting for a descheduled partner slow
-    # every parallel kernel many times over; sleeping waits cost microseconds. Takes effect when
-    # torch is first imported here (the normal case for a command); the user's setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     from taskscout.bench import run_bench
@@ -664,7 +657,7 @@ def bench(
 @study_command
 def status(
     spec: Any,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Progress of a search, read from its storage: models per phase complete, training now (and
     by which workers), queued and failed. Works while workers run, from any machine."""

@@ -34,7 +34,6 @@ from taskscout.errors import DataError, MissingResultsError, SpecError, close_ma
 CONFIG_SCHEMA_VERSION = 1
 FORMATS = ("yaml", "json")
 METRICS = "metrics.json"
-METRIC_NAMES = {"binary": "auc", "multiclass": "accuracy", "ordinal": "accuracy", "soft": "accuracy", "regression": "rmse"}
 
 # What data.build_dataset does to the raw columns (schema version 1 of the preprocessing); a
 # config names it so that a future change of the pipeline is detected rather than silently used.
@@ -410,7 +409,7 @@ def train_config(
             branch_layer=plan.branch_layer, best_epoch=int(res.best_epoch), epochs_run=int(res.epochs_run),
             seconds=float(res.seconds), val=scores("val"), test=scores("test"), checkpoint=path,
         ))
-    metric_names = {t.name: METRIC_NAMES.get(t.type, "metric") for t in ds.tasks}
+    metric_names = {t.name: t.metric_name for t in ds.tasks}
     outcome = TrainOutcome(out, tuple(groups), metric_names)
     rundir.write_json(out / METRICS, _metrics_json(outcome, cfg))
     return outcome

@@ -898,19 +898,6 @@ def baselines_from_trials(trials: pd.DataFrame, *, tasks: Sequence[str]) -> dict
 # ---------------------------------------------------------------- the recommendation
 
 
-def _clean(v: Any) -> Any:
-    """JSON-safe: NaN/inf become null, tuples become lists, numpy scalars become Python ones."""
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
-        v = v.item()
-    if isinstance(v, float):
-        return round(v, 6) if math.isfinite(v) else None
-    return v
-
-
 def _pct(x: float) -> str:
     return f"{100 * x:+.1f}%"
 
@@ -1074,12 +1061,12 @@ def recommend(
         "verdict": verdict,
         "reasons": reasons,
     }
-    return _clean(rec)
+    return rundir.json_safe(rec)
 
 
 def write_recommendation(run_dir: str | Path, rec: Mapping[str, Any]) -> Path:
     """Write recommendation.json into `run_dir`, atomically."""
-    return rundir.write_json(Path(run_dir) / rundir.RECOMMENDATION, _clean(dict(rec)))
+    return rundir.write_json(Path(run_dir) / rundir.RECOMMENDATION, rundir.json_safe(dict(rec)))
 
 
 SURROGATE_MAX_GROUP = 4  # surrogate scores for every group of 2..4 main tasks not measured

@@ -32,6 +32,7 @@ A group is written as its task names joined by GROUP_SEP, in the order of the st
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable
@@ -150,6 +151,20 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def json_safe(v: Any, digits: int = 6) -> Any:
+    """`v` ready for strict JSON: NaN and inf become null, floats are rounded to `digits`, tuples
+    become lists, numpy scalars Python ones, dict keys strings."""
+    if isinstance(v, dict):
+        return {str(k): json_safe(x, digits) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x, digits) for x in v]
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        v = v.item()
+    if isinstance(v, float):
+        return round(v, digits) if math.isfinite(v) else None
+    return v
 
 
 def _json_default(v: Any) -> Any:

@@ -36,7 +36,6 @@ from taskscout.errors import MissingResultsError, SpecError
 VERIFY_SEED_OFFSET = 10_000
 MIN_DEFAULT_SEEDS = 10
 CONFIGS = ("recommended", "separate", "together")
-METRIC_NAMES = {"binary": "auc", "multiclass": "accuracy", "ordinal": "accuracy", "regression": "rmse"}
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class Verification:
             }
             for t in self.tasks
         }
-        return _clean({
+        return rundir.json_safe({
             "tasks": per_task,
             "gain_vs_separate": {t: list(v) for t, v in self.gain_vs_separate.items()},
             "gain_vs_together": {t: list(v) for t, v in self.gain_vs_together.items()},
@@ -83,16 +82,6 @@ class Verification:
 def _mean(values: Any) -> float:
     v = [x for x in values if math.isfinite(x)]
     return float(np.mean(v)) if v else math.nan
-
-
-def _clean(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, float):
-        return round(v, 6) if math.isfinite(v) else None
-    return v
 
 
 def default_seed_count(study_seeds: int) -> int:
@@ -252,7 +241,7 @@ def verify_run(
     )
     result = Verification(
         tasks=tasks, seeds=seed_list, loss=loss, metric=metric,
-        metric_name={t: METRIC_NAMES.get(ds.task(t).type, "metric") for t in tasks},
+        metric_name={t: ds.task(t).metric_name for t in tasks},
         gain_vs_separate=vs_sep, gain_vs_together=vs_tog,
         overall_vs_separate=overall_sep, overall_vs_together=overall_tog,
         models_trained=len(unique), verdict=verdict,

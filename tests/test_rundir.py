@@ -32,3 +32,10 @@ def test_the_umask_is_left_as_it_was(tmp_path):
         assert os.umask(0o027) == 0o027
     finally:
         os.umask(before)
+
+
+def test_json_safe_turns_non_finite_numbers_into_null():
+    import numpy as np
+
+    got = rundir.json_safe({1: (np.float64(0.1234567891), float("nan")), "b": [float("inf"), np.int64(3), "x"]})
+    assert got == {"1": [0.123457, None], "b": [None, 3, "x"]}

@@ -23,6 +23,9 @@ from taskscout.spec import StudySpec
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_NAMES = ("train", "val", "test")
 ORDINAL_MAX_LEVELS = 10  # integer targets with 3..10 levels are inferred ordinal
+# The metric of each task type: AUC, accuracy, or RMSE in the target's own units.
+METRIC_NAMES = {"binary": "auc", "multiclass": "accuracy", "ordinal": "accuracy", "soft": "accuracy",
+                "regression": "rmse"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,11 @@ class TaskInfo:
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def metric_name(self) -> str:
+        """The metric reported for this task (`training.head_metric` computes it)."""
+        return METRIC_NAMES.get(self.type, "metric")
 
 
 @dataclass(frozen=True, eq=False)
