@@ -34,6 +34,7 @@ from optuna.trial import TrialState
 from taskscout import rundir
 from taskscout.affinity.agreement import agreement_table
 from taskscout.affinity.base import AffinityProblem, Compute, EstimatorResult, make_estimator
+from taskscout.affinity.compare import CHEAP
 from taskscout.affinity.measured import group_scores
 from taskscout.affinity.measured_estimator import own_best_loss
 from taskscout.affinity.surrogate import Surrogate, fit_surrogate
@@ -41,7 +42,8 @@ from taskscout.search.plan import model_seeds
 from taskscout.search.subsets import SubsetRun, enqueue_subsets, proposer_study, run_subsets
 from taskscout.spec import StudySpec
 
-CHEAP = ("tag", "gradcos", "rsa")
+# The estimators phase runs the cheap estimators but the surrogate, which the subsets phase fits.
+PHASE_ESTIMATORS = tuple(name for name in CHEAP if name != "surrogate")
 # Confirmation: after the sampled subsets, the groups a recommendation could rest on that nobody
 # measured (grouping.groups_to_measure) are trained too, at most CONFIRM_LIMIT per round, until
 # none is left or CONFIRM_ROUNDS rounds have run (each round's measurements can change the next
@@ -207,7 +209,7 @@ def run_estimators_phase(
     spec: StudySpec,
     problem: Any,
     *,
-    names: Sequence[str] = CHEAP,
+    names: Sequence[str] = PHASE_ESTIMATORS,
     params: Mapping[str, Mapping] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, EstimatorResult]:

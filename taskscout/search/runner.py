@@ -411,7 +411,7 @@ def _beyond_pairs(
     import pandas as pd
 
     from taskscout.search.estimators import (
-        CHEAP,
+        PHASE_ESTIMATORS,
         estimator_tables,
         run_estimators_phase,
         run_subsets_phase,
@@ -438,12 +438,12 @@ def _beyond_pairs(
         outcomes.append(PhaseOutcome("subsets", planned, planned - n, n, 0, time.monotonic() - began, "done"))
     if "estimators" in wanted:
         began = time.monotonic()
-        progress.phase_started("estimators", total=len(CHEAP), done=0)
-        for name in CHEAP:
+        progress.phase_started("estimators", total=len(PHASE_ESTIMATORS), done=0)
+        for name in PHASE_ESTIMATORS:
             results.update(run_estimators_phase(spec, problem, names=(name,)))
             progress.advance(1)
         progress.phase_finished("estimators")
-        outcomes.append(PhaseOutcome("estimators", len(CHEAP), 0, len(CHEAP), 0, time.monotonic() - began, "done"))
+        outcomes.append(PhaseOutcome("estimators", len(PHASE_ESTIMATORS), 0, len(PHASE_ESTIMATORS), 0, time.monotonic() - began, "done"))
     compute = tables[rundir.COMPUTE]
     extra = estimator_tables(measured=tables[rundir.AFFINITY], measured_compute=measured_compute(compute),
                              results=results, subsets=subsets)
