@@ -195,17 +195,12 @@ def agreement_from_run(run_dir: str | Path, *, quantile: float = 0.25) -> pd.Dat
 def per_seed_gains(losses: pd.DataFrame) -> pd.DataFrame:
     """source, target, seed, gain for every two-task model without auxiliaries in a
     `measured.LOSS_COLUMNS` table, paired per seed with the single-task losses."""
-    from taskscout.affinity.measured import single_task_losses
+    from taskscout.affinity.measured import paired_with_alone
 
-    alone = single_task_losses(losses)
-    rows = []
-    for r in losses.itertuples(index=False):
-        if len(r.tasks) == 2 and not len(r.aux):
-            base = alone.get(r.task, {}).get(int(r.seed))
-            if base:
-                source = r.tasks[0] if r.tasks[1] == r.task else r.tasks[1]
-                rows.append((source, r.task, int(r.seed), (base - float(r.loss)) / base))
-    return pd.DataFrame(rows, columns=["source", "target", "seed", "gain"])
+    rows = paired_with_alone(losses, sizes=(2,))
+    sources = [a if b == t else b for (a, b), t in zip(rows["tasks"], rows["task"], strict=True)]
+    return pd.DataFrame({"source": pd.Series(sources, dtype=object), "target": rows["task"], "seed": rows["seed"],
+                         "gain": (rows["alone"] - rows["loss"]) / rows["alone"]})
 
 
 def seed_reliability(gains: pd.DataFrame) -> tuple[float, float, int]:

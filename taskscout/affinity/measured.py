@@ -106,6 +106,23 @@ def single_task_losses(losses: pd.DataFrame) -> dict[str, dict[int, float]]:
     return out
 
 
+def paired_with_alone(losses: pd.DataFrame, *, sizes: Sequence[int] | None = None) -> pd.DataFrame:
+    """The rows of a `LOSS_COLUMNS` table from models of two or more main tasks without
+    auxiliaries (of `sizes` tasks when given), each with its task's single-task loss on the same
+    seed: columns tasks, task, seed, loss, alone. Rows with no usable single-task loss (missing,
+    not finite, zero) or a non-finite loss are dropped: the pairing of `paired_gains`, row by row."""
+    single = single_task_losses(losses)
+    rows = []
+    for r in losses.itertuples(index=False):
+        n = len(r.tasks)
+        if n < 2 or len(r.aux) or (sizes is not None and n not in sizes):
+            continue
+        alone = single.get(r.task, {})
+        if _paired(alone, {int(r.seed): float(r.loss)}):
+            rows.append((tuple(r.tasks), r.task, int(r.seed), float(r.loss), alone[int(r.seed)]))
+    return pd.DataFrame(rows, columns=["tasks", "task", "seed", "loss", "alone"])
+
+
 def _models(losses: pd.DataFrame, keep) -> dict[tuple, dict[str, dict[int, float]]]:
     """(tasks, aux, branch_layer) -> task -> seed -> loss, for the models where keep(tasks, aux, layer)."""
     out: dict[tuple, dict[str, dict[int, float]]] = {}

@@ -312,22 +312,6 @@ def heldout_r2(
     }
 
 
-def normalised_losses(losses: pd.DataFrame, *, single: Mapping[tuple[str, int], float]) -> pd.DataFrame:
-    """Observations for `fit_surrogate` from raw losses, paired per seed.
-
-    `losses` has columns group, task, seed, loss (the task's validation loss in that group's model
-    with that seed); `single[(task, seed)]` is the task's single-task loss with the same seed.
-    Rows without a matching single-task loss are dropped.
-    """
-    rows = []
-    for r in losses.itertuples(index=False):
-        alone = single.get((r.task, int(r.seed)))
-        if alone is None or not np.isfinite(alone) or alone <= 0:
-            continue
-        rows.append((r.group, r.task, int(r.seed), float(r.loss) / float(alone)))
-    return pd.DataFrame(rows, columns=["group", "task", "seed", "norm_loss"])
-
-
 @register_estimator
 class SurrogateEstimator(AffinityEstimator):
     """Affinity from a surrogate fitted on task subsets (see the module docstring).

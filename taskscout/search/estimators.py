@@ -35,7 +35,7 @@ from taskscout import rundir
 from taskscout.affinity.agreement import agreement_table
 from taskscout.affinity.base import AffinityProblem, Compute, EstimatorResult, make_estimator
 from taskscout.affinity.compare import CHEAP
-from taskscout.affinity.measured import group_scores
+from taskscout.affinity.measured import group_scores, paired_with_alone
 from taskscout.affinity.measured_estimator import own_best_loss
 from taskscout.affinity.surrogate import Surrogate, fit_surrogate
 from taskscout.search.plan import model_seeds
@@ -77,14 +77,10 @@ def single_losses(losses: pd.DataFrame) -> dict[tuple[str, int], float]:
 def pair_observations(losses: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
     """Surrogate observations (group, task, seed, norm_loss) from every model of 2+ main tasks
     without auxiliaries (the pairs and the all-together model), paired per seed with the single-task losses."""
-    single = single_losses(losses)
-    rows = []
-    for r in losses.itertuples(index=False):
-        if len(r.tasks) >= 2 and not len(r.aux):
-            alone = single.get((r.task, int(r.seed)))
-            if alone:
-                rows.append((rundir.group_key(r.tasks, order), r.task, int(r.seed), float(r.loss) / alone))
-    return pd.DataFrame(rows, columns=["group", "task", "seed", "norm_loss"])
+    rows = paired_with_alone(losses)
+    groups = [rundir.group_key(tasks, order) for tasks in rows["tasks"]]
+    return pd.DataFrame({"group": pd.Series(groups, dtype=object), "task": rows["task"], "seed": rows["seed"],
+                         "norm_loss": rows["loss"] / rows["alone"]})
 
 
 @dataclass(frozen=True, eq=False)

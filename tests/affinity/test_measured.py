@@ -9,6 +9,7 @@ from taskscout.affinity.measured import (
     group_scores,
     measured_affinity,
     paired_gains,
+    paired_with_alone,
     positive_pairs,
     t_interval,
 )
@@ -68,6 +69,19 @@ def test_estimator_rows_use_the_same_interval_as_the_measured_gains():
     assert (ab["gain"], ab["n_seeds"]) == (pytest.approx(0.2), 3)
     assert (ab["ci_low"], ab["ci_high"]) == (pytest.approx(0.2 - T2 * 0.1 / math.sqrt(3)), pytest.approx(0.2 + T2 * 0.1 / math.sqrt(3)))
     assert (ba["gain"], ba["ci_low"], ba["ci_high"], ba["n_seeds"]) == (0.9, -math.inf, math.inf, 1)
+
+
+def test_models_are_paired_with_the_single_task_loss_of_their_seed():
+    rows = [_row("a", [], 2, 0, "a", 1.0), _row("b", [], 2, 0, "b", 3.0), _row("a", [], 2, 2, "a", math.nan)]
+    rows += [_row("ab", [], 2, 0, "a", 0.8), _row("ab", [], 2, 0, "b", 1.5)]
+    rows += [_row("ab", [], 2, 1, "a", 0.9)]  # seed 1 of a has no single-task loss: dropped
+    rows += [_row("ab", [], 2, 2, "a", 0.9)]  # seed 2's single-task loss is NaN: dropped
+    rows += [_row("a", ["x"], 2, 0, "a", 0.5)]  # a model with an auxiliary: not a group of tasks
+    rows += [_row("abc", [], 2, 0, "a", 0.7)]
+    got = paired_with_alone(pd.DataFrame(rows))
+    assert got[["task", "seed", "loss", "alone"]].values.tolist() == [["a", 0, 0.8, 1.0], ["b", 0, 1.5, 3.0], ["a", 0, 0.7, 1.0]]
+    assert [tuple(t) for t in got["tasks"]] == [("a", "b"), ("a", "b"), ("a", "b", "c")]
+    assert len(paired_with_alone(pd.DataFrame(rows), sizes=(2,))) == 2
 
 
 def test_gains_are_paired_per_seed():
