@@ -29,12 +29,13 @@ negative slopes; a slope near 0 means the task has stopped learning at that poin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 SLOPE_FRACTIONS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7)
 SLOPE_NAMES: tuple[str, ...] = tuple(f"slope_{round(p * 100)}" for p in SLOPE_FRACTIONS)
+FEATURE_NAMES: tuple[str, ...] = ("plateau_epoch", *SLOPE_NAMES)
 
 
 def _as_curve(losses: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
@@ -91,3 +92,23 @@ def curve_features(
     """The plateau epoch of the validation curve and the slopes of the training curve of one model."""
     return {"plateau_epoch": float(plateau_epoch(val_losses, epsilon=epsilon, window=window)),
             **curve_slopes(train_losses)}
+
+
+def mean_curve_features(
+    curves: Iterable[tuple[str, Sequence[float], Sequence[float]]],
+    *,
+    epsilon: float,
+    window: int,
+    order: Sequence[str] | None = None,
+) -> list[dict[str, float | str]]:
+    """Per task, `curve_features` averaged over that task's single-task models (one per seed).
+
+    `curves` yields (task, train losses, val losses) per model, each curve in epoch order; a
+    model missing either curve is skipped. Rows come in `order` (tasks not in it are left out),
+    else in order of first appearance."""
+    per_task: dict[str, list[dict[str, float]]] = {}
+    for task, train, val in curves:
+        if len(train) and len(val):
+            per_task.setdefault(task, []).append(curve_features(train, val, epsilon=epsilon, window=window))
+    tasks = [t for t in order if t in per_task] if order is not None else list(per_task)
+    return [{"task": t, **{k: float(np.mean([f[k] for f in per_task[t]])) for k in FEATURE_NAMES}} for t in tasks]

@@ -3,7 +3,13 @@ import math
 import numpy as np
 import pytest
 
-from taskscout.curves import SLOPE_NAMES, curve_features, curve_slopes, plateau_epoch
+from taskscout.curves import (
+    SLOPE_NAMES,
+    curve_features,
+    curve_slopes,
+    mean_curve_features,
+    plateau_epoch,
+)
 
 
 def test_plateau_epoch_hand_computed():
@@ -64,3 +70,14 @@ def test_curve_features_combines_val_plateau_and_train_slopes():
     f = curve_features([2.0, 1.0, 0.5, 0.25], [3.0, 2.0, 2.0, 2.0], epsilon=0.01, window=2)
     assert f["plateau_epoch"] == 2
     assert f["slope_50"] == pytest.approx((0.5 - 2.0) / 2.0 / 0.5)
+
+
+def test_features_are_averaged_over_a_tasks_models_in_the_given_order():
+    train_a0, val_a0 = [4.0, 3.0, 2.0, 1.0, 1.0], [4.0, 3.0, 3.0, 3.0, 3.0]
+    train_a1, val_a1 = [2.0, 2.0, 2.0, 2.0, 2.0], [5.0, 4.0, 3.0, 2.0, 1.0]
+    models = [("a", train_a0, val_a0), ("b", [1.0, 1.0], [1.0, 1.0]), ("a", train_a1, val_a1), ("c", [1.0], [])]
+    rows = mean_curve_features(models, epsilon=0.01, window=1, order=["b", "a", "c"])
+    assert [r["task"] for r in rows] == ["b", "a"]  # c has no validation curve
+    f0, f1 = curve_features(train_a0, val_a0, epsilon=0.01, window=1), curve_features(train_a1, val_a1, epsilon=0.01, window=1)
+    assert f0["plateau_epoch"] != f1["plateau_epoch"]
+    assert rows[1] == {"task": "a", **{k: (f0[k] + f1[k]) / 2 for k in f0}}

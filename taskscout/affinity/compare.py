@@ -40,19 +40,17 @@ class Comparison:
 
 
 def single_curve_features(curves: pd.DataFrame, *, epsilon: float, window: int) -> pd.DataFrame:
-    """Per task: `curves.curve_features` of each seed's single-task curves, averaged over seeds."""
-    from taskscout.curves import curve_features
+    """Per task: `curves.curve_features` of each seed's single-task curves (columns task, seed,
+    epoch, split, loss), averaged over seeds."""
+    from taskscout.curves import mean_curve_features
 
-    rows = []
-    for (task, _seed), g in curves.groupby(["task", "seed"], sort=True):
-        train = g[g["split"] == "train"].sort_values("epoch")["loss"].to_numpy(float)
-        val = g[g["split"] == "val"].sort_values("epoch")["loss"].to_numpy(float)
-        if len(train) and len(val):
-            rows.append({"task": task, **curve_features(train, val, epsilon=epsilon, window=window)})
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return pd.DataFrame(columns=list(rundir.CURVE_FEATURE_COLUMNS))
-    return frame.groupby("task", sort=False).mean().reset_index()[list(rundir.CURVE_FEATURE_COLUMNS)]
+    def losses(g: pd.DataFrame, split: str) -> list[float]:
+        return g[g["split"] == split].sort_values("epoch")["loss"].astype(float).tolist()
+
+    models = ((str(task), losses(g, "train"), losses(g, "val"))
+              for (task, _seed), g in curves.groupby(["task", "seed"], sort=True))
+    rows = mean_curve_features(models, epsilon=epsilon, window=window)
+    return pd.DataFrame(rows, columns=list(rundir.CURVE_FEATURE_COLUMNS))
 
 
 def compare_estimators(

@@ -26,7 +26,7 @@ from taskscout import rundir
 from taskscout.affinity.agreement import MEASURED, agreement_table
 from taskscout.affinity.base import Compute, EstimatorResult
 from taskscout.affinity.measured import LOSS_COLUMNS, depth_gains, group_scores, measured_affinity
-from taskscout.curves import SLOPE_NAMES, curve_features
+from taskscout.curves import mean_curve_features
 from taskscout.errors import MissingResultsError
 from taskscout.search.plan import PHASE_ORDER
 from taskscout.search.storage import TrialRecord
@@ -91,23 +91,13 @@ def losses_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
 
 def curve_feature_frame(records: Sequence[TrialRecord], spec: StudySpec) -> pd.DataFrame:
     """Per main task: plateau epoch and slopes of its single-task models, averaged over seeds."""
-    per_task: dict[str, list[dict[str, float]]] = {}
-    for r in records:
-        if r.model.phase != "single" or len(r.model.tasks) != 1:
-            continue
-        task = r.model.tasks[0]
-        train = r.curves.get("train", {}).get(task)
-        val = r.curves.get("val", {}).get(task)
-        if not train or not val:
-            continue
-        per_task.setdefault(task, []).append(curve_features(
-            [p[1] for p in train], [p[1] for p in val],
-            epsilon=spec.search.plateau_epsilon, window=spec.search.plateau_window))
-    rows = []
-    for task in spec.main_tasks:
-        if task in per_task:
-            feats = per_task[task]
-            rows.append({"task": task, **{k: float(np.mean([f[k] for f in feats])) for k in ("plateau_epoch", *SLOPE_NAMES)}})
+    singles = (
+        (r.model.tasks[0], [p[1] for p in r.curves.get("train", {}).get(r.model.tasks[0], [])],
+         [p[1] for p in r.curves.get("val", {}).get(r.model.tasks[0], [])])
+        for r in records if r.model.phase == "single" and len(r.model.tasks) == 1
+    )
+    rows = mean_curve_features(singles, epsilon=spec.search.plateau_epsilon, window=spec.search.plateau_window,
+                               order=spec.main_tasks)
     return pd.DataFrame(rows, columns=list(rundir.CURVE_FEATURE_COLUMNS))
 
 
