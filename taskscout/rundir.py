@@ -177,11 +177,29 @@ def _json_default(v: Any) -> Any:
     raise TypeError(f"cannot write {type(v).__name__} to JSON")
 
 
+def make_dirs(path: str | Path, what: str = "the run directory") -> Path | None:
+    """Create directory `path` and its missing parents; the top-most directory this created
+    (None when `path` existed), so a caller that fails before writing anything can remove it. A
+    path that cannot be a directory (under a file, on a read-only place) is a SpecError."""
+    from taskscout.errors import SpecError
+
+    d = Path(path)
+    top = next((p for p in reversed((d, *d.parents)) if not p.exists()), None)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SpecError(f"cannot create {what} '{d}': {e.strerror or e}; give a directory you can write to") from None
+    return top
+
+
 def require(run_dir: str | Path, *names: str) -> Path:
     """The run directory, after checking it holds `names`; a clear error otherwise."""
     from taskscout.errors import MissingResultsError
 
     d = Path(run_dir)
+    if d.exists() and not d.is_dir():
+        raise MissingResultsError(f"'{d}' is a file, not a run directory; give the directory a search wrote "
+                                  "(reports/NAME, or its --out)")
     if not d.is_dir():
         raise MissingResultsError(f"run directory '{d}' does not exist; run `taskscout search` first")
     missing = [n for n in names if not (d / n).exists()]

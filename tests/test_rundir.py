@@ -39,3 +39,15 @@ def test_json_safe_turns_non_finite_numbers_into_null():
 
     got = rundir.json_safe({1: (np.float64(0.1234567891), float("nan")), "b": [float("inf"), np.int64(3), "x"]})
     assert got == {"1": [0.123457, None], "b": [None, 3, "x"]}
+
+
+def test_a_file_given_as_run_directory_is_named_as_such(tmp_path):
+    import pytest
+
+    from taskscout.errors import MissingResultsError
+
+    (tmp_path / "data.csv").write_text("a\n1\n")
+    with pytest.raises(MissingResultsError, match="is a file, not a run directory"):
+        rundir.require(tmp_path / "data.csv")
+    with pytest.raises(MissingResultsError, match="does not exist"):
+        rundir.require(tmp_path / "nope")

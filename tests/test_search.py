@@ -16,7 +16,7 @@ import pytest
 
 from taskscout import rundir
 from taskscout.auxgen import AuxTask
-from taskscout.errors import SpecError
+from taskscout.errors import DataError, SpecError, TaskscoutError
 from taskscout.search import rebuild_tables, run_search, summary_text
 from taskscout.search.plan import PlannedModel, model_seeds, plan_depth, plan_pairs, plan_single
 from taskscout.search.runner import fingerprint, storage_url
@@ -299,6 +299,33 @@ def test_changed_settings_are_refused_unless_fresh(searched_copy):
     assert len({k for call in fake.calls for k in call}) == 48
     assert not (spec.run_dir / rundir.RSA_LAYERS).exists() and not (spec.run_dir / rundir.SUBSET_OBSERVATIONS).exists()
     assert_each_once(changed)
+
+
+def test_a_refused_fresh_run_keeps_the_previous_results(searched_copy):
+    # --fresh once deleted the tables before it looked at the data: a typo in a task name lost the run
+    spec = searched_copy
+    before = sorted(p.name for p in spec.run_dir.iterdir())
+    typo = make_spec(spec.run_dir, tasks=["g0_t0", "g1_tX"])
+    with pytest.raises(DataError, match="g1_tX"):
+        run_search(typo, fresh=True, train_fn=FakeTrainer(), finalize_run=False)
+    assert sorted(p.name for p in spec.run_dir.iterdir()) == before
+
+
+@pytest.mark.parametrize("case", ["bad task", "bad storage", "join without a study"])
+def test_a_refused_run_leaves_nothing_behind(tmp_path, case):
+    out = tmp_path / "new" / "run"
+    over = {"bad task": {"tasks": ["g0_t0", "nope"]}, "bad storage": {"search": {"storage": "foo://bar"}},
+            "join without a study": {}}[case]
+    spec = make_spec(out, **over)
+    with pytest.raises(TaskscoutError):
+        run_search(spec, train_fn=FakeTrainer(), finalize_run=False, join=case == "join without a study")
+    assert list(tmp_path.iterdir()) == []  # not even the parent directory it would have made
+
+
+def test_an_output_under_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SpecError, match="cannot create the run directory .*afile/run"):
+        run_search(make_spec(tmp_path / "afile" / "run"), train_fn=FakeTrainer(), finalize_run=False)
 
 
 def test_fresh_deletes_the_runs_own_studies_and_nothing_else(tmp_path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -301,17 +302,29 @@ def run_search(
     (and the run directory's spec) and trains nothing. A worker stopped by the time limit leaves
     the tables to the worker that completes the search. SQLite storage serves one process at a
     time; a second one on the same run directory is refused (SpecError)."""
+    from taskscout.data import build_dataset
+
+    ds = build_dataset(spec)  # bad data or task columns: an error before anything is written
     url = storage_url(spec)
-    lock = contextlib.nullcontext() if is_shared(url) else single_process_lock(spec.run_dir)
-    with lock:
-        if not is_shared(url):
-            rundir.remove_temporaries(spec.run_dir)  # left by a process killed while writing a table
-        return _run_search(spec, url=url, fresh=fresh, train_fn=train_fn, candidates_fn=candidates_fn,
-                           progress=progress, finalize_run=finalize_run, join=join, create_only=create_only)
+    created = rundir.make_dirs(spec.run_dir)
+    opened: list[bool] = []
+    try:
+        lock = contextlib.nullcontext() if is_shared(url) else single_process_lock(spec.run_dir)
+        with lock:
+            if not is_shared(url):
+                rundir.remove_temporaries(spec.run_dir)  # left by a process killed while writing a table
+            return _run_search(spec, ds, url=url, fresh=fresh, train_fn=train_fn, candidates_fn=candidates_fn,
+                               progress=progress, finalize_run=finalize_run, join=join, create_only=create_only,
+                               opened=opened)
+    except BaseException:
+        if created is not None and not opened:  # refused before the study opened: leave no trace
+            shutil.rmtree(created, ignore_errors=True)
+        raise
 
 
 def _run_search(
     spec: StudySpec,
+    ds: Any,
     *,
     url: str,
     fresh: bool,
@@ -321,25 +334,22 @@ def _run_search(
     finalize_run: bool,
     join: bool,
     create_only: bool,
+    opened: list[bool],
 ) -> SearchResult:
-    from taskscout.data import build_dataset
-
     start = time.monotonic()
     deadline = start + spec.search.time_limit if spec.search.time_limit else None
     train_fn = train_fn or _train_models
     progress = progress or _Silent()
     run_dir = Path(spec.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if fresh:
-        _clear_run_files(run_dir)
-
-    ds = build_dataset(spec)
-    # The study is opened (and its settings checked) before anything is written, so a refused
-    # resume leaves the run directory as it was.
+    # The data was checked and the study is opened (and its settings checked) before anything is
+    # written or deleted, so a refused run leaves the run directory as it was.
     shared = is_shared(url)
     liveness = (spec.search.heartbeat_interval, spec.search.grace_period) if shared else None
     store = open_store(url, spec.name, fingerprint=fingerprint(spec), spec_json=spec.to_json(), fresh=fresh,
                        create=not join, liveness=liveness)
+    opened.append(True)
+    if fresh:
+        _clear_run_files(run_dir)
     screened: list[Any] = []
     if "aux" in spec.search.phases:
         from taskscout.auxgen import candidate_records

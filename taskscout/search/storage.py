@@ -164,6 +164,9 @@ def open_store(
     `liveness` = (heartbeat_interval, grace_period) gives the store a Heartbeat for its claims.
     Creation holds `run_lock`, so workers that start together create the study exactly once."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not create and url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        raise MissingResultsError(f"no study '{name}' to join: {mask_url(url)} does not exist; create the run first "
+                                  f"(the same `taskscout search` command without --join)")
     storage = _rdb(url, liveness=liveness)
     with run_lock(url, f"study:{name}"):
         if fresh:  # the study and the run's own studies beside it ("NAME:subsets", the proposer's)
