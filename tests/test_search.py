@@ -441,6 +441,30 @@ def test_report_rebuild_keeps_the_estimator_rows_and_rescores_their_agreement(se
     assert agreement.loc["tag", "relative_compute"] == pytest.approx(0.5 / single_pairs, rel=1e-6)
 
 
+def test_a_phase_bar_settles_where_the_summary_ends():
+    # a resumed subsets phase reuses its models: its bar stayed at 0/72 while the summary said 97/97
+    from taskscout.search.runner import _Tally
+
+    class Recorder:
+        total = done = 0
+
+        def advance(self, n):
+            self.done += n
+
+        def extend(self, n):
+            self.total += n
+
+    rec = Recorder()
+    rec.total = 6
+    tally = _Tally(rec, 6)
+    tally.advance(2)
+    tally.extend(3)
+    tally.settle(12)  # 12 models in the phase, 2 of them trained here
+    assert (rec.total, rec.done) == (12, 12)
+    tally.settle(5)  # never shrinks
+    assert (rec.total, rec.done) == (12, 12)
+
+
 def test_progress_bars_grow_when_a_phase_announces_more_models():
     from taskscout.cli import _search_bars
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
@@ -55,6 +56,9 @@ CONFIRM_LIMIT = 6
 # deviations wide on each side, with 5 it is 2.78 / sqrt(5) = 1.2, so a gain of the size the pairs
 # show can be told from noise where the decision rests on it.
 CONFIRM_EXTRA_SEEDS = 2
+# The normalisers (each main task alone on the extra seeds) are kept in the proposer study's user
+# attributes as [[task, seed, loss], ...], so a resumed run does not train them again.
+NORMALISERS_ATTR = "confirmation_normalisers"
 
 
 def affinity_problem(problem: Any, spec: StudySpec) -> AffinityProblem:
@@ -90,7 +94,7 @@ class SubsetsPhase:
     run: SubsetRun
     surrogate: Surrogate
     observations: pd.DataFrame  # group, task, seed, norm_loss: anchors, pairs, subsets
-    normalisers: int = 0  # single-task models trained (every run) for the confirmation's extra seeds
+    normalisers: int = 0  # single-task models behind the confirmation's extra seeds (trained once, then kept)
     stored_models: int = 0  # subset models the proposer study holds, this run's and earlier runs', pruned ones too
 
 
@@ -152,9 +156,14 @@ def run_subsets_phase(
             if not queued and round_ > 0:
                 break
             if not extra_single:
-                extra_single, cost = _single_losses(confirm, extra, train_fn=train_fn)
-                normalisers = cost.models
-                run = dataclasses.replace(run, compute=run.compute + cost)
+                extra_single = _stored_normalisers(study, confirm, extra)
+                if extra_single is None:
+                    if planned is not None:
+                        planned(len(extra) * len(confirm.main))
+                    extra_single, cost = _single_losses(confirm, extra, train_fn=train_fn, progress=progress)
+                    study.set_user_attr(NORMALISERS_ATTR, [[t, s, v] for (t, s), v in extra_single.items()])
+                    run = dataclasses.replace(run, compute=run.compute + cost)
+                normalisers = len(extra_single)
                 anchors = pd.DataFrame([(t, t, s, 1.0) for (t, s) in {**single, **extra_single} if t in main],
                                        columns=["group", "task", "seed", "norm_loss"])
             if planned is not None:
@@ -174,6 +183,15 @@ def _stored_models(run: SubsetRun, seeds: int) -> int:
     return len(models) + seeds * int(((obj["state"] == "pruned") & obj["objective"].isna()).sum())
 
 
+def _stored_normalisers(study: optuna.Study, problem: AffinityProblem,
+                        seeds: Sequence[int]) -> dict[tuple[str, int], float] | None:
+    """The confirmation's normalisers a previous run stored in the proposer study, when they
+    cover every main task on every one of `seeds` (else None: they are trained)."""
+    stored = {(str(t), int(s)): float(v) for t, s, v in study.user_attrs.get(NORMALISERS_ATTR, [])}
+    wanted = {(problem.names[i], int(s)) for s in seeds for i in problem.main}
+    return {k: stored[k] for k in wanted} if wanted <= set(stored) else None
+
+
 def confirmation_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
     """The CONFIRM_EXTRA_SEEDS seeds that confirmation adds to the search's `seeds`: the next
     ones after the largest."""
@@ -181,8 +199,8 @@ def confirmation_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
     return tuple(top + 1 + k for k in range(CONFIRM_EXTRA_SEEDS))
 
 
-def _single_losses(problem: AffinityProblem, seeds: Sequence[int], *,
-                   train_fn: Callable[..., list] | None) -> tuple[dict[tuple[str, int], float], Compute]:
+def _single_losses(problem: AffinityProblem, seeds: Sequence[int], *, train_fn: Callable[..., list] | None,
+                   progress: Callable[[int], None] | None = None) -> tuple[dict[tuple[str, int], float], Compute]:
     """Each main task trained alone with each of `seeds`: (task, seed) -> validation loss at the
     task's best epoch (the confirmation's normalisers; training is deterministic per seed, so a
     resumed run that trains them again gets the same numbers), and their compute."""
@@ -193,7 +211,8 @@ def _single_losses(problem: AffinityProblem, seeds: Sequence[int], *,
              for s in seeds for i in problem.main]
     start = time.perf_counter()
     results = train_fn(problem.X, problem.Y, problem.heads, problem.split, plans, model=problem.model,
-                       training=problem.training, device=problem.device, stack_size=max(1, len(plans)))
+                       training=problem.training, device=problem.device, stack_size=max(1, len(plans)),
+                       progress=progress)
     seconds = time.perf_counter() - start
     names = problem.names
     losses = {(names[r.plan.main[0]], int(r.plan.seed)): own_best_loss(r, r.plan.main[0], names[r.plan.main[0]])

@@ -90,6 +90,28 @@ class _Silent:
         pass
 
 
+class _Tally:
+    """Forwards a phase's progress and keeps count, so the bar can be settled at the end."""
+
+    def __init__(self, progress: SearchProgress, total: int) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        self.progress.advance(n)
+
+    def extend(self, n: int) -> None:
+        self.total += n
+        self.progress.extend(n)
+
+    def settle(self, models: int) -> None:
+        """Show `models` of `models` done: those the phase reused rather than trained included."""
+        if models > self.total:
+            self.extend(models - self.total)
+        if models > self.done:
+            self.advance(models - self.done)
+
+
 @dataclass(frozen=True)
 class PhaseOutcome:
     """What one phase did in this run."""
@@ -437,14 +459,16 @@ def _beyond_pairs(
         began = time.monotonic()
         total = spec.search.subsets * spec.training.seeds
         progress.phase_started("subsets", total=total, done=0)
+        bar = _Tally(progress, total)
         custom = None if train_fn is _train_models else train_fn
         subsets = run_subsets_phase(spec, problem, losses=losses_frame(records), storage=url,
-                                    train_fn=custom, progress=progress.advance, planned=progress.extend)
-        progress.phase_finished("subsets")
+                                    train_fn=custom, progress=bar.advance, planned=bar.extend)
         # The phase's models: every subset model stored (earlier runs' are reused; confirmation
-        # may add models beyond the sampled subsets) and the normalisers trained each run.
+        # may add models beyond the sampled subsets) and the normalisers (trained once, then kept).
         n = int(subsets.run.compute.models)
         planned = max(total, subsets.stored_models + subsets.normalisers, n)
+        bar.settle(planned)  # the bar ends where the summary does: reused models count as done
+        progress.phase_finished("subsets")
         outcomes.append(PhaseOutcome("subsets", planned, planned - n, n, 0, time.monotonic() - began, "done"))
     if "estimators" in wanted:
         began = time.monotonic()
