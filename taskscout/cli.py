@@ -515,7 +515,8 @@ def export(
 
     config = export_config(run_dir)
     path = write_config(config, out, format=fmt)
-    typer.echo(f"wrote {path}: {len(config['groups'])} network(s) for {len(config['data']['tasks'])} task(s); "
+    served = sum(len(g["serves"]) for g in config["groups"])
+    typer.echo(f"wrote {path}: {len(config['groups'])} network(s) for {served} task(s); "
                f"train them with `taskscout train {path}`")
 
 

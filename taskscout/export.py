@@ -202,6 +202,9 @@ def check_config(config: Any, *, where: str = "<mapping>") -> dict[str, Any]:
     tasks = data.get("tasks")
     if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
         raise _fail(where, "data.tasks", "a non-empty list of column names", tasks)
+    main = data.get("main") or []
+    if not isinstance(main, list) or any(t not in tasks for t in main):
+        raise _fail(where, "data.main", f"a list drawn from data.tasks {tasks} (empty: every task)", data.get("main"))
     depth = (config["model"] or {}).get("depth") if isinstance(config["model"], Mapping) else None
     if not isinstance(depth, int) or isinstance(depth, bool):
         raise _fail(where, "model.depth", "an int", depth)
@@ -237,9 +240,11 @@ def check_config(config: Any, *, where: str = "<mapping>") -> dict[str, Any]:
             for n, w in weights.items()
         ):
             raise _fail(where, f"{at}.loss_weights", f"a mapping from its targets {names} to numbers >= 0", weights)
-    unserved = [t for t in tasks if t not in served]
+    # Tasks outside data.main stay in data.tasks because the data set and the auxiliaries built
+    # from them (e.g. TASK__related) depend on them; only the main tasks need a serving group.
+    unserved = [t for t in (main or tasks) if t not in served]
     if unserved:
-        raise SpecError(f"task {unserved[0]!r} is served by no group in training config '{where}'; "
+        raise SpecError(f"main task {unserved[0]!r} is served by no group in training config '{where}'; "
                         "add it to one group's 'serves'")
     return dict(config)
 

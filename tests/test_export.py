@@ -223,3 +223,52 @@ def test_export_format_flag(planted, tmp_path):
     assert main(["export", str(planted[0]), "--out", str(out), "--format", "json"]) == 0
     assert json.loads(out.read_text())["schema_version"] == 1
     assert main(["export", str(planted[0]), "--out", str(out), "--format", "toml"]) == 2
+
+
+def test_export_then_train_with_a_non_main_task(tmp_path, capsys):
+    """A study whose `tasks` include one outside `main` (as studies/seattle_weather.toml): the
+    recommendation serves only the main tasks, the other task is used as an auxiliary, and the
+    exported config trains without asking for a group to serve it."""
+    spec = resolve_spec("builtin:planted", {
+        "name": "aux_task", "tasks": TASKS, "main": ["g0_t0", "g0_t1"], "seed": 3,
+        "data_options": {"n_rows": 300, "n_inputs": 12, "groups": 2, "tasks_per_group": 2},
+        "model": {"depth": 2, "width": 8}, "training": {"epochs": 3, "batch_size": 64, "lr": 0.01},
+        "aux": {"kinds": ["related"], "cap": 3},
+    })
+    ds = build_dataset(spec)
+    cands = generate_candidates(ds, spec)
+    aux = next(c for c in cands if c.provenance["columns"] == ["g1_t0"])
+    run_dir = tmp_path / "run"
+    rundir.write_text(run_dir / rundir.SPEC, spec.to_json())
+    rundir.write_json(run_dir / rundir.CANDIDATES, candidate_records(ds, cands))
+    rundir.write_json(run_dir / rundir.RECOMMENDATION, {
+        "schema_version": 1, "tasks": ["g0_t0", "g0_t1"],
+        "groups": [{"tasks": ["g0_t0", "g0_t1"], "serves": ["g0_t0", "g0_t1"], "branch_layer": 1,
+                    "aux": [{"name": aux.name, "kind": "related", "serves": "g0_t0"}],
+                    "expected_gain": {"g0_t0": 0.1, "g0_t1": 0.05}, "ci": {"g0_t0": [0.0, 0.2], "g0_t1": [0.0, 0.1]}}],
+        "assignment": {"g0_t0": 0, "g0_t1": 0}, "budget": {"networks": 1},
+    })
+    cfg_path = tmp_path / "train.yaml"
+    assert main(["export", str(run_dir), "--out", str(cfg_path)]) == 0
+    assert "1 network(s) for 2 task(s)" in capsys.readouterr().out
+    cfg = load_config(cfg_path)
+    # The data keeps every task (the auxiliary is rebuilt from g1_t0); the groups serve the main ones.
+    assert cfg["data"]["tasks"] == TASKS and cfg["data"]["main"] == ["g0_t0", "g0_t1"]
+    assert [g["serves"] for g in cfg["groups"]] == [["g0_t0", "g0_t1"]]
+    out = tmp_path / "models"
+    assert main(["train", str(cfg_path), "--out", str(out), "--device", "cpu"]) == 0
+    metrics = rundir.read_json(out / "metrics.json")
+    assert sorted(metrics["tasks"]) == ["g0_t0", "g0_t1"]
+    assert metrics["groups"][0]["auxiliaries"] == [aux.name]
+
+    # A main task must still be served; a non-main task may be, by a group that trains it.
+    c = json.loads(json.dumps(cfg))
+    c["groups"][0]["serves"] = ["g0_t0"]
+    with pytest.raises(SpecError, match="main task 'g0_t1' is served by no group"):
+        check_config(c)
+    c = json.loads(json.dumps(cfg))
+    c["groups"].append({"tasks": ["g1_t0"], "serves": ["g1_t0"], "branch_layer": 2})
+    assert check_config(c)["groups"][1]["serves"] == ["g1_t0"]
+    c["data"]["main"] = ["g0_t0", "nope"]
+    with pytest.raises(SpecError, match=r"data.main in .* must be a list drawn from data.tasks"):
+        check_config(c)
