@@ -3,9 +3,9 @@
 `export_config(run_dir)` turns spec.json + recommendation.json (+ candidates.json for the
 auxiliaries' provenance) into a plain mapping that holds everything needed to rebuild the data,
 the auxiliary targets and one network per recommended group, with no reference to the run
-directory: data source and options, tasks and inputs, preprocessing, split and seed, the
-auxiliary generator settings, model sizes, loss weighting, optimiser and epochs. `write_config`
-saves it as YAML or JSON.
+directory: data source (a data file as an absolute path) and options, tasks and inputs,
+preprocessing, split and seed, the auxiliary generator settings, model sizes, loss weighting,
+optimiser and epochs. `write_config` saves it as YAML or JSON.
 
 `train_config(config, out_dir=...)` rebuilds the data set (data.build_dataset) and the named
 auxiliaries (auxgen.generate_candidates with the exported settings, then picked by name and
@@ -23,6 +23,7 @@ import dataclasses
 import io
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,23 @@ def _aux_entry(name: str, records: Mapping[str, Mapping[str, Any]], main: str, r
         "drops_inputs": list(r.get("drops_inputs") or []), "provenance": r.get("provenance") or {},
         "expected_gain": rec_aux.get("expected_gain"), "ci": rec_aux.get("ci"),
     }
+
+
+def _data_source(source: str, spec_path: Path) -> str:
+    """The data source as a config stores it: builtin:NAME as is, a data file as an absolute path.
+
+    spec.json keeps a path as the search was given it, relative to the directory the search ran
+    in; the config must find the data from wherever `train` runs.
+    """
+    if source.startswith("builtin:") or Path(source).is_absolute():
+        return source
+    here = os.path.abspath(source)
+    if not os.path.exists(here):
+        raise DataError(
+            f"data file '{source}' named in {spec_path} is relative to the directory `taskscout search` ran in "
+            f"and is not found from {Path.cwd()}; run `taskscout export` from that directory"
+        )
+    return here
 
 
 def export_config(run_dir: str | Path) -> dict[str, Any]:
@@ -116,7 +134,7 @@ def export_config(run_dir: str | Path) -> dict[str, Any]:
         "taskscout_version": __version__,
         "study": spec.name,
         "data": {
-            "source": spec.data, "options": dict(spec.data_options), "tasks": list(spec.tasks),
+            "source": _data_source(spec.data, d / rundir.SPEC), "options": dict(spec.data_options), "tasks": list(spec.tasks),
             "main": list(spec.main), "task_types": dict(spec.task_types),
             "inputs": None if spec.inputs is None else list(spec.inputs),
             "time_column": spec.time_column, "entity_column": spec.entity_column,
@@ -162,7 +180,8 @@ def _fail(where: str, key: str, expect: str, got: Any) -> SpecError:
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a training config (YAML or JSON) and check it (`check_config`)."""
+    """Read a training config (YAML or JSON) and check it (`check_config`); a relative data path
+    is resolved against the config file's folder."""
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"training config '{p}' does not exist; write one with `taskscout export RUN_DIR --out {p.name}`")
@@ -172,7 +191,18 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))  # YAML is a superset of JSON
     except yaml.YAMLError as e:
         raise SpecError(f"training config '{p}' is neither valid YAML nor JSON: {e}") from None
-    return check_config(raw, where=str(p))
+    config = check_config(raw, where=str(p))
+    source = config["data"]["source"]
+    if not source.startswith("builtin:") and not Path(source).is_absolute():
+        # A relative data path in a config file is read from the config's folder, like a study file's.
+        here = os.path.normpath(p.parent.absolute() / source)
+        if not os.path.exists(here):
+            raise DataError(
+                f"data.source {source!r} of training config '{p}' is read from the config's folder as '{here}', "
+                "which does not exist; give an absolute path or one relative to the config file"
+            )
+        config["data"] = {**config["data"], "source": here}
+    return config
 
 
 def check_config(config: Any, *, where: str = "<mapping>") -> dict[str, Any]:

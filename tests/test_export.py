@@ -17,7 +17,7 @@ import yaml
 from taskscout import rundir
 from taskscout.auxgen import candidate_records, generate_candidates
 from taskscout.cli import main
-from taskscout.data import TEST, build_dataset
+from taskscout.data import TEST, build_dataset, load_frame
 from taskscout.errors import DataError, MissingResultsError, SpecError
 from taskscout.export import (
     CONFIG_SCHEMA_VERSION,
@@ -272,3 +272,46 @@ def test_export_then_train_with_a_non_main_task(tmp_path, capsys):
     c["data"]["main"] = ["g0_t0", "nope"]
     with pytest.raises(SpecError, match=r"data.main in .* must be a list drawn from data.tasks"):
         check_config(c)
+
+
+def test_config_finds_a_data_file_from_any_directory(tmp_path, monkeypatch, capsys):
+    """spec.json keeps a data path as the search was given it (relative to where it ran); the
+    config stores it absolute, so `train` finds the data from any directory."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    options = {"n_rows": 300, "n_inputs": 12, "groups": 2, "tasks_per_group": 2}
+    load_frame("builtin:planted", options).to_csv(project / "data.csv", index=False)
+    monkeypatch.chdir(project)
+    spec = resolve_spec("data.csv", {"name": "csv", "tasks": TASKS, "seed": 3, "model": {"depth": 2, "width": 8},
+                                     "training": {"epochs": 2, "batch_size": 64}})
+    assert spec.data == "data.csv"
+    rundir.write_text(project / "run" / rundir.SPEC, spec.to_json())
+    rundir.write_json(project / "run" / rundir.RECOMMENDATION, {
+        "schema_version": 1, "tasks": TASKS, "groups": [{"tasks": TASKS, "branch_layer": 2, "aux": []}],
+        "assignment": {t: 0 for t in TASKS},
+    })
+    assert main(["export", "run", "--out", "configs/train.yaml"]) == 0
+    cfg_path = project / "configs" / "train.yaml"
+    assert load_config(cfg_path)["data"]["source"] == str(project / "data.csv")
+
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", str(cfg_path), "--out", "models", "--device", "cpu"]) == 0
+    assert sorted(rundir.read_json(elsewhere / "models" / "metrics.json")["tasks"]) == sorted(TASKS)
+
+    # A relative path written by hand is read from the config's folder, not from the caller's.
+    c = yaml.safe_load(cfg_path.read_text())
+    c["data"]["source"] = "../data.csv"
+    cfg_path.write_text(yaml.safe_dump(c))
+    assert load_config(cfg_path)["data"]["source"] == str(project / "data.csv")
+    c["data"]["source"] = "gone.csv"
+    cfg_path.write_text(yaml.safe_dump(c))
+    with pytest.raises(DataError, match=r"data.source 'gone.csv' of training config .* config's folder"):
+        load_config(cfg_path)
+
+    # Exported from a directory where the relative path names nothing: refused, nothing written.
+    capsys.readouterr()
+    assert main(["export", str(project / "run"), "--out", "lost.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'data.csv'" in err and "run `taskscout export` from" in err
+    assert not (elsewhere / "lost.yaml").exists()
