@@ -179,6 +179,27 @@ def _fail(where: str, key: str, expect: str, got: Any) -> SpecError:
     return SpecError(f"{key} in training config '{where}' must be {expect}. Got {got!r} instead.")
 
 
+def _yaml_problem(e: Exception, text: str) -> str:
+    """One line for a yaml parser error: 'line L, column C: problem (while ... at line L, column C)'."""
+    def at(mark: Any) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}"
+
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if mark is not None and problem:
+        context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+        where = f" ({context} at {at(context_mark)})" if context and context_mark is not None else ""
+        return f"{at(mark)}: {problem}{where}"
+    position, reason = getattr(e, "position", None), getattr(e, "reason", None)
+    if isinstance(position, int) and reason:  # yaml.reader.ReaderError: a character yaml refuses
+        line = text.count("\n", 0, position)
+        column = position - (text.rfind("\n", 0, position) + 1)
+        char = getattr(e, "character", None)
+        code = ord(char) if isinstance(char, str) and len(char) == 1 else char
+        what = f"#x{code:04x}" if isinstance(code, int) else repr(char)
+        return f"line {line + 1}, column {column + 1}: unacceptable character {what}: {reason}"
+    return " ".join(str(e).split())
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a training config (YAML or JSON) and check it (`check_config`); a relative data path
     is resolved against the config file's folder."""
@@ -188,9 +209,17 @@ def load_config(path: str | Path) -> dict[str, Any]:
     import yaml
 
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))  # YAML is a superset of JSON
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"training config '{p}' is not UTF-8 text (byte {e.start}: {e.reason}); "
+                        "give the YAML or JSON file written by `taskscout export`") from None
+    except OSError as e:
+        raise SpecError(f"cannot read training config '{p}': {e.strerror or e}") from None
+    try:
+        raw = yaml.safe_load(text)  # YAML is a superset of JSON
     except yaml.YAMLError as e:
-        raise SpecError(f"training config '{p}' is neither valid YAML nor JSON: {e}") from None
+        raise SpecError(f"training config '{p}' is neither valid YAML nor JSON: {_yaml_problem(e, text)}; "
+                        "fix it there or export it again with `taskscout export RUN_DIR`") from None
     config = check_config(raw, where=str(p))
     source = config["data"]["source"]
     if not source.startswith("builtin:") and not Path(source).is_absolute():

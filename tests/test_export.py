@@ -315,3 +315,20 @@ def test_config_finds_a_data_file_from_any_directory(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'data.csv'" in err and "run `taskscout export` from" in err
     assert not (elsewhere / "lost.yaml").exists()
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("schema_version: 1\nstudy: a: b\n", "line 2, column 9: mapping values are not allowed here"),
+    ("schema_version: 1\ngroups: [1, 2\n",
+     "line 3, column 1: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence at line 2, column 9)"),
+    ("schema_version: 1\nstudy: \x07\n", "line 2, column 8: unacceptable character #x0007: special characters are not allowed"),
+    (b"schema_version: \xff\n", "is not UTF-8 text"),
+])
+def test_invalid_config_file_is_one_line_naming_the_place(tmp_path, capsys, text, where):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(text if isinstance(text, bytes) else text.encode())
+    assert main(["train", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: training config '{bad}' ")
+    assert where in err
+    assert not (tmp_path / "bad-models").exists()
