@@ -507,12 +507,13 @@ def report(
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory written by `taskscout search`.")],
-    out: Annotated[Path, typer.Option("--out", help="Config file to write (.yaml/.yml or .json).")],
+    out: Annotated[Path, typer.Option("--out", help="Config file to write (.yaml/.yml or .json; another suffix needs --format).")],
     fmt: Annotated[str | None, typer.Option("--format", help="yaml or json; default from the suffix of --out.")] = None,
 ) -> None:
     """Write the recommendation as a versioned training config for `taskscout train`."""
-    from taskscout.export import export_config, write_config
+    from taskscout.export import config_format, export_config, write_config
 
+    config_format(out, fmt)
     config = export_config(run_dir)
     path = write_config(config, out, format=fmt)
     served = sum(len(g["serves"]) for g in config["groups"])

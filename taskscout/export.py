@@ -34,6 +34,7 @@ from taskscout.errors import DataError, MissingResultsError, SpecError, close_ma
 
 CONFIG_SCHEMA_VERSION = 1
 FORMATS = ("yaml", "json")
+SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 METRICS = "metrics.json"
 
 # What data.build_dataset does to the raw columns (schema version 1 of the preprocessing); a
@@ -159,11 +160,27 @@ def export_config(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def config_format(path: str | Path, format: str | None = None) -> str:
+    """The format a config at `path` is written in: `format` when given (it must agree with a
+    .yaml/.yml/.json suffix), else the suffix's; a SpecError for any other suffix without `format`."""
+    if format is not None and format not in FORMATS:
+        raise SpecError(f"--format must be one of {list(FORMATS)}. Got {format!r} instead.")
+    p = Path(path)
+    suffix = p.suffix.lower()
+    implied = SUFFIXES.get(suffix)
+    if format is None and implied is None:
+        has = f"suffix {p.suffix!r}" if suffix else "no suffix"
+        raise SpecError(f"--out '{p}' has {has}; a training config is written as .yaml/.yml or .json: "
+                        f"name it like '{p.with_suffix('.yaml').name}', or pass --format yaml|json")
+    if format is not None and implied is not None and implied != format:
+        raise SpecError(f"--format {format} but --out '{p}' ends in {p.suffix} ({implied}); "
+                        "drop --format or give the file a matching suffix")
+    return format or implied
+
+
 def write_config(config: Mapping[str, Any], path: str | Path, *, format: str | None = None) -> Path:
-    """Write `config` as YAML or JSON (default: from the file suffix, YAML unless it ends in .json)."""
-    fmt = format or ("json" if str(path).lower().endswith(".json") else "yaml")
-    if fmt not in FORMATS:
-        raise SpecError(f"--format must be one of {list(FORMATS)}. Got {fmt!r} instead.")
+    """Write `config` as YAML or JSON (`config_format`: from the file suffix unless `format` is given)."""
+    fmt = config_format(path, format)
     if fmt == "json":
         return rundir.write_json(path, config)
     import yaml

@@ -332,3 +332,23 @@ def test_invalid_config_file_is_one_line_naming_the_place(tmp_path, capsys, text
     assert err.count("\n") == 1 and err.startswith(f"error: training config '{bad}' ")
     assert where in err
     assert not (tmp_path / "bad-models").exists()
+
+
+def test_export_format_follows_the_suffix_or_is_refused(planted, tmp_path, capsys):
+    run_dir = str(planted[0])
+    assert main(["export", run_dir, "--out", str(tmp_path / "a.yml")]) == 0
+    assert yaml.safe_load((tmp_path / "a.yml").read_text())["schema_version"] == 1
+    assert main(["export", run_dir, "--out", str(tmp_path / "a.JSON")]) == 0
+    assert json.loads((tmp_path / "a.JSON").read_text())["schema_version"] == 1
+    capsys.readouterr()
+    for out, flags, says in [
+        ("x.txt", [], "suffix '.txt'"),
+        ("train", [], "no suffix"),
+        ("x.json", ["--format", "yaml"], "--format yaml but --out"),
+        ("x.yaml", ["--format", "json"], "--format json but --out"),
+    ]:
+        assert main(["export", run_dir, "--out", str(tmp_path / out), *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err and out in err, err
+        assert not (tmp_path / out).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.JSON", "a.yml"]
