@@ -19,12 +19,14 @@ Exporting needs no torch; training and loading import it when called.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +162,51 @@ def export_config(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def _check_writable_below(path: Path, label: str) -> None:
+    """A SpecError unless `path` (a file or directory to create or replace) can be written: its
+    nearest existing ancestor must be a directory that accepts new files (tried with a temporary
+    file that vanishes on close)."""
+    here = next((a for a in path.absolute().parents if a.exists()), None)
+    if here is None:
+        return
+    if not here.is_dir():
+        raise SpecError(f"{label} cannot be created: '{here}' is a file, not a directory; choose a path outside it")
+    try:
+        with tempfile.TemporaryFile(dir=here):
+            pass
+    except OSError as e:
+        raise SpecError(f"{label} cannot be written: '{here}' does not accept new files (a test file there failed: "
+                        f"{e.strerror or e}); choose a writable directory") from None
+
+
+def check_config_path(path: str | Path, format: str | None = None) -> str:
+    """The format of a config to write at `path` (`config_format`), after checking that the file
+    can be written there; a SpecError naming the problem otherwise. Writes nothing."""
+    p = Path(path)
+    if p.is_dir():
+        raise SpecError(f"--out '{p}' is a directory; the training config is one file: "
+                        f"give a file name such as '{p / 'train.yaml'}'")
+    fmt = config_format(p, format)
+    _check_writable_below(p, f"--out '{p}'")
+    return fmt
+
+
+def check_models_dir(path: str | Path, *, label: str | None = None) -> Path:
+    """`path` after checking that it is, or can be made, a directory that accepts the trained
+    models; a SpecError naming the problem (and `path` as `label`, default "--out 'PATH'")
+    otherwise. Writes nothing."""
+    p = Path(path)
+    label = label or f"--out '{p}'"
+    if p.exists() and not p.is_dir():
+        raise SpecError(f"{label} is a file; `taskscout train` writes {METRICS} and one checkpoint per group "
+                        "into a directory: give --out a directory path")
+    if p.is_dir():
+        _check_writable_below(p / METRICS, label)
+    else:
+        _check_writable_below(p, label)
+    return p
+
+
 def config_format(path: str | Path, format: str | None = None) -> str:
     """The format a config at `path` is written in: `format` when given (it must agree with a
     .yaml/.yml/.json suffix), else the suffix's; a SpecError for any other suffix without `format`."""
@@ -180,13 +227,24 @@ def config_format(path: str | Path, format: str | None = None) -> str:
 
 def write_config(config: Mapping[str, Any], path: str | Path, *, format: str | None = None) -> Path:
     """Write `config` as YAML or JSON (`config_format`: from the file suffix unless `format` is given)."""
-    fmt = config_format(path, format)
-    if fmt == "json":
-        return rundir.write_json(path, config)
-    import yaml
+    fmt = check_config_path(path, format)
+    with _writing(Path(path)):
+        if fmt == "json":
+            return rundir.write_json(path, config)
+        import yaml
 
-    header = "# taskscout training config: `taskscout train THIS_FILE` trains one network per group\n"
-    return rundir.write_text(path, header + yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True))
+        header = "# taskscout training config: `taskscout train THIS_FILE` trains one network per group\n"
+        return rundir.write_text(path, header + yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True))
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn a failed write (disk full, permissions changed since the check) into one error line;
+    rundir's atomic writes leave no partial file behind."""
+    try:
+        yield
+    except OSError as e:
+        raise SpecError(f"cannot write '{path}': {e.strerror or e}; free space or choose another --out") from None
 
 
 # ---------------------------------------------------------------- reading and checking a config
@@ -438,6 +496,7 @@ def train_config(
     from taskscout.training import ModelPlan, train_models
 
     cfg = check_config(config)
+    check_models_dir(out_dir)
     spec = spec_from_config(cfg)
     ds = build_dataset(spec)
     wanted: dict[str, Mapping[str, Any]] = {}
@@ -483,7 +542,8 @@ def train_config(
         }
         buf = io.BytesIO()
         torch.save(checkpoint, buf)
-        rundir.write_bytes(path, buf.getvalue())
+        with _writing(path):
+            rundir.write_bytes(path, buf.getvalue())
         groups.append(TrainedGroup(
             name=g.get("name") or rundir.group_key(g["tasks"], spec.tasks), tasks=tuple(g["tasks"]),
             serves=tuple(g.get("serves", g["tasks"])), auxiliaries=tuple(a["name"] for a in g.get("auxiliaries", [])),
@@ -492,7 +552,8 @@ def train_config(
         ))
     metric_names = {t.name: t.metric_name for t in ds.tasks}
     outcome = TrainOutcome(out, tuple(groups), metric_names)
-    rundir.write_json(out / METRICS, _metrics_json(outcome, cfg))
+    with _writing(out / METRICS):
+        rundir.write_json(out / METRICS, _metrics_json(outcome, cfg))
     return outcome
 
 

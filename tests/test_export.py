@@ -8,6 +8,7 @@ auxiliary each (a predict-inputs target, which removes its input column, and a r
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -352,3 +353,45 @@ def test_export_format_follows_the_suffix_or_is_refused(planted, tmp_path, capsy
         assert err.count("\n") == 1 and says in err and out in err, err
         assert not (tmp_path / out).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.JSON", "a.yml"]
+
+
+def test_output_locations_that_cannot_be_written_are_refused_up_front(planted, config, tmp_path, capsys):
+    run_dir = str(planted[0])
+    afile = tmp_path / "afile"
+    afile.write_text("keep me\n")
+    (tmp_path / "somedir").mkdir()
+    (tmp_path / "cfgs.yaml").mkdir()
+    cfg = write_config(config, tmp_path / "c.yaml")
+    (tmp_path / "c-models").write_text("not a directory\n")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    capsys.readouterr()
+
+    def refused(argv, *says):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        for s in says:
+            assert s in err, err
+
+    refused(["export", run_dir, "--out", str(afile / "x.yaml")], f"--out '{afile / 'x.yaml'}'", f"'{afile}' is a file")
+    refused(["export", run_dir, "--out", str(afile / "sub" / "x.yaml")], f"'{afile}' is a file")
+    refused(["export", run_dir, "--out", str(tmp_path / "somedir")], f"--out '{tmp_path / 'somedir'}' is a directory",
+            f"'{tmp_path / 'somedir' / 'train.yaml'}'")
+    refused(["export", run_dir, "--out", str(tmp_path / "cfgs.yaml")], "is a directory")
+    refused(["train", str(cfg), "--out", str(afile)], f"--out '{afile}' is a file", "directory")
+    refused(["train", str(cfg)], f"the default output directory '{tmp_path / 'c-models'}' (no --out) is a file")
+    refused(["train", str(cfg), "--out", str(afile / "models")], f"'{afile}' is a file")
+    if os.path.isdir("/proc/self"):  # Linux: /proc takes no new files, even from root
+        refused(["export", run_dir, "--out", "/proc/x.yaml"], "--out '/proc/x.yaml'", "'/proc' does not accept new files")
+        refused(["train", str(cfg), "--out", "/proc/models"], "'/proc' does not accept new files")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert afile.read_text() == "keep me\n"
+
+
+def test_a_failed_write_is_one_error(config, tmp_path, monkeypatch):
+    def full(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rundir, "write_text", full)
+    with pytest.raises(SpecError, match=r"cannot write '.*c\.yaml': No space left on device; free space"):
+        write_config(config, tmp_path / "c.yaml")
