@@ -507,15 +507,17 @@ def report(
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory written by `taskscout search`.")],
-    out: Annotated[Path, typer.Option("--out", help="Config file to write (.yaml/.yml or .json).")],
+    out: Annotated[Path, typer.Option("--out", help="Config file to write (.yaml/.yml or .json; another suffix needs --format).")],
     fmt: Annotated[str | None, typer.Option("--format", help="yaml or json; default from the suffix of --out.")] = None,
 ) -> None:
     """Write the recommendation as a versioned training config for `taskscout train`."""
-    from taskscout.export import export_config, write_config
+    from taskscout.export import check_config_path, export_config, write_config
 
+    check_config_path(out, fmt)
     config = export_config(run_dir)
     path = write_config(config, out, format=fmt)
-    typer.echo(f"wrote {path}: {len(config['groups'])} network(s) for {len(config['data']['tasks'])} task(s); "
+    served = sum(len(g["serves"]) for g in config["groups"])
+    typer.echo(f"wrote {path}: {len(config['groups'])} network(s) for {served} task(s); "
                f"train them with `taskscout train {path}`")
 
 
@@ -526,13 +528,14 @@ def train(
     device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu or cuda; default from the config.")] = None,
 ) -> None:
     """Rebuild the data and auxiliaries of CONFIG, train one network per group, report test metrics."""
-    from taskscout.export import load_config, train_config
+    from taskscout.export import check_models_dir, load_config, train_config
     from taskscout.spec import DEVICES
 
     if device is not None and device not in DEVICES:
         raise SpecError(f"--device must be one of {list(DEVICES)}. Got {device!r} instead.")
     cfg = load_config(config)
     out_dir = out if out is not None else config.with_name(config.stem + "-models")
+    check_models_dir(out_dir, label=None if out is not None else f"the default output directory '{out_dir}' (no --out)")
     outcome = train_config(cfg, out_dir=out_dir, device=device)
     rows = [(t, g, m, f"{v:.4f}", f"{lo:.4f}") for t, g, m, v, lo in outcome.task_rows()]
     header = ("task", "network", "metric", "test metric", "test loss")

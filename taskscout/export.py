@@ -3,9 +3,9 @@
 `export_config(run_dir)` turns spec.json + recommendation.json (+ candidates.json for the
 auxiliaries' provenance) into a plain mapping that holds everything needed to rebuild the data,
 the auxiliary targets and one network per recommended group, with no reference to the run
-directory: data source and options, tasks and inputs, preprocessing, split and seed, the
-auxiliary generator settings, model sizes, loss weighting, optimiser and epochs. `write_config`
-saves it as YAML or JSON.
+directory: data source (a data file as an absolute path) and options, tasks and inputs,
+preprocessing, split and seed, the auxiliary generator settings, model sizes, loss weighting,
+optimiser and epochs. `write_config` saves it as YAML or JSON.
 
 `train_config(config, out_dir=...)` rebuilds the data set (data.build_dataset) and the named
 auxiliaries (auxgen.generate_candidates with the exported settings, then picked by name and
@@ -19,11 +19,14 @@ Exporting needs no torch; training and loading import it when called.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from taskscout.errors import DataError, MissingResultsError, SpecError, close_ma
 
 CONFIG_SCHEMA_VERSION = 1
 FORMATS = ("yaml", "json")
+SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 METRICS = "metrics.json"
 
 # What data.build_dataset does to the raw columns (schema version 1 of the preprocessing); a
@@ -66,6 +70,23 @@ def _aux_entry(name: str, records: Mapping[str, Mapping[str, Any]], main: str, r
         "drops_inputs": list(r.get("drops_inputs") or []), "provenance": r.get("provenance") or {},
         "expected_gain": rec_aux.get("expected_gain"), "ci": rec_aux.get("ci"),
     }
+
+
+def _data_source(source: str, spec_path: Path) -> str:
+    """The data source as a config stores it: builtin:NAME as is, a data file as an absolute path.
+
+    spec.json keeps a path as the search was given it, relative to the directory the search ran
+    in; the config must find the data from wherever `train` runs.
+    """
+    if source.startswith("builtin:") or Path(source).is_absolute():
+        return source
+    here = os.path.abspath(source)
+    if not os.path.exists(here):
+        raise DataError(
+            f"data file '{source}' named in {spec_path} is relative to the directory `taskscout search` ran in "
+            f"and is not found from {Path.cwd()}; run `taskscout export` from that directory"
+        )
+    return here
 
 
 def export_config(run_dir: str | Path) -> dict[str, Any]:
@@ -116,7 +137,7 @@ def export_config(run_dir: str | Path) -> dict[str, Any]:
         "taskscout_version": __version__,
         "study": spec.name,
         "data": {
-            "source": spec.data, "options": dict(spec.data_options), "tasks": list(spec.tasks),
+            "source": _data_source(spec.data, d / rundir.SPEC), "options": dict(spec.data_options), "tasks": list(spec.tasks),
             "main": list(spec.main), "task_types": dict(spec.task_types),
             "inputs": None if spec.inputs is None else list(spec.inputs),
             "time_column": spec.time_column, "entity_column": spec.entity_column,
@@ -141,17 +162,89 @@ def export_config(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
-def write_config(config: Mapping[str, Any], path: str | Path, *, format: str | None = None) -> Path:
-    """Write `config` as YAML or JSON (default: from the file suffix, YAML unless it ends in .json)."""
-    fmt = format or ("json" if str(path).lower().endswith(".json") else "yaml")
-    if fmt not in FORMATS:
-        raise SpecError(f"--format must be one of {list(FORMATS)}. Got {fmt!r} instead.")
-    if fmt == "json":
-        return rundir.write_json(path, config)
-    import yaml
+def _check_writable_below(path: Path, label: str) -> None:
+    """A SpecError unless `path` (a file or directory to create or replace) can be written: its
+    nearest existing ancestor must be a directory that accepts new files (tried with a temporary
+    file that vanishes on close)."""
+    here = next((a for a in path.absolute().parents if a.exists()), None)
+    if here is None:
+        return
+    if not here.is_dir():
+        raise SpecError(f"{label} cannot be created: '{here}' is a file, not a directory; choose a path outside it")
+    try:
+        with tempfile.TemporaryFile(dir=here):
+            pass
+    except OSError as e:
+        raise SpecError(f"{label} cannot be written: '{here}' does not accept new files (a test file there failed: "
+                        f"{e.strerror or e}); choose a writable directory") from None
 
-    header = "# taskscout training config: `taskscout train THIS_FILE` trains one network per group\n"
-    return rundir.write_text(path, header + yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True))
+
+def check_config_path(path: str | Path, format: str | None = None) -> str:
+    """The format of a config to write at `path` (`config_format`), after checking that the file
+    can be written there; a SpecError naming the problem otherwise. Writes nothing."""
+    p = Path(path)
+    if p.is_dir():
+        raise SpecError(f"--out '{p}' is a directory; the training config is one file: "
+                        f"give a file name such as '{p / 'train.yaml'}'")
+    fmt = config_format(p, format)
+    _check_writable_below(p, f"--out '{p}'")
+    return fmt
+
+
+def check_models_dir(path: str | Path, *, label: str | None = None) -> Path:
+    """`path` after checking that it is, or can be made, a directory that accepts the trained
+    models; a SpecError naming the problem (and `path` as `label`, default "--out 'PATH'")
+    otherwise. Writes nothing."""
+    p = Path(path)
+    label = label or f"--out '{p}'"
+    if p.exists() and not p.is_dir():
+        raise SpecError(f"{label} is a file; `taskscout train` writes {METRICS} and one checkpoint per group "
+                        "into a directory: give --out a directory path")
+    if p.is_dir():
+        _check_writable_below(p / METRICS, label)
+    else:
+        _check_writable_below(p, label)
+    return p
+
+
+def config_format(path: str | Path, format: str | None = None) -> str:
+    """The format a config at `path` is written in: `format` when given (it must agree with a
+    .yaml/.yml/.json suffix), else the suffix's; a SpecError for any other suffix without `format`."""
+    if format is not None and format not in FORMATS:
+        raise SpecError(f"--format must be one of {list(FORMATS)}. Got {format!r} instead.")
+    p = Path(path)
+    suffix = p.suffix.lower()
+    implied = SUFFIXES.get(suffix)
+    if format is None and implied is None:
+        has = f"suffix {p.suffix!r}" if suffix else "no suffix"
+        raise SpecError(f"--out '{p}' has {has}; a training config is written as .yaml/.yml or .json: "
+                        f"name it like '{p.with_suffix('.yaml').name}', or pass --format yaml|json")
+    if format is not None and implied is not None and implied != format:
+        raise SpecError(f"--format {format} but --out '{p}' ends in {p.suffix} ({implied}); "
+                        "drop --format or give the file a matching suffix")
+    return format or implied
+
+
+def write_config(config: Mapping[str, Any], path: str | Path, *, format: str | None = None) -> Path:
+    """Write `config` as YAML or JSON (`config_format`: from the file suffix unless `format` is given)."""
+    fmt = check_config_path(path, format)
+    with _writing(Path(path)):
+        if fmt == "json":
+            return rundir.write_json(path, config)
+        import yaml
+
+        header = "# taskscout training config: `taskscout train THIS_FILE` trains one network per group\n"
+        return rundir.write_text(path, header + yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True))
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn a failed write (disk full, permissions changed since the check) into one error line;
+    rundir's atomic writes leave no partial file behind."""
+    try:
+        yield
+    except OSError as e:
+        raise SpecError(f"cannot write '{path}': {e.strerror or e}; free space or choose another --out") from None
 
 
 # ---------------------------------------------------------------- reading and checking a config
@@ -161,18 +254,59 @@ def _fail(where: str, key: str, expect: str, got: Any) -> SpecError:
     return SpecError(f"{key} in training config '{where}' must be {expect}. Got {got!r} instead.")
 
 
+def _yaml_problem(e: Exception, text: str) -> str:
+    """One line for a yaml parser error: 'line L, column C: problem (while ... at line L, column C)'."""
+    def at(mark: Any) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}"
+
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if mark is not None and problem:
+        context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+        where = f" ({context} at {at(context_mark)})" if context and context_mark is not None else ""
+        return f"{at(mark)}: {problem}{where}"
+    position, reason = getattr(e, "position", None), getattr(e, "reason", None)
+    if isinstance(position, int) and reason:  # yaml.reader.ReaderError: a character yaml refuses
+        line = text.count("\n", 0, position)
+        column = position - (text.rfind("\n", 0, position) + 1)
+        char = getattr(e, "character", None)
+        code = ord(char) if isinstance(char, str) and len(char) == 1 else char
+        what = f"#x{code:04x}" if isinstance(code, int) else repr(char)
+        return f"line {line + 1}, column {column + 1}: unacceptable character {what}: {reason}"
+    return " ".join(str(e).split())
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a training config (YAML or JSON) and check it (`check_config`)."""
+    """Read a training config (YAML or JSON) and check it (`check_config`); a relative data path
+    is resolved against the config file's folder."""
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"training config '{p}' does not exist; write one with `taskscout export RUN_DIR --out {p.name}`")
     import yaml
 
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))  # YAML is a superset of JSON
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"training config '{p}' is not UTF-8 text (byte {e.start}: {e.reason}); "
+                        "give the YAML or JSON file written by `taskscout export`") from None
+    except OSError as e:
+        raise SpecError(f"cannot read training config '{p}': {e.strerror or e}") from None
+    try:
+        raw = yaml.safe_load(text)  # YAML is a superset of JSON
     except yaml.YAMLError as e:
-        raise SpecError(f"training config '{p}' is neither valid YAML nor JSON: {e}") from None
-    return check_config(raw, where=str(p))
+        raise SpecError(f"training config '{p}' is neither valid YAML nor JSON: {_yaml_problem(e, text)}; "
+                        "fix it there or export it again with `taskscout export RUN_DIR`") from None
+    config = check_config(raw, where=str(p))
+    source = config["data"]["source"]
+    if not source.startswith("builtin:") and not Path(source).is_absolute():
+        # A relative data path in a config file is read from the config's folder, like a study file's.
+        here = os.path.normpath(p.parent.absolute() / source)
+        if not os.path.exists(here):
+            raise DataError(
+                f"data.source {source!r} of training config '{p}' is read from the config's folder as '{here}', "
+                "which does not exist; give an absolute path or one relative to the config file"
+            )
+        config["data"] = {**config["data"], "source": here}
+    return config
 
 
 def check_config(config: Any, *, where: str = "<mapping>") -> dict[str, Any]:
@@ -202,6 +336,9 @@ def check_config(config: Any, *, where: str = "<mapping>") -> dict[str, Any]:
     tasks = data.get("tasks")
     if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
         raise _fail(where, "data.tasks", "a non-empty list of column names", tasks)
+    main = data.get("main") or []
+    if not isinstance(main, list) or any(t not in tasks for t in main):
+        raise _fail(where, "data.main", f"a list drawn from data.tasks {tasks} (empty: every task)", data.get("main"))
     depth = (config["model"] or {}).get("depth") if isinstance(config["model"], Mapping) else None
     if not isinstance(depth, int) or isinstance(depth, bool):
         raise _fail(where, "model.depth", "an int", depth)
@@ -237,9 +374,11 @@ def check_config(config: Any, *, where: str = "<mapping>") -> dict[str, Any]:
             for n, w in weights.items()
         ):
             raise _fail(where, f"{at}.loss_weights", f"a mapping from its targets {names} to numbers >= 0", weights)
-    unserved = [t for t in tasks if t not in served]
+    # Tasks outside data.main stay in data.tasks because the data set and the auxiliaries built
+    # from them (e.g. TASK__related) depend on them; only the main tasks need a serving group.
+    unserved = [t for t in (main or tasks) if t not in served]
     if unserved:
-        raise SpecError(f"task {unserved[0]!r} is served by no group in training config '{where}'; "
+        raise SpecError(f"main task {unserved[0]!r} is served by no group in training config '{where}'; "
                         "add it to one group's 'serves'")
     return dict(config)
 
@@ -357,6 +496,7 @@ def train_config(
     from taskscout.training import ModelPlan, train_models
 
     cfg = check_config(config)
+    check_models_dir(out_dir)
     spec = spec_from_config(cfg)
     ds = build_dataset(spec)
     wanted: dict[str, Mapping[str, Any]] = {}
@@ -402,7 +542,8 @@ def train_config(
         }
         buf = io.BytesIO()
         torch.save(checkpoint, buf)
-        rundir.write_bytes(path, buf.getvalue())
+        with _writing(path):
+            rundir.write_bytes(path, buf.getvalue())
         groups.append(TrainedGroup(
             name=g.get("name") or rundir.group_key(g["tasks"], spec.tasks), tasks=tuple(g["tasks"]),
             serves=tuple(g.get("serves", g["tasks"])), auxiliaries=tuple(a["name"] for a in g.get("auxiliaries", [])),
@@ -411,7 +552,8 @@ def train_config(
         ))
     metric_names = {t.name: t.metric_name for t in ds.tasks}
     outcome = TrainOutcome(out, tuple(groups), metric_names)
-    rundir.write_json(out / METRICS, _metrics_json(outcome, cfg))
+    with _writing(out / METRICS):
+        rundir.write_json(out / METRICS, _metrics_json(outcome, cfg))
     return outcome
 
 

@@ -8,6 +8,7 @@ auxiliary each (a predict-inputs target, which removes its input column, and a r
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import yaml
 from taskscout import rundir
 from taskscout.auxgen import candidate_records, generate_candidates
 from taskscout.cli import main
-from taskscout.data import TEST, build_dataset
+from taskscout.data import TEST, build_dataset, load_frame
 from taskscout.errors import DataError, MissingResultsError, SpecError
 from taskscout.export import (
     CONFIG_SCHEMA_VERSION,
@@ -223,3 +224,174 @@ def test_export_format_flag(planted, tmp_path):
     assert main(["export", str(planted[0]), "--out", str(out), "--format", "json"]) == 0
     assert json.loads(out.read_text())["schema_version"] == 1
     assert main(["export", str(planted[0]), "--out", str(out), "--format", "toml"]) == 2
+
+
+def test_export_then_train_with_a_non_main_task(tmp_path, capsys):
+    """A study whose `tasks` include one outside `main` (as studies/seattle_weather.toml): the
+    recommendation serves only the main tasks, the other task is used as an auxiliary, and the
+    exported config trains without asking for a group to serve it."""
+    spec = resolve_spec("builtin:planted", {
+        "name": "aux_task", "tasks": TASKS, "main": ["g0_t0", "g0_t1"], "seed": 3,
+        "data_options": {"n_rows": 300, "n_inputs": 12, "groups": 2, "tasks_per_group": 2},
+        "model": {"depth": 2, "width": 8}, "training": {"epochs": 3, "batch_size": 64, "lr": 0.01},
+        "aux": {"kinds": ["related"], "cap": 3},
+    })
+    ds = build_dataset(spec)
+    cands = generate_candidates(ds, spec)
+    aux = next(c for c in cands if c.provenance["columns"] == ["g1_t0"])
+    run_dir = tmp_path / "run"
+    rundir.write_text(run_dir / rundir.SPEC, spec.to_json())
+    rundir.write_json(run_dir / rundir.CANDIDATES, candidate_records(ds, cands))
+    rundir.write_json(run_dir / rundir.RECOMMENDATION, {
+        "schema_version": 1, "tasks": ["g0_t0", "g0_t1"],
+        "groups": [{"tasks": ["g0_t0", "g0_t1"], "serves": ["g0_t0", "g0_t1"], "branch_layer": 1,
+                    "aux": [{"name": aux.name, "kind": "related", "serves": "g0_t0"}],
+                    "expected_gain": {"g0_t0": 0.1, "g0_t1": 0.05}, "ci": {"g0_t0": [0.0, 0.2], "g0_t1": [0.0, 0.1]}}],
+        "assignment": {"g0_t0": 0, "g0_t1": 0}, "budget": {"networks": 1},
+    })
+    cfg_path = tmp_path / "train.yaml"
+    assert main(["export", str(run_dir), "--out", str(cfg_path)]) == 0
+    assert "1 network(s) for 2 task(s)" in capsys.readouterr().out
+    cfg = load_config(cfg_path)
+    # The data keeps every task (the auxiliary is rebuilt from g1_t0); the groups serve the main ones.
+    assert cfg["data"]["tasks"] == TASKS and cfg["data"]["main"] == ["g0_t0", "g0_t1"]
+    assert [g["serves"] for g in cfg["groups"]] == [["g0_t0", "g0_t1"]]
+    out = tmp_path / "models"
+    assert main(["train", str(cfg_path), "--out", str(out), "--device", "cpu"]) == 0
+    metrics = rundir.read_json(out / "metrics.json")
+    assert sorted(metrics["tasks"]) == ["g0_t0", "g0_t1"]
+    assert metrics["groups"][0]["auxiliaries"] == [aux.name]
+
+    # A main task must still be served; a non-main task may be, by a group that trains it.
+    c = json.loads(json.dumps(cfg))
+    c["groups"][0]["serves"] = ["g0_t0"]
+    with pytest.raises(SpecError, match="main task 'g0_t1' is served by no group"):
+        check_config(c)
+    c = json.loads(json.dumps(cfg))
+    c["groups"].append({"tasks": ["g1_t0"], "serves": ["g1_t0"], "branch_layer": 2})
+    assert check_config(c)["groups"][1]["serves"] == ["g1_t0"]
+    c["data"]["main"] = ["g0_t0", "nope"]
+    with pytest.raises(SpecError, match=r"data.main in .* must be a list drawn from data.tasks"):
+        check_config(c)
+
+
+def test_config_finds_a_data_file_from_any_directory(tmp_path, monkeypatch, capsys):
+    """spec.json keeps a data path as the search was given it (relative to where it ran); the
+    config stores it absolute, so `train` finds the data from any directory."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    options = {"n_rows": 300, "n_inputs": 12, "groups": 2, "tasks_per_group": 2}
+    load_frame("builtin:planted", options).to_csv(project / "data.csv", index=False)
+    monkeypatch.chdir(project)
+    spec = resolve_spec("data.csv", {"name": "csv", "tasks": TASKS, "seed": 3, "model": {"depth": 2, "width": 8},
+                                     "training": {"epochs": 2, "batch_size": 64}})
+    assert spec.data == "data.csv"
+    rundir.write_text(project / "run" / rundir.SPEC, spec.to_json())
+    rundir.write_json(project / "run" / rundir.RECOMMENDATION, {
+        "schema_version": 1, "tasks": TASKS, "groups": [{"tasks": TASKS, "branch_layer": 2, "aux": []}],
+        "assignment": {t: 0 for t in TASKS},
+    })
+    assert main(["export", "run", "--out", "configs/train.yaml"]) == 0
+    cfg_path = project / "configs" / "train.yaml"
+    assert load_config(cfg_path)["data"]["source"] == str(project / "data.csv")
+
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", str(cfg_path), "--out", "models", "--device", "cpu"]) == 0
+    assert sorted(rundir.read_json(elsewhere / "models" / "metrics.json")["tasks"]) == sorted(TASKS)
+
+    # A relative path written by hand is read from the config's folder, not from the caller's.
+    c = yaml.safe_load(cfg_path.read_text())
+    c["data"]["source"] = "../data.csv"
+    cfg_path.write_text(yaml.safe_dump(c))
+    assert load_config(cfg_path)["data"]["source"] == str(project / "data.csv")
+    c["data"]["source"] = "gone.csv"
+    cfg_path.write_text(yaml.safe_dump(c))
+    with pytest.raises(DataError, match=r"data.source 'gone.csv' of training config .* config's folder"):
+        load_config(cfg_path)
+
+    # Exported from a directory where the relative path names nothing: refused, nothing written.
+    capsys.readouterr()
+    assert main(["export", str(project / "run"), "--out", "lost.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'data.csv'" in err and "run `taskscout export` from" in err
+    assert not (elsewhere / "lost.yaml").exists()
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("schema_version: 1\nstudy: a: b\n", "line 2, column 9: mapping values are not allowed here"),
+    ("schema_version: 1\ngroups: [1, 2\n",
+     "line 3, column 1: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence at line 2, column 9)"),
+    ("schema_version: 1\nstudy: \x07\n", "line 2, column 8: unacceptable character #x0007: special characters are not allowed"),
+    (b"schema_version: \xff\n", "is not UTF-8 text"),
+])
+def test_invalid_config_file_is_one_line_naming_the_place(tmp_path, capsys, text, where):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(text if isinstance(text, bytes) else text.encode())
+    assert main(["train", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: training config '{bad}' ")
+    assert where in err
+    assert not (tmp_path / "bad-models").exists()
+
+
+def test_export_format_follows_the_suffix_or_is_refused(planted, tmp_path, capsys):
+    run_dir = str(planted[0])
+    assert main(["export", run_dir, "--out", str(tmp_path / "a.yml")]) == 0
+    assert yaml.safe_load((tmp_path / "a.yml").read_text())["schema_version"] == 1
+    assert main(["export", run_dir, "--out", str(tmp_path / "a.JSON")]) == 0
+    assert json.loads((tmp_path / "a.JSON").read_text())["schema_version"] == 1
+    capsys.readouterr()
+    for out, flags, says in [
+        ("x.txt", [], "suffix '.txt'"),
+        ("train", [], "no suffix"),
+        ("x.json", ["--format", "yaml"], "--format yaml but --out"),
+        ("x.yaml", ["--format", "json"], "--format json but --out"),
+    ]:
+        assert main(["export", run_dir, "--out", str(tmp_path / out), *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err and out in err, err
+        assert not (tmp_path / out).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.JSON", "a.yml"]
+
+
+def test_output_locations_that_cannot_be_written_are_refused_up_front(planted, config, tmp_path, capsys):
+    run_dir = str(planted[0])
+    afile = tmp_path / "afile"
+    afile.write_text("keep me\n")
+    (tmp_path / "somedir").mkdir()
+    (tmp_path / "cfgs.yaml").mkdir()
+    cfg = write_config(config, tmp_path / "c.yaml")
+    (tmp_path / "c-models").write_text("not a directory\n")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    capsys.readouterr()
+
+    def refused(argv, *says):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        for s in says:
+            assert s in err, err
+
+    refused(["export", run_dir, "--out", str(afile / "x.yaml")], f"--out '{afile / 'x.yaml'}'", f"'{afile}' is a file")
+    refused(["export", run_dir, "--out", str(afile / "sub" / "x.yaml")], f"'{afile}' is a file")
+    refused(["export", run_dir, "--out", str(tmp_path / "somedir")], f"--out '{tmp_path / 'somedir'}' is a directory",
+            f"'{tmp_path / 'somedir' / 'train.yaml'}'")
+    refused(["export", run_dir, "--out", str(tmp_path / "cfgs.yaml")], "is a directory")
+    refused(["train", str(cfg), "--out", str(afile)], f"--out '{afile}' is a file", "directory")
+    refused(["train", str(cfg)], f"the default output directory '{tmp_path / 'c-models'}' (no --out) is a file")
+    refused(["train", str(cfg), "--out", str(afile / "models")], f"'{afile}' is a file")
+    if os.path.isdir("/proc/self"):  # Linux: /proc takes no new files, even from root
+        refused(["export", run_dir, "--out", "/proc/x.yaml"], "--out '/proc/x.yaml'", "'/proc' does not accept new files")
+        refused(["train", str(cfg), "--out", "/proc/models"], "'/proc' does not accept new files")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert afile.read_text() == "keep me\n"
+
+
+def test_a_failed_write_is_one_error(config, tmp_path, monkeypatch):
+    def full(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rundir, "write_text", full)
+    with pytest.raises(SpecError, match=r"cannot write '.*c\.yaml': No space left on device; free space"):
+        write_config(config, tmp_path / "c.yaml")
