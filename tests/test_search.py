@@ -322,6 +322,23 @@ def test_a_refused_run_leaves_nothing_behind(tmp_path, case):
     assert list(tmp_path.iterdir()) == []  # not even the parent directory it would have made
 
 
+def test_spec_json_names_the_data_file_by_its_absolute_path(tmp_path, monkeypatch):
+    # a relative path in spec.json broke `verify` and `export` run from another directory
+    from taskscout.data import load_builtin
+
+    monkeypatch.chdir(tmp_path)
+    load_builtin("planted", {"n_rows": 240, "n_inputs": 8, "groups": 2, "tasks_per_group": 2}).to_csv("table.csv", index=False)
+    spec = resolve_spec("table.csv", {"tasks": TASKS, "out": "run", "training": {"seeds": 2, "epochs": 2},
+                                      "search": {"phases": ["single"]}})
+    result = run_search(spec, train_fn=FakeTrainer(), finalize_run=False)
+    saved = json.loads((result.run_dir / rundir.SPEC).read_text())
+    assert saved["data"] == str(tmp_path.resolve() / "table.csv")
+    # the study's settings keep the path as given: workers elsewhere may keep the file elsewhere
+    stored = optuna.load_study(study_name=spec.name, storage=storage_url(spec)).user_attrs["fingerprint"]
+    assert stored["data"] == "table.csv"
+    assert run_search(spec, train_fn=FakeTrainer(), finalize_run=False).trained == 0  # resumes
+
+
 def test_an_output_under_a_file_is_a_clear_error(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(SpecError, match="cannot create the run directory .*afile/run"):

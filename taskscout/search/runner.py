@@ -18,6 +18,7 @@ into any other run directory. See workers.py.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import math
 import shutil
@@ -327,6 +328,12 @@ def run_search(
     from taskscout.data import build_dataset
 
     ds = build_dataset(spec)  # bad data or task columns: an error before anything is written
+    # The study's settings are checked against the data as given (workers on other machines may
+    # keep the file elsewhere); spec.json names it by its absolute path, so that later commands
+    # (verify, export) find it from any directory.
+    settings = fingerprint(spec)
+    if not spec.data.startswith("builtin:"):
+        spec = dataclasses.replace(spec, data=str(Path(spec.data).resolve()))
     url = storage_url(spec)
     created = rundir.make_dirs(spec.run_dir)
     opened: list[bool] = []
@@ -335,7 +342,7 @@ def run_search(
         with lock:
             if not is_shared(url):
                 rundir.remove_temporaries(spec.run_dir)  # left by a process killed while writing a table
-            return _run_search(spec, ds, url=url, fresh=fresh, train_fn=train_fn, candidates_fn=candidates_fn,
+            return _run_search(spec, ds, settings, url=url, fresh=fresh, train_fn=train_fn, candidates_fn=candidates_fn,
                                progress=progress, finalize_run=finalize_run, join=join, create_only=create_only,
                                opened=opened)
     except BaseException:
@@ -347,6 +354,7 @@ def run_search(
 def _run_search(
     spec: StudySpec,
     ds: Any,
+    settings: dict[str, Any],
     *,
     url: str,
     fresh: bool,
@@ -367,7 +375,7 @@ def _run_search(
     # written or deleted, so a refused run leaves the run directory as it was.
     shared = is_shared(url)
     liveness = (spec.search.heartbeat_interval, spec.search.grace_period) if shared else None
-    store = open_store(url, spec.name, fingerprint=fingerprint(spec), spec_json=spec.to_json(), fresh=fresh,
+    store = open_store(url, spec.name, fingerprint=settings, spec_json=spec.to_json(), fresh=fresh,
                        create=not join, liveness=liveness)
     opened.append(True)
     if fresh:
