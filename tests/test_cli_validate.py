@@ -256,6 +256,19 @@ def test_seattle_weather_study_splits_by_date(capsys):
     assert result["summary"]["tasks"]["precipitation"]["type"] == "regression"
 
 
+def test_an_identifier_column_is_left_out_of_the_inputs_with_a_note(capsys, workdir):
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"id": [f"r{i}" for i in range(N)], "x": rng.normal(size=N), "y": rng.normal(size=N)}).to_csv(
+        workdir / "ids.csv", index=False)
+    code, out, err = run(capsys, "validate", "ids.csv", "--tasks", "y")
+    assert code == 0 and err == ""
+    assert "inputs     1 columns -> 1 features" in out
+    assert f"note       input column 'id' left out: a different value in every row ({N} distinct values" in out
+    code, out, _ = run(capsys, "validate", "ids.csv", "--tasks", "y", "--inputs", "id,x", "--json")
+    summary = json.loads(out)["summary"]
+    assert code == 0 and summary["inputs"] == 2 and summary["notes"] == []
+
+
 def test_flags_win_over_set_and_over_the_study_file(capsys):
     argv = ["validate", str(ROOT / "studies" / "planted.toml"), "--json", "--set", "training.epochs=9",
             "--epochs", "7", "--set", "split.val=0.25", "--option", "n_rows=300", "--budget", "large"]

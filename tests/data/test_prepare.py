@@ -14,6 +14,7 @@ from taskscout.data import (
     encode_target,
     infer_task_type,
     load_frame,
+    summarize,
 )
 from taskscout.errors import DataError
 from taskscout.spec import resolve_spec
@@ -168,3 +169,36 @@ def test_an_input_that_is_also_a_task_is_refused():
     frame = pd.DataFrame({"x": np.arange(20.0), "y": np.arange(20.0) % 2})
     with pytest.raises(DataError, match="both an input and a task"):
         build_dataset(_spec(["y"], inputs=["x", "y"]), frame)
+
+
+def _with_identifiers(n: int = 20) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({
+        "id": [f"r{i}" for i in range(n)],  # a different text value in every row
+        "day": pd.date_range("2024-01-01", periods=n, freq="D").strftime("%Y-%m-%d"),  # dates, not the time column
+        "colour": ["red", "blue"] * (n // 2),
+        "x": rng.normal(size=n),
+        "y": rng.normal(size=n),
+    })
+
+
+def test_text_columns_with_a_value_per_row_are_left_out_of_the_default_inputs():
+    ds = build_dataset(_spec(["y"]), _with_identifiers())
+    assert ds.inputs == ("colour", "x")
+    assert ds.feature_names == ("colour=blue", "colour=red", "x")
+    assert len(ds.notes) == 2
+    assert ds.notes[0].startswith("input column 'id' left out: a different value in every row (20 distinct values in 20 non-empty rows)")
+    assert "--inputs" in ds.notes[0] and "--time-column" in ds.notes[1] and "'day'" in ds.notes[1]
+    assert summarize(ds)["notes"] == list(ds.notes)
+
+
+def test_a_text_column_with_a_value_per_row_named_as_input_is_kept():
+    ds = build_dataset(_spec(["y"], inputs=["id", "x"]), _with_identifiers())
+    assert ds.inputs == ("id", "x") and ds.notes == ()
+    assert len(ds.features_of("id")) == int((ds.split == TRAIN).sum())  # one-hot over the 12 training values
+
+
+def test_no_input_left_but_an_identifier_says_which_was_left_out():
+    frame = _with_identifiers()[["id", "y"]]
+    with pytest.raises(DataError, match=r"no input columns left .* 'id' was left out .* name inputs with --inputs"):
+        build_dataset(_spec(["y"]), frame)
