@@ -154,6 +154,13 @@ def test_non_numeric_regression_target(capsys, workdir):
                       "is a regression task but holds non-numeric values such as 'about 3'")
 
 
+def test_numeric_task_with_a_stray_text_cell(capsys, workdir):
+    # without a type, price_text (numbers but for one 'about 3') was taken for 40 classes
+    assert_user_error(capsys, workdir, ["validate", "good.csv", "--tasks", "price_text"],
+                      f"column 'price_text' of good.csv holds numbers except 1 of its {N} non-empty cells, such as 'about 3'",
+                      "clean those cells", "--task-type price_text=multiclass")
+
+
 def test_duplicate_column_names_csv(capsys, workdir):
     assert_user_error(capsys, workdir, ["validate", "dup.csv", "--tasks", "price"],
                       "column name 'x' appears more than once in 'dup.csv'")

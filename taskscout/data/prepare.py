@@ -26,6 +26,9 @@ from taskscout.spec import StudySpec
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_NAMES = ("train", "val", "test")
 ORDINAL_MAX_LEVELS = 10  # integer targets with 3..10 levels are inferred ordinal
+# A text task column with at least this share of cells that are numbers is taken for a numeric
+# column with stray cells (a typo, "n/a"), not for classes: its type is not guessed.
+NUMERIC_TASK_MIN_SHARE = 0.9
 # The metric of each task type: AUC, accuracy, or RMSE in the target's own units.
 METRIC_NAMES = {"binary": "auc", "multiclass": "accuracy", "ordinal": "accuracy", "soft": "accuracy",
                 "regression": "rmse"}
@@ -187,6 +190,21 @@ def infer_task_type(values: pd.Series) -> str:
     if np.all(np.mod(as_float, 1) == 0) and len(uniq) <= ORDINAL_MAX_LEVELS:
         return "ordinal"
     return "regression"
+
+
+def refuse_stray_text(values: pd.Series, *, name: str, source: str = "the data") -> None:
+    """Raise DataError when a text task column is nearly all numbers (NUMERIC_TASK_MIN_SHARE of its
+    non-empty cells): inferring classes would make a class of every number."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return
+    present = values.dropna()
+    stray = pd.to_numeric(present, errors="coerce").isna()
+    if len(present) and stray.any() and 1 - stray.mean() >= NUMERIC_TASK_MIN_SHARE:
+        raise DataError(
+            f"column {name!r} of {source} holds numbers except {int(stray.sum())} of its {len(present)} non-empty cells, "
+            f"such as {present[stray].iloc[0]!r}; clean those cells (an empty cell means unlabelled), "
+            f"or pass --task-type {name}=multiclass if its values are categories"
+        )
 
 
 def encode_target(
@@ -419,6 +437,8 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
                 f"column {name!r} of {source} is constant (every labelled row holds {_plain(observed[0])!r}); "
                 f"a constant task cannot be learned, drop it from the tasks"
             )
+        if name not in spec.task_types:
+            refuse_stray_text(values, name=name, source=source)
         kind = spec.task_types.get(name) or infer_task_type(values)
         y, info = encode_target(values, kind, train, name=name, source=source)
         for s, split_name in enumerate(SPLIT_NAMES):

@@ -202,3 +202,31 @@ def test_no_input_left_but_an_identifier_says_which_was_left_out():
     frame = _with_identifiers()[["id", "y"]]
     with pytest.raises(DataError, match=r"no input columns left .* 'id' was left out .* name inputs with --inputs"):
         build_dataset(_spec(["y"]), frame)
+
+
+def _prices(n: int = 100) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    price = rng.normal(100, 10, size=n).round(2).astype(object)
+    price[[7, 30]] = ["abc", "n/a"]  # two stray cells in a numeric column, as a CSV holds them
+    return pd.DataFrame({"x": rng.normal(size=n), "price": price})
+
+
+def test_a_numeric_task_with_stray_text_cells_is_refused():
+    with pytest.raises(DataError) as caught:
+        build_dataset(_spec(["price"]), _prices())
+    message = str(caught.value)
+    assert message.startswith("column 'price' of table.csv holds numbers except 2 of its 100 non-empty cells, such as 'abc'")
+    assert "clean those cells" in message and "--task-type price=multiclass" in message
+
+
+def test_stray_text_cells_are_accepted_when_the_type_is_given():
+    ds = build_dataset(_spec(["price"], task_types={"price": "multiclass"}), _prices())
+    assert ds.task("price").type == "multiclass" and "abc" in ds.task("price").classes
+
+
+def test_text_classes_that_are_partly_numbers_stay_multiclass():
+    # a third of the labels are numbers: categories, not numbers with stray cells
+    grade = pd.Series(["A", "B", "1", "A", "B", "2", "A", "B", "1", "A", "B", "2"] * 3)
+    frame = pd.DataFrame({"x": np.arange(36.0), "grade": grade})
+    ds = build_dataset(_spec(["grade"]), frame)
+    assert ds.task("grade").type == "multiclass" and ds.task("grade").classes == ("1", "2", "A", "B")
