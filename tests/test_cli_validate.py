@@ -220,6 +220,17 @@ def test_python_dash_m_prints_one_line_and_no_traceback(workdir):
     ]
 
 
+def test_a_time_column_that_is_not_dates_gives_the_error_line_alone(workdir):
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run(
+        [sys.executable, "-m", "taskscout", "validate", "good.csv", "--tasks", "price", "--time-column", "colour"],
+        capture_output=True, text=True, env=env, cwd=workdir, timeout=120,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    (line,) = done.stderr.strip().splitlines()  # no pandas warning before it
+    assert line.startswith("error: time column 'colour' of good.csv does not parse as dates or numbers: row 0 holds")
+
+
 # ---------------------------------------------------------------- good studies
 
 

@@ -12,6 +12,7 @@ validation just before).
 from __future__ import annotations
 
 import csv
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,7 +279,13 @@ def _parse_times(raw: pd.Series, column: str, source: str) -> pd.Series:
         times = raw
     else:
         try:
-            times = pd.to_datetime(raw)
+            with warnings.catch_warnings():
+                # pandas warns when no format can be inferred (text that is not dates: the failure
+                # below is our error alone) and when the inferred format puts the day first (one
+                # format for every row all the same): the output is ours, not pandas' advice.
+                warnings.filterwarnings("ignore", message="Could not infer format", category=UserWarning)
+                warnings.filterwarnings("ignore", message="Parsing dates in .* format when dayfirst", category=UserWarning)
+                times = pd.to_datetime(raw)
         except (ValueError, TypeError):
             # one format inferred from the first value failed; parse value by value to find the culprit
             try:

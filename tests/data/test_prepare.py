@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -230,3 +232,23 @@ def test_text_classes_that_are_partly_numbers_stay_multiclass():
     frame = pd.DataFrame({"x": np.arange(36.0), "grade": grade})
     ds = build_dataset(_spec(["grade"]), frame)
     assert ds.task("grade").type == "multiclass" and ds.task("grade").classes == ("1", "2", "A", "B")
+
+
+def test_a_text_time_column_that_is_not_dates_is_refused_without_a_library_warning():
+    frame = _timed(x=np.arange(10.0), y=np.arange(10.0))
+    frame["colour"] = ["red", "blue"] * 5
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(DataError, match=r"time column 'colour' of table.csv does not parse .* row 0 holds 'red'"):
+            build_dataset(_spec(["y"], time_column="colour"), frame)
+    assert [str(w.message) for w in caught] == []  # pandas said "Could not infer format ..."
+
+
+def test_day_first_dates_parse_in_one_format_without_a_library_warning():
+    days = ["13/01/2020", "02/01/2020", "14/01/2020", "03/01/2020", "01/02/2020", "15/01/2020"] * 2
+    frame = pd.DataFrame({"when": days, "x": np.arange(12.0), "y": np.arange(12.0)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = build_dataset(_spec(["y"], time_column="when"), frame)
+    assert [str(w.message) for w in caught] == []  # pandas said "Parsing dates in %d/%m/%Y format when dayfirst=False ..."
+    assert set(frame["when"][ds.split == TEST]) == {"01/02/2020"}  # 1 February is the latest day, not 2 January
