@@ -258,6 +258,8 @@ def validate(
     typer.echo(f"data       {spec.data}")
     typer.echo(f"rows       {summary['rows']} (train {summary['split_rows']['train']}, val {summary['split_rows']['val']}, test {summary['split_rows']['test']})")
     typer.echo(f"inputs     {summary['inputs']} columns -> {summary['features']} features")
+    for note in summary["notes"]:
+        typer.echo(f"note       {note}")
     split_rule = f"by time ({spec.time_column}): test = latest rows" if spec.time_column else f"random by row (seed {spec.seed})"
     typer.echo(f"split      {split_rule}")
     typer.echo(f"main       {', '.join(spec.main_tasks)}")
@@ -287,6 +289,8 @@ def candidates(
     from taskscout.data import build_dataset
 
     ds = build_dataset(spec)
+    for note in ds.notes:
+        typer.echo(f"note: {note}", err=True)
     records = candidate_records(ds, generate_candidates(ds, spec))
     shown = [r for r in records if show_dropped or r["dropped"] is None]
     if as_json:

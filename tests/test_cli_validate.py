@@ -154,6 +154,13 @@ def test_non_numeric_regression_target(capsys, workdir):
                       "is a regression task but holds non-numeric values such as 'about 3'")
 
 
+def test_numeric_task_with_a_stray_text_cell(capsys, workdir):
+    # without a type, price_text (numbers but for one 'about 3') was taken for 40 classes
+    assert_user_error(capsys, workdir, ["validate", "good.csv", "--tasks", "price_text"],
+                      f"column 'price_text' of good.csv holds numbers except 1 of its {N} non-empty cells, such as 'about 3'",
+                      "clean those cells", "--task-type price_text=multiclass")
+
+
 def test_duplicate_column_names_csv(capsys, workdir):
     assert_user_error(capsys, workdir, ["validate", "dup.csv", "--tasks", "price"],
                       "column name 'x' appears more than once in 'dup.csv'")
@@ -213,6 +220,17 @@ def test_python_dash_m_prints_one_line_and_no_traceback(workdir):
     ]
 
 
+def test_a_time_column_that_is_not_dates_gives_the_error_line_alone(workdir):
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run(
+        [sys.executable, "-m", "taskscout", "validate", "good.csv", "--tasks", "price", "--time-column", "colour"],
+        capture_output=True, text=True, env=env, cwd=workdir, timeout=120,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    (line,) = done.stderr.strip().splitlines()  # no pandas warning before it
+    assert line.startswith("error: time column 'colour' of good.csv does not parse as dates or numbers: row 0 holds")
+
+
 # ---------------------------------------------------------------- good studies
 
 
@@ -254,6 +272,19 @@ def test_seattle_weather_study_splits_by_date(capsys):
     assert result["spec"]["time_column"] == "date" and result["spec"]["main"] == ["weather"]
     assert result["summary"]["tasks"]["weather"]["type"] == "multiclass"
     assert result["summary"]["tasks"]["precipitation"]["type"] == "regression"
+
+
+def test_an_identifier_column_is_left_out_of_the_inputs_with_a_note(capsys, workdir):
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"id": [f"r{i}" for i in range(N)], "x": rng.normal(size=N), "y": rng.normal(size=N)}).to_csv(
+        workdir / "ids.csv", index=False)
+    code, out, err = run(capsys, "validate", "ids.csv", "--tasks", "y")
+    assert code == 0 and err == ""
+    assert "inputs     1 columns -> 1 features" in out
+    assert f"note       input column 'id' left out: a different value in every row ({N} distinct values" in out
+    code, out, _ = run(capsys, "validate", "ids.csv", "--tasks", "y", "--inputs", "id,x", "--json")
+    summary = json.loads(out)["summary"]
+    assert code == 0 and summary["inputs"] == 2 and summary["notes"] == []
 
 
 def test_flags_win_over_set_and_over_the_study_file(capsys):

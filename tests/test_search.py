@@ -367,6 +367,20 @@ def test_summary_names_the_strongest_transfers_and_the_files(searched):
     assert "affinity.csv" in text and str(result.run_dir) in text
 
 
+def test_summary_carries_the_data_stages_notes(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 60
+    path = tmp_path / "ids.csv"
+    pd.DataFrame({"id": [f"r{i}" for i in range(n)], "x": rng.normal(size=n), "y": rng.normal(size=n)}).to_csv(
+        path, index=False)
+    spec = resolve_spec(str(path), {"tasks": ["y"], "out": str(tmp_path / "run"),
+                                    "search": {"phases": ["single"], "time_limit": 1e-9}})
+    result = run_search(spec, train_fn=FakeTrainer(), finalize_run=False)
+    (note,) = result.data_notes
+    assert note.startswith("input column 'id' left out: a different value in every row (60 distinct values")
+    assert f"note: {note}" in summary_text(result).splitlines()
+
+
 def _complete_count(db: Path) -> int:
     if not db.exists():
         return 0

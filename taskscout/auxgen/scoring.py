@@ -61,7 +61,8 @@ def mutual_information(
     limit: int = MI_MAX_ROWS,
 ) -> float:
     """MI (nats) between column `x` and target `y` on (at most `limit`) training rows where both
-    are present; NaN with fewer than MI_MIN_ROWS such rows."""
+    are present; NaN with fewer than MI_MIN_ROWS such rows, or, when exactly one of the two is
+    discrete, fewer than MI_MIN_ROWS of them whose discrete value occurs more than once."""
     x = np.asarray(x, dtype=float)
     rows = training_sample(ds, np.isfinite(x) & np.isfinite(y), seed, limit)
     if len(rows) < MI_MIN_ROWS:
@@ -69,6 +70,12 @@ def mutual_information(
     xs, ys = x[rows][:, None], y[rows]
     if np.ptp(xs) == 0 or np.ptp(ys) == 0:
         return 0.0
+    if x_discrete != y_discrete:
+        # The estimator for one discrete and one continuous column skips the rows whose discrete
+        # value occurs once (an identifier leaves none): count only the rows it keeps.
+        _, inverse, counts = np.unique(xs[:, 0] if x_discrete else ys, return_inverse=True, return_counts=True)
+        if int((counts[inverse] > 1).sum()) < MI_MIN_ROWS:
+            return float("nan")
     if y_discrete:
         mi = mutual_info_classif(
             xs, ys.astype(int), discrete_features=[x_discrete], n_neighbors=MI_NEIGHBOURS, random_state=0

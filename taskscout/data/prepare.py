@@ -2,14 +2,18 @@
 
 Inputs: numeric columns standardised on the training split, categorical columns one-hot
 (categories seen in training), NaN inputs imputed with the training mean plus a missing-indicator
-column. Targets: NaN means unlabelled and stays NaN; classes are coded 0..C-1; regression targets
-are standardised on the training split. Splits are seeded by row, or by time when a time column is
-given (test = the latest rows, validation just before).
+column; a text column with a different value in every row (an identifier, or dates that are not
+the time column) is left out of the default inputs, with a note. Targets: NaN means unlabelled
+and stays NaN; classes are coded 0..C-1; regression targets are standardised on the training
+split. Splits are seeded by row, or by time when a time column is given (test = the latest rows,
+validation just before).
 """
 
 from __future__ import annotations
 
 import csv
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,9 @@ from taskscout.spec import StudySpec
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_NAMES = ("train", "val", "test")
 ORDINAL_MAX_LEVELS = 10  # integer targets with 3..10 levels are inferred ordinal
+# A text task column with at least this share of cells that are numbers is taken for a numeric
+# column with stray cells (a typo, "n/a"), not for classes: its type is not guessed.
+NUMERIC_TASK_MIN_SHARE = 0.9
 # The metric of each task type: AUC, accuracy, or RMSE in the target's own units.
 METRIC_NAMES = {"binary": "auc", "multiclass": "accuracy", "ordinal": "accuracy", "soft": "accuracy",
                 "regression": "rmse"}
@@ -63,6 +70,7 @@ class Dataset:
     split: np.ndarray  # (n,) int8: 0 train, 1 val, 2 test
     time_column: str | None = None
     entity_column: str | None = None
+    notes: tuple[str, ...] = ()  # what the data stage decided on its own, for the user to read
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -185,6 +193,21 @@ def infer_task_type(values: pd.Series) -> str:
     return "regression"
 
 
+def refuse_stray_text(values: pd.Series, *, name: str, source: str = "the data") -> None:
+    """Raise DataError when a text task column is nearly all numbers (NUMERIC_TASK_MIN_SHARE of its
+    non-empty cells): inferring classes would make a class of every number."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return
+    present = values.dropna()
+    stray = pd.to_numeric(present, errors="coerce").isna()
+    if len(present) and stray.any() and 1 - stray.mean() >= NUMERIC_TASK_MIN_SHARE:
+        raise DataError(
+            f"column {name!r} of {source} holds numbers except {int(stray.sum())} of its {len(present)} non-empty cells, "
+            f"such as {present[stray].iloc[0]!r}; clean those cells (an empty cell means unlabelled), "
+            f"or pass --task-type {name}=multiclass if its values are categories"
+        )
+
+
 def encode_target(
     values: pd.Series, kind: str, train_mask: np.ndarray, *, name: str, source: str = "the data"
 ) -> tuple[np.ndarray, TaskInfo]:
@@ -256,7 +279,13 @@ def _parse_times(raw: pd.Series, column: str, source: str) -> pd.Series:
         times = raw
     else:
         try:
-            times = pd.to_datetime(raw)
+            with warnings.catch_warnings():
+                # pandas warns when no format can be inferred (text that is not dates: the failure
+                # below is our error alone) and when the inferred format puts the day first (one
+                # format for every row all the same): the output is ours, not pandas' advice.
+                warnings.filterwarnings("ignore", message="Could not infer format", category=UserWarning)
+                warnings.filterwarnings("ignore", message="Parsing dates in .* format when dayfirst", category=UserWarning)
+                times = pd.to_datetime(raw)
         except (ValueError, TypeError):
             # one format inferred from the first value failed; parse value by value to find the culprit
             try:
@@ -342,6 +371,38 @@ def default_inputs(frame: pd.DataFrame, spec: StudySpec) -> tuple[str, ...]:
     return tuple(c for c in frame.columns if c not in excluded)
 
 
+def identifier_columns(frame: pd.DataFrame, columns: Iterable[str]) -> tuple[str, ...]:
+    """The text columns of `columns` with a different value in every non-empty row (at least two).
+
+    One-hot coding gives such a column one feature per training row, on in that row alone and off
+    in every validation and test row: a model can only memorise it, and its size grows with the
+    rows. Identifiers and dates are the usual cases.
+    """
+    out = []
+    for c in columns:
+        s = frame[c]
+        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            continue
+        present = s.dropna()
+        if len(present) > 1 and present.nunique() == len(present):
+            out.append(c)
+    return tuple(out)
+
+
+def _left_out_note(frame: pd.DataFrame, column: str) -> str:
+    present = frame[column].dropna()
+    sample = present.iloc[:100].astype(str)  # enough to tell dates from identifiers, fast on any size
+    looks_like_dates = pd.api.types.is_datetime64_any_dtype(present) or bool(
+        pd.to_datetime(sample, errors="coerce", format="mixed").notna().all()
+    )
+    keep = "name it in --inputs to keep it as a one-hot input"
+    fix = f"give it as --time-column if it orders the rows, or {keep}" if looks_like_dates else keep
+    return (
+        f"input column {column!r} left out: a different value in every row ({len(present)} distinct values in {len(present)} non-empty rows), "
+        f"so one-hot coding would give a feature per row that nothing else shares; {fix}"
+    )
+
+
 def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset:
     """Load (unless `frame` is given), check and preprocess the data of `spec`."""
     source = spec.data
@@ -355,12 +416,19 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
     _require_columns(frame, [c for c in (spec.time_column, spec.entity_column) if c], "time/entity", source)
     _require_columns(frame, spec.aux.adversarial, "adversarial", source)
     _require_columns(frame, [spec.aux.smooth_source] if spec.aux.smooth_source else [], "smooth-source", source)
-    inputs = spec.inputs if spec.inputs is not None else default_inputs(frame, spec)
+    left_out: tuple[str, ...] = ()
+    if spec.inputs is not None:
+        inputs = tuple(spec.inputs)
+    else:
+        inputs = default_inputs(frame, spec)
+        left_out = identifier_columns(frame, inputs)
+        inputs = tuple(c for c in inputs if c not in left_out)
     overlap = set(inputs) & set(spec.tasks)
     if overlap:
         raise DataError(f"column {sorted(overlap)[0]!r} is both an input and a task; a target cannot be its own input")
     if not inputs:
-        raise DataError(f"{source} has no input columns left after removing the tasks; name inputs with --inputs")
+        also = "".join(f"; {c!r} was left out (a different text value in every row)" for c in left_out)
+        raise DataError(f"{source} has no input columns left after removing the tasks{also}; name inputs with --inputs")
 
     times = _parse_times(frame[spec.time_column], spec.time_column, source) if spec.time_column else None
     split = make_split(frame, spec, times)
@@ -376,6 +444,8 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
                 f"column {name!r} of {source} is constant (every labelled row holds {_plain(observed[0])!r}); "
                 f"a constant task cannot be learned, drop it from the tasks"
             )
+        if name not in spec.task_types:
+            refuse_stray_text(values, name=name, source=source)
         kind = spec.task_types.get(name) or infer_task_type(values)
         y, info = encode_target(values, kind, train, name=name, source=source)
         for s, split_name in enumerate(SPLIT_NAMES):
@@ -397,11 +467,12 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
     return Dataset(
         name=spec.name, frame=frame, X=X, feature_names=names, feature_sources=sources, inputs=tuple(inputs),
         Y=Y, tasks=tuple(infos), split=split, time_column=spec.time_column, entity_column=spec.entity_column,
+        notes=tuple(_left_out_note(frame, c) for c in left_out),
     )
 
 
 def summarize(ds: Dataset) -> dict[str, Any]:
-    """Rows, inputs, and per task: type, labelled rows per split, class balance."""
+    """Rows, inputs, per task: type, labelled rows per split, class balance; the data stage's notes."""
     tasks = {}
     for k, t in enumerate(ds.tasks):
         y = ds.Y[:, k]
@@ -419,4 +490,5 @@ def summarize(ds: Dataset) -> dict[str, Any]:
         "inputs": len(ds.inputs),
         "features": len(ds.feature_names),
         "tasks": tasks,
+        "notes": list(ds.notes),
     }

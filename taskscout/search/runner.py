@@ -139,6 +139,7 @@ class SearchResult:
     tables: dict[str, Path]
     finalized: tuple[str, ...]  # later stages that ran: "recommendation", "report"
     finished_elsewhere: bool = False  # shared storage: another worker was finishing the run
+    data_notes: tuple[str, ...] = ()  # Dataset.notes: what the data stage decided on its own
 
     @property
     def trained(self) -> int:
@@ -393,7 +394,7 @@ def _run_search(
         store.close()
         return SearchResult(run_dir=run_dir, study_name=spec.name, storage=url, phases=(),
                             stopped_by_time_limit=False, seconds=time.monotonic() - start, tables={},
-                            finalized=())
+                            finalized=(), data_notes=ds.notes)
     recover_abandoned(store, single_process=not shared)
 
     outcomes = []
@@ -431,7 +432,7 @@ def _run_search(
                 finalized = finalize(run_dir) if finalize_run else ()
     return SearchResult(run_dir=run_dir, study_name=spec.name, storage=url, phases=tuple(outcomes),
                         stopped_by_time_limit=stopped, seconds=time.monotonic() - start, tables=tables,
-                        finalized=finalized, finished_elsewhere=elsewhere)
+                        finalized=finalized, finished_elsewhere=elsewhere, data_notes=ds.notes)
 
 
 def _beyond_pairs(

@@ -78,3 +78,23 @@ def test_reads_a_study_file(tmp_path, capsys):
     assert main(["candidates", str(study), "--json"]) == 0
     kept = {r["name"] for r in json.loads(capsys.readouterr().out) if r["dropped"] is None}
     assert {"precipitation__related", "temp_max__related", "weather__future_1", "weather__future_2"} <= kept
+
+
+def test_an_identifier_column_with_a_regression_main_task(tmp_path, capsys):
+    # a text column with a value per row once crashed the mutual information of the regression target
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 200
+    x = rng.normal(size=n)
+    path = tmp_path / "ids.csv"
+    pd.DataFrame({"id": [f"r{i}" for i in range(n)], "x": x, "y": 2 * x + rng.normal(size=n)}).to_csv(path, index=False)
+    assert main(["candidates", str(path), "--tasks", "y", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("note: input column 'id' left out")
+    records = json.loads(captured.out)
+    assert {r["name"] for r in records} == {"x__quartile", "x__abs", "x__square"}  # one input: nothing to predict
+    assert main(["candidates", str(path), "--tasks", "y", "--inputs", "id,x", "--aux-kinds", "predict_inputs", "--json"]) == 0
+    # named as an input, the identifier stays; its importance is unknown, so it is never moved to the outputs
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["x__input"]

@@ -67,3 +67,27 @@ def test_column_view_codes_categories_and_spots_discrete_numbers():
     assert discrete and codes[[0, 1, 3]].tolist() == [1.0, 0.0, 1.0] and np.isnan(codes[2])
     assert column_view(pd.Series([1.0, 2.0, 3.0, 2.0]))[1]
     assert not column_view(pd.Series([0.5, 1.7, 2.2]))[1]
+
+
+def test_a_discrete_column_with_a_value_per_row_against_a_continuous_one_scores_nan():
+    # The estimator for one discrete and one continuous column skips rows whose discrete value
+    # occurs once; an identifier (a value per row) leaves no row, so there is no estimate.
+    rng = np.random.default_rng(0)
+    n = 200
+    x = rng.normal(size=n)
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "x": x, "y": 2 * x + rng.normal(size=n)})
+    ds, spec = make_study(frame, tasks=["y"], inputs=["id", "x"])
+    ids, discrete = column_view(ds.frame["id"])
+    assert discrete
+    assert np.isnan(mi_with_main(ds, "y", ids, True, seed=0))
+    # the same with the roles swapped: a continuous column against a class per row
+    rows = np.arange(n, dtype=float)
+    assert np.isnan(mutual_information(ds, x, False, rows, True, seed=0))
+    # one repeated value leaves 2 rows, fewer than the 10 an estimate needs
+    one_pair = rows.copy()
+    one_pair[1] = 0.0
+    assert np.isnan(mutual_information(ds, one_pair, True, ds.Y[:, 0], False, seed=0))
+    # pairs of rows sharing a value are enough rows, and the score is a number again
+    pairs = np.arange(n) // 2
+    assert np.isfinite(mutual_information(ds, pairs.astype(float), True, ds.Y[:, 0], False, seed=0))
+    assert np.isnan(input_importance(ds, "y", seed=0)["id"]) and input_importance(ds, "y", seed=0)["x"] > 0.3

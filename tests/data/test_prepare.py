@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +16,7 @@ from taskscout.data import (
     encode_target,
     infer_task_type,
     load_frame,
+    summarize,
 )
 from taskscout.errors import DataError
 from taskscout.spec import resolve_spec
@@ -168,3 +171,84 @@ def test_an_input_that_is_also_a_task_is_refused():
     frame = pd.DataFrame({"x": np.arange(20.0), "y": np.arange(20.0) % 2})
     with pytest.raises(DataError, match="both an input and a task"):
         build_dataset(_spec(["y"], inputs=["x", "y"]), frame)
+
+
+def _with_identifiers(n: int = 20) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({
+        "id": [f"r{i}" for i in range(n)],  # a different text value in every row
+        "day": pd.date_range("2024-01-01", periods=n, freq="D").strftime("%Y-%m-%d"),  # dates, not the time column
+        "colour": ["red", "blue"] * (n // 2),
+        "x": rng.normal(size=n),
+        "y": rng.normal(size=n),
+    })
+
+
+def test_text_columns_with_a_value_per_row_are_left_out_of_the_default_inputs():
+    ds = build_dataset(_spec(["y"]), _with_identifiers())
+    assert ds.inputs == ("colour", "x")
+    assert ds.feature_names == ("colour=blue", "colour=red", "x")
+    assert len(ds.notes) == 2
+    assert ds.notes[0].startswith("input column 'id' left out: a different value in every row (20 distinct values in 20 non-empty rows)")
+    assert "--inputs" in ds.notes[0] and "--time-column" in ds.notes[1] and "'day'" in ds.notes[1]
+    assert summarize(ds)["notes"] == list(ds.notes)
+
+
+def test_a_text_column_with_a_value_per_row_named_as_input_is_kept():
+    ds = build_dataset(_spec(["y"], inputs=["id", "x"]), _with_identifiers())
+    assert ds.inputs == ("id", "x") and ds.notes == ()
+    assert len(ds.features_of("id")) == int((ds.split == TRAIN).sum())  # one-hot over the 12 training values
+
+
+def test_no_input_left_but_an_identifier_says_which_was_left_out():
+    frame = _with_identifiers()[["id", "y"]]
+    with pytest.raises(DataError, match=r"no input columns left .* 'id' was left out .* name inputs with --inputs"):
+        build_dataset(_spec(["y"]), frame)
+
+
+def _prices(n: int = 100) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    price = rng.normal(100, 10, size=n).round(2).astype(object)
+    price[[7, 30]] = ["abc", "n/a"]  # two stray cells in a numeric column, as a CSV holds them
+    return pd.DataFrame({"x": rng.normal(size=n), "price": price})
+
+
+def test_a_numeric_task_with_stray_text_cells_is_refused():
+    with pytest.raises(DataError) as caught:
+        build_dataset(_spec(["price"]), _prices())
+    message = str(caught.value)
+    assert message.startswith("column 'price' of table.csv holds numbers except 2 of its 100 non-empty cells, such as 'abc'")
+    assert "clean those cells" in message and "--task-type price=multiclass" in message
+
+
+def test_stray_text_cells_are_accepted_when_the_type_is_given():
+    ds = build_dataset(_spec(["price"], task_types={"price": "multiclass"}), _prices())
+    assert ds.task("price").type == "multiclass" and "abc" in ds.task("price").classes
+
+
+def test_text_classes_that_are_partly_numbers_stay_multiclass():
+    # a third of the labels are numbers: categories, not numbers with stray cells
+    grade = pd.Series(["A", "B", "1", "A", "B", "2", "A", "B", "1", "A", "B", "2"] * 3)
+    frame = pd.DataFrame({"x": np.arange(36.0), "grade": grade})
+    ds = build_dataset(_spec(["grade"]), frame)
+    assert ds.task("grade").type == "multiclass" and ds.task("grade").classes == ("1", "2", "A", "B")
+
+
+def test_a_text_time_column_that_is_not_dates_is_refused_without_a_library_warning():
+    frame = _timed(x=np.arange(10.0), y=np.arange(10.0))
+    frame["colour"] = ["red", "blue"] * 5
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(DataError, match=r"time column 'colour' of table.csv does not parse .* row 0 holds 'red'"):
+            build_dataset(_spec(["y"], time_column="colour"), frame)
+    assert [str(w.message) for w in caught] == []  # pandas said "Could not infer format ..."
+
+
+def test_day_first_dates_parse_in_one_format_without_a_library_warning():
+    days = ["13/01/2020", "02/01/2020", "14/01/2020", "03/01/2020", "01/02/2020", "15/01/2020"] * 2
+    frame = pd.DataFrame({"when": days, "x": np.arange(12.0), "y": np.arange(12.0)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = build_dataset(_spec(["y"], time_column="when"), frame)
+    assert [str(w.message) for w in caught] == []  # pandas said "Parsing dates in %d/%m/%Y format when dayfirst=False ..."
+    assert set(frame["when"][ds.split == TEST]) == {"01/02/2020"}  # 1 February is the latest day, not 2 January
