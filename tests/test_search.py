@@ -496,6 +496,20 @@ def test_a_phase_bar_settles_where_the_summary_ends():
     assert (rec.total, rec.done) == (12, 12)
 
 
+def test_a_finished_bar_shows_the_phases_average_rate():
+    # rich's estimate averages the last updates: 64 models finishing in two bursts read 964/s
+    from types import SimpleNamespace
+
+    from taskscout.cli import _search_bars
+
+    with _search_bars() as bars:
+        (column,) = [c for c in bars.progress.columns if type(c).__name__ == "ModelsPerSecond"]
+        done = SimpleNamespace(finished=True, completed=64, elapsed=3.6, speed=963.9)
+        running = SimpleNamespace(finished=False, completed=32, elapsed=1.0, speed=20.0)
+        assert str(column.render(done)) == "17.8 models/s"
+        assert str(column.render(running)) == "20.0 models/s"
+
+
 def test_progress_bars_grow_when_a_phase_announces_more_models():
     from taskscout.cli import _search_bars
 
