@@ -459,6 +459,11 @@ def estimators(
     unknown = [n for n in names if n not in ESTIMATORS or n == "measured"]
     if unknown:
         raise _SpecError(f"--estimators takes names from {sorted(set(ESTIMATORS) - {'measured'})}; got {unknown[0]!r}")
+    if selection not in ("joint", "own"):
+        raise _SpecError(f"--selection must be joint or own. Got {selection!r} instead.")
+    if len(spec.main_tasks) < 2:
+        raise _SpecError(f"the estimators score how tasks help each other: give at least 2 main tasks "
+                         f"(--tasks a,b,...). Got {list(spec.main_tasks)} instead.")
     if threads is not None:
         if threads < 1:
             raise _SpecError(f"--threads must be an int >= 1. Got {threads} instead.")
@@ -468,8 +473,6 @@ def estimators(
     ds = build_dataset(spec)
     problem = AffinityProblem.from_dataset(ds, main=spec.main_tasks, model=spec.model, training=spec.training,
                                            seeds=model_seeds(spec), device=spec.device)
-    if selection not in ("joint", "own"):
-        raise _SpecError(f"--selection must be joint or own. Got {selection!r} instead.")
     comparison = compare_estimators(problem, names=names, pruning_test=pruning_test, params={"measured": {"selection": selection}},
                                     plateau_epsilon=spec.search.plateau_epsilon, plateau_window=spec.search.plateau_window,
                                     report=lambda msg: typer.echo(msg, err=True))

@@ -28,3 +28,12 @@ def test_unknown_estimator_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["estimators", *TINY, "--estimators", "tga", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--estimators takes names from" in err and "'tga'" in err
+
+
+def test_one_task_is_refused_before_any_training(tmp_path, capsys):
+    # it once trained every model first and then failed in the surrogate
+    one = [a if a != "g0_t0,g0_t1,g1_t0,g1_t1" else "g0_t0" for a in TINY]
+    assert main(["estimators", *one, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "at least 2 main tasks" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
