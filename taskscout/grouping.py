@@ -1013,10 +1013,13 @@ def recommend(
             lo, hi = sc.gain_ci
             why = (f"no task gains from any partner with an interval that excludes zero (the largest gain: "
                    f"{s} -> {t} {_pct(sc.gain)}, interval [{_pct(lo)}, {_pct(hi)}])")
+        elif len(tasks) == 1:
+            why = f"{tasks[0]} is the only main task, so there is nothing to group it with"
         else:
             why = "there are no measured pairwise gains to group by (run the search's 'pairs' phase)"
         reasons.insert(0, why)
-        verdict = f"Train every task separately ({len(tasks)} networks): {why}."
+        verdict = (f"Train every task separately ({len(tasks)} networks): {why}." if len(tasks) > 1
+                   else f"Train {tasks[0]} in a network of its own: {why}.")
         if any(aux.values()):
             verdict += " Add the auxiliaries listed under 'auxiliaries'; their gains are real."
     else:

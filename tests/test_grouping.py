@@ -283,6 +283,14 @@ def test_no_real_gain_means_every_task_alone_with_a_reason():
     assert all(g["score_source"] == "single" for g in rec["groups"])
 
 
+def test_a_single_main_task_is_not_told_to_run_the_pairs_phase():
+    # with one main task the pairs phase has nothing to pair; the verdict once asked for it
+    aff = _affinity([("x__hint", "a", 0.01, -0.05, 0.07, 3, "measured")])
+    rec = recommend(spec_tasks=["a"], affinity=aff, depth_L=2)
+    assert rec["verdict"] == "Train a in a network of its own: a is the only main task, so there is nothing to group it with."
+    assert "pairs" not in " ".join(rec["reasons"])
+
+
 def test_write_recommendation_round_trip(tmp_path):
     tasks, aff = _planted_affinity([["a", "b"], ["c"]], inside=0.2, hw=0.05)
     rec = recommend(spec_tasks=tasks, affinity=aff, depth_L=2)
