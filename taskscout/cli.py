@@ -569,9 +569,10 @@ def verify(
 ) -> None:
     """Recommended grouping vs all-separate vs all-together, retrained with fresh seeds, on the test split."""
     from taskscout.device import resolve_device
-    from taskscout.verify import CONFIGS, verify_run
+    from taskscout.verify import CONFIGS, check_verify_inputs, verify_run
 
     resolve_device(device)
+    check_verify_inputs(run_dir, seeds=seeds)  # a bad run directory or seed count: an error before the banner
     typer.echo(f"verifying {run_dir}: training the recommendation and both baselines ...")
     result = verify_run(run_dir, seeds=seeds, device=device)
     out = result.to_dict()
@@ -613,7 +614,7 @@ def bench(
     width: Annotated[int, typer.Option(help="Trunk width H.")] = 64,
     tasks: Annotated[int, typer.Option(help="Tasks per model (binary, multiclass, ordinal, regression, ...).")] = 4,
     batch: Annotated[int, typer.Option(help="Mini-batch size.")] = 256,
-    steps: Annotated[int, typer.Option(help="Training steps per model, over all epochs.")] = 300,
+    steps: Annotated[int, typer.Option(help="Training steps per model, over all epochs (a multiple of --epochs).")] = 300,
     epochs: Annotated[int, typer.Option(help="Epochs the steps are spread over (a validation pass after each).")] = 3,
     branch_layer: Annotated[int | None, typer.Option(help="Shared trunk layers; default: the whole trunk.")] = None,
     sequential_models: Annotated[int | None, typer.Option(help="Time only this many models in the sequential loop (its models/s is compared); default: all.")] = None,

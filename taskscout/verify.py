@@ -136,6 +136,14 @@ def _verdict(name: str, overall: tuple[float, float, float], n_seeds: int) -> st
     return f"{how} {name} ({100 * mean:+.1f}% test loss, 95% interval [{100 * low:+.1f}%, {100 * high:+.1f}%])"
 
 
+def check_verify_inputs(run_dir: str | Path, *, seeds: int | None) -> Path:
+    """The run directory, after checking it holds a recommendation to verify and that `seeds`
+    (when given) can give an interval."""
+    if seeds is not None and (not isinstance(seeds, int) or seeds < 2):
+        raise SpecError(f"--seeds must be an int >= 2: a confidence interval needs at least two seeds. Got {seeds!r} instead.")
+    return rundir.require(run_dir, rundir.SPEC, rundir.RECOMMENDATION)
+
+
 def verify_run(
     run_dir: str | Path,
     *,
@@ -156,7 +164,7 @@ def verify_run(
     from taskscout.spec import spec_from_json
     from taskscout.training import ModelPlan, train_models
 
-    d = rundir.require(run_dir, rundir.SPEC, rundir.RECOMMENDATION)
+    d = check_verify_inputs(run_dir, seeds=seeds)
     spec = spec_from_json((d / rundir.SPEC).read_text(encoding="utf-8"))
     rec = rundir.read_json(d / rundir.RECOMMENDATION)
     groups = _groups(rec)

@@ -126,7 +126,7 @@ def test_verify_trains_recommended_auxiliaries(tmp_path):
     bad["groups"][0]["aux"] = [{"name": "no_such_aux"}]
     rundir.write_json(tmp_path / rundir.RECOMMENDATION, bad)
     with pytest.raises(MissingResultsError, match="no_such_aux"):
-        verify_run(tmp_path, seeds=1, device="cpu")
+        verify_run(tmp_path, seeds=2, device="cpu")
 
 
 def test_verify_cli_prints_a_table(tmp_path, capsys):
@@ -145,6 +145,17 @@ def test_verify_needs_a_recommendation(tmp_path, capsys):
         verify_run(tmp_path, device="cpu")
     assert main(["verify", str(tmp_path), "--device", "cpu"]) == 2
     assert "recommendation.json" in capsys.readouterr().err
+
+
+def test_one_seed_or_a_missing_run_is_refused_before_the_banner(tmp_path, capsys):
+    # one seed printed "interval [-inf%, +inf%]"; a missing run printed "verifying ..." before its error
+    _write_run(tmp_path, [_group(TASKS)], {t: 0 for t in TASKS})
+    assert main(["verify", str(tmp_path), "--seeds", "1", "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "--seeds must be an int >= 2" in captured.err
+    assert main(["verify", str(tmp_path / "nope")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "does not exist" in captured.err
 
 
 def test_default_seed_count_is_the_studys_but_at_least_ten():
