@@ -3,7 +3,7 @@
 Each raw input column is ranked by its mutual information with the main target on training
 rows; the least informative become targets and are removed from the inputs of every model that
 trains on them (`drops_inputs`), so a model never sees the column it must predict. The most
-informative column is never proposed, so a model always keeps at least one input.
+informative scored column is never proposed, so a model always keeps its best known input.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ class PredictInputsGenerator(AuxGenerator):
 
     def propose(self, ds: Dataset, spec: StudySpec, main: str) -> list[AuxTask]:
         importance = input_importance(ds, main, seed=spec.seed)
-        # Unknown importance (too few rows) ranks as most important: never moved on a guess.
-        order = sorted(ds.inputs, key=lambda c: (math.isnan(importance[c]), importance[c] if not math.isnan(importance[c]) else 0.0))
+        # A column of unknown importance (too few rows to score it) is never moved on a guess, and
+        # the most informative scored column always stays an input: the inputs left must not be
+        # only columns nobody could score.
+        known = sorted((c for c in ds.inputs if not math.isnan(importance[c])), key=lambda c: importance[c])
         out = []
-        for col in order[:-1]:
-            if math.isnan(importance[col]):
-                continue
+        for col in known[:-1]:
             out.append(AuxTask(
                 name=f"{col}__input", kind=self.kind, serves=(main,), values=raw_values(ds.frame[col]),
                 type=infer_task_type(ds.frame[col]),

@@ -46,3 +46,14 @@ def test_a_single_input_is_never_moved():
     ds, spec = make_study(frame, tasks=["y"], aux={"kinds": ["predict_inputs"]})
     assert "only one input" in GENERATORS["predict_inputs"].why_not(ds, spec, "y")
     assert generate_candidates(ds, spec) == []
+
+
+def test_the_best_scored_input_stays_when_the_others_cannot_be_scored():
+    # an identifier kept as an input (every value differs) has no importance score; the one
+    # informative input was once moved to the outputs, leaving the model only the identifier
+    rng = np.random.default_rng(0)
+    n = 300
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "x": rng.normal(size=n)})
+    frame["y"] = frame["x"] + 0.1 * rng.normal(size=n)
+    ds, spec = make_study(frame, tasks=["y"], inputs=["id", "x"], aux={"kinds": ["predict_inputs"]})
+    assert generate_candidates(ds, spec) == []
