@@ -208,6 +208,19 @@ def refuse_stray_text(values: pd.Series, *, name: str, source: str = "the data")
         )
 
 
+def refuse_identifier_task(values: pd.Series, *, name: str, source: str = "the data") -> None:
+    """Raise DataError when most labelled rows of a text task hold a value no other row has (an
+    identifier, a free-text field): a class seen once can be neither learned nor evaluated."""
+    counts = values.dropna().value_counts()
+    once = int(counts[counts == 1].sum())
+    if once > 0.5 * int(counts.sum()):
+        raise DataError(
+            f"column {name!r} of {source} looks like an identifier, not a class label: {once} of its "
+            f"{int(counts.sum())} labelled rows hold a value no other row has; drop it from the tasks, "
+            f"or group its values into fewer classes"
+        )
+
+
 def encode_target(
     values: pd.Series, kind: str, train_mask: np.ndarray, *, name: str, source: str = "the data"
 ) -> tuple[np.ndarray, TaskInfo]:
@@ -447,6 +460,8 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
         if name not in spec.task_types:
             refuse_stray_text(values, name=name, source=source)
         kind = spec.task_types.get(name) or infer_task_type(values)
+        if name not in spec.task_types and kind == "multiclass":
+            refuse_identifier_task(values, name=name, source=source)
         y, info = encode_target(values, kind, train, name=name, source=source)
         for s, split_name in enumerate(SPLIT_NAMES):
             if not np.isfinite(y[split == s]).any():

@@ -226,6 +226,17 @@ def test_stray_text_cells_are_accepted_when_the_type_is_given():
     assert ds.task("price").type == "multiclass" and "abc" in ds.task("price").classes
 
 
+def test_a_text_task_with_a_value_per_row_is_refused_as_an_identifier():
+    # it once became a multiclass task with a class per row
+    n = 60
+    frame = pd.DataFrame({"x": np.arange(float(n)), "name": [f"gene{i}" for i in range(n)]})
+    frame.loc[[3, 4], "name"] = "gene0"  # a few repeats do not make it a label
+    with pytest.raises(DataError, match=r"column 'name' of table.csv looks like an identifier.* 57 of its 60 labelled rows"):
+        build_dataset(_spec(["name"]), frame)
+    ds = build_dataset(_spec(["name"], task_types={"name": "multiclass"}), frame)  # asked for: kept
+    assert ds.task("name").n_classes == 58
+
+
 def test_text_classes_that_are_partly_numbers_stay_multiclass():
     # a third of the labels are numbers: categories, not numbers with stray cells
     grade = pd.Series(["A", "B", "1", "A", "B", "2", "A", "B", "1", "A", "B", "2"] * 3)
