@@ -330,6 +330,8 @@ def _check_consistency(spec: StudySpec) -> None:
         raise SpecError("no tasks given: name the target columns with --tasks a,b,c or 'tasks = [...]'")
     if len(set(spec.tasks)) != len(spec.tasks):
         raise SpecError(f"tasks are listed more than once: {list(spec.tasks)}")
+    if len(set(spec.main)) != len(spec.main):
+        raise SpecError(f"main tasks are listed more than once: {list(spec.main)}")
     for m in spec.main:
         if m not in spec.tasks:
             raise SpecError(f"main task '{m}' is not among the tasks {list(spec.tasks)}{close_matches(m, spec.tasks)}")

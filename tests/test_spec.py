@@ -204,6 +204,7 @@ def test_broken_toml_and_missing_file(tmp_path):
     [
         ({"tasks": []}, "no tasks given"),
         ({"tasks": ["a", "a"]}, "more than once"),
+        ({"main": ["a", "a"]}, "main tasks are listed more than once"),
         ({"main": ["c"]}, "main task 'c' is not among the tasks"),
         ({"task_types": {"c": "binary"}}, "task_types names 'c'"),
         ({"time_column": "a"}, "time_column 'a' is also listed as a task"),
