@@ -482,8 +482,17 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
     return Dataset(
         name=spec.name, frame=frame, X=X, feature_names=names, feature_sources=sources, inputs=tuple(inputs),
         Y=Y, tasks=tuple(infos), split=split, time_column=spec.time_column, entity_column=spec.entity_column,
-        notes=tuple(_left_out_note(frame, c) for c in left_out),
+        notes=tuple(_left_out_note(frame, c) for c in left_out) + _unused_time_column_note(frame, spec),
     )
+
+
+def _unused_time_column_note(frame: pd.DataFrame, spec: StudySpec) -> tuple[str, ...]:
+    """A note when a bundled data set's time column is left unused (not an input, no time split)."""
+    column = frame.attrs.get("time_column")
+    if not column or spec.time_column or (spec.inputs and column in spec.inputs):
+        return ()
+    return (f"time column {column!r} of {spec.data} is left out of the inputs and the split is random by row; "
+            f"give --time-column {column} to split by time (and allow future-as-target auxiliaries)",)
 
 
 def summarize(ds: Dataset) -> dict[str, Any]:

@@ -31,6 +31,17 @@ def test_seattle_weather_has_a_date_column():
     assert {"precipitation", "temp_max", "temp_min", "wind"} <= set(frame.columns)
 
 
+def test_an_unused_builtin_time_column_is_named_in_a_note():
+    # the README's data-set table names the time column; without --time-column it was dropped silently
+    from taskscout.data import build_dataset
+    from taskscout.spec import resolve_spec
+
+    plain = build_dataset(resolve_spec("builtin:seattle-weather", {"tasks": ["weather"]}))
+    assert any("time column 'date'" in n and "--time-column date" in n for n in plain.notes)
+    timed = build_dataset(resolve_spec("builtin:seattle-weather", {"tasks": ["weather"], "time_column": "date"}))
+    assert not any("time column" in n for n in timed.notes)
+
+
 def test_planted_takes_options_and_refuses_unknown_ones():
     frame = load_frame("builtin:planted", {"n_rows": 100, "groups": 2, "tasks_per_group": 2})
     assert frame.attrs["label_columns"] == ["g0_t0", "g0_t1", "g1_t0", "g1_t1"]
