@@ -45,7 +45,7 @@ PREPROCESSING = {
     "version": 1,
     "numeric_inputs": "standardised with the training split's mean and std",
     "categorical_inputs": "one-hot over the categories seen in the training split",
-    "identifier_inputs": "text columns with a different value in every row are not default inputs",
+    "identifier_inputs": "text columns with a different value in every row, or of more than 20 distinct dates, are not default inputs",
     "missing_inputs": "training mean plus a missing-indicator column",
     "classification_targets": "classes coded 0..C-1 in sorted order; NaN = unlabelled",
     "regression_targets": "standardised on the training split; RMSE reported in original units",

@@ -27,6 +27,7 @@ from taskscout.spec import StudySpec
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_NAMES = ("train", "val", "test")
 ORDINAL_MAX_LEVELS = 10  # integer targets with 3..10 levels are inferred ordinal
+MAX_DATE_CATEGORIES = 20  # a text input of more dates than this is left out of the default inputs
 # A text task column with at least this share of cells that are numbers is taken for a numeric
 # column with stray cells (a typo, "n/a"), not for classes: its type is not guessed.
 NUMERIC_TASK_MIN_SHARE = 0.9
@@ -385,11 +386,12 @@ def default_inputs(frame: pd.DataFrame, spec: StudySpec) -> tuple[str, ...]:
 
 
 def identifier_columns(frame: pd.DataFrame, columns: Iterable[str]) -> tuple[str, ...]:
-    """The text columns of `columns` with a different value in every non-empty row (at least two).
+    """The text columns of `columns` that one-hot coding would turn into noise: a different value
+    in every non-empty row (at least two), or dates (more than MAX_DATE_CATEGORIES of them).
 
-    One-hot coding gives such a column one feature per training row, on in that row alone and off
-    in every validation and test row: a model can only memorise it, and its size grows with the
-    rows. Identifiers and dates are the usual cases.
+    One-hot coding gives such a column about one feature per training row (per date), on in those
+    rows alone and off in most validation and test rows: a model can only memorise it, and its
+    size grows with the rows. Identifiers and dates are the usual cases.
     """
     out = []
     for c in columns:
@@ -397,22 +399,31 @@ def identifier_columns(frame: pd.DataFrame, columns: Iterable[str]) -> tuple[str
         if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
             continue
         present = s.dropna()
-        if len(present) > 1 and present.nunique() == len(present):
+        distinct = present.nunique()
+        if len(present) > 1 and distinct == len(present):
+            out.append(c)
+        elif distinct > MAX_DATE_CATEGORIES and _looks_like_dates(present):
             out.append(c)
     return tuple(out)
 
 
-def _left_out_note(frame: pd.DataFrame, column: str) -> str:
-    present = frame[column].dropna()
-    sample = present.iloc[:100].astype(str)  # enough to tell dates from identifiers, fast on any size
-    looks_like_dates = pd.api.types.is_datetime64_any_dtype(present) or bool(
+def _looks_like_dates(present: pd.Series) -> bool:
+    sample = present.iloc[:100].astype(str)  # enough to tell dates from other text, fast on any size
+    return pd.api.types.is_datetime64_any_dtype(present) or bool(
         pd.to_datetime(sample, errors="coerce", format="mixed").notna().all()
     )
+
+
+def _left_out_note(frame: pd.DataFrame, column: str) -> str:
+    present = frame[column].dropna()
     keep = "name it in --inputs to keep it as a one-hot input"
-    fix = f"give it as --time-column if it orders the rows, or {keep}" if looks_like_dates else keep
+    fix = f"give it as --time-column if it orders the rows, or {keep}" if _looks_like_dates(present) else keep
+    distinct, rows = present.nunique(), len(present)
+    counts = f"{distinct} distinct values in {rows} non-empty rows"
+    what, per = (f"a different value in every row ({counts})", "row") if distinct == rows else (f"dates ({counts})", "date")
     return (
-        f"input column {column!r} left out: a different value in every row ({len(present)} distinct values in {len(present)} non-empty rows), "
-        f"so one-hot coding would give a feature per row that nothing else shares; {fix}"
+        f"input column {column!r} left out: {what}, so one-hot coding would give a feature per {per} "
+        f"that nothing else shares; {fix}"
     )
 
 
@@ -440,7 +451,7 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
     if overlap:
         raise DataError(f"column {sorted(overlap)[0]!r} is both an input and a task; a target cannot be its own input")
     if not inputs:
-        also = "".join(f"; {c!r} was left out (a different text value in every row)" for c in left_out)
+        also = "".join(f"; {c!r} was left out (an identifier or dates)" for c in left_out)
         raise DataError(f"{source} has no input columns left after removing the tasks{also}; name inputs with --inputs")
 
     times = _parse_times(frame[spec.time_column], spec.time_column, source) if spec.time_column else None

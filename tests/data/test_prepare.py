@@ -200,6 +200,20 @@ def test_a_text_column_with_a_value_per_row_named_as_input_is_kept():
     assert len(ds.features_of("id")) == int((ds.split == TRAIN).sum())  # one-hot over the 12 training values
 
 
+def test_dates_that_repeat_across_entities_are_left_out_with_a_note():
+    # a panel (3 shops x 40 days) with the day as text: one-hot coding gave a feature per date
+    days = pd.date_range("2024-01-01", periods=40).strftime("%Y-%m-%d")
+    frame = pd.DataFrame({"day": np.tile(days, 3), "shop": np.repeat(["a", "b", "c"], 40),
+                          "x": np.arange(120.0), "y": np.arange(120.0) % 7})
+    ds = build_dataset(_spec(["y"]), frame)
+    assert ds.inputs == ("shop", "x")
+    assert ds.notes == ("input column 'day' left out: dates (40 distinct values in 120 non-empty rows), so one-hot "
+                        "coding would give a feature per date that nothing else shares; give it as --time-column if it "
+                        "orders the rows, or name it in --inputs to keep it as a one-hot input",)
+    few = frame.assign(day=np.tile(days[:4], 30))  # a handful of dates can be categories
+    assert "day" in build_dataset(_spec(["y"]), few).inputs
+
+
 def test_no_input_left_but_an_identifier_says_which_was_left_out():
     frame = _with_identifiers()[["id", "y"]]
     with pytest.raises(DataError, match=r"no input columns left .* 'id' was left out .* name inputs with --inputs"):
