@@ -269,10 +269,12 @@ def validate(
     width = max(len(t) for t in summary["tasks"])
     for name, t in summary["tasks"].items():
         lab = t["labelled"]
-        detail = (
-            "balance " + ", ".join(f"{k}: {v:.0%}" for k, v in t["balance"].items())
-            if "balance" in t else f"mean {t['mean']:g}, std {t['std']:g}"
-        )
+        if "balance" in t:
+            shown = list(t["balance"].items())[:12]  # a line per task, also with many classes
+            more = len(t["balance"]) - len(shown)
+            detail = "balance " + ", ".join(f"{k}: {v:.0%}" for k, v in shown) + (f", ... {more} more classes" if more else "")
+        else:
+            detail = f"mean {t['mean']:g}, std {t['std']:g}"
         typer.echo(f"  {name:<{width}}  {t['type']:<10} labelled {lab['train']}/{lab['val']}/{lab['test']}  {detail}")
     typer.echo(f"valid: nothing was written; a search would write to {Path(spec.run_dir)}")
 

@@ -309,3 +309,14 @@ def test_overrides_from_flags_builds_the_nested_mapping():
     assert out["data_options"] == {"groups": 2, "label_fraction": 0.5, "name": "x"}
     assert out["search"]["phases"] == ["single", "pairs", "aux", "subsets", "estimators"]
     assert "device" not in out
+
+
+def test_a_task_with_many_classes_lists_the_first_twelve(capsys, tmp_path):
+    # the balance line of a 40-class task ran to several KB
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=400), "kind": [f"k{i % 40:02d}" for i in range(400)]})
+    frame.to_csv(tmp_path / "many.csv", index=False)
+    code, out, _ = run(capsys, "validate", str(tmp_path / "many.csv"), "--tasks", "kind")
+    assert code == 0
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("kind"))
+    assert "k11:" in line and "k12:" not in line and line.endswith(", ... 28 more classes")

@@ -27,6 +27,7 @@ from taskscout.spec import StudySpec
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_NAMES = ("train", "val", "test")
 ORDINAL_MAX_LEVELS = 10  # integer targets with 3..10 levels are inferred ordinal
+ORDINAL_GIVEN_MAX_LEVELS = 50  # --task-type NAME=ordinal accepts at most this many levels
 MAX_DATE_CATEGORIES = 20  # a text input of more dates than this is left out of the default inputs
 # A text task column with at least this share of cells that are numbers is taken for a numeric
 # column with stray cells (a typo, "n/a"), not for classes: its type is not guessed.
@@ -255,6 +256,11 @@ def encode_target(
         raise DataError(f"column {name!r} of {source} has only one class ({classes[0]!r}); {need}")
     if kind == "binary" and len(classes) != 2:
         raise DataError(f"column {name!r} of {source} is binary but has {len(classes)} classes; set its type to multiclass or ordinal")
+    if kind == "ordinal" and len(classes) > ORDINAL_GIVEN_MAX_LEVELS:
+        raise DataError(
+            f"column {name!r} of {source} is ordinal but has {len(classes)} levels (at most {ORDINAL_GIVEN_MAX_LEVELS}: "
+            f"an ordinal task is a few ordered grades, one output per level); set its type to regression"
+        )
     lookup = {c: i for i, c in enumerate(classes)}
     y = np.array([lookup[_plain(v)] if pd.notna(v) else np.nan for v in values], dtype=float)
     return y, TaskInfo(name, kind, tuple(classes))

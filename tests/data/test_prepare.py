@@ -251,6 +251,15 @@ def test_a_text_task_with_a_value_per_row_is_refused_as_an_identifier():
     assert ds.task("name").n_classes == 58
 
 
+def test_an_ordinal_type_on_a_continuous_column_is_refused():
+    # it built an ordinal task of a level per distinct price
+    frame = pd.DataFrame({"x": np.arange(100.0), "price": np.round(np.linspace(1, 50, 100), 2)})
+    with pytest.raises(DataError, match=r"column 'price' of table.csv is ordinal but has 100 levels .* set its type to regression"):
+        build_dataset(_spec(["price"], task_types={"price": "ordinal"}), frame)
+    grades = frame.assign(price=np.arange(100) % 5)
+    assert build_dataset(_spec(["price"], task_types={"price": "ordinal"}), grades).task("price").n_classes == 5
+
+
 def test_text_classes_that_are_partly_numbers_stay_multiclass():
     # a third of the labels are numbers: categories, not numbers with stray cells
     grade = pd.Series(["A", "B", "1", "A", "B", "2", "A", "B", "1", "A", "B", "2"] * 3)
