@@ -125,6 +125,9 @@ class GroupRow(NamedTuple):
     branch_source: str
     aux: tuple[str, ...]
     gains: tuple[tuple[str, float, float, float], ...]  # (task, expected gain, ci low, ci high)
+    # (auxiliary, served task): a served task's auxiliary left out of the network because it is a
+    # copy of another member, which the network trains as a task anyway
+    member_aux: tuple[tuple[str, str], ...] = ()
 
 
 class Summary(NamedTuple):
@@ -169,8 +172,16 @@ def summary_data(
             start = (finished - pd.to_timedelta(pd.to_numeric(trials["seconds"], errors="coerce").fillna(0), unit="s")).min()
             wall = float((finished.max() - start).total_seconds())
     groups = []
-    for g in rec.get("groups", []):
+    per_task = rec.get("auxiliaries", {}) or {}
+    assignment = rec.get("assignment", {}) or {}
+    for k, g in enumerate(rec.get("groups", [])):
         eg, ci = g.get("expected_gain", {}) or {}, g.get("ci", {}) or {}
+        listed = {a.get("name", "") for a in g.get("aux", []) or []}
+        served = g.get("serves") or [t for t in g.get("tasks", []) if assignment.get(t) == k]
+        member_aux = tuple(dict.fromkeys(
+            (str(a.get("name", "")), t) for t in served for a in per_task.get(t, []) or []
+            if a.get("name", "") not in listed
+        ))
         gains = tuple(
             (t, _num(eg.get(t)), _num((ci.get(t) or [None, None])[0]), _num((ci.get(t) or [None, None])[1]))
             for t in g.get("tasks", [])
@@ -178,7 +189,8 @@ def summary_data(
         groups.append(GroupRow(
             tasks=tuple(g.get("tasks", [])), branch_layer=g.get("branch_layer"),
             branch_source=str(g.get("branch_source", "")),
-            aux=tuple(a.get("name", "") for a in g.get("aux", []) or []), gains=gains,
+            aux=tuple(dict.fromkeys(a.get("name", "") for a in g.get("aux", []) or [])), gains=gains,
+            member_aux=member_aux,
         ))
     budget = rec.get("budget", {}) or {}
     return Summary(

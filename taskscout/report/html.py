@@ -123,6 +123,13 @@ class RunFiles:
 # ---------------------------------------------------------------- sections
 
 
+def _group_aux(g: F.GroupRow) -> str:
+    """A group's auxiliaries, and those of its served tasks that it trains as members."""
+    notes = [f"{a} (for {t}) is a copy of a member task of this network, trained in it as a task"
+             for a, t in g.member_aux]
+    return "; ".join(x for x in (", ".join(g.aux), *notes) if x) or "none"
+
+
 def _summary(run: RunFiles) -> list:
     s = F.summary_data(run.spec, run.get(rundir.RECOMMENDATION), run.get(rundir.TRIALS), run.get(rundir.COMPUTE))
     def duration(x: float) -> str:
@@ -146,7 +153,7 @@ def _summary(run: RunFiles) -> list:
         blocks.append("<ul>" + "".join(f"<li>{esc(r)}</li>" for r in s.reasons) + "</ul>")
     rows = [
         (f"{k + 1}", ", ".join(g.tasks), "n/a" if g.branch_layer is None else g.branch_layer, g.branch_source,
-         ", ".join(g.aux) or "none",
+         _group_aux(g),
          "; ".join(f"{t} {F.fmt(m, signed=True)} {F.interval(lo, hi)}" for t, m, lo, hi in g.gains))
         for k, g in enumerate(s.groups)
     ]
