@@ -1023,7 +1023,17 @@ def recommend(
         elif len(tasks) == 1:
             why = f"{tasks[0]} is the only main task, so there is nothing to group it with"
         else:
-            why = "there are no measured pairwise gains to group by (run the search's 'pairs' phase)"
+            # A pairwise gain is measured against the task trained alone: without the single phase
+            # the pairs phase's models give no gain at all.
+            alone = (any(len(members) == 1 for members, _ in scorer.group_rows)
+                     or bool((baselines or {}).get("single_task_loss")))
+            if alone:
+                missing = "run the search's 'pairs' phase"
+            elif group_scores is not None or baselines is not None:
+                missing = "run the search's 'single' phase: gains are measured against each task trained alone"
+            else:
+                missing = "run the search's 'single' and 'pairs' phases"
+            why = f"there are no measured pairwise gains to group by ({missing})"
         reasons.insert(0, why)
         verdict = (f"Train every task separately ({len(tasks)} networks): {why}." if len(tasks) > 1
                    else f"Train {tasks[0]} in a network of its own: {why}.")

@@ -677,3 +677,26 @@ def test_an_auxiliary_serving_two_members_is_listed_once_for_the_group():
     assert x["ci"] == {"a": pytest.approx([0.01, 0.09]), "b": pytest.approx([0.02, 0.14])}
     assert group["aux"][1]["serves"] == ["b"]
     assert rec["verdict"].count("x__hint") == 1
+
+
+@pytest.mark.parametrize("phases, missing", [
+    (("pairs",), "run the search's 'single' phase"),   # pairs trained: nothing to measure them against
+    (("single",), "run the search's 'pairs' phase"),
+])
+def test_no_gains_reason_names_the_phase_that_did_not_run(phases, missing):
+    from taskscout.affinity.measured import LOSS_COLUMNS, measured_affinity
+    from taskscout.affinity.measured import group_scores as measured_group_scores
+
+    tasks = ["a", "b"]
+    rows = []
+    for seed in range(3):
+        if "single" in phases:
+            rows += [(("a",), (), 2, seed, "a", 1.0), (("b",), (), 2, seed, "b", 1.0)]
+        if "pairs" in phases:
+            rows += [(("a", "b"), (), 2, seed, "a", 0.8), (("a", "b"), (), 2, seed, "b", 0.8)]
+    losses = pd.DataFrame(rows, columns=list(LOSS_COLUMNS))
+    rec = recommend(spec_tasks=tasks, affinity=measured_affinity(losses, full_layer=2),
+                    group_scores=measured_group_scores(losses, full_layer=2, order=tasks), depth_L=2)
+    assert rec["verdict"] == (f"Train every task separately (2 networks): there are no measured pairwise gains "
+                              f"to group by ({missing}" + (": gains are measured against each task trained alone)."
+                                                           if "pairs" in phases else ")."))
