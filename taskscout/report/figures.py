@@ -138,10 +138,15 @@ class Summary(NamedTuple):
     budget: str
     seeds: int | None
     epochs: int | None
+    # Over every phase of compute.csv (subsets and estimators included), else over trials.parquet
+    # (the single, pairs, aux and depth phases only).
     models_trained: int
     epochs_trained: int
-    seconds: float          # time spent in the search phases (compute.csv), else the models' own time
-    wall_seconds: float     # first model's start to last model's end (trials' `finished`), NaN if unknown
+    # compute.csv: each phase's wall time spent training (parallel models share it), summed over
+    # the phases; without it, the trials' own times. The search's total time is longer: it also
+    # builds the data and candidates and writes the tables.
+    seconds: float
+    phases: tuple[tuple[str, int, int, float], ...]  # compute.csv rows: (phase, models, epochs, seconds)
     networks: int | None
     verdict: str
     reasons: tuple[str, ...]
@@ -157,20 +162,20 @@ def summary_data(
     training = spec.get("training", {}) or {}
     tasks = tuple(rec.get("tasks") or spec.get("tasks") or ())
     main = tuple(spec.get("main") or ()) or tasks
-    models = 0 if trials is None else len(trials)
-    epochs = 0 if trials is None or "epochs" not in trials else int(pd.to_numeric(trials["epochs"], errors="coerce").fillna(0).sum())
+    def total(frame: pd.DataFrame, column: str) -> float:
+        return float(pd.to_numeric(frame[column], errors="coerce").fillna(0).sum())
+
+    phases: tuple[tuple[str, int, int, float], ...] = ()
     if compute is not None and not compute.empty:
-        seconds = float(pd.to_numeric(compute["seconds"], errors="coerce").fillna(0).sum())
-    elif trials is not None and "seconds" in trials:
-        seconds = float(pd.to_numeric(trials["seconds"], errors="coerce").fillna(0).sum())
+        # trials.parquet holds only the measured phases' models; compute.csv has every phase
+        models, epochs, seconds = int(total(compute, "models")), int(total(compute, "epochs")), total(compute, "seconds")
+        phases = tuple((str(r.phase), int(r.models) if _finite(r.models) else 0,
+                        int(r.epochs) if _finite(r.epochs) else 0, _num(r.seconds))
+                       for r in compute.itertuples(index=False))
     else:
-        seconds = float("nan")
-    wall = float("nan")
-    if trials is not None and not trials.empty and "finished" in trials and "seconds" in trials:
-        finished = pd.to_datetime(trials["finished"], errors="coerce")
-        if finished.notna().any():
-            start = (finished - pd.to_timedelta(pd.to_numeric(trials["seconds"], errors="coerce").fillna(0), unit="s")).min()
-            wall = float((finished.max() - start).total_seconds())
+        models = 0 if trials is None else len(trials)
+        epochs = 0 if trials is None or "epochs" not in trials else int(total(trials, "epochs"))
+        seconds = total(trials, "seconds") if trials is not None and "seconds" in trials else float("nan")
     groups = []
     per_task = rec.get("auxiliaries", {}) or {}
     assignment = rec.get("assignment", {}) or {}
@@ -196,7 +201,7 @@ def summary_data(
     return Summary(
         study=str(spec.get("name", "")), data=str(spec.get("data", "")), tasks=tasks, main=main,
         budget=str(spec.get("budget", "")), seeds=training.get("seeds"), epochs=training.get("epochs"),
-        models_trained=models, epochs_trained=epochs, seconds=seconds, wall_seconds=wall,
+        models_trained=models, epochs_trained=epochs, seconds=seconds, phases=phases,
         networks=budget.get("networks", len(groups) or None), verdict=str(rec.get("verdict", "")),
         reasons=tuple(str(r) for r in rec.get("reasons", []) or []), groups=tuple(groups),
     )

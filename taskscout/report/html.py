@@ -139,9 +139,13 @@ def _summary(run: RunFiles) -> list:
         ("study", s.study), ("data set", s.data), ("tasks", ", ".join(s.tasks)),
         ("main tasks", ", ".join(s.main)),
         ("budget", f"{s.budget} (seeds {s.seeds}, epochs {s.epochs}); {s.models_trained} models, "
-                   f"{s.epochs_trained} epochs trained"),
-        ("wall time", duration(s.wall_seconds) + " from the first model's start to the last model's end"),
-        ("compute", duration(s.seconds) + " spent in the search phases"),
+                   f"{s.epochs_trained} epochs trained" + (" over every phase" if s.phases else
+                                                           " in the single, pairs, aux and depth phases")),
+        ("training time", duration(s.seconds) + (
+            " of wall time spent training, summed over the phases (" + ", ".join(
+                f"{p} {sec:.1f} s" for p, _, _, sec in s.phases) + "); the search's own total is longer: "
+            "it also builds the data and the candidates and writes the tables" if s.phases else
+            " summed over the models of trials.parquet (no compute.csv; subsets and estimators not counted)")),
         ("networks recommended", "n/a" if s.networks is None else str(s.networks)),
     ]
     blocks = ['<dl class="facts">' + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts) + "</dl>"]

@@ -124,3 +124,14 @@ def test_a_related_auxiliary_trained_as_a_member_is_named_not_none(run_dir):
     assert ("g0_t0__related (for g0_t2) is a copy of a member task of this network, trained in it as a task"
             in row)
     assert "none" not in row
+
+
+def test_summary_counts_every_phase_of_compute_csv(run_dir):
+    # It counted trials.parquet (the measured phases only) and set a "wall time" from the trials'
+    # shares of their training calls beside the phases' sum, which it could undercut.
+    summary = next(s for s in build_sections(run_dir) if s.id == "summary")
+    facts = summary.blocks[0]
+    assert "27 models, 270 epochs trained over every phase" in facts
+    assert ("14.0 s (0.2 min) of wall time spent training, summed over the phases (single 4.0 s, pairs 3.0 s, "
+            "aux 2.0 s, depth 4.5 s, estimators 0.5 s)") in facts
+    assert "wall time</dt>" not in facts
