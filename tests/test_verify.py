@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 
 import numpy as np
@@ -137,6 +138,12 @@ def test_verify_cli_prints_a_table(tmp_path, capsys):
     result = rundir.read_json(tmp_path / rundir.VERIFY)
     # everything in one network at full sharing is the all-together baseline itself
     assert all(result["gain_vs_together"][t] == [0.0, 0.0, 0.0] for t in TASKS)
+    # the run's report shows the verification at once (it said "Not verified yet" until
+    # `taskscout report` was run)
+    assert f"rebuilt {tmp_path / rundir.REPORT} with the verification" in out
+    page = (tmp_path / rundir.REPORT).read_text(encoding="utf-8")
+    assert "Not verified yet" not in page
+    assert html.escape(result["verdict"], quote=False) in page
 
 
 def test_verify_needs_a_recommendation(tmp_path, capsys):
