@@ -603,6 +603,16 @@ def verify(
                f"vs together {gain(out['overall_gain_vs_together'])}; {result.models_trained} models trained")
     typer.echo(result.verdict)
     typer.echo(f"wrote {Path(run_dir) / 'verify.json'}")
+    # report.html shows the verification: rebuild it, as the search does, when the report module
+    # (and plotly) is installed
+    try:
+        from taskscout.report import build_report
+    except ModuleNotFoundError as e:
+        if e.name not in ("taskscout.report", "plotly"):
+            raise
+        typer.echo(f"report.html not rebuilt ({e.name} is not installed); run `taskscout report {run_dir}` where it is")
+    else:
+        typer.echo(f"rebuilt {build_report(run_dir)} with the verification")
 
 
 # ---------------------------------------------------------------- bench

@@ -58,6 +58,28 @@ TOP_KEYS = ("schema_version", "taskscout_version", "study", "data", "preprocessi
 # ---------------------------------------------------------------- export
 
 
+def group_auxiliaries(group: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A recommendation group's auxiliaries by name, each once, with `serves` (the served tasks
+    that gain from it) and per-task `expected_gain` and `ci`.
+
+    Recommendations written before an auxiliary was listed once per group repeat it for every
+    served task, with `serves` a task name and scalar gains; those entries are merged here.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for a in group.get("aux") or []:
+        name = str(a["name"])
+        entry = out.setdefault(name, {"name": name, "kind": a.get("kind"), "serves": [], "expected_gain": {}, "ci": {}})
+        serves = a.get("serves")
+        served = [serves] if isinstance(serves, str) else list(serves or [])
+        gains, ci = a.get("expected_gain"), a.get("ci")
+        for t in served:
+            if t not in entry["serves"]:
+                entry["serves"].append(t)
+            entry["expected_gain"].setdefault(t, gains.get(t) if isinstance(gains, Mapping) else gains)
+            entry["ci"].setdefault(t, ci.get(t) if isinstance(ci, Mapping) else ci)
+    return out
+
+
 def _aux_entry(name: str, records: Mapping[str, Mapping[str, Any]], main: str, rec_aux: Mapping[str, Any]) -> dict[str, Any]:
     r = records.get(name)
     if r is None:
@@ -117,11 +139,7 @@ def export_config(run_dir: str | Path) -> dict[str, Any]:
     for k, g in enumerate(groups):
         members = [t for t in tasks if t in g.get("tasks", [])]
         serves = [t for t in tasks if assignment.get(t) == k] if assignment else list(members)
-        auxes = []
-        for a in g.get("aux") or []:
-            serves_a = a.get("serves")
-            main = serves_a if isinstance(serves_a, str) else (serves_a or members)[0]
-            auxes.append(_aux_entry(str(a["name"]), records, main, a))
+        auxes = [_aux_entry(name, records, (a["serves"] or members)[0], a) for name, a in group_auxiliaries(g).items()]
         out_groups.append({
             "name": rundir.group_key(members, tasks),
             "tasks": members,

@@ -965,12 +965,19 @@ def recommend(
         else:
             branch = BranchChoice(depth_L, "default")
         # A related auxiliary that copies a member task adds nothing: the group trains that task.
-        group_aux = [
-            {"name": a.name, "kind": a.kind, "serves": a.serves, "expected_gain": a.expected_gain, "ci": list(a.ci)}
-            for t in served for a in aux[t]
-            if not (a.kind == "related" and set(related_columns.get(a.name, ())) <= set(members) - {t}
-                    and related_columns.get(a.name))
-        ]
+        # The network trains each auxiliary once, however many of its served tasks gain from it.
+        by_name: dict[str, dict[str, Any]] = {}
+        for t in served:
+            for a in aux[t]:
+                copied = set(related_columns.get(a.name, ()))
+                if a.kind == "related" and copied and copied <= set(members) - {t}:
+                    continue
+                entry = by_name.setdefault(a.name, {"name": a.name, "kind": a.kind, "serves": [],
+                                                    "expected_gain": {}, "ci": {}})
+                entry["serves"].append(t)
+                entry["expected_gain"][t] = a.expected_gain
+                entry["ci"][t] = list(a.ci)
+        group_aux = list(by_name.values())
         groups.append({
             "tasks": list(members),
             "serves": served,
@@ -1016,7 +1023,17 @@ def recommend(
         elif len(tasks) == 1:
             why = f"{tasks[0]} is the only main task, so there is nothing to group it with"
         else:
-            why = "there are no measured pairwise gains to group by (run the search's 'pairs' phase)"
+            # A pairwise gain is measured against the task trained alone: without the single phase
+            # the pairs phase's models give no gain at all.
+            alone = (any(len(members) == 1 for members, _ in scorer.group_rows)
+                     or bool((baselines or {}).get("single_task_loss")))
+            if alone:
+                missing = "run the search's 'pairs' phase"
+            elif group_scores is not None or baselines is not None:
+                missing = "run the search's 'single' phase: gains are measured against each task trained alone"
+            else:
+                missing = "run the search's 'single' and 'pairs' phases"
+            why = f"there are no measured pairwise gains to group by ({missing})"
         reasons.insert(0, why)
         verdict = (f"Train every task separately ({len(tasks)} networks): {why}." if len(tasks) > 1
                    else f"Train {tasks[0]} in a network of its own: {why}.")
@@ -1030,7 +1047,7 @@ def recommend(
             else:
                 part = f"{grp['tasks'][0]} alone"
             if grp["aux"]:
-                part += " with auxiliaries " + ", ".join(dict.fromkeys(a["name"] for a in grp["aux"]))
+                part += " with auxiliaries " + ", ".join(a["name"] for a in grp["aux"])
             parts.append(part)
         mean_gain = float(np.mean([1.0 - g.scores[t].norm_loss for t in tasks]))
         verdict = (

@@ -119,7 +119,8 @@ def _groups(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
             )
         if served:
             out.append({"tasks": members, "serves": served, "branch_layer": int(g["branch_layer"]),
-                        "aux": [a["name"] for a in g.get("aux", [])]})
+                        # older recommendations list an auxiliary once per served task it helps
+                        "aux": list(dict.fromkeys(a["name"] for a in g.get("aux", [])))})
     return out
 
 

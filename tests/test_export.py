@@ -395,3 +395,57 @@ def test_a_failed_write_is_one_error(config, tmp_path, monkeypatch):
     monkeypatch.setattr(rundir, "write_text", full)
     with pytest.raises(SpecError, match=r"cannot write '.*c\.yaml': No space left on device; free space"):
         write_config(config, tmp_path / "c.yaml")
+
+
+def test_an_auxiliary_listed_twice_by_an_older_recommendation_is_exported_once(planted, tmp_path, capsys):
+    # Recommendations used to repeat an auxiliary once per served task it helps (serves a task
+    # name, scalar gains); train refused the config ("a model lists a target more than once").
+    run_dir, inputs_aux, _, _ = planted
+    d = tmp_path / "run"
+    d.mkdir()
+    for name in (rundir.SPEC, rundir.CANDIDATES):
+        (d / name).write_bytes((run_dir / name).read_bytes())
+    rec = rundir.read_json(run_dir / rundir.RECOMMENDATION)
+    rec["groups"][0]["aux"] = [
+        {"name": inputs_aux.name, "kind": "predict_inputs", "serves": "g0_t0", "expected_gain": 0.02, "ci": [0.0, 0.04]},
+        {"name": inputs_aux.name, "kind": "predict_inputs", "serves": "g0_t1", "expected_gain": 0.05, "ci": [0.01, 0.09]},
+    ]
+    rundir.write_json(d / rundir.RECOMMENDATION, rec)
+    cfg = export_config(d)
+    (aux,) = cfg["groups"][0]["auxiliaries"]
+    assert aux["name"] == inputs_aux.name
+    assert aux["expected_gain"] == {"g0_t0": 0.02, "g0_t1": 0.05}
+    assert aux["ci"] == {"g0_t0": [0.0, 0.04], "g0_t1": [0.01, 0.09]}
+    assert cfg["groups"][0]["loss_weights"] == {"g0_t0": 1.0, "g0_t1": 1.0, inputs_aux.name: 1.0}
+    cfg_path = tmp_path / "train.yaml"
+    write_config(cfg, cfg_path)
+    assert main(["train", str(cfg_path), "--out", str(tmp_path / "models"), "--device", "cpu"]) == 0
+    metrics = rundir.read_json(tmp_path / "models" / "metrics.json")
+    assert metrics["groups"][0]["auxiliaries"] == [inputs_aux.name]
+
+
+def test_recommended_auxiliary_serving_two_members_is_exported_once(planted, tmp_path):
+    # recommend() lists an auxiliary once per group, with every served task it helps
+    import pandas as pd
+
+    from taskscout.grouping import recommend
+
+    run_dir, inputs_aux, _, _ = planted
+    d = tmp_path / "run"
+    d.mkdir()
+    for name in (rundir.SPEC, rundir.CANDIDATES):
+        (d / name).write_bytes((run_dir / name).read_bytes())
+    rows = [(s, t, 0.12 if {s, t} == {"g0_t0", "g0_t1"} else -0.01, 0.0, 0.0, 3, "measured")
+            for s in TASKS for t in TASKS if s != t]
+    rows = [(s, t, g, g - 0.04, g + 0.04, n, m) for s, t, g, _, _, n, m in rows]
+    rows += [(inputs_aux.name, "g0_t0", 0.02, 0.01, 0.03, 3, "measured"),
+             (inputs_aux.name, "g0_t1", 0.05, 0.01, 0.09, 3, "measured")]
+    affinity = pd.DataFrame(rows, columns=list(rundir.AFFINITY_COLUMNS))
+    rec = recommend(spec_tasks=TASKS, affinity=affinity, depth_L=2, candidates=rundir.read_json(d / rundir.CANDIDATES))
+    assert [g["tasks"] for g in rec["groups"]] == [["g0_t0", "g0_t1"], ["g1_t0"]]
+    rundir.write_json(d / rundir.RECOMMENDATION, rec)
+    cfg = export_config(d)
+    (aux,) = cfg["groups"][0]["auxiliaries"]
+    assert aux["name"] == inputs_aux.name
+    assert aux["expected_gain"] == pytest.approx({"g0_t0": 0.02, "g0_t1": 0.05})
+    assert cfg["groups"][0]["loss_weights"] == {"g0_t0": 1.0, "g0_t1": 1.0, inputs_aux.name: 1.0}

@@ -657,3 +657,46 @@ def test_false_discovery_control_covers_the_auxiliaries_gains():
     assert any("1 of 22 scores pass" in r for r in rec["reasons"])
     scorer = GroupScorer.from_tables(tasks=tasks, affinity=aff, fdr=0.05)
     assert scorer.aux_rows[("d__hint", "d")].discovered and scorer.aux_rows[("e__hint", "e")].discovered is False
+
+
+def test_an_auxiliary_serving_two_members_is_listed_once_for_the_group():
+    # Each served task listed its auxiliaries in turn, so the network named x__hint twice and
+    # train/verify refused it ("a model lists a target more than once").
+    tasks, aff = _planted_affinity([["a", "b"], ["c"]], inside=0.12, across=-0.01, hw=0.04, extra=[
+        ("x__hint", "a", 0.05, 0.01, 0.09, 3, "measured"),
+        ("x__hint", "b", 0.08, 0.02, 0.14, 3, "measured"),
+        ("y__hint", "b", 0.03, 0.01, 0.05, 3, "measured"),
+    ])
+    candidates = [{"name": n, "kind": "hints", "provenance": {"columns": ["x"]}} for n in ("x__hint", "y__hint")]
+    rec = recommend(spec_tasks=tasks, affinity=aff, depth_L=2, candidates=candidates)
+    group = next(g for g in rec["groups"] if g["tasks"] == ["a", "b"])
+    assert [x["name"] for x in group["aux"]] == ["x__hint", "y__hint"]
+    x = group["aux"][0]
+    assert x["serves"] == ["a", "b"]
+    assert x["expected_gain"] == pytest.approx({"a": 0.05, "b": 0.08})
+    assert x["ci"] == {"a": pytest.approx([0.01, 0.09]), "b": pytest.approx([0.02, 0.14])}
+    assert group["aux"][1]["serves"] == ["b"]
+    assert rec["verdict"].count("x__hint") == 1
+
+
+@pytest.mark.parametrize("phases, missing", [
+    (("pairs",), "run the search's 'single' phase"),   # pairs trained: nothing to measure them against
+    (("single",), "run the search's 'pairs' phase"),
+])
+def test_no_gains_reason_names_the_phase_that_did_not_run(phases, missing):
+    from taskscout.affinity.measured import LOSS_COLUMNS, measured_affinity
+    from taskscout.affinity.measured import group_scores as measured_group_scores
+
+    tasks = ["a", "b"]
+    rows = []
+    for seed in range(3):
+        if "single" in phases:
+            rows += [(("a",), (), 2, seed, "a", 1.0), (("b",), (), 2, seed, "b", 1.0)]
+        if "pairs" in phases:
+            rows += [(("a", "b"), (), 2, seed, "a", 0.8), (("a", "b"), (), 2, seed, "b", 0.8)]
+    losses = pd.DataFrame(rows, columns=list(LOSS_COLUMNS))
+    rec = recommend(spec_tasks=tasks, affinity=measured_affinity(losses, full_layer=2),
+                    group_scores=measured_group_scores(losses, full_layer=2, order=tasks), depth_L=2)
+    assert rec["verdict"] == (f"Train every task separately (2 networks): there are no measured pairwise gains "
+                              f"to group by ({missing}" + (": gains are measured against each task trained alone)."
+                                                           if "pairs" in phases else ")."))

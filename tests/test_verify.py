@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 
 import numpy as np
@@ -137,6 +138,12 @@ def test_verify_cli_prints_a_table(tmp_path, capsys):
     result = rundir.read_json(tmp_path / rundir.VERIFY)
     # everything in one network at full sharing is the all-together baseline itself
     assert all(result["gain_vs_together"][t] == [0.0, 0.0, 0.0] for t in TASKS)
+    # the run's report shows the verification at once (it said "Not verified yet" until
+    # `taskscout report` was run)
+    assert f"rebuilt {tmp_path / rundir.REPORT} with the verification" in out
+    page = (tmp_path / rundir.REPORT).read_text(encoding="utf-8")
+    assert "Not verified yet" not in page
+    assert html.escape(result["verdict"], quote=False) in page
 
 
 def test_verify_needs_a_recommendation(tmp_path, capsys):
@@ -162,3 +169,20 @@ def test_default_seed_count_is_the_studys_but_at_least_ten():
     assert default_seed_count(3) == 10
     assert default_seed_count(10) == 10
     assert default_seed_count(12) == 12
+
+
+def test_an_auxiliary_listed_twice_by_an_older_recommendation_is_trained_once(tmp_path):
+    # Recommendations used to repeat an auxiliary for each served task it helps; verify refused
+    # them ("a model lists a target more than once").
+    from taskscout.auxgen import generate_candidates
+    from taskscout.data import build_dataset
+
+    spec = _spec(tmp_path)
+    aux = next(a.name for a in generate_candidates(build_dataset(spec), spec)
+               if a.dropped is None and "g0_t0" in a.serves)
+    _write_run(tmp_path, [_group(["g0_t0", "g0_t1"], aux=[aux, aux]), _group(["g1_t0", "g1_t1"])],
+               {"g0_t0": 0, "g0_t1": 0, "g1_t0": 1, "g1_t1": 1}, spec)
+    result = verify_run(tmp_path, seeds=2, device="cpu")
+    # per seed: the two recommended networks (one with the auxiliary), four single-task ones, all-together
+    assert result.models_trained == 2 * (2 + 4 + 1)
+    assert result.loss["recommended"]["g0_t0"] != result.loss["separate"]["g0_t0"]

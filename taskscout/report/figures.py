@@ -125,6 +125,9 @@ class GroupRow(NamedTuple):
     branch_source: str
     aux: tuple[str, ...]
     gains: tuple[tuple[str, float, float, float], ...]  # (task, expected gain, ci low, ci high)
+    # (auxiliary, served task): a served task's auxiliary left out of the network because it is a
+    # copy of another member, which the network trains as a task anyway
+    member_aux: tuple[tuple[str, str], ...] = ()
 
 
 class Summary(NamedTuple):
@@ -135,10 +138,15 @@ class Summary(NamedTuple):
     budget: str
     seeds: int | None
     epochs: int | None
+    # Over every phase of compute.csv (subsets and estimators included), else over trials.parquet
+    # (the single, pairs, aux and depth phases only).
     models_trained: int
     epochs_trained: int
-    seconds: float          # time spent in the search phases (compute.csv), else the models' own time
-    wall_seconds: float     # first model's start to last model's end (trials' `finished`), NaN if unknown
+    # compute.csv: each phase's wall time spent training (parallel models share it), summed over
+    # the phases; without it, the trials' own times. The search's total time is longer: it also
+    # builds the data and candidates and writes the tables.
+    seconds: float
+    phases: tuple[tuple[str, int, int, float], ...]  # compute.csv rows: (phase, models, epochs, seconds)
     networks: int | None
     verdict: str
     reasons: tuple[str, ...]
@@ -154,23 +162,31 @@ def summary_data(
     training = spec.get("training", {}) or {}
     tasks = tuple(rec.get("tasks") or spec.get("tasks") or ())
     main = tuple(spec.get("main") or ()) or tasks
-    models = 0 if trials is None else len(trials)
-    epochs = 0 if trials is None or "epochs" not in trials else int(pd.to_numeric(trials["epochs"], errors="coerce").fillna(0).sum())
+    def total(frame: pd.DataFrame, column: str) -> float:
+        return float(pd.to_numeric(frame[column], errors="coerce").fillna(0).sum())
+
+    phases: tuple[tuple[str, int, int, float], ...] = ()
     if compute is not None and not compute.empty:
-        seconds = float(pd.to_numeric(compute["seconds"], errors="coerce").fillna(0).sum())
-    elif trials is not None and "seconds" in trials:
-        seconds = float(pd.to_numeric(trials["seconds"], errors="coerce").fillna(0).sum())
+        # trials.parquet holds only the measured phases' models; compute.csv has every phase
+        models, epochs, seconds = int(total(compute, "models")), int(total(compute, "epochs")), total(compute, "seconds")
+        phases = tuple((str(r.phase), int(r.models) if _finite(r.models) else 0,
+                        int(r.epochs) if _finite(r.epochs) else 0, _num(r.seconds))
+                       for r in compute.itertuples(index=False))
     else:
-        seconds = float("nan")
-    wall = float("nan")
-    if trials is not None and not trials.empty and "finished" in trials and "seconds" in trials:
-        finished = pd.to_datetime(trials["finished"], errors="coerce")
-        if finished.notna().any():
-            start = (finished - pd.to_timedelta(pd.to_numeric(trials["seconds"], errors="coerce").fillna(0), unit="s")).min()
-            wall = float((finished.max() - start).total_seconds())
+        models = 0 if trials is None else len(trials)
+        epochs = 0 if trials is None or "epochs" not in trials else int(total(trials, "epochs"))
+        seconds = total(trials, "seconds") if trials is not None and "seconds" in trials else float("nan")
     groups = []
-    for g in rec.get("groups", []):
+    per_task = rec.get("auxiliaries", {}) or {}
+    assignment = rec.get("assignment", {}) or {}
+    for k, g in enumerate(rec.get("groups", [])):
         eg, ci = g.get("expected_gain", {}) or {}, g.get("ci", {}) or {}
+        listed = {a.get("name", "") for a in g.get("aux", []) or []}
+        served = g.get("serves") or [t for t in g.get("tasks", []) if assignment.get(t) == k]
+        member_aux = tuple(dict.fromkeys(
+            (str(a.get("name", "")), t) for t in served for a in per_task.get(t, []) or []
+            if a.get("name", "") not in listed
+        ))
         gains = tuple(
             (t, _num(eg.get(t)), _num((ci.get(t) or [None, None])[0]), _num((ci.get(t) or [None, None])[1]))
             for t in g.get("tasks", [])
@@ -178,13 +194,14 @@ def summary_data(
         groups.append(GroupRow(
             tasks=tuple(g.get("tasks", [])), branch_layer=g.get("branch_layer"),
             branch_source=str(g.get("branch_source", "")),
-            aux=tuple(a.get("name", "") for a in g.get("aux", []) or []), gains=gains,
+            aux=tuple(dict.fromkeys(a.get("name", "") for a in g.get("aux", []) or [])), gains=gains,
+            member_aux=member_aux,
         ))
     budget = rec.get("budget", {}) or {}
     return Summary(
         study=str(spec.get("name", "")), data=str(spec.get("data", "")), tasks=tasks, main=main,
         budget=str(spec.get("budget", "")), seeds=training.get("seeds"), epochs=training.get("epochs"),
-        models_trained=models, epochs_trained=epochs, seconds=seconds, wall_seconds=wall,
+        models_trained=models, epochs_trained=epochs, seconds=seconds, phases=phases,
         networks=budget.get("networks", len(groups) or None), verdict=str(rec.get("verdict", "")),
         reasons=tuple(str(r) for r in rec.get("reasons", []) or []), groups=tuple(groups),
     )

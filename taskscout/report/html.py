@@ -123,6 +123,13 @@ class RunFiles:
 # ---------------------------------------------------------------- sections
 
 
+def _group_aux(g: F.GroupRow) -> str:
+    """A group's auxiliaries, and those of its served tasks that it trains as members."""
+    notes = [f"{a} (for {t}) is a copy of a member task of this network, trained in it as a task"
+             for a, t in g.member_aux]
+    return "; ".join(x for x in (", ".join(g.aux), *notes) if x) or "none"
+
+
 def _summary(run: RunFiles) -> list:
     s = F.summary_data(run.spec, run.get(rundir.RECOMMENDATION), run.get(rundir.TRIALS), run.get(rundir.COMPUTE))
     def duration(x: float) -> str:
@@ -132,9 +139,13 @@ def _summary(run: RunFiles) -> list:
         ("study", s.study), ("data set", s.data), ("tasks", ", ".join(s.tasks)),
         ("main tasks", ", ".join(s.main)),
         ("budget", f"{s.budget} (seeds {s.seeds}, epochs {s.epochs}); {s.models_trained} models, "
-                   f"{s.epochs_trained} epochs trained"),
-        ("wall time", duration(s.wall_seconds) + " from the first model's start to the last model's end"),
-        ("compute", duration(s.seconds) + " spent in the search phases"),
+                   f"{s.epochs_trained} epochs trained" + (" over every phase" if s.phases else
+                                                           " in the single, pairs, aux and depth phases")),
+        ("training time", duration(s.seconds) + (
+            " of wall time spent training, summed over the phases (" + ", ".join(
+                f"{p} {sec:.1f} s" for p, _, _, sec in s.phases) + "); the search's own total is longer: "
+            "it also builds the data and the candidates and writes the tables" if s.phases else
+            " summed over the models of trials.parquet (no compute.csv; subsets and estimators not counted)")),
         ("networks recommended", "n/a" if s.networks is None else str(s.networks)),
     ]
     blocks = ['<dl class="facts">' + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts) + "</dl>"]
@@ -146,7 +157,7 @@ def _summary(run: RunFiles) -> list:
         blocks.append("<ul>" + "".join(f"<li>{esc(r)}</li>" for r in s.reasons) + "</ul>")
     rows = [
         (f"{k + 1}", ", ".join(g.tasks), "n/a" if g.branch_layer is None else g.branch_layer, g.branch_source,
-         ", ".join(g.aux) or "none",
+         _group_aux(g),
          "; ".join(f"{t} {F.fmt(m, signed=True)} {F.interval(lo, hi)}" for t, m, lo, hi in g.gains))
         for k, g in enumerate(s.groups)
     ]

@@ -70,7 +70,7 @@ def summary_text(result: SearchResult, *, top: int = 3) -> str:
     if agreement.exists():
         rows = pd.read_csv(agreement)
         lines.append("estimators vs measured gains (Spearman, compute relative to the measured phase): " + ", ".join(
-            f"{r.method} {r.spearman:+.2f} at {r.relative_compute:.0%}" for r in rows.itertuples(index=False)))
+            f"{r.method} {'n/a' if r.spearman != r.spearman else format(r.spearman, '+.2f')} at {r.relative_compute:.0%}" for r in rows.itertuples(index=False)))
     rec = result.run_dir / rundir.RECOMMENDATION
     if rec.exists():
         lines.append("recommendation: " + str(rundir.read_json(rec).get("verdict", "")))

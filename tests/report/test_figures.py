@@ -40,12 +40,11 @@ def test_text_escapes_markup_but_not_quotes():
 def test_summary(frames):
     s = F.summary_data(frames["spec"], frames["rec"], frames["trials"], frames["compute"])
     assert s.tasks == TASKS
-    assert s.models_trained == len(frames["trials"]) == 8 + 6 + 4 + 4
+    # every phase of compute.csv, the estimators' model included (trials.parquet has 8 + 6 + 4 + 4)
+    assert s.models_trained == 8 + 6 + 4 + 8 + 1 and len(frames["trials"]) == 22
     assert s.epochs_trained == 10 * s.models_trained
-    assert s.seconds == pytest.approx(sum(c[3] for c in COMPUTE))
-    # Trial k finishes at second k after taking 0.25 * (k + 1) s: trial 0 started at -0.25 s,
-    # the last (21) finished at 21 s.
-    assert s.wall_seconds == pytest.approx(21.25)
+    assert s.seconds == pytest.approx(4.0 + 3.0 + 2.0 + 4.5 + 0.5)
+    assert s.phases == tuple(COMPUTE)
     assert s.networks == 3 and len(s.groups) == 3
     assert s.groups[0].tasks == ("alpha", EVIL) and s.groups[0].branch_layer == 1
     assert s.groups[0].aux == ("alpha__ordinal_ge_1",)
@@ -56,6 +55,7 @@ def test_summary(frames):
 def test_summary_without_compute_sums_model_seconds(frames):
     s = F.summary_data(frames["spec"], None, frames["trials"], None)
     assert s.seconds == pytest.approx(frames["trials"]["seconds"].sum())
+    assert s.models_trained == 22 and s.phases == ()
     assert s.verdict == "" and s.groups == ()
 
 

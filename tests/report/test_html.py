@@ -106,3 +106,32 @@ def test_building_the_report_never_imports_torch(run_dir):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_a_related_auxiliary_trained_as_a_member_is_named_not_none(run_dir):
+    # recommendation.json lists g0_t0__related for g0_t2 under `auxiliaries` but not in the group
+    # that trains g0_t0 itself; the grouping table said "none" beside it.
+    rec = rundir.read_json(run_dir / rundir.RECOMMENDATION)
+    rec["tasks"] = ["g0_t0", "g0_t2"]
+    rec["groups"] = [{"tasks": ["g0_t0", "g0_t2"], "serves": ["g0_t0", "g0_t2"], "branch_layer": 2,
+                      "branch_source": "measured", "aux": [], "expected_gain": {}, "ci": {}}]
+    rec["assignment"] = {"g0_t0": 0, "g0_t2": 0}
+    rec["auxiliaries"] = {"g0_t0": [], "g0_t2": [{"name": "g0_t0__related", "kind": "related",
+                                                   "expected_gain": 0.1, "ci": [0.05, 0.15]}]}
+    rundir.write_json(run_dir / rundir.RECOMMENDATION, rec)
+    summary = next(s for s in build_sections(run_dir) if s.id == "summary")
+    row = re.search(r"<tr><td>1</td>(.*?)</tr>", "".join(b for b in summary.blocks if isinstance(b, str))).group(1)
+    assert ("g0_t0__related (for g0_t2) is a copy of a member task of this network, trained in it as a task"
+            in row)
+    assert "none" not in row
+
+
+def test_summary_counts_every_phase_of_compute_csv(run_dir):
+    # It counted trials.parquet (the measured phases only) and set a "wall time" from the trials'
+    # shares of their training calls beside the phases' sum, which it could undercut.
+    summary = next(s for s in build_sections(run_dir) if s.id == "summary")
+    facts = summary.blocks[0]
+    assert "27 models, 270 epochs trained over every phase" in facts
+    assert ("14.0 s (0.2 min) of wall time spent training, summed over the phases (single 4.0 s, pairs 3.0 s, "
+            "aux 2.0 s, depth 4.5 s, estimators 0.5 s)") in facts
+    assert "wall time</dt>" not in facts
