@@ -521,3 +521,15 @@ def test_progress_bars_grow_when_a_phase_announces_more_models():
         (task,) = bars.progress.tasks
         assert (task.completed, task.total) == (7, 7)
         bars.phase_finished("subsets")
+
+
+def test_subsets_without_single_task_losses_are_skipped_with_a_note(tmp_path):
+    # --skip single: every subset scored NaN and the phase proposed subsets without end
+    spec = make_spec(tmp_path / "run", search={"phases": ["pairs", "subsets"], "subsets": 3})
+    fake = FakeTrainer(fail_after=40)
+    result = run_search(spec, train_fn=fake, finalize_run=False)
+    subsets = {p.phase: p for p in result.phases}["subsets"]
+    assert (subsets.status, subsets.trained) == ("skipped", 0)
+    assert "--skip single" in subsets.note
+    assert not any(k.startswith("subsets:") for call in fake.calls for k in call)
+    assert f"note: subsets skipped: {subsets.note}" in summary_text(result)

@@ -40,7 +40,13 @@ from taskscout.affinity.measured import group_scores, paired_with_alone
 from taskscout.affinity.measured_estimator import own_best_loss
 from taskscout.affinity.surrogate import Surrogate, fit_surrogate
 from taskscout.search.plan import model_seeds
-from taskscout.search.subsets import SubsetRun, enqueue_subsets, proposer_study, run_subsets
+from taskscout.search.subsets import (
+    SubsetProposer,
+    SubsetRun,
+    enqueue_subsets,
+    proposer_study,
+    run_subsets,
+)
 from taskscout.spec import StudySpec
 
 # The estimators phase runs the cheap estimators but the surrogate, which the subsets phase fits.
@@ -69,6 +75,13 @@ def affinity_problem(problem: Any, spec: StudySpec) -> AffinityProblem:
         main=tuple(index[t] for t in problem.main), model=spec.model, training=spec.training,
         seeds=model_seeds(spec), device=spec.device,
     )
+
+
+def missing_normalisers(losses: pd.DataFrame, tasks: Sequence[str], seeds: Sequence[int]) -> list[tuple[str, int]]:
+    """The (task, seed) pairs of `tasks` x `seeds` without a single-task loss in `losses`: the
+    subsets phase normalises by them and cannot score a subset without them."""
+    single = single_losses(losses)
+    return [(t, int(s)) for t in tasks for s in seeds if (t, int(s)) not in single]
 
 
 def single_losses(losses: pd.DataFrame) -> dict[tuple[str, int], float]:
@@ -135,8 +148,8 @@ def run_subsets_phase(
         confirm = dataclasses.replace(aproblem, seeds=(*aproblem.seeds, *extra))
         extra_single: dict[tuple[str, int], float] = {}
 
-        def done() -> int:
-            return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        def done() -> int:  # as run_subsets counts: unscorable subsets are spent too
+            return SubsetProposer(study, main).spent()
 
         def confirmed(n_subsets: int) -> SubsetRun:  # trains up to n_subsets, returns every stored one
             more = run_subsets(confirm, single={**single, **extra_single}, n_subsets=n_subsets, study=study,

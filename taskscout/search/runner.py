@@ -124,6 +124,7 @@ class PhaseOutcome:
     remaining: int  # still missing (time limit)
     seconds: float
     status: str  # "done", "skipped", "stopped" (time limit), "not started" (time limit earlier)
+    note: str = ""  # why a phase was skipped when the spec asked for it
 
 
 @dataclass(frozen=True)
@@ -454,6 +455,7 @@ def _beyond_pairs(
     from taskscout.search.estimators import (
         PHASE_ESTIMATORS,
         estimator_tables,
+        missing_normalisers,
         run_estimators_phase,
         run_subsets_phase,
     )
@@ -464,13 +466,23 @@ def _beyond_pairs(
         return [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "skipped") for p in ("subsets", "estimators")]
     subsets = None
     results: dict[str, Any] = {}
-    if "subsets" in wanted and spec.search.subsets > 0:
+    losses = losses_frame(records)
+    missing = missing_normalisers(losses, problem.main, model_seeds(spec)) if "subsets" in wanted else []
+    if "subsets" in wanted and spec.search.subsets > 0 and missing:
+        # a subset's score is its tasks' losses over their single-task losses: none could be scored
+        cause = ("--skip single left them unmeasured" if "single" not in spec.search.phases
+                 else "the single phase did not complete them")
+        outcomes.append(PhaseOutcome("subsets", 0, 0, 0, 0, 0.0, "skipped",
+                                     note=f"it needs the single-task losses of every main task and seed, and "
+                                          f"{cause} (e.g. {missing[0][0]} seed {missing[0][1]}); "
+                                          f"run without --skip single to measure them"))
+    elif "subsets" in wanted and spec.search.subsets > 0:
         began = time.monotonic()
         total = spec.search.subsets * spec.training.seeds
         progress.phase_started("subsets", total=total, done=0)
         bar = _Tally(progress, total)
         custom = None if train_fn is _train_models else train_fn
-        subsets = run_subsets_phase(spec, problem, losses=losses_frame(records), storage=url,
+        subsets = run_subsets_phase(spec, problem, losses=losses, storage=url,
                                     train_fn=custom, progress=bar.advance, planned=bar.extend)
         # The phase's models: every subset model stored (earlier runs' are reused; confirmation
         # may add models beyond the sampled subsets) and the normalisers (trained once, then kept).

@@ -9,7 +9,8 @@ universe as in (1) or out (0); `fixed` tasks are always in (for auxiliary subset
 The default sampler is Sobol quasi-Monte Carlo (`QMCSampler`, scrambled, seeded): a space-filling
 design, which is what a regression over membership needs; an optimiser's sampler (TPE) would
 cluster the proposals around good subsets. A proposal with fewer than two tasks, or one already
-proposed, is told FAIL and another is asked for.
+proposed, is told FAIL and another is asked for. A subset whose objective is not finite is told
+FAIL too, counts as proposed and is never proposed again.
 
 Training. Each subset is trained with every seed (one model per seed, the whole trunk shared),
 its `main` targets selecting the best epoch (task subsets: all of them; auxiliary subsets: the
@@ -98,9 +99,20 @@ class SubsetProposer:
         return {t.number: tuple(t.user_attrs[TASKS_ATTR]) for t in self.study.get_trials(deepcopy=False, states=tuple(states))
                 if TASKS_ATTR in t.user_attrs}
 
+    def unscorable(self) -> dict[int, tuple[str, ...]]:
+        """Proposer trial number -> subset, for subsets trained to the end but told FAIL (their
+        objective was not finite, e.g. without single-task losses to normalise by)."""
+        return {t.number: tuple(t.user_attrs[TASKS_ATTR]) for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                if TASKS_ATTR in t.user_attrs and LOSSES_ATTR in t.user_attrs}
+
+    def spent(self) -> int:
+        """Subsets trained through: scored (complete), pruned, or unscorable; each is proposed once."""
+        return len(self.subsets((TrialState.COMPLETE, TrialState.PRUNED))) + len(self.unscorable())
+
     def propose(self, n: int) -> list[tuple[optuna.trial.Trial, tuple[str, ...]]]:
         """Up to `n` new RUNNING proposer trials with their subsets (fewer when the space runs out)."""
-        seen = set(self.subsets().values())
+        # an unscorable subset would be unscorable again: proposing it anew could loop without end
+        seen = set(self.subsets().values()) | set(self.unscorable().values())
         space = 2 ** len(self.free)
         out: list[tuple[optuna.trial.Trial, tuple[str, ...]]] = []
         attempts = 0
@@ -264,7 +276,7 @@ def run_subsets(
         for task, s, loss in t.user_attrs.get(LOSSES_ATTR, []):
             losses_rows.append((mains, aux, depth, int(s), task, float(loss)))
 
-    done = len(proposer.subsets((TrialState.COMPLETE, TrialState.PRUNED)))
+    done = proposer.spent()
     while done < n_subsets:
         batch = proposer.propose(min(stack_subsets, n_subsets - done))
         if not batch:
@@ -318,7 +330,7 @@ def run_subsets(
             mains = main_of(subset)
             for task, s, loss, _ in frame.itertuples(index=False):
                 losses_rows.append((mains, aux, depth, s, task, loss))
-        done = len(proposer.subsets((TrialState.COMPLETE, TrialState.PRUNED)))
+        done = proposer.spent()
 
     objectives = pd.DataFrame(obj_rows, columns=["group", "objective", "state", "pruned_epoch", "trial"])
     losses = pd.DataFrame(losses_rows, columns=list(LOSS_COLUMNS))

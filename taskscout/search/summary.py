@@ -53,6 +53,7 @@ def summary_text(result: SearchResult, *, top: int = 3) -> str:
         else:
             parts.append(f"{p.phase} {p.planned - p.remaining}/{p.planned}")
     lines.append("phases: " + ", ".join(parts))
+    lines += [f"note: {p.phase} {p.status}: {p.note}" for p in result.phases if p.note]
     lines += [f"note: {n}" for n in result.data_notes]
     if result.stopped_by_time_limit:
         left = sum(p.remaining for p in result.phases)
