@@ -533,3 +533,14 @@ def test_subsets_without_single_task_losses_are_skipped_with_a_note(tmp_path):
     assert "--skip single" in subsets.note
     assert not any(k.startswith("subsets:") for call in fake.calls for k in call)
     assert f"note: subsets skipped: {subsets.note}" in summary_text(result)
+
+
+def test_summary_without_measured_transfers_says_so():
+    # --skip pairs --skip aux: affinity.csv held only the estimators' rows and the summary raised
+    from taskscout.search.summary import transfer_lines
+
+    estimated = pd.DataFrame([("a", "b", 0.1, 0.0, 0.2, 2, "tag")], columns=list(rundir.AFFINITY_COLUMNS))
+    assert transfer_lines(estimated) == ["no measured transfers (no pair or auxiliary model was measured against "
+                                         "its tasks alone)"]
+    (line,) = transfer_lines(estimated.iloc[:0])
+    assert line.startswith("no measured transfers")
