@@ -54,6 +54,7 @@ PHASE = "subsets"
 TASKS_ATTR = "tasks"
 LOSSES_ATTR = "losses"  # [[task, seed, val loss], ...] of a finished subset, so a resumed run reuses it
 SHADOW_ATTR = "shadow_value"  # shadow mode: the final objective of a subset told PRUNED
+COMPUTE_ATTR = "compute"  # [models, epochs, seconds] of a trained subset, so a resumed run can total the phase
 
 
 def default_sampler(seed: int = 0) -> optuna.samplers.BaseSampler:
@@ -75,6 +76,17 @@ def proposer_study(*, storage: str | optuna.storages.BaseStorage | None = None, 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True,
                                sampler=default_sampler(seed), pruner=pruner)
+
+
+def stored_compute(study: optuna.Study) -> Compute:
+    """What the subsets the proposer study holds cost to train (this run's and earlier runs',
+    pruned and unscorable ones too): the sum of their COMPUTE_ATTR."""
+    total = Compute()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
+        if COMPUTE_ATTR in t.user_attrs:
+            models, epochs, seconds = t.user_attrs[COMPUTE_ATTR]
+            total = total + Compute(int(models), int(epochs), float(seconds))
+    return total
 
 
 class SubsetProposer:
@@ -302,6 +314,9 @@ def run_subsets(
         results_all.extend(results)
         for k, (trial, subset) in enumerate(batch):
             mine = [r for r, o in zip(results, owner, strict=True) if o == k]
+            # the stack's seconds shared by model: a stack trains its models together
+            trial.set_user_attr(COMPUTE_ATTR, [len(mine), sum(r.epochs_run for r in mine),
+                                               seconds * len(mine) / max(1, len(results))])
             rows = []
             for r in mine:
                 for t in r.plan.main:
