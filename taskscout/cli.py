@@ -427,8 +427,14 @@ def search(
                    f"the same command and --join instead of --create-only")
         return
     bars = None if quiet else _search_bars()
-    with bars if bars is not None else contextlib.nullcontext():
-        result = run_search(spec, fresh=fresh, progress=bars, join=join)
+    try:
+        with bars if bars is not None else contextlib.nullcontext():
+            result = run_search(spec, fresh=fresh, progress=bars, join=join)
+    except KeyboardInterrupt:
+        from taskscout.search.runner import stored_models
+
+        typer.echo(f"interrupted: {stored_models(spec)} models stored; run the same command again to resume", err=True)
+        raise typer.Exit(130) from None
     typer.echo(summary_text(result))
 
 

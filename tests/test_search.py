@@ -544,3 +544,67 @@ def test_summary_without_measured_transfers_says_so():
                                          "its tasks alone)"]
     (line,) = transfer_lines(estimated.iloc[:0])
     assert line.startswith("no measured transfers")
+
+
+class _Bar:
+    """A SearchProgress that keeps each phase's count."""
+
+    def __init__(self):
+        self.done: dict[str, int] = {}
+        self.phase = None
+
+    def phase_started(self, phase, *, total, done):
+        self.phase = phase
+        self.done[phase] = done
+
+    def advance(self, n):
+        self.done[self.phase] += n
+
+    def extend(self, n):
+        pass
+
+    def phase_finished(self, phase):
+        pass
+
+
+def _interrupted_on_call(n: int):
+    """A FakeTrainer that, on its n-th call, reports every model finished, then is interrupted."""
+    fake = FakeTrainer()
+
+    def train(*args, progress, **kw):
+        if len(fake.calls) == n - 1:
+            for _ in args[4]:
+                progress(1)
+            raise KeyboardInterrupt
+        return fake(*args, progress=progress, **kw)
+
+    return train
+
+
+def test_an_interrupted_stack_is_not_shown_as_done(tmp_path):
+    # Ctrl-C: the bar showed the interrupted phase complete although its last stack was never stored
+    from taskscout.search.runner import stored_models
+
+    spec = make_spec(tmp_path / "run")
+    bar = _Bar()
+    with pytest.raises(KeyboardInterrupt):
+        run_search(spec, train_fn=_interrupted_on_call(3), candidates_fn=aux_candidates, progress=bar,
+                   finalize_run=False)
+    complete = sum(s == "COMPLETE" for _, s in trial_states(spec))
+    assert complete == 2 * 5  # two stacks of stack_size 5 stored
+    assert bar.done == {"single": 10}
+    assert stored_models(spec) == 10
+
+
+def test_an_interrupted_search_says_how_much_is_stored(tmp_path, monkeypatch, capsys):
+    import taskscout.search
+    from taskscout.cli import main
+
+    real = taskscout.search.run_search
+    monkeypatch.setattr(taskscout.search, "run_search", lambda spec, **kw: real(
+        spec, **{**kw, "train_fn": _interrupted_on_call(2), "progress": None}))
+    code = main(["search", "builtin:planted", "--tasks", "g0_t0,g0_t1,g1_t0", "--out", str(tmp_path / "run"),
+                 "--stack-size", "4", "--skip", "aux", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 130
+    assert captured.err == "interrupted: 4 models stored; run the same command again to resume\n"

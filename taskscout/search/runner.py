@@ -159,6 +159,30 @@ def storage_url(spec: StudySpec) -> str:
     return spec.search.storage or default_storage(spec.run_dir)
 
 
+def stored_models(spec: StudySpec) -> int:
+    """Models of `spec`'s search that its storage holds, which the same search run again reuses:
+    the measured phases' completed models and the subsets phase's trained subset models."""
+    import optuna
+
+    from taskscout.search.subsets import stored_compute
+
+    url = storage_url(spec)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        return 0  # loading a study would create the database
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(url) if url.startswith("sqlite") else url
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+    except KeyError:
+        return 0
+    n = len({t.user_attrs.get("key") for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))})
+    try:
+        n += stored_compute(optuna.load_study(study_name=f"{spec.name}:subsets", storage=storage)).models
+    except KeyError:
+        pass
+    return n
+
+
 def _train_models(*args: Any, **kwargs: Any) -> Any:
     from taskscout.training import train_models
 
@@ -192,6 +216,12 @@ class _StackProgress:
     def finish(self, n: int) -> None:
         if n > self.reported:
             self.progress.advance(n - self.reported)
+
+    def rewind(self) -> None:
+        """The stack was not stored (interrupted, or the trainer failed): its models are not done."""
+        if self.reported:
+            self.progress.advance(-self.reported)
+            self.reported = 0
 
 
 def _record(store: Store, claim: Any, result: Any, problem: SearchProblem) -> bool:
@@ -262,6 +292,7 @@ def run_phase(
             stored = [_record(store, c, r, problem) for c, r in zip(claims, results, strict=True)]
         except BaseException:
             release(store, claims)
+            stack.rewind()
             raise
         stack.finish(len(claims))
         shown += len(claims)

@@ -191,6 +191,23 @@ class _StackPruning:
         return stop
 
 
+class _CountedProgress:
+    """Forwards a stack's per-model progress and keeps count, so it can be taken back."""
+
+    def __init__(self, progress: Callable[[int], None] | None) -> None:
+        self.progress, self.reported = progress, 0
+
+    def __call__(self, n: int) -> None:
+        self.reported += n
+        if self.progress is not None:
+            self.progress(n)
+
+    def take_back(self) -> None:
+        if self.progress is not None and self.reported:
+            self.progress(-self.reported)
+        self.reported = 0
+
+
 def enqueue_subsets(study: optuna.Study, universe: Sequence[str], subsets: Sequence[Sequence[str]]) -> int:
     """Queue these subsets of `universe` in the proposer study, so the next proposals are exactly
     them (before any sampled one) and a resumed run finds them; subsets already proposed are
@@ -306,9 +323,14 @@ def run_subsets(
         pruned_at = hook.pruned_at
 
         start = time.perf_counter()
-        results = train_fn(problem.X, problem.Y, problem.heads, problem.split, plans, model=problem.model,
-                           training=problem.training, device=problem.device, progress=progress,
-                           on_epoch=hook if prune else None, stack_size=max(1, len(plans)))
+        tally = _CountedProgress(progress)
+        try:
+            results = train_fn(problem.X, problem.Y, problem.heads, problem.split, plans, model=problem.model,
+                               training=problem.training, device=problem.device, progress=tally,
+                               on_epoch=hook if prune else None, stack_size=max(1, len(plans)))
+        except BaseException:
+            tally.take_back()  # not stored: the stack's models are not done
+            raise
         seconds = time.perf_counter() - start
         compute = compute + Compute(len(results), sum(r.epochs_run for r in results), seconds)
         results_all.extend(results)

@@ -189,3 +189,15 @@ def test_subsets_that_cannot_be_scored_count_as_proposed(problem):
               if "losses" in t.user_attrs]
     assert len(failed) == len(set(failed)) == 3
     assert run.observations.empty
+
+
+def test_an_interrupted_stack_takes_back_the_progress_it_reported(problem):
+    def interrupted(X, Y, heads, split, plans, *, progress, **_):
+        for _ in plans:
+            progress(1)
+        raise KeyboardInterrupt
+
+    shown: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        run_subsets(problem, single=SINGLE, n_subsets=2, train_fn=interrupted, progress=shown.append)
+    assert shown == [1, 1, 1, 1, -4]  # 2 subsets x 2 seeds reported, none stored
