@@ -354,15 +354,21 @@ def _search_bars() -> Any:
             )
             self.task: Any = None
             self.total = 0
+            self.started = False
 
         def __enter__(self) -> "Bars":
-            self.progress.start()
+            # started with the first phase: an error before it (bad data) stays one line on stderr
+            self.started = False
             return self
 
         def __exit__(self, *exc: Any) -> None:
-            self.progress.stop()
+            if self.started:
+                self.progress.stop()
 
         def phase_started(self, phase: str, *, total: int, done: int) -> None:
+            if not self.started:
+                self.progress.start()
+                self.started = True
             self.total = max(total, 0)
             self.task = self.progress.add_task(phase, total=self.total, completed=done)
 

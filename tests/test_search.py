@@ -608,3 +608,13 @@ def test_an_interrupted_search_says_how_much_is_stored(tmp_path, monkeypatch, ca
     captured = capsys.readouterr()
     assert code == 130
     assert captured.err == "interrupted: 4 models stored; run the same command again to resume\n"
+
+
+def test_a_search_error_before_any_phase_is_one_line(tmp_path, capsys):
+    # the progress display, started before the data was read, printed an empty line first
+    from taskscout.cli import main
+
+    code = main(["search", "builtin:planted", "--tasks", "g0_t0,nope", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: task column 'nope'") and err.count("\n") == 1
