@@ -356,15 +356,21 @@ def _search_bars() -> Any:
             )
             self.task: Any = None
             self.total = 0
+            self.started = False
 
         def __enter__(self) -> "Bars":
-            self.progress.start()
+            # started with the first phase: an error before it (bad data) stays one line on stderr
+            self.started = False
             return self
 
         def __exit__(self, *exc: Any) -> None:
-            self.progress.stop()
+            if self.started:
+                self.progress.stop()
 
         def phase_started(self, phase: str, *, total: int, done: int) -> None:
+            if not self.started:
+                self.progress.start()
+                self.started = True
             self.total = max(total, 0)
             self.task = self.progress.add_task(phase, total=self.total, completed=done)
 
@@ -429,8 +435,14 @@ def search(
                    f"the same command and --join instead of --create-only")
         return
     bars = None if quiet else _search_bars()
-    with bars if bars is not None else contextlib.nullcontext():
-        result = run_search(spec, fresh=fresh, progress=bars, join=join)
+    try:
+        with bars if bars is not None else contextlib.nullcontext():
+            result = run_search(spec, fresh=fresh, progress=bars, join=join)
+    except KeyboardInterrupt:
+        from taskscout.search.runner import stored_models
+
+        typer.echo(f"interrupted: {stored_models(spec)} models stored; run the same command again to resume", err=True)
+        raise typer.Exit(130) from None
     typer.echo(summary_text(result))
 
 

@@ -521,3 +521,100 @@ def test_progress_bars_grow_when_a_phase_announces_more_models():
         (task,) = bars.progress.tasks
         assert (task.completed, task.total) == (7, 7)
         bars.phase_finished("subsets")
+
+
+def test_subsets_without_single_task_losses_are_skipped_with_a_note(tmp_path):
+    # --skip single: every subset scored NaN and the phase proposed subsets without end
+    spec = make_spec(tmp_path / "run", search={"phases": ["pairs", "subsets"], "subsets": 3})
+    fake = FakeTrainer(fail_after=40)
+    result = run_search(spec, train_fn=fake, finalize_run=False)
+    subsets = {p.phase: p for p in result.phases}["subsets"]
+    assert (subsets.status, subsets.trained) == ("skipped", 0)
+    assert "--skip single" in subsets.note
+    assert not any(k.startswith("subsets:") for call in fake.calls for k in call)
+    assert f"note: subsets skipped: {subsets.note}" in summary_text(result)
+
+
+def test_summary_without_measured_transfers_says_so():
+    # --skip pairs --skip aux: affinity.csv held only the estimators' rows and the summary raised
+    from taskscout.search.summary import transfer_lines
+
+    estimated = pd.DataFrame([("a", "b", 0.1, 0.0, 0.2, 2, "tag")], columns=list(rundir.AFFINITY_COLUMNS))
+    assert transfer_lines(estimated) == ["no measured transfers (no pair or auxiliary model was measured against "
+                                         "its tasks alone)"]
+    (line,) = transfer_lines(estimated.iloc[:0])
+    assert line.startswith("no measured transfers")
+
+
+class _Bar:
+    """A SearchProgress that keeps each phase's count."""
+
+    def __init__(self):
+        self.done: dict[str, int] = {}
+        self.phase = None
+
+    def phase_started(self, phase, *, total, done):
+        self.phase = phase
+        self.done[phase] = done
+
+    def advance(self, n):
+        self.done[self.phase] += n
+
+    def extend(self, n):
+        pass
+
+    def phase_finished(self, phase):
+        pass
+
+
+def _interrupted_on_call(n: int):
+    """A FakeTrainer that, on its n-th call, reports every model finished, then is interrupted."""
+    fake = FakeTrainer()
+
+    def train(*args, progress, **kw):
+        if len(fake.calls) == n - 1:
+            for _ in args[4]:
+                progress(1)
+            raise KeyboardInterrupt
+        return fake(*args, progress=progress, **kw)
+
+    return train
+
+
+def test_an_interrupted_stack_is_not_shown_as_done(tmp_path):
+    # Ctrl-C: the bar showed the interrupted phase complete although its last stack was never stored
+    from taskscout.search.runner import stored_models
+
+    spec = make_spec(tmp_path / "run")
+    bar = _Bar()
+    with pytest.raises(KeyboardInterrupt):
+        run_search(spec, train_fn=_interrupted_on_call(3), candidates_fn=aux_candidates, progress=bar,
+                   finalize_run=False)
+    complete = sum(s == "COMPLETE" for _, s in trial_states(spec))
+    assert complete == 2 * 5  # two stacks of stack_size 5 stored
+    assert bar.done == {"single": 10}
+    assert stored_models(spec) == 10
+
+
+def test_an_interrupted_search_says_how_much_is_stored(tmp_path, monkeypatch, capsys):
+    import taskscout.search
+    from taskscout.cli import main
+
+    real = taskscout.search.run_search
+    monkeypatch.setattr(taskscout.search, "run_search", lambda spec, **kw: real(
+        spec, **{**kw, "train_fn": _interrupted_on_call(2), "progress": None}))
+    code = main(["search", "builtin:planted", "--tasks", "g0_t0,g0_t1,g1_t0", "--out", str(tmp_path / "run"),
+                 "--stack-size", "4", "--skip", "aux", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 130
+    assert captured.err == "interrupted: 4 models stored; run the same command again to resume\n"
+
+
+def test_a_search_error_before_any_phase_is_one_line(tmp_path, capsys):
+    # the progress display, started before the data was read, printed an empty line first
+    from taskscout.cli import main
+
+    code = main(["search", "builtin:planted", "--tasks", "g0_t0,nope", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: task column 'nope'") and err.count("\n") == 1

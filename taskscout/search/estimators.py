@@ -40,7 +40,14 @@ from taskscout.affinity.measured import group_scores, paired_with_alone
 from taskscout.affinity.measured_estimator import own_best_loss
 from taskscout.affinity.surrogate import Surrogate, fit_surrogate
 from taskscout.search.plan import model_seeds
-from taskscout.search.subsets import SubsetRun, enqueue_subsets, proposer_study, run_subsets
+from taskscout.search.subsets import (
+    SubsetProposer,
+    SubsetRun,
+    enqueue_subsets,
+    proposer_study,
+    run_subsets,
+    stored_compute,
+)
 from taskscout.spec import StudySpec
 
 # The estimators phase runs the cheap estimators but the surrogate, which the subsets phase fits.
@@ -59,6 +66,8 @@ CONFIRM_EXTRA_SEEDS = 2
 # The normalisers (each main task alone on the extra seeds) are kept in the proposer study's user
 # attributes as [[task, seed, loss], ...], so a resumed run does not train them again.
 NORMALISERS_ATTR = "confirmation_normalisers"
+# ... and what they cost to train, [models, epochs, seconds]: the phase's compute counts them.
+NORMALISERS_COMPUTE_ATTR = "confirmation_normalisers_compute"
 
 
 def affinity_problem(problem: Any, spec: StudySpec) -> AffinityProblem:
@@ -69,6 +78,13 @@ def affinity_problem(problem: Any, spec: StudySpec) -> AffinityProblem:
         main=tuple(index[t] for t in problem.main), model=spec.model, training=spec.training,
         seeds=model_seeds(spec), device=spec.device,
     )
+
+
+def missing_normalisers(losses: pd.DataFrame, tasks: Sequence[str], seeds: Sequence[int]) -> list[tuple[str, int]]:
+    """The (task, seed) pairs of `tasks` x `seeds` without a single-task loss in `losses`: the
+    subsets phase normalises by them and cannot score a subset without them."""
+    single = single_losses(losses)
+    return [(t, int(s)) for t in tasks for s in seeds if (t, int(s)) not in single]
 
 
 def single_losses(losses: pd.DataFrame) -> dict[tuple[str, int], float]:
@@ -96,6 +112,8 @@ class SubsetsPhase:
     observations: pd.DataFrame  # group, task, seed, norm_loss: anchors, pairs, subsets
     normalisers: int = 0  # single-task models behind the confirmation's extra seeds (trained once, then kept)
     stored_models: int = 0  # subset models the proposer study holds, this run's and earlier runs', pruned ones too
+    # What the models the phase rests on cost, reused ones included (run.compute: this run's training alone)
+    compute: Compute = Compute()
 
 
 def run_subsets_phase(
@@ -135,8 +153,8 @@ def run_subsets_phase(
         confirm = dataclasses.replace(aproblem, seeds=(*aproblem.seeds, *extra))
         extra_single: dict[tuple[str, int], float] = {}
 
-        def done() -> int:
-            return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        def done() -> int:  # as run_subsets counts: unscorable subsets are spent too
+            return SubsetProposer(study, main).spent()
 
         def confirmed(n_subsets: int) -> SubsetRun:  # trains up to n_subsets, returns every stored one
             more = run_subsets(confirm, single={**single, **extra_single}, n_subsets=n_subsets, study=study,
@@ -162,6 +180,7 @@ def run_subsets_phase(
                         planned(len(extra) * len(confirm.main))
                     extra_single, cost = _single_losses(confirm, extra, train_fn=train_fn, progress=progress)
                     study.set_user_attr(NORMALISERS_ATTR, [[t, s, v] for (t, s), v in extra_single.items()])
+                    study.set_user_attr(NORMALISERS_COMPUTE_ATTR, [cost.models, cost.epochs, cost.seconds])
                     run = dataclasses.replace(run, compute=run.compute + cost)
                 normalisers = len(extra_single)
                 anchors = pd.DataFrame([(t, t, s, 1.0) for (t, s) in {**single, **extra_single} if t in main],
@@ -170,8 +189,12 @@ def run_subsets_phase(
                 planned(queued * len(confirm.seeds))
             run = confirmed(done() + queued)
             observations = pd.concat([anchors, pairs, run.observations], ignore_index=True)
+    compute = stored_compute(study)
+    if normalisers:
+        models, epochs, seconds = study.user_attrs.get(NORMALISERS_COMPUTE_ATTR, (0, 0, 0.0))
+        compute = compute + Compute(int(models), int(epochs), float(seconds))
     return SubsetsPhase(run, fit_surrogate(observations, tasks=main), observations, normalisers,
-                        _stored_models(run, len(aproblem.seeds)))
+                        _stored_models(run, len(aproblem.seeds)), compute)
 
 
 def _stored_models(run: SubsetRun, seeds: int) -> int:
@@ -245,15 +268,16 @@ def estimator_tables(
     to add to affinity.csv next to the measured ones).
 
     `measured` are the measured affinity rows and `measured_compute` the single + pairs phases'
-    compute. The surrogate's compute is that of the subsets phase alone: it reuses the single and
-    pairs models the measured phase trained anyway.
+    compute. The surrogate's compute is that of the subsets phase alone (the subset models it rests
+    on, trained by this run or an earlier one): it reuses the single and pairs models the measured
+    phase trained anyway.
     """
     results = dict(results or {})
     compute_rows = [r.compute.row(f"estimator:{m}") for m, r in results.items()]
     if subsets is not None:
-        results["surrogate"] = EstimatorResult("surrogate", subsets.surrogate.affinity_rows(), subsets.run.compute,
+        results["surrogate"] = EstimatorResult("surrogate", subsets.surrogate.affinity_rows(), subsets.compute,
                                                tables={"coefficients": subsets.surrogate.coefficients()})
-        compute_rows.append(subsets.run.compute.row("subsets"))
+        compute_rows.append(subsets.compute.row("subsets"))
     tables: dict[str, pd.DataFrame] = {
         "affinity_rows": pd.concat([r.rows for r in results.values()], ignore_index=True)
         if results else pd.DataFrame(columns=list(rundir.AFFINITY_COLUMNS)),

@@ -124,6 +124,7 @@ class PhaseOutcome:
     remaining: int  # still missing (time limit)
     seconds: float
     status: str  # "done", "skipped", "stopped" (time limit), "not started" (time limit earlier)
+    note: str = ""  # why a phase was skipped when the spec asked for it
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,30 @@ def fingerprint(spec: StudySpec) -> dict[str, Any]:
 def storage_url(spec: StudySpec) -> str:
     """spec.search.storage, else SQLite in the run directory."""
     return spec.search.storage or default_storage(spec.run_dir)
+
+
+def stored_models(spec: StudySpec) -> int:
+    """Models of `spec`'s search that its storage holds, which the same search run again reuses:
+    the measured phases' completed models and the subsets phase's trained subset models."""
+    import optuna
+
+    from taskscout.search.subsets import stored_compute
+
+    url = storage_url(spec)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        return 0  # loading a study would create the database
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(url) if url.startswith("sqlite") else url
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+    except KeyError:
+        return 0
+    n = len({t.user_attrs.get("key") for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))})
+    try:
+        n += stored_compute(optuna.load_study(study_name=f"{spec.name}:subsets", storage=storage)).models
+    except KeyError:
+        pass
+    return n
 
 
 def _train_models(*args: Any, **kwargs: Any) -> Any:
@@ -191,6 +216,12 @@ class _StackProgress:
     def finish(self, n: int) -> None:
         if n > self.reported:
             self.progress.advance(n - self.reported)
+
+    def rewind(self) -> None:
+        """The stack was not stored (interrupted, or the trainer failed): its models are not done."""
+        if self.reported:
+            self.progress.advance(-self.reported)
+            self.reported = 0
 
 
 def _record(store: Store, claim: Any, result: Any, problem: SearchProblem) -> bool:
@@ -261,6 +292,7 @@ def run_phase(
             stored = [_record(store, c, r, problem) for c, r in zip(claims, results, strict=True)]
         except BaseException:
             release(store, claims)
+            stack.rewind()
             raise
         stack.finish(len(claims))
         shown += len(claims)
@@ -454,6 +486,7 @@ def _beyond_pairs(
     from taskscout.search.estimators import (
         PHASE_ESTIMATORS,
         estimator_tables,
+        missing_normalisers,
         run_estimators_phase,
         run_subsets_phase,
     )
@@ -464,13 +497,23 @@ def _beyond_pairs(
         return [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "skipped") for p in ("subsets", "estimators")]
     subsets = None
     results: dict[str, Any] = {}
-    if "subsets" in wanted and spec.search.subsets > 0:
+    losses = losses_frame(records)
+    missing = missing_normalisers(losses, problem.main, model_seeds(spec)) if "subsets" in wanted else []
+    if "subsets" in wanted and spec.search.subsets > 0 and missing:
+        # a subset's score is its tasks' losses over their single-task losses: none could be scored
+        cause = ("--skip single left them unmeasured" if "single" not in spec.search.phases
+                 else "the single phase did not complete them")
+        outcomes.append(PhaseOutcome("subsets", 0, 0, 0, 0, 0.0, "skipped",
+                                     note=f"it needs the single-task losses of every main task and seed, and "
+                                          f"{cause} (e.g. {missing[0][0]} seed {missing[0][1]}); "
+                                          f"run without --skip single to measure them"))
+    elif "subsets" in wanted and spec.search.subsets > 0:
         began = time.monotonic()
         total = spec.search.subsets * spec.training.seeds
         progress.phase_started("subsets", total=total, done=0)
         bar = _Tally(progress, total)
         custom = None if train_fn is _train_models else train_fn
-        subsets = run_subsets_phase(spec, problem, losses=losses_frame(records), storage=url,
+        subsets = run_subsets_phase(spec, problem, losses=losses, storage=url,
                                     train_fn=custom, progress=bar.advance, planned=bar.extend)
         # The phase's models: every subset model stored (earlier runs' are reused; confirmation
         # may add models beyond the sampled subsets) and the normalisers (trained once, then kept).

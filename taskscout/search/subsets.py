@@ -9,7 +9,8 @@ universe as in (1) or out (0); `fixed` tasks are always in (for auxiliary subset
 The default sampler is Sobol quasi-Monte Carlo (`QMCSampler`, scrambled, seeded): a space-filling
 design, which is what a regression over membership needs; an optimiser's sampler (TPE) would
 cluster the proposals around good subsets. A proposal with fewer than two tasks, or one already
-proposed, is told FAIL and another is asked for.
+proposed, is told FAIL and another is asked for. A subset whose objective is not finite is told
+FAIL too, counts as proposed and is never proposed again.
 
 Training. Each subset is trained with every seed (one model per seed, the whole trunk shared),
 its `main` targets selecting the best epoch (task subsets: all of them; auxiliary subsets: the
@@ -53,6 +54,7 @@ PHASE = "subsets"
 TASKS_ATTR = "tasks"
 LOSSES_ATTR = "losses"  # [[task, seed, val loss], ...] of a finished subset, so a resumed run reuses it
 SHADOW_ATTR = "shadow_value"  # shadow mode: the final objective of a subset told PRUNED
+COMPUTE_ATTR = "compute"  # [models, epochs, seconds] of a trained subset, so a resumed run can total the phase
 
 
 def default_sampler(seed: int = 0) -> optuna.samplers.BaseSampler:
@@ -74,6 +76,17 @@ def proposer_study(*, storage: str | optuna.storages.BaseStorage | None = None, 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True,
                                sampler=default_sampler(seed), pruner=pruner)
+
+
+def stored_compute(study: optuna.Study) -> Compute:
+    """What the subsets the proposer study holds cost to train (this run's and earlier runs',
+    pruned and unscorable ones too): the sum of their COMPUTE_ATTR."""
+    total = Compute()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
+        if COMPUTE_ATTR in t.user_attrs:
+            models, epochs, seconds = t.user_attrs[COMPUTE_ATTR]
+            total = total + Compute(int(models), int(epochs), float(seconds))
+    return total
 
 
 class SubsetProposer:
@@ -98,9 +111,20 @@ class SubsetProposer:
         return {t.number: tuple(t.user_attrs[TASKS_ATTR]) for t in self.study.get_trials(deepcopy=False, states=tuple(states))
                 if TASKS_ATTR in t.user_attrs}
 
+    def unscorable(self) -> dict[int, tuple[str, ...]]:
+        """Proposer trial number -> subset, for subsets trained to the end but told FAIL (their
+        objective was not finite, e.g. without single-task losses to normalise by)."""
+        return {t.number: tuple(t.user_attrs[TASKS_ATTR]) for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                if TASKS_ATTR in t.user_attrs and LOSSES_ATTR in t.user_attrs}
+
+    def spent(self) -> int:
+        """Subsets trained through: scored (complete), pruned, or unscorable; each is proposed once."""
+        return len(self.subsets((TrialState.COMPLETE, TrialState.PRUNED))) + len(self.unscorable())
+
     def propose(self, n: int) -> list[tuple[optuna.trial.Trial, tuple[str, ...]]]:
         """Up to `n` new RUNNING proposer trials with their subsets (fewer when the space runs out)."""
-        seen = set(self.subsets().values())
+        # an unscorable subset would be unscorable again: proposing it anew could loop without end
+        seen = set(self.subsets().values()) | set(self.unscorable().values())
         space = 2 ** len(self.free)
         out: list[tuple[optuna.trial.Trial, tuple[str, ...]]] = []
         attempts = 0
@@ -165,6 +189,23 @@ class _StackPruning:
         stop = np.isin(self.owner, list(self.pruned_at)) & ~self.stopped
         self.stopped |= stop
         return stop
+
+
+class _CountedProgress:
+    """Forwards a stack's per-model progress and keeps count, so it can be taken back."""
+
+    def __init__(self, progress: Callable[[int], None] | None) -> None:
+        self.progress, self.reported = progress, 0
+
+    def __call__(self, n: int) -> None:
+        self.reported += n
+        if self.progress is not None:
+            self.progress(n)
+
+    def take_back(self) -> None:
+        if self.progress is not None and self.reported:
+            self.progress(-self.reported)
+        self.reported = 0
 
 
 def enqueue_subsets(study: optuna.Study, universe: Sequence[str], subsets: Sequence[Sequence[str]]) -> int:
@@ -264,7 +305,7 @@ def run_subsets(
         for task, s, loss in t.user_attrs.get(LOSSES_ATTR, []):
             losses_rows.append((mains, aux, depth, int(s), task, float(loss)))
 
-    done = len(proposer.subsets((TrialState.COMPLETE, TrialState.PRUNED)))
+    done = proposer.spent()
     while done < n_subsets:
         batch = proposer.propose(min(stack_subsets, n_subsets - done))
         if not batch:
@@ -282,14 +323,22 @@ def run_subsets(
         pruned_at = hook.pruned_at
 
         start = time.perf_counter()
-        results = train_fn(problem.X, problem.Y, problem.heads, problem.split, plans, model=problem.model,
-                           training=problem.training, device=problem.device, progress=progress,
-                           on_epoch=hook if prune else None, stack_size=max(1, len(plans)))
+        tally = _CountedProgress(progress)
+        try:
+            results = train_fn(problem.X, problem.Y, problem.heads, problem.split, plans, model=problem.model,
+                               training=problem.training, device=problem.device, progress=tally,
+                               on_epoch=hook if prune else None, stack_size=max(1, len(plans)))
+        except BaseException:
+            tally.take_back()  # not stored: the stack's models are not done
+            raise
         seconds = time.perf_counter() - start
         compute = compute + Compute(len(results), sum(r.epochs_run for r in results), seconds)
         results_all.extend(results)
         for k, (trial, subset) in enumerate(batch):
             mine = [r for r, o in zip(results, owner, strict=True) if o == k]
+            # the stack's seconds shared by model: a stack trains its models together
+            trial.set_user_attr(COMPUTE_ATTR, [len(mine), sum(r.epochs_run for r in mine),
+                                               seconds * len(mine) / max(1, len(results))])
             rows = []
             for r in mine:
                 for t in r.plan.main:
@@ -318,7 +367,7 @@ def run_subsets(
             mains = main_of(subset)
             for task, s, loss, _ in frame.itertuples(index=False):
                 losses_rows.append((mains, aux, depth, s, task, loss))
-        done = len(proposer.subsets((TrialState.COMPLETE, TrialState.PRUNED)))
+        done = proposer.spent()
 
     objectives = pd.DataFrame(obj_rows, columns=["group", "objective", "state", "pruned_epoch", "trial"])
     losses = pd.DataFrame(losses_rows, columns=list(LOSS_COLUMNS))

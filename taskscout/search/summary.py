@@ -22,6 +22,8 @@ def transfer_lines(affinity: pd.DataFrame, *, top: int = 3) -> list[str]:
     if affinity is None or affinity.empty:
         return ["no measured transfers yet (the pairs and aux phases have not completed a model)"]
     aff = affinity[affinity["method"] == "measured"] if "method" in affinity else affinity
+    if aff.empty:  # the pairs and aux phases skipped: only the estimators' rows, or none
+        return ["no measured transfers (no pair or auxiliary model was measured against its tasks alone)"]
     width = max(len(f"{r.source} -> {r.target}") for r in aff.itertuples(index=False))
     n = int(aff["n_seeds"].max())
 
@@ -53,6 +55,7 @@ def summary_text(result: SearchResult, *, top: int = 3) -> str:
         else:
             parts.append(f"{p.phase} {p.planned - p.remaining}/{p.planned}")
     lines.append("phases: " + ", ".join(parts))
+    lines += [f"note: {p.phase} {p.status}: {p.note}" for p in result.phases if p.note]
     lines += [f"note: {n}" for n in result.data_notes]
     if result.stopped_by_time_limit:
         left = sum(p.remaining for p in result.phases)

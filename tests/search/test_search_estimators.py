@@ -152,3 +152,32 @@ def test_subsets_phase_measures_the_groups_the_recommendation_needs_with_more_se
     key = ["group", "task", "seed"]
     pd.testing.assert_frame_equal(again.observations.sort_values(key).reset_index(drop=True),
                                   obs.sort_values(key).reset_index(drop=True))
+
+
+def test_a_resumed_subsets_phase_counts_the_compute_of_the_models_it_reuses(tmp_path):
+    # the second run trained nothing and reported the phase (and the surrogate) at 0 models, 0 epochs
+    tasks = [f"g{g}_t{i}" for g in range(2) for i in range(3)]
+    spec = resolve_spec("builtin:planted", {
+        "tasks": tasks, "device": "cpu", "out": str(tmp_path),
+        "data_options": {"n_rows": 120, "groups": 2, "tasks_per_group": 3, "n_inputs": 8},
+        "model": {"depth": 2, "width": 8}, "training": {"epochs": 2, "seeds": 3}, "search": {"subsets": 3},
+    })
+    problem = build_problem(build_dataset(spec), spec.main_tasks)
+    aproblem = affinity_problem(problem, spec)
+    calls: list = []
+    fake = _planted_trainer(calls)
+    losses = loss_table(fake(aproblem.X, aproblem.Y, aproblem.heads, aproblem.split,
+                             pair_plans(aproblem, aproblem.seeds)), aproblem)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    calls.clear()
+    first = run_subsets_phase(spec, problem, losses=losses, storage=url, train_fn=fake)
+    trained = sum(calls)  # the fake trainer runs 1 epoch per model
+    assert trained > 3 * 3 + 6 * 2  # sampled subsets, confirmation's normalisers and confirmed groups
+    assert (first.compute.models, first.compute.epochs) == (trained, trained)
+    calls.clear()
+    again = run_subsets_phase(spec, problem, losses=losses, storage=url, train_fn=fake)
+    assert calls == [] and again.run.compute.models == 0  # nothing trained this time
+    assert (again.compute.models, again.compute.epochs) == (trained, trained)
+    row = estimator_tables(measured=measured_affinity(losses, full_layer=2), measured_compute=_compute([]),
+                           subsets=again)[rundir.COMPUTE].set_index("phase").loc["subsets"]
+    assert (row["models"], row["epochs"]) == (trained, trained)

@@ -169,3 +169,35 @@ def test_a_subset_task_is_read_at_its_own_best_epoch(problem):
     dipped = run_subsets(problem, single=SINGLE, n_subsets=4, train_fn=with_curves, seed=6)
     assert list(dipped.observations["group"]) == list(plain.observations["group"])
     assert dipped.observations["norm_loss"].to_numpy() == pytest.approx(0.9 * plain.observations["norm_loss"].to_numpy())
+
+
+def test_subsets_that_cannot_be_scored_count_as_proposed(problem):
+    # without single-task losses every objective is NaN and the trial is told FAIL: those subsets
+    # were proposed over and over, without end
+    calls: list = []
+    trainer = fake_trainer(calls)
+
+    def bounded(*args, **kwargs):
+        if len(calls) > 20:
+            raise RuntimeError("the subsets loop does not end")
+        return trainer(*args, **kwargs)
+
+    study = proposer_study(seed=1)
+    run = run_subsets(problem, single={}, n_subsets=3, study=study, train_fn=bounded)
+    assert sum(calls) == 3 * 2  # three subsets, each with both seeds, trained once
+    failed = [tuple(t.user_attrs["tasks"]) for t in study.get_trials(states=(optuna.trial.TrialState.FAIL,))
+              if "losses" in t.user_attrs]
+    assert len(failed) == len(set(failed)) == 3
+    assert run.observations.empty
+
+
+def test_an_interrupted_stack_takes_back_the_progress_it_reported(problem):
+    def interrupted(X, Y, heads, split, plans, *, progress, **_):
+        for _ in plans:
+            progress(1)
+        raise KeyboardInterrupt
+
+    shown: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        run_subsets(problem, single=SINGLE, n_subsets=2, train_fn=interrupted, progress=shown.append)
+    assert shown == [1, 1, 1, 1, -4]  # 2 subsets x 2 seeds reported, none stored
