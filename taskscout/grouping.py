@@ -1258,9 +1258,13 @@ def groups_to_measure(
 
 
 def recommend_run(
-    run_dir: str | Path, *, networks: int | None = None, aux_cap: int = 3, similarity: pd.DataFrame | None = None
+    run_dir: str | Path, *, networks: int | None = None, aux_cap: int = 3, similarity: pd.DataFrame | None = None,
+    unfinished: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Rebuild graph.graphml and recommendation.json of a run directory from its saved tables.
+
+    `unfinished` names the search's phases that its time limit cut short: the recommendation then
+    says it is provisional, and why.
 
     Needs spec.json and affinity.csv; group_scores.csv, depth.csv, candidates.json and
     trials.parquet are used when present. Returns the recommendation.
@@ -1290,5 +1294,9 @@ def recommend_run(
         networks=networks if networks is not None else spec.search.networks, aux_cap=aux_cap,
         fdr=spec.search.fdr,
     )
+    if unfinished:
+        why = (f"the search stopped at its time limit before finishing the phase(s) {', '.join(unfinished)}: "
+               f"this rests on the models measured so far; run the same command again to complete it")
+        rec = {**rec, "verdict": f"Provisional: {rec['verdict']}", "reasons": [why, *rec["reasons"]]}
     write_recommendation(d, rec)
     return rec

@@ -260,6 +260,18 @@ def test_duplicate_queue_entries_are_trained_once(tmp_path):
     assert enqueue_missing(store, [m]) == 0  # RUNNING counts as taken
 
 
+def test_a_search_cut_short_gives_a_provisional_recommendation(tmp_path):
+    # a run stopped by its time limit once recommended as if it were complete
+    spec = make_spec(tmp_path / "run", search={"phases": ["single", "pairs"], "time_limit": 1e-9})
+    run_search(spec, train_fn=FakeTrainer())
+    rec = rundir.read_json(spec.run_dir / rundir.RECOMMENDATION)
+    assert rec["verdict"].startswith("Provisional: ")
+    assert rec["reasons"][0].startswith("the search stopped at its time limit before finishing the phase(s) single, pairs")
+    go_on = make_spec(tmp_path / "run", search={"phases": ["single", "pairs"]})
+    run_search(go_on, train_fn=FakeTrainer())
+    assert not rundir.read_json(spec.run_dir / rundir.RECOMMENDATION)["verdict"].startswith("Provisional")
+
+
 def test_time_limit_stops_new_stacks_and_the_rerun_finishes(tmp_path):
     spec = make_spec(tmp_path / "run", search={"phases": ["single", "pairs"], "time_limit": 1e-9})
     fake = FakeTrainer()

@@ -461,7 +461,8 @@ def _run_search(
                     outcomes += _beyond_pairs(spec, problem, records, built, url=url, train_fn=train_fn,
                                               progress=progress)
                 tables = write_tables(run_dir, built)
-                finalized = finalize(run_dir) if finalize_run else ()
+                unfinished = [o.phase for o in outcomes if o.status in ("stopped", "not started")]
+                finalized = finalize(run_dir, unfinished=unfinished) if finalize_run else ()
     return SearchResult(run_dir=run_dir, study_name=spec.name, storage=url, phases=tuple(outcomes),
                         stopped_by_time_limit=stopped, seconds=time.monotonic() - start, tables=tables,
                         finalized=finalized, finished_elsewhere=elsewhere, data_notes=ds.notes)
@@ -518,18 +519,23 @@ def _beyond_pairs(
         # The phase's models: every subset model stored (earlier runs' are reused; confirmation
         # may add models beyond the sampled subsets) and the normalisers (trained once, then kept).
         n = int(subsets.run.compute.models)
-        planned = max(total, subsets.stored_models + subsets.normalisers, n)
+        # (Not the `total` announced: with few tasks there are fewer subsets than asked for.)
+        planned = max(subsets.stored_models + subsets.normalisers, n)
         bar.settle(planned)  # the bar ends where the summary does: reused models count as done
         progress.phase_finished("subsets")
         outcomes.append(PhaseOutcome("subsets", planned, planned - n, n, 0, time.monotonic() - began, "done"))
     if "estimators" in wanted:
         began = time.monotonic()
-        progress.phase_started("estimators", total=len(PHASE_ESTIMATORS), done=0)
+        # Counted in models, as compute.csv counts them (rsa trains a model per head and seed); the
+        # bar grows as each estimator reports what it trained.
+        progress.phase_started("estimators", total=0, done=0)
+        bar = _Tally(progress, 0)
         for name in PHASE_ESTIMATORS:
-            results.update(run_estimators_phase(spec, problem, names=(name,)))
-            progress.advance(1)
+            got = run_estimators_phase(spec, problem, names=(name,))
+            results.update(got)
+            bar.settle(bar.done + sum(r.compute.models for r in got.values()))
         progress.phase_finished("estimators")
-        outcomes.append(PhaseOutcome("estimators", len(PHASE_ESTIMATORS), 0, len(PHASE_ESTIMATORS), 0, time.monotonic() - began, "done"))
+        outcomes.append(PhaseOutcome("estimators", bar.done, 0, bar.done, 0, time.monotonic() - began, "done"))
     compute = tables[rundir.COMPUTE]
     extra = estimator_tables(measured=tables[rundir.AFFINITY], measured_compute=measured_compute(compute),
                              results=results, subsets=subsets)
@@ -539,13 +545,14 @@ def _beyond_pairs(
     return outcomes
 
 
-def finalize(run_dir: str | Path) -> tuple[str, ...]:
-    """Run the stages after the search on `run_dir`'s tables: the recommendation (taskscout.grouping)
-    and the report (taskscout.report), each when its module is installed. The stages that ran."""
+def finalize(run_dir: str | Path, *, unfinished: Sequence[str] = ()) -> tuple[str, ...]:
+    """Run the stages after the search on `run_dir`'s tables: the recommendation (taskscout.grouping;
+    provisional when phases in `unfinished` were cut short) and the report (taskscout.report), each
+    when its module is installed. The stages that ran."""
     ran = []
     grouping = _optional_module("taskscout.grouping")
     if grouping is not None:
-        grouping.recommend_run(run_dir)
+        grouping.recommend_run(run_dir, unfinished=unfinished)
         ran.append("recommendation")
     report = _optional_module("taskscout.report")
     if report is not None:
