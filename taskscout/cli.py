@@ -341,8 +341,8 @@ def _search_bars() -> Any:
             # Once a phase is done: its average over the whole phase. rich's own estimate averages
             # recent updates only, and stacks finish in bursts (64 models in two updates read as
             # 964 models/s where the phase ran at 17.5).
-            if task.finished:
-                speed = task.completed / task.elapsed if task.elapsed else None
+            if task.finished:  # finished_time: the seconds the phase took (elapsed keeps running)
+                speed = task.completed / task.finished_time if task.finished_time else None
             else:
                 speed = task.speed
             return Text("-- models/s" if speed is None else f"{speed:.1f} models/s")

@@ -516,10 +516,18 @@ def test_a_finished_bar_shows_the_phases_average_rate():
 
     with _search_bars() as bars:
         (column,) = [c for c in bars.progress.columns if type(c).__name__ == "ModelsPerSecond"]
-        done = SimpleNamespace(finished=True, completed=64, elapsed=3.6, speed=963.9)
-        running = SimpleNamespace(finished=False, completed=32, elapsed=1.0, speed=20.0)
+        # rich keeps a finished task's `elapsed` running until the display stops; `finished_time`
+        # holds the seconds it took
+        done = SimpleNamespace(finished=True, completed=64, finished_time=3.6, elapsed=60.0, speed=963.9)
+        running = SimpleNamespace(finished=False, completed=32, finished_time=None, elapsed=1.0, speed=20.0)
         assert str(column.render(done)) == "17.8 models/s"
         assert str(column.render(running)) == "20.0 models/s"
+        # on a real bar: the rate of a phase that finished at once does not decay while later phases run
+        bars.phase_started("single", total=4, done=0)
+        bars.advance(4)
+        time.sleep(0.3)
+        rate = float(str(column.render(bars.progress.tasks[-1])).split()[0])
+        assert rate > 4 / 0.3
 
 
 def test_progress_bars_grow_when_a_phase_announces_more_models():
