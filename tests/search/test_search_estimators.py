@@ -105,10 +105,8 @@ def _planted_trainer(calls: list):
     return train
 
 
-def test_subsets_phase_measures_the_groups_the_recommendation_needs_with_more_seeds(tmp_path):
-    from taskscout.grouping import recommend, with_subset_scores
-    from taskscout.search.estimators import CONFIRM_EXTRA_SEEDS, confirmation_seeds
-
+def _two_planted_triples(tmp_path):
+    """Six tasks in two planted triples, the fake planted trainer, and the losses of its pairs."""
     tasks = [f"g{g}_t{i}" for g in range(2) for i in range(3)]
     spec = resolve_spec("builtin:planted", {
         "tasks": tasks, "device": "cpu", "out": str(tmp_path),
@@ -121,6 +119,14 @@ def test_subsets_phase_measures_the_groups_the_recommendation_needs_with_more_se
     fake = _planted_trainer(calls)
     losses = loss_table(fake(aproblem.X, aproblem.Y, aproblem.heads, aproblem.split,
                              pair_plans(aproblem, aproblem.seeds)), aproblem)
+    return tasks, spec, problem, aproblem, calls, fake, losses
+
+
+def test_subsets_phase_measures_the_groups_the_recommendation_needs_with_more_seeds(tmp_path):
+    from taskscout.grouping import recommend, with_subset_scores
+    from taskscout.search.estimators import CONFIRM_EXTRA_SEEDS, confirmation_seeds
+
+    tasks, spec, problem, aproblem, calls, fake, losses = _two_planted_triples(tmp_path)
     url = f"sqlite:///{tmp_path / 'study.db'}"
     announced: list[int] = []
     phase = run_subsets_phase(spec, problem, losses=losses, storage=url, train_fn=fake, planned=announced.append)
@@ -156,18 +162,7 @@ def test_subsets_phase_measures_the_groups_the_recommendation_needs_with_more_se
 
 def test_a_resumed_subsets_phase_counts_the_compute_of_the_models_it_reuses(tmp_path):
     # the second run trained nothing and reported the phase (and the surrogate) at 0 models, 0 epochs
-    tasks = [f"g{g}_t{i}" for g in range(2) for i in range(3)]
-    spec = resolve_spec("builtin:planted", {
-        "tasks": tasks, "device": "cpu", "out": str(tmp_path),
-        "data_options": {"n_rows": 120, "groups": 2, "tasks_per_group": 3, "n_inputs": 8},
-        "model": {"depth": 2, "width": 8}, "training": {"epochs": 2, "seeds": 3}, "search": {"subsets": 3},
-    })
-    problem = build_problem(build_dataset(spec), spec.main_tasks)
-    aproblem = affinity_problem(problem, spec)
-    calls: list = []
-    fake = _planted_trainer(calls)
-    losses = loss_table(fake(aproblem.X, aproblem.Y, aproblem.heads, aproblem.split,
-                             pair_plans(aproblem, aproblem.seeds)), aproblem)
+    tasks, spec, problem, aproblem, calls, fake, losses = _two_planted_triples(tmp_path)
     url = f"sqlite:///{tmp_path / 'study.db'}"
     calls.clear()
     first = run_subsets_phase(spec, problem, losses=losses, storage=url, train_fn=fake)
