@@ -195,17 +195,26 @@ def infer_task_type(values: pd.Series) -> str:
     return "regression"
 
 
-def refuse_stray_text(values: pd.Series, *, name: str, source: str = "the data") -> None:
-    """Raise DataError when a text task column is nearly all numbers (NUMERIC_TASK_MIN_SHARE of its
-    non-empty cells): inferring classes would make a class of every number."""
+def stray_text(values: pd.Series) -> pd.Series | None:
+    """The non-empty cells of a text column that do not parse as numbers, when the column is
+    otherwise numbers (NUMERIC_TASK_MIN_SHARE of its non-empty cells); None for any other column."""
     if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        return
+        return None
     present = values.dropna()
     stray = pd.to_numeric(present, errors="coerce").isna()
     if len(present) and stray.any() and 1 - stray.mean() >= NUMERIC_TASK_MIN_SHARE:
+        return present[stray]
+    return None
+
+
+def refuse_stray_text(values: pd.Series, *, name: str, source: str = "the data") -> None:
+    """Raise DataError when a text task column is nearly all numbers (NUMERIC_TASK_MIN_SHARE of its
+    non-empty cells): inferring classes would make a class of every number."""
+    stray = stray_text(values)
+    if stray is not None:
         raise DataError(
-            f"column {name!r} of {source} holds numbers except {int(stray.sum())} of its {len(present)} non-empty cells, "
-            f"such as {present[stray].iloc[0]!r}; clean those cells (an empty cell means unlabelled), "
+            f"column {name!r} of {source} holds numbers except {len(stray)} of its {int(values.notna().sum())} non-empty cells, "
+            f"such as {stray.iloc[0]!r}; clean those cells (an empty cell means unlabelled), "
             f"or pass --task-type {name}=multiclass if its values are categories"
         )
 
@@ -495,11 +504,20 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
         Y[:, k] = y
         infos.append(info)
 
+    # A number column with a few text cells ("n/a", "about 3") is numbers: the text cells count as
+    # missing (one-hot coding it would make a category of every number).
+    stray_notes = []
+    for c in inputs:
+        stray = stray_text(frame[c])
+        if stray is not None:
+            frame[c] = pd.to_numeric(frame[c], errors="coerce")
+            stray_notes.append(f"input column {c!r} holds numbers except {len(stray)} text cells such as {stray.iloc[0]!r}: "
+                               f"those count as missing values")
     X, names, sources = _preprocess_inputs(frame, tuple(inputs), train)
     return Dataset(
         name=spec.name, frame=frame, X=X, feature_names=names, feature_sources=sources, inputs=tuple(inputs),
         Y=Y, tasks=tuple(infos), split=split, time_column=spec.time_column, entity_column=spec.entity_column,
-        notes=tuple(_left_out_note(frame, c) for c in left_out) + _unused_time_column_note(frame, spec),
+        notes=(*(_left_out_note(frame, c) for c in left_out), *stray_notes, *_unused_time_column_note(frame, spec)),
     )
 
 

@@ -235,6 +235,15 @@ def test_a_numeric_task_with_stray_text_cells_is_refused():
     assert "clean those cells" in message and "--task-type price=multiclass" in message
 
 
+def test_an_input_of_numbers_with_a_few_text_cells_is_numeric_with_missing_values():
+    # it was one-hot coded: a category per distinct number
+    frame = _prices().rename(columns={"price": "cost"}).assign(y=np.arange(100) % 2)
+    ds = build_dataset(_spec(["y"]), frame)
+    assert ds.feature_names == ("x", "cost", "cost__missing")
+    assert ds.X[[7, 30], ds.feature_names.index("cost__missing")].tolist() == [1.0, 1.0]
+    assert "input column 'cost' holds numbers except 2 text cells such as 'abc': those count as missing values" in ds.notes
+
+
 def test_stray_text_cells_are_accepted_when_the_type_is_given():
     ds = build_dataset(_spec(["price"], task_types={"price": "multiclass"}), _prices())
     assert ds.task("price").type == "multiclass" and "abc" in ds.task("price").classes
