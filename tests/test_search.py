@@ -262,11 +262,13 @@ def test_duplicate_queue_entries_are_trained_once(tmp_path):
 
 def test_a_search_cut_short_gives_a_provisional_recommendation(tmp_path):
     # a run stopped by its time limit once recommended as if it were complete
-    spec = make_spec(tmp_path / "run", search={"phases": ["single", "pairs"], "time_limit": 1e-9})
-    run_search(spec, train_fn=FakeTrainer())
+    spec = make_spec(tmp_path / "run", search={"phases": ["single", "pairs", "estimators"], "time_limit": 1e-9})
+    result = run_search(spec, train_fn=FakeTrainer())
     rec = rundir.read_json(spec.run_dir / rundir.RECOMMENDATION)
     assert rec["verdict"].startswith("Provisional: ")
-    assert rec["reasons"][0].startswith("the search stopped at its time limit before finishing the phase(s) single, pairs")
+    assert rec["reasons"][0].startswith(
+        "the search stopped at its time limit before finishing the phase(s) single, pairs, estimators")
+    assert [(p.phase, p.status) for p in result.phases][-1] == ("estimators", "not started")
     go_on = make_spec(tmp_path / "run", search={"phases": ["single", "pairs"]})
     run_search(go_on, train_fn=FakeTrainer())
     assert not rundir.read_json(spec.run_dir / rundir.RECOMMENDATION)["verdict"].startswith("Provisional")
@@ -349,6 +351,34 @@ def test_spec_json_names_the_data_file_by_its_absolute_path(tmp_path, monkeypatc
     stored = optuna.load_study(study_name=spec.name, storage=storage_url(spec)).user_attrs["fingerprint"]
     assert stored["data"] == "table.csv"
     assert run_search(spec, train_fn=FakeTrainer(), finalize_run=False).trained == 0  # resumes
+
+
+def test_a_study_from_before_main_was_resolved_resumes(tmp_path):
+    # studies stored main=[] for "every task"; resolving main to the tasks refused their resume
+    from taskscout.search.runner import fingerprint
+
+    spec = make_spec(tmp_path / "run")
+    assert spec.main == tuple(TASKS) and fingerprint(spec)["main"] == []
+    assert fingerprint(make_spec(tmp_path / "run", main=["g0_t0"]))["main"] == ["g0_t0"]
+
+
+def test_a_refused_start_keeps_what_another_process_put_beside_it(tmp_path):
+    # the refused run removes the directories it made, but not a sibling run made meanwhile
+    from taskscout.search import runner
+
+    real = runner.single_process_lock
+
+    def lock_then_sibling(run_dir):
+        (tmp_path / "new" / "other").mkdir()
+        return real(run_dir)
+
+    runner.single_process_lock = lock_then_sibling
+    try:
+        with pytest.raises(TaskscoutError):
+            run_search(make_spec(tmp_path / "new" / "run"), train_fn=FakeTrainer(), finalize_run=False, join=True)
+    finally:
+        runner.single_process_lock = real
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["other"]
 
 
 def test_an_output_under_a_file_is_a_clear_error(tmp_path):
@@ -504,8 +534,13 @@ def test_a_phase_bar_settles_where_the_summary_ends():
     tally.extend(3)
     tally.settle(12)  # 12 models in the phase, 2 of them trained here
     assert (rec.total, rec.done) == (12, 12)
-    tally.settle(5)  # never shrinks
-    assert (rec.total, rec.done) == (12, 12)
+    # with few tasks there are fewer subsets than announced: 24 announced, 8 exist, all trained
+    few = Recorder()
+    few.total = 24
+    tally = _Tally(few, 24)
+    tally.advance(8)
+    tally.settle(8)
+    assert (few.total, few.done) == (8, 8)
 
 
 def test_a_finished_bar_shows_the_phases_average_rate():

@@ -106,8 +106,9 @@ class _Tally:
         self.progress.extend(n)
 
     def settle(self, models: int) -> None:
-        """Show `models` of `models` done: those the phase reused rather than trained included."""
-        if models > self.total:
+        """Show `models` of `models` done: those the phase reused rather than trained included (and
+        fewer than announced when fewer exist, e.g. subsets of few tasks)."""
+        if models != self.total:
             self.extend(models - self.total)
         if models > self.done:
             self.advance(models - self.done)
@@ -150,6 +151,8 @@ class SearchResult:
 def fingerprint(spec: StudySpec) -> dict[str, Any]:
     d = spec.to_dict()
     out = {k: d[k] for k in _FINGERPRINT_KEYS}
+    if tuple(spec.main) == tuple(spec.tasks):
+        out["main"] = []  # every task main: the form studies made before main was resolved store
     out["training"] = {k: v for k, v in out["training"].items() if k != "seeds"}
     return out
 
@@ -380,8 +383,22 @@ def run_search(
                                opened=opened)
     except BaseException:
         if created is not None and not opened:  # refused before the study opened: leave no trace
-            shutil.rmtree(created, ignore_errors=True)
+            _remove_new_dirs(Path(spec.run_dir), created)
         raise
+
+
+def _remove_new_dirs(run_dir: Path, top: Path) -> None:
+    """Remove the run directory and its parents up to `top`, which this process created; a parent
+    another process has put something in meanwhile stays."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for d in (run_dir, *run_dir.parents):
+        if d != run_dir:
+            try:
+                d.rmdir()
+            except OSError:
+                return
+        if d == top:
+            return
 
 
 def _run_search(
@@ -460,6 +477,9 @@ def _run_search(
                 if not stopped:
                     outcomes += _beyond_pairs(spec, problem, records, built, url=url, train_fn=train_fn,
                                               progress=progress)
+                else:
+                    outcomes += [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "not started")
+                                 for p in ("subsets", "estimators") if p in spec.search.phases]
                 tables = write_tables(run_dir, built)
                 unfinished = [o.phase for o in outcomes if o.status in ("stopped", "not started")]
                 finalized = finalize(run_dir, unfinished=unfinished) if finalize_run else ()
