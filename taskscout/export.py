@@ -317,13 +317,17 @@ def load_config(path: str | Path) -> dict[str, Any]:
     config = check_config(raw, where=str(p))
     source = config["data"]["source"]
     if not source.startswith("builtin:") and not Path(source).is_absolute():
-        # A relative data path in a config file is read from the config's folder, like a study file's.
+        # A relative data path in a config file is read from the config's folder, like a study file's;
+        # configs exported before data paths were made absolute hold it relative to where the
+        # search ran, so the working directory is tried second.
         here = os.path.normpath(p.parent.absolute() / source)
         if not os.path.exists(here):
-            raise DataError(
-                f"data.source {source!r} of training config '{p}' is read from the config's folder as '{here}', "
-                "which does not exist; give an absolute path or one relative to the config file"
-            )
+            if not os.path.exists(source):
+                raise DataError(
+                    f"data.source {source!r} of training config '{p}' is neither in the config's folder ('{here}') "
+                    "nor in the working directory; give an absolute path or one relative to the config file"
+                )
+            here = os.path.abspath(source)
         config["data"] = {**config["data"], "source": here}
     return config
 

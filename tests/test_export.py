@@ -300,6 +300,15 @@ def test_config_finds_a_data_file_from_any_directory(tmp_path, monkeypatch, caps
     assert main(["train", str(cfg_path), "--out", "models", "--device", "cpu"]) == 0
     assert sorted(rundir.read_json(elsewhere / "models" / "metrics.json")["tasks"]) == sorted(TASKS)
 
+    # A config exported before paths were absolute holds the path relative to where the search
+    # ran: read from the working directory when the config's folder has no such file.
+    c = yaml.safe_load(cfg_path.read_text())
+    c["data"]["source"] = "data.csv"
+    cfg_path.write_text(yaml.safe_dump(c))
+    monkeypatch.chdir(project)
+    assert load_config(cfg_path)["data"]["source"] == str(project / "data.csv")
+    monkeypatch.chdir(elsewhere)
+
     # A relative path written by hand is read from the config's folder, not from the caller's.
     c = yaml.safe_load(cfg_path.read_text())
     c["data"]["source"] = "../data.csv"
@@ -307,7 +316,7 @@ def test_config_finds_a_data_file_from_any_directory(tmp_path, monkeypatch, caps
     assert load_config(cfg_path)["data"]["source"] == str(project / "data.csv")
     c["data"]["source"] = "gone.csv"
     cfg_path.write_text(yaml.safe_dump(c))
-    with pytest.raises(DataError, match=r"data.source 'gone.csv' of training config .* config's folder"):
+    with pytest.raises(DataError, match=r"data.source 'gone.csv' of training config .* neither in the config's folder"):
         load_config(cfg_path)
 
     # Exported from a directory where the relative path names nothing: refused, nothing written.

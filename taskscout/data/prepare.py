@@ -423,10 +423,13 @@ def identifier_columns(frame: pd.DataFrame, columns: Iterable[str]) -> tuple[str
 
 
 def _looks_like_dates(present: pd.Series) -> bool:
+    if pd.api.types.is_datetime64_any_dtype(present):
+        return True
     sample = present.iloc[:100].astype(str)  # enough to tell dates from other text, fast on any size
-    return pd.api.types.is_datetime64_any_dtype(present) or bool(
-        pd.to_datetime(sample, errors="coerce", format="mixed").notna().all()
-    )
+    # A date has parts (2024-01-31, 31/01/2024, Jan 31 2024): codes of digits alone, such as zip
+    # codes "02100", parse as dates too but are not.
+    parts = sample.str.contains(r"[-/:\s]|[A-Za-z]", regex=True).all()
+    return bool(parts and pd.to_datetime(sample, errors="coerce", format="mixed").notna().all())
 
 
 def _left_out_note(frame: pd.DataFrame, column: str) -> str:

@@ -212,6 +212,8 @@ def test_dates_that_repeat_across_entities_are_left_out_with_a_note():
                         "orders the rows, or name it in --inputs to keep it as a one-hot input",)
     few = frame.assign(day=np.tile(days[:4], 30))  # a handful of dates can be categories
     assert "day" in build_dataset(_spec(["y"]), few).inputs
+    zips = frame.assign(day=np.tile([f"02{i:03d}" for i in range(30)], 4))  # codes of digits are no dates
+    assert "day" in build_dataset(_spec(["y"]), zips).inputs
 
 
 def test_no_input_left_but_an_identifier_says_which_was_left_out():
