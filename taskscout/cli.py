@@ -518,10 +518,10 @@ def report(
     if png and (why := png_support()):
         raise TaskscoutError(why)
     if rebuild:
-        from taskscout.search import finalize, rebuild_tables
+        from taskscout.search import finalize, rebuild_tables, unfinished_phases
 
         typer.echo(f"rebuilt {len(rebuild_tables(run_dir, storage))} table(s) from the storage")
-        finalize(run_dir)
+        finalize(run_dir, unfinished=unfinished_phases(run_dir, storage))
     typer.echo(f"wrote {build_report(run_dir)}")
     if png:
         paths = write_pngs(run_dir)

@@ -269,8 +269,14 @@ def test_a_search_cut_short_gives_a_provisional_recommendation(tmp_path):
     assert rec["reasons"][0].startswith(
         "the search stopped at its time limit before finishing the phase(s) single, pairs, estimators")
     assert [(p.phase, p.status) for p in result.phases][-1] == ("estimators", "not started")
+    from taskscout.cli import main  # a rebuild from the storage keeps the mark (it once cleared it)
+
+    assert main(["report", str(spec.run_dir), "--rebuild"]) == 0
+    assert rundir.read_json(spec.run_dir / rundir.RECOMMENDATION)["verdict"].startswith("Provisional: ")
     go_on = make_spec(tmp_path / "run", search={"phases": ["single", "pairs"]})
     run_search(go_on, train_fn=FakeTrainer())
+    assert not rundir.read_json(spec.run_dir / rundir.RECOMMENDATION)["verdict"].startswith("Provisional")
+    assert main(["report", str(spec.run_dir), "--rebuild"]) == 0
     assert not rundir.read_json(spec.run_dir / rundir.RECOMMENDATION)["verdict"].startswith("Provisional")
 
 

@@ -21,10 +21,10 @@ from taskscout.search.runner import (
 )
 from taskscout.search.storage import claim_pending, enqueue_missing, recover_abandoned
 from taskscout.search.summary import summary_text
-from taskscout.search.tables import build_tables, rebuild_tables
+from taskscout.search.tables import build_tables, rebuild_tables, unfinished_phases
 
 __all__ = [
     "PHASE_ORDER", "PhaseOutcome", "PlannedModel", "SearchProgress", "SearchResult", "build_tables",
-    "claim_pending", "enqueue_missing", "finalize", "model_seeds", "rebuild_tables", "recover_abandoned",
+    "claim_pending", "enqueue_missing", "finalize", "model_seeds", "rebuild_tables", "recover_abandoned", "unfinished_phases",
     "run_phase", "run_search", "storage_url", "summary_text",
 ]

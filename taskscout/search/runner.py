@@ -40,6 +40,7 @@ from taskscout.search.plan import (
 )
 from taskscout.search.problem import SearchProblem, build_problem
 from taskscout.search.storage import (
+    UNFINISHED_ATTR,
     Store,
     claim_pending,
     completed_keys,
@@ -482,6 +483,7 @@ def _run_search(
                                  for p in ("subsets", "estimators") if p in spec.search.phases]
                 tables = write_tables(run_dir, built)
                 unfinished = [o.phase for o in outcomes if o.status in ("stopped", "not started")]
+                store.study.set_user_attr(UNFINISHED_ATTR, unfinished)  # for `report --rebuild`
                 finalized = finalize(run_dir, unfinished=unfinished) if finalize_run else ()
     return SearchResult(run_dir=run_dir, study_name=spec.name, storage=url, phases=tuple(outcomes),
                         stopped_by_time_limit=stopped, seconds=time.monotonic() - start, tables=tables,

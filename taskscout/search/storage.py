@@ -46,6 +46,8 @@ CURVES_ATTR = "curves"
 DUPLICATE_ATTR = "duplicate_of"
 FINGERPRINT_ATTR = "fingerprint"
 SPEC_ATTR = "spec"
+# The phases the last finished run of the study left unfinished (its time limit); [] when complete.
+UNFINISHED_ATTR = "unfinished_phases"
 
 
 @dataclass(frozen=True, eq=False)

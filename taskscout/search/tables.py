@@ -206,3 +206,13 @@ def rebuild_tables(run_dir: str | Path, storage: str | None = None, *, study_nam
     tables = build_tables(load_records(store), spec)
     carry_estimator_rows(run_dir, tables)
     return write_tables(run_dir, tables)
+
+
+def unfinished_phases(run_dir: str | Path, storage: str | None = None) -> list[str]:
+    """The phases the study's last finished search left unfinished (its time limit), from the
+    storage (`storage`, else the spec's, else the run directory's study.db)."""
+    from taskscout.search.storage import UNFINISHED_ATTR, open_existing
+
+    spec = spec_from_json((Path(run_dir) / rundir.SPEC).read_text(encoding="utf-8"))
+    url = storage or spec.search.storage or default_storage(run_dir)
+    return list(open_existing(url, url, spec.name).study.user_attrs.get(UNFINISHED_ATTR, []))
