@@ -73,7 +73,7 @@ def summary_text(result: SearchResult, *, top: int = 3) -> str:
     if agreement.exists():
         rows = pd.read_csv(agreement)
         lines.append("estimators vs measured gains (Spearman, compute relative to the measured phase): " + ", ".join(
-            f"{r.method} {'n/a' if r.spearman != r.spearman else format(r.spearman, '+.2f')} at {r.relative_compute:.0%}" for r in rows.itertuples(index=False)))
+            f"{r.method} {_signed(r.spearman)} at {r.relative_compute:.0%}" for r in rows.itertuples(index=False)))
     rec = result.run_dir / rundir.RECOMMENDATION
     if rec.exists():
         lines.append("recommendation: " + str(rundir.read_json(rec).get("verdict", "")))
@@ -86,3 +86,8 @@ def summary_text(result: SearchResult, *, top: int = 3) -> str:
     if (result.run_dir / rundir.REPORT).exists():
         lines.append(f"report: {result.run_dir / rundir.REPORT}")
     return "\n".join(lines)
+
+
+def _signed(value: float) -> str:
+    """+0.51, or n/a when undefined (a Spearman over too few or constant gains)."""
+    return "n/a" if pd.isna(value) else f"{value:+.2f}"
