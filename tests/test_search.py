@@ -427,6 +427,10 @@ def test_summary_carries_the_data_stages_notes(tmp_path):
     (note,) = result.data_notes
     assert note.startswith("input column 'id' left out: a different value in every row (60 distinct values")
     assert f"note: {note}" in summary_text(result).splitlines()
+    # a study made before identifiers were left out trained on them: its settings differ
+    stored = optuna.load_study(study_name=spec.name, storage=storage_url(spec)).user_attrs["fingerprint"]
+    assert stored["left_out_inputs"] == ["id"]
+    assert "left_out_inputs" not in fingerprint(spec)  # other data: the fingerprint studies always had
 
 
 def _complete_count(db: Path) -> int:

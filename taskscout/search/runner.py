@@ -369,6 +369,9 @@ def run_search(
     # keep the file elsewhere); spec.json names it by its absolute path, so that later commands
     # (verify, export) find it from any directory.
     settings = fingerprint(spec)
+    left_out = _left_out_inputs(ds, spec)
+    if left_out:  # only then: studies on other data keep the fingerprint they were made with
+        settings["left_out_inputs"] = left_out
     if not spec.data.startswith("builtin:"):
         spec = dataclasses.replace(spec, data=str(Path(spec.data).resolve()))
     url = storage_url(spec)
@@ -386,6 +389,16 @@ def run_search(
         if created is not None and not opened:  # refused before the study opened: leave no trace
             _remove_new_dirs(Path(spec.run_dir), created)
         raise
+
+
+def _left_out_inputs(ds: Any, spec: StudySpec) -> list[str]:
+    """The columns the data stage left out of the default inputs (identifiers, dates). A study
+    made before they were left out trained on them, so their being out changes what a model is."""
+    if spec.inputs is not None:
+        return []
+    from taskscout.data.prepare import default_inputs
+
+    return [c for c in default_inputs(ds.frame, spec) if c not in ds.inputs]
 
 
 def _remove_new_dirs(run_dir: Path, top: Path) -> None:
