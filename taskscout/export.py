@@ -332,6 +332,22 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
+def check_default_inputs(config: Mapping[str, Any], spec: Any, ds: Any) -> None:
+    """A DataError when `config` was exported before identifier and date columns were left out of
+    the default inputs (its preprocessing does not say so) and the data has such columns: its
+    networks were searched with them as inputs, and training without them would differ silently."""
+    if "identifier_inputs" in config["preprocessing"] or spec.inputs is not None:
+        return
+    from taskscout.data.prepare import default_inputs
+
+    left = [c for c in default_inputs(ds.frame, spec) if c not in ds.inputs]
+    if left:
+        raise DataError(
+            f"this training config comes from a taskscout whose default inputs included {left}, which this version "
+            f"leaves out (an identifier or dates); export the run again, or name the inputs in data.inputs"
+        )
+
+
 def check_config(config: Any, *, where: str = "<mapping>") -> dict[str, Any]:
     """The config itself after checking its schema; a SpecError naming the first problem otherwise."""
     if not isinstance(config, Mapping):
@@ -522,6 +538,7 @@ def train_config(
     check_models_dir(out_dir)
     spec = spec_from_config(cfg)
     ds = build_dataset(spec)
+    check_default_inputs(cfg, spec, ds)
     wanted: dict[str, Mapping[str, Any]] = {}
     for g in cfg["groups"]:
         for a in g.get("auxiliaries", []):

@@ -11,6 +11,7 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -458,3 +459,19 @@ def test_recommended_auxiliary_serving_two_members_is_exported_once(planted, tmp
     assert aux["name"] == inputs_aux.name
     assert aux["expected_gain"] == pytest.approx({"g0_t0": 0.02, "g0_t1": 0.05})
     assert cfg["groups"][0]["loss_weights"] == {"g0_t0": 1.0, "g0_t1": 1.0, inputs_aux.name: 1.0}
+
+
+def test_a_config_from_before_identifiers_were_left_out_is_refused_on_such_data():
+    # its networks were searched with the identifier as an input; training without it would differ
+    from taskscout.export import PREPROCESSING, check_default_inputs
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(80)], "x": rng.normal(size=80), "y": rng.normal(size=80)})
+    spec = resolve_spec("made-in-test.csv", {"tasks": ["y"]})
+    ds = build_dataset(spec, frame)
+    old = {"preprocessing": {k: v for k, v in PREPROCESSING.items() if k != "identifier_inputs"}}
+    with pytest.raises(DataError, match=r"default inputs included \['id'\].*export the run again"):
+        check_default_inputs(old, spec, ds)
+    check_default_inputs({"preprocessing": dict(PREPROCESSING)}, spec, ds)  # exported by this version
+    plain = build_dataset(spec, frame.drop(columns="id"))
+    check_default_inputs(old, spec, plain)  # older config, data without such a column: nothing changed
