@@ -341,8 +341,10 @@ def _search_bars() -> Any:
             # Once a phase is done: its average over the whole phase. rich's own estimate averages
             # recent updates only, and stacks finish in bursts (64 models in two updates read as
             # 964 models/s where the phase ran at 17.5).
+            # Models reused from an earlier run are done but took no time: left out of the rate.
+            trained = task.completed - task.fields.get("reused", 0)
             if task.finished:  # finished_time: the seconds the phase took (elapsed keeps running)
-                speed = task.completed / task.finished_time if task.finished_time else None
+                speed = trained / task.finished_time if task.finished_time and trained > 0 else None
             else:
                 speed = task.speed
             return Text("-- models/s" if speed is None else f"{speed:.1f} models/s")
@@ -372,7 +374,7 @@ def _search_bars() -> Any:
                 self.progress.start()
                 self.started = True
             self.total = max(total, 0)
-            self.task = self.progress.add_task(phase, total=self.total, completed=done)
+            self.task = self.progress.add_task(phase, total=self.total, completed=done, reused=done)
 
         def advance(self, n: int) -> None:
             if self.task is not None:
@@ -382,6 +384,11 @@ def _search_bars() -> Any:
             if self.task is not None:
                 self.total += n
                 self.progress.update(self.task, total=self.total)
+
+        def reused(self, n: int) -> None:
+            if self.task is not None:
+                task = next(t for t in self.progress.tasks if t.id == self.task)
+                self.progress.update(self.task, advance=n, reused=task.fields.get("reused", 0) + n)
 
         def phase_finished(self, phase: str) -> None:
             self.task = None

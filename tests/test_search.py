@@ -366,6 +366,11 @@ def test_a_study_from_before_main_was_resolved_resumes(tmp_path):
     spec = make_spec(tmp_path / "run")
     assert spec.main == tuple(TASKS) and fingerprint(spec)["main"] == []
     assert fingerprint(make_spec(tmp_path / "run", main=["g0_t0"]))["main"] == ["g0_t0"]
+    # a study stored with every task named as main is the same study
+    settings = {**fingerprint(spec), "main": list(TASKS)}
+    open_store(storage_url(spec), spec.name, fingerprint=settings, spec_json="{}")
+    assert run_search(make_spec(tmp_path / "run", search={"phases": ["single"]}), train_fn=FakeTrainer(),
+                      finalize_run=False).trained > 0
 
 
 def test_a_refused_start_keeps_what_another_process_put_beside_it(tmp_path):
@@ -524,6 +529,18 @@ def test_report_rebuild_keeps_the_estimator_rows_and_rescores_their_agreement(se
     assert agreement.loc["tag", "relative_compute"] == pytest.approx(0.5 / single_pairs, rel=1e-6)
 
 
+def test_the_estimators_phase_counts_the_models_its_estimators_train(tmp_path):
+    # it counted one "model" per estimator (3) while rsa alone trains one per head and seed
+    spec = make_spec(tmp_path / "run", training={"seeds": 2, "epochs": 2},
+                     search={"phases": ["single", "pairs", "estimators"]})
+    progress = _Bar()
+    result = run_search(spec, train_fn=FakeTrainer(), progress=progress, finalize_run=False)
+    (phase,) = [p for p in result.phases if p.phase == "estimators"]
+    compute = pd.read_csv(spec.run_dir / rundir.COMPUTE)
+    trained = int(compute.loc[compute["phase"].str.startswith("estimator:"), "models"].sum())
+    assert phase.planned == phase.trained == trained == progress.done["estimators"] > 3
+
+
 def test_a_phase_bar_settles_where_the_summary_ends():
     # a resumed subsets phase reuses its models: its bar stayed at 0/72 while the summary said 97/97
     from taskscout.search.runner import _Tally
@@ -536,6 +553,9 @@ def test_a_phase_bar_settles_where_the_summary_ends():
 
         def extend(self, n):
             self.total += n
+
+        def reused(self, n):
+            self.done += n
 
     rec = Recorder()
     rec.total = 6
@@ -563,8 +583,8 @@ def test_a_finished_bar_shows_the_phases_average_rate():
         (column,) = [c for c in bars.progress.columns if type(c).__name__ == "ModelsPerSecond"]
         # rich keeps a finished task's `elapsed` running until the display stops; `finished_time`
         # holds the seconds it took
-        done = SimpleNamespace(finished=True, completed=64, finished_time=3.6, elapsed=60.0, speed=963.9)
-        running = SimpleNamespace(finished=False, completed=32, finished_time=None, elapsed=1.0, speed=20.0)
+        done = SimpleNamespace(finished=True, completed=64, finished_time=3.6, elapsed=60.0, speed=963.9, fields={})
+        running = SimpleNamespace(finished=False, completed=32, finished_time=None, elapsed=1.0, speed=20.0, fields={})
         assert str(column.render(done)) == "17.8 models/s"
         assert str(column.render(running)) == "20.0 models/s"
         # on a real bar: the rate of a phase that finished at once does not decay while later phases run
@@ -573,6 +593,15 @@ def test_a_finished_bar_shows_the_phases_average_rate():
         time.sleep(0.3)
         rate = float(str(column.render(bars.progress.tasks[-1])).split()[0])
         assert rate > 4 / 0.3
+        # models reused from an earlier run took no time: a phase that only reused shows no rate,
+        # one that trained 2 of its 6 is timed on those 2
+        bars.phase_started("pairs", total=6, done=4)
+        bars.advance(2)
+        pairs = bars.progress.tasks[-1]
+        assert str(column.render(pairs)) == f"{2 / pairs.finished_time:.1f} models/s"
+        bars.phase_started("subsets", total=3, done=0)
+        bars.reused(3)
+        assert str(column.render(bars.progress.tasks[-1])) == "-- models/s"
 
 
 def test_progress_bars_grow_when_a_phase_announces_more_models():
@@ -627,6 +656,9 @@ class _Bar:
 
     def extend(self, n):
         pass
+
+    def reused(self, n):
+        self.done[self.phase] += n
 
     def phase_finished(self, phase):
         pass

@@ -75,6 +75,7 @@ class SearchProgress(Protocol):
     def phase_started(self, phase: str, *, total: int, done: int) -> None: ...
     def advance(self, n: int) -> None: ...
     def extend(self, n: int) -> None: ...  # the running phase will train n more models than announced
+    def reused(self, n: int) -> None: ...  # n more models of the running phase are done: reused, not trained
     def phase_finished(self, phase: str) -> None: ...
 
 
@@ -86,6 +87,9 @@ class _Silent:
         pass
 
     def extend(self, n: int) -> None:
+        pass
+
+    def reused(self, n: int) -> None:
         pass
 
     def phase_finished(self, phase: str) -> None:
@@ -112,7 +116,8 @@ class _Tally:
         if models != self.total:
             self.extend(models - self.total)
         if models > self.done:
-            self.advance(models - self.done)
+            self.progress.reused(models - self.done)
+            self.done = models
 
 
 @dataclass(frozen=True)
@@ -568,7 +573,9 @@ def _beyond_pairs(
         for name in PHASE_ESTIMATORS:
             got = run_estimators_phase(spec, problem, names=(name,))
             results.update(got)
-            bar.settle(bar.done + sum(r.compute.models for r in got.values()))
+            trained = sum(r.compute.models for r in got.values())
+            bar.extend(trained)
+            bar.advance(trained)
         progress.phase_finished("estimators")
         outcomes.append(PhaseOutcome("estimators", bar.done, 0, bar.done, 0, time.monotonic() - began, "done"))
     compute = tables[rundir.COMPUTE]
