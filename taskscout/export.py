@@ -338,12 +338,9 @@ def check_default_inputs(config: Mapping[str, Any], spec: Any, ds: Any) -> None:
     networks were searched with them as inputs, and training without them would differ silently."""
     if "identifier_inputs" in config["preprocessing"] or spec.inputs is not None:
         return
-    from taskscout.data.prepare import default_inputs
-
-    left = [c for c in default_inputs(ds.frame, spec) if c not in ds.inputs]
-    if left:
+    if ds.left_out:
         raise DataError(
-            f"this training config comes from a taskscout whose default inputs included {left}, which this version "
+            f"this training config comes from a taskscout whose default inputs included {list(ds.left_out)}, which this version "
             f"leaves out (an identifier or dates); export the run again, or name the inputs in data.inputs"
         )
 

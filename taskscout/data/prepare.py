@@ -73,6 +73,7 @@ class Dataset:
     time_column: str | None = None
     entity_column: str | None = None
     notes: tuple[str, ...] = ()  # what the data stage decided on its own, for the user to read
+    left_out: tuple[str, ...] = ()  # columns it left out of the default inputs (identifiers, dates)
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -521,6 +522,7 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
         name=spec.name, frame=frame, X=X, feature_names=names, feature_sources=sources, inputs=tuple(inputs),
         Y=Y, tasks=tuple(infos), split=split, time_column=spec.time_column, entity_column=spec.entity_column,
         notes=(*(_left_out_note(frame, c) for c in left_out), *stray_notes, *_unused_time_column_note(frame, spec)),
+        left_out=left_out,
     )
 
 

@@ -42,12 +42,14 @@ from taskscout.search.problem import SearchProblem, build_problem
 from taskscout.search.storage import (
     UNFINISHED_ATTR,
     Store,
+    canonical_settings,
     claim_pending,
     completed_keys,
     encode_curves,
     enqueue_missing,
     in_progress_keys,
     load_records,
+    open_existing,
     open_store,
     record_result,
     recover_abandoned,
@@ -156,9 +158,7 @@ class SearchResult:
 
 def fingerprint(spec: StudySpec) -> dict[str, Any]:
     d = spec.to_dict()
-    out = {k: d[k] for k in _FINGERPRINT_KEYS}
-    if tuple(spec.main) == tuple(spec.tasks):
-        out["main"] = []  # every task main: the form studies made before main was resolved store
+    out = canonical_settings({k: d[k] for k in _FINGERPRINT_KEYS})
     out["training"] = {k: v for k, v in out["training"].items() if k != "seeds"}
     return out
 
@@ -170,23 +170,21 @@ def storage_url(spec: StudySpec) -> str:
 
 def stored_models(spec: StudySpec) -> int:
     """Models of `spec`'s search that its storage holds, which the same search run again reuses:
-    the measured phases' completed models and the subsets phase's trained subset models."""
+    the measured phases' completed models and the subsets phase's trained subset models (0 when
+    there is no study yet; nothing is created)."""
     import optuna
 
+    from taskscout.errors import MissingResultsError
     from taskscout.search.subsets import stored_compute
 
     url = storage_url(spec)
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-        return 0  # loading a study would create the database
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(url) if url.startswith("sqlite") else url
     try:
-        study = optuna.load_study(study_name=spec.name, storage=storage)
-    except KeyError:
+        store = open_existing(url, url, spec.name)
+    except MissingResultsError:
         return 0
-    n = len({t.user_attrs.get("key") for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))})
+    n = len(completed_keys(store))
     try:
-        n += stored_compute(optuna.load_study(study_name=f"{spec.name}:subsets", storage=storage)).models
+        n += stored_compute(optuna.load_study(study_name=f"{spec.name}:subsets", storage=store.storage)).models
     except KeyError:
         pass
     return n
@@ -209,28 +207,6 @@ def _clear_run_files(run_dir: Path) -> None:
                  rundir.GROUP_SCORES, rundir.COMPUTE, rundir.CANDIDATES, rundir.AGREEMENT, rundir.RSA_LAYERS,
                  rundir.SUBSET_OBSERVATIONS, rundir.GRAPH, rundir.RECOMMENDATION, rundir.VERIFY, rundir.REPORT):
         (run_dir / name).unlink(missing_ok=True)
-
-
-class _StackProgress:
-    """Forwards the trainer's per-model progress and tops up what it did not report."""
-
-    def __init__(self, progress: SearchProgress) -> None:
-        self.progress = progress
-        self.reported = 0
-
-    def __call__(self, n: int) -> None:
-        self.reported += n
-        self.progress.advance(n)
-
-    def finish(self, n: int) -> None:
-        if n > self.reported:
-            self.progress.advance(n - self.reported)
-
-    def rewind(self) -> None:
-        """The stack was not stored (interrupted, or the trainer failed): its models are not done."""
-        if self.reported:
-            self.progress.advance(-self.reported)
-            self.reported = 0
 
 
 def _record(store: Store, claim: Any, result: Any, problem: SearchProblem) -> bool:
@@ -266,6 +242,9 @@ def run_phase(
     shared: other workers use the storage too. Once nothing is left to claim, wait until every
     model of the phase is COMPLETE (trained here or elsewhere), queueing again the models of
     workers that died, and give a model up after spec.search.max_retry failures."""
+    # imported here: subsets imports the estimators' modules, which a search without them never needs
+    from taskscout.search.subsets import StackProgress
+
     start = time.monotonic()
     keys = [m.key for m in models]
     wanted = set(keys)
@@ -290,7 +269,7 @@ def run_phase(
                 shown = done
             time.sleep(WAIT_POLL_SECONDS)
             continue
-        stack = _StackProgress(progress)
+        stack = StackProgress(progress.advance)
         try:
             plans = [problem.model_plan(c.model) for c in claims]
             results = train_fn(problem.X, problem.Y, problem.heads, problem.split, plans,
@@ -301,7 +280,7 @@ def run_phase(
             stored = [_record(store, c, r, problem) for c, r in zip(claims, results, strict=True)]
         except BaseException:
             release(store, claims)
-            stack.rewind()
+            stack.take_back()
             raise
         stack.finish(len(claims))
         shown += len(claims)
@@ -374,9 +353,10 @@ def run_search(
     # keep the file elsewhere); spec.json names it by its absolute path, so that later commands
     # (verify, export) find it from any directory.
     settings = fingerprint(spec)
-    left_out = _left_out_inputs(ds, spec)
-    if left_out:  # only then: studies on other data keep the fingerprint they were made with
-        settings["left_out_inputs"] = left_out
+    # A study made before identifier and date columns were left out of the default inputs trained
+    # on them; recorded only when there are some, so studies on other data keep their settings.
+    if ds.left_out:
+        settings["left_out_inputs"] = list(ds.left_out)
     if not spec.data.startswith("builtin:"):
         spec = dataclasses.replace(spec, data=str(Path(spec.data).resolve()))
     url = storage_url(spec)
@@ -394,16 +374,6 @@ def run_search(
         if created is not None and not opened:  # refused before the study opened: leave no trace
             _remove_new_dirs(Path(spec.run_dir), created)
         raise
-
-
-def _left_out_inputs(ds: Any, spec: StudySpec) -> list[str]:
-    """The columns the data stage left out of the default inputs (identifiers, dates). A study
-    made before they were left out trained on them, so their being out changes what a model is."""
-    if spec.inputs is not None:
-        return []
-    from taskscout.data.prepare import default_inputs
-
-    return [c for c in default_inputs(ds.frame, spec) if c not in ds.inputs]
 
 
 def _remove_new_dirs(run_dir: Path, top: Path) -> None:

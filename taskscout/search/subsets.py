@@ -191,8 +191,10 @@ class _StackPruning:
         return stop
 
 
-class _CountedProgress:
-    """Forwards a stack's per-model progress and keeps count, so it can be taken back."""
+class StackProgress:
+    """Forwards a stack's per-model progress (the trainer's `progress`) to `progress` and keeps
+    count: `finish` tops up what the trainer did not report, `take_back` removes what it did when
+    the stack was not stored (interrupted, or the trainer failed)."""
 
     def __init__(self, progress: Callable[[int], None] | None) -> None:
         self.progress, self.reported = progress, 0
@@ -201,6 +203,10 @@ class _CountedProgress:
         self.reported += n
         if self.progress is not None:
             self.progress(n)
+
+    def finish(self, n: int) -> None:
+        if self.progress is not None and n > self.reported:
+            self.progress(n - self.reported)
 
     def take_back(self) -> None:
         if self.progress is not None and self.reported:
@@ -323,7 +329,7 @@ def run_subsets(
         pruned_at = hook.pruned_at
 
         start = time.perf_counter()
-        tally = _CountedProgress(progress)
+        tally = StackProgress(progress)
         try:
             results = train_fn(problem.X, problem.Y, problem.heads, problem.split, plans, model=problem.model,
                                training=problem.training, device=problem.device, progress=tally,
