@@ -21,7 +21,9 @@ import os
 import resource
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,7 +31,7 @@ import torch
 
 from taskscout.device import resolve_device
 from taskscout.errors import SpecError
-from taskscout.models import Head, slot_layout, stack_layer_shapes, stack_matmul_flops
+from taskscout.models import Head, group_sizes, grouped_bmm, slot_layout, stack_layer_shapes, stack_matmul_flops
 from taskscout.spec import ModelSettings, TrainingSettings
 from taskscout.training import (
     ModelPlan,
@@ -53,6 +55,7 @@ class BenchResult:
     omp_wait_policy: str  # OMP_WAIT_POLICY the process started with ("" = the OpenMP default)
     dtype: str
     models: int
+    seeds: int  # distinct seeds among the K models (models sharing one share their batches)
     inputs: int
     depth: int
     width: int
@@ -106,8 +109,15 @@ def bench_problem(*, models: int, inputs: int, tasks: int, batch: int, steps: in
     return X, Y, heads, split
 
 
-def _plans(models: int, tasks: int, branch_layer: int) -> list[ModelPlan]:
-    return [ModelPlan(tuple(range(tasks)), (0,), seed=k, branch_layer=branch_layer, key=f"m{k}") for k in range(models)]
+def bench_plans(models: int, tasks: int, branch_layer: int, seeds: int | None = None) -> list[ModelPlan]:
+    """The K models: all `tasks` targets, the first one main; model k has seed k % `seeds` (default
+    one seed per model). Models sharing a seed see the same batches and differ in the loss weights
+    of their other targets, as in a search, where each seed trains many task subsets."""
+    seeds = models if seeds is None else seeds
+    per_seed = -(-models // seeds)
+    return [ModelPlan(tuple(range(tasks)), (0,), seed=k % seeds, branch_layer=branch_layer, key=f"m{k}",
+                      loss_weights=None if per_seed == 1 else (1.0,) + (0.5 + (k // seeds) / per_seed,) * (tasks - 1))
+            for k in range(models)]
 
 
 def _peak_blocks(*, device: torch.device, dtype: torch.dtype, seconds: float, blocks: int = 3) -> dict[int, list[float]]:
@@ -138,20 +148,25 @@ def _peak(*block_sets: dict[int, list[float]]) -> float:
 
 
 def products_gflops(*, models: int, parallel_stacks: int, in_features: int, depth: int, width: int, branch_layer: int,
-                    slots: int, out_width: int, rows: int, steps: int, device: torch.device, dtype: torch.dtype) -> float:
+                    slots: int, out_width: int, rows: int, steps: int, device: torch.device, dtype: torch.dtype,
+                    seeds: int | None = None) -> float:
     """GFLOP/s of the matrix products of `steps` training steps alone: per linear layer the forward
     product, the weight gradient and (but for the first layer) the input gradient, batched over
     the models of a stack and oriented as the trainer computes them, the models split into
-    `parallel_stacks` stacks run at once as the trainer runs them. Operands are made once, so this
-    is a ceiling: the rate the stacked trainer would reach if nothing but its products took time."""
+    `parallel_stacks` stacks run at once as the trainer runs them, and the first layer reading one
+    input matrix per seed (`models.grouped_bmm`; `seeds` as in `bench_plans`, default one per
+    model). Operands are made once, so this is a ceiling: the rate the stacked trainer would
+    reach if nothing but its products took time."""
     layers = stack_layer_shapes(in_features=in_features, depth=depth, width=width, branch_layer=branch_layer,
                                 slots=slots, out_width=out_width)
+    model_seeds = sorted(k % (seeds or models) for k in range(models))  # in stack order, as train_models sorts them
     size = -(-models // parallel_stacks)
     chunks = [list(range(a, min(models, a + size))) for a in range(0, models, size)]
 
     def run(chunk: list[int], steps: int = steps) -> None:
         kw = {"device": device, "dtype": dtype}
-        products = []
+        sizes = group_sizes([model_seeds[m] for m in chunk])
+        products: list[Callable[[], torch.Tensor]] = []
         for n, (i, o, copies) in enumerate(layers):
             # As the trainer computes them: the first per-target layer as one product per model
             # (all slots' outputs at once), transposed when it is the output layer; later
@@ -159,16 +174,22 @@ def products_gflops(*, models: int, parallel_stacks: int, in_features: int, dept
             k = len(chunk) * copies
             if n == branch_layer:
                 k, o = len(chunk), o * copies
-            if n == branch_layer == depth:
+            if n == branch_layer == depth:  # (depth >= 1, so not the first layer)
                 a, w, gt = torch.randn(k, rows, i, **kw), torch.randn(k, i, o, **kw), torch.randn(k, o, rows, **kw)
-                products += [(w.transpose(1, 2), a.transpose(1, 2)), (gt, a)]
-                products += [(gt.transpose(1, 2), w.transpose(1, 2))] if n > 0 else []
+                products += [partial(torch.bmm, w.transpose(1, 2), a.transpose(1, 2)), partial(torch.bmm, gt, a),
+                             partial(torch.bmm, gt.transpose(1, 2), w.transpose(1, 2))]
                 continue
-            a, w, g = torch.randn(k, rows, i, **kw), torch.randn(k, i, o, **kw), torch.randn(k, rows, o, **kw)
-            products += [(a, w), (a.transpose(1, 2), g)] + ([(g, w.transpose(1, 2))] if n > 0 else [])
+            w, g = torch.randn(k, i, o, **kw), torch.randn(k, rows, o, **kw)
+            if n == 0:  # the inputs: one matrix per seed group; no input gradient
+                x = torch.randn(len(sizes), rows, i, **kw)
+                products += [partial(grouped_bmm, x, w, sizes), partial(grouped_bmm, x.transpose(1, 2), g, sizes)]
+                continue
+            a = torch.randn(k, rows, i, **kw)
+            products += [partial(torch.bmm, a, w), partial(torch.bmm, a.transpose(1, 2), g),
+                         partial(torch.bmm, g, w.transpose(1, 2))]
         for _ in range(steps):
-            for left, right in products:
-                torch.bmm(left, right)
+            for product in products:
+                product()
 
     flops = steps * stack_matmul_flops(models=models, in_features=in_features, depth=depth, width=width,
                                        branch_layer=branch_layer, slots=slots, out_width=out_width, rows=rows,
@@ -239,16 +260,18 @@ def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int 
               batch: int = 256, steps: int = 300, epochs: int = 3, branch_layer: int | None = None,
               sequential_models: int | None = None, device: str = "auto", dtype: torch.dtype = torch.float32,
               seed: int = 0, peak_seconds: float = 0.2, parallel_stacks: int | None = None,
-              progress: Any = None) -> BenchResult:
+              seeds: int = 8, progress: Any = None) -> BenchResult:
     """Train the same `models` models stacked and one by one; return the measured figures.
 
     `sequential_models` times only that many of the models in the sequential loop (its rate in
-    models per second is what is compared); default all of them. `parallel_stacks` is passed to
+    models per second is what is compared); default all of them. `seeds` is the number of
+    distinct seeds among the models (`bench_plans`; at most `models`). `parallel_stacks` is passed to
     `train_models` (default: automatic, one stack per torch thread on CPU). `progress` (a
     `search.SearchProgress`, e.g. the CLI's bars) is told of the two timed loops as they run.
     """
     for name, value, low in (("models", models, 1), ("inputs", inputs, 1), ("depth", depth, 1), ("width", width, 2),
-                             ("tasks", tasks, 1), ("batch", batch, 1), ("steps", steps, 1), ("epochs", epochs, 1)):
+                             ("tasks", tasks, 1), ("batch", batch, 1), ("steps", steps, 1), ("epochs", epochs, 1),
+                             ("seeds", seeds, 1)):
         if value < low:
             raise SpecError(f"--{name} must be an int >= {low}. Got {value} instead.")
     b = depth if branch_layer is None else branch_layer
@@ -258,7 +281,8 @@ def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int 
     dev = resolve_device(device)
     X, Y, heads, split = bench_problem(models=models, inputs=inputs, tasks=tasks, batch=batch, steps=steps,
                                        epochs=epochs, seed=seed)
-    plans = _plans(models, tasks, b)
+    seeds = min(seeds, models)
+    plans = bench_plans(models, tasks, b, seeds)
     model = ModelSettings(depth=depth, width=width)
     training = TrainingSettings(epochs=epochs, batch_size=batch, patience=epochs + 1, lr=1e-3)
     kw = {"model": model, "training": training, "device": str(dev), "dtype": dtype}
@@ -284,7 +308,8 @@ def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int 
     shape = {"models": models, "in_features": inputs, "depth": depth, "width": width, "branch_layer": b,
              "slots": layout.n_slots, "out_width": layout.out_width}
     stacks = min(models, resolve_parallel_stacks(parallel_stacks, dev, None))
-    products = products_gflops(parallel_stacks=stacks, rows=batch, steps=steps, device=dev, dtype=dtype, **shape)
+    products = products_gflops(parallel_stacks=stacks, rows=batch, steps=steps, device=dev, dtype=dtype, seeds=seeds,
+                               **shape)
     _phase(progress, "sequential", n_seq)
     t = time.perf_counter()
     sequential = train_sequential(X, Y, heads, split, plans[:n_seq], progress=progress and progress.advance, **kw)
@@ -302,7 +327,7 @@ def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int 
     return BenchResult(
         device=str(dev), threads=torch.get_num_threads(),
         parallel_stacks=stacks, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", ""),
-        dtype=str(dtype).replace("torch.", ""), models=models,
+        dtype=str(dtype).replace("torch.", ""), models=models, seeds=seeds,
         inputs=inputs, depth=depth, width=width, tasks=tasks, batch=batch, steps=steps, epochs=epochs,
         sequential_models=n_seq, sequential_seconds=sequential_s, stacked_seconds=stacked_s,
         sequential_models_per_s=seq_rate, stacked_models_per_s=stack_rate, speedup=stack_rate / seq_rate,

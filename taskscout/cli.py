@@ -640,6 +640,7 @@ def verify(
 @app.command()
 def bench(
     models: Annotated[int, typer.Option(help="Models K trained stacked and one by one.")] = 64,
+    seeds: Annotated[int, typer.Option(help="Distinct seeds among the K models (model k has seed k mod SEEDS). Models sharing a seed see the same batches and differ in their loss weights, as a search trains many task subsets per seed; --seeds equal to --models gives every model its own batches.")] = 8,
     inputs: Annotated[int, typer.Option(help="Input features.")] = 64,
     depth: Annotated[int, typer.Option(help="Trunk layers L.")] = 2,
     width: Annotated[int, typer.Option(help="Trunk width H.")] = 64,
@@ -678,15 +679,15 @@ def bench(
         result = run_bench(
             models=models, inputs=inputs, depth=depth, width=width, tasks=tasks, batch=batch, steps=steps,
             epochs=epochs, branch_layer=branch_layer, sequential_models=sequential_models, device=device,
-            dtype=getattr(torch, dtype), parallel_stacks=parallel_stacks, progress=bars,
+            dtype=getattr(torch, dtype), parallel_stacks=parallel_stacks, seeds=seeds, progress=bars,
         )
     r = result.to_dict()
     if as_json:
         typer.echo(json.dumps(r, indent=2))
         return
     typer.echo(f"device      {r['device']} ({r['threads']} threads, {r['dtype']}, OMP_WAIT_POLICY={r['omp_wait_policy'] or 'default'})")
-    typer.echo(f"models      {r['models']} x trunk {r['depth']}x{r['width']}, {r['inputs']} inputs, {r['tasks']} tasks, "
-               f"batch {r['batch']}, {r['steps']} steps over {r['epochs']} epochs")
+    typer.echo(f"models      {r['models']} ({r['seeds']} seeds) x trunk {r['depth']}x{r['width']}, {r['inputs']} inputs, "
+               f"{r['tasks']} tasks, batch {r['batch']}, {r['steps']} steps over {r['epochs']} epochs")
     typer.echo(f"sequential  {r['sequential_models_per_s']:.2f} models/s ({r['sequential_models']} models in {r['sequential_seconds']:.1f} s)")
     typer.echo(f"stacked     {r['stacked_models_per_s']:.2f} models/s ({r['models']} models in {r['stacked_seconds']:.1f} s, "
                f"{r['parallel_stacks']} stack{'s' if r['parallel_stacks'] > 1 else ''} at once)")

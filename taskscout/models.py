@@ -267,23 +267,30 @@ class _SharedLayers(torch.autograd.Function):
     layer after the trunk is scaled per output column by `col_scale` when given: -lambda for
     the columns of an adversarial target (its gradient-reversal layer), 1 for the others.
 
-    Inputs: x (K, B, in), col_scale (K, 1, N) or None, `transposed`, then the weights
-    w_1..w_b, w_next and the biases b_1..b_b, b_next (weights (K, in_i, out_i), biases
-    (K, 1, out_i)). Output: the pre-activation of the layer after the trunk, (K, B, N), or with
-    `transposed` (K, N, B): for a narrow output layer (N = a few outputs) the transposed
-    products run 1.5-2x as fast. x gets no gradient.
+    Inputs: x (G, B, in), one input matrix per group of consecutive models (`sizes`, see
+    `grouped_bmm`), col_scale (K, 1, N) or None, `transposed`, then the weights w_1..w_b, w_next
+    and the biases b_1..b_b, b_next (weights (K, in_i, out_i), biases (K, 1, out_i)). Output:
+    the pre-activation of the layer after the trunk, (K, B, N), or with `transposed` (K, N, B):
+    for a narrow output layer (N = a few outputs) the transposed products run 1.5-2x as fast.
+    With b = 0 it is that one layer. x gets no gradient.
     """
 
     @staticmethod
-    def forward(ctx, x, col_scale, transposed, *params):  # type: ignore[override]
+    def forward(ctx, x, sizes, col_scale, transposed, *params):  # type: ignore[override]
         n = len(params) // 2
         ws, bs = params[:n], params[n:]
+        ctx.transposed, ctx.sizes = transposed, sizes
+        if n == 1:  # b = 0: the layer after the (empty) trunk reads the inputs
+            if transposed:
+                raise SpecError("a transposed output layer needs a trunk (depth >= 1)")
+            ctx.save_for_backward(col_scale, x, ws[0])
+            return grouped_bmm(x, ws[0], sizes).add_(bs[0])
         acts = [x]
-        h = x
-        for w, b in zip(ws[:-1], bs[:-1], strict=True):
+        h = grouped_bmm(x, ws[0], sizes).add_(bs[0]).relu_()
+        acts.append(h)
+        for w, b in zip(ws[1:-1], bs[1:-1], strict=True):
             h = torch.bmm(h, w).add_(b).relu_()
             acts.append(h)
-        ctx.transposed = transposed
         ctx.save_for_backward(col_scale, *acts, *ws)
         if transposed:
             return torch.bmm(ws[-1].transpose(1, 2), h.transpose(1, 2)).add_(bs[-1].transpose(1, 2))
@@ -293,7 +300,9 @@ class _SharedLayers(torch.autograd.Function):
     def backward(ctx, g):  # type: ignore[override]
         col_scale, *rest = ctx.saved_tensors
         n = len(rest) // 2
-        acts, ws = rest[:n], rest[n:]
+        acts, ws, sizes = rest[:n], rest[n:], ctx.sizes
+        if n == 1:  # b = 0: only the layer's own gradients
+            return None, None, None, None, grouped_bmm(acts[0].transpose(1, 2), g, sizes), g.sum(1, keepdim=True)
         if ctx.transposed:  # g is (K, N, B)
             dws: list[torch.Tensor] = [torch.bmm(g, acts[-1]).transpose(1, 2)]
             dbs: list[torch.Tensor] = [g.sum(2).unsqueeze(1)]
@@ -306,11 +315,44 @@ class _SharedLayers(torch.autograd.Function):
         for i in range(n - 1, 0, -1):  # layer i: input acts[i - 1], output acts[i], weight ws[i - 1]
             # d is this function's own tensor, fresh from the product: mask it in place.
             torch.ops.aten.threshold_backward.grad_input(d, acts[i], 0, grad_input=d)
-            dws.append(torch.bmm(acts[i - 1].transpose(1, 2), d))
+            dws.append(grouped_bmm(acts[0].transpose(1, 2), d, sizes) if i == 1
+                       else torch.bmm(acts[i - 1].transpose(1, 2), d))
             dbs.append(d.sum(1, keepdim=True))
             if i > 1:
                 d = torch.bmm(d, ws[i - 1].transpose(1, 2))
-        return None, None, None, *reversed(dws), *reversed(dbs)
+        return None, None, None, None, *reversed(dws), *reversed(dbs)
+
+
+def grouped_bmm(a: torch.Tensor, b: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
+    """Per model k, a[j] @ b[k], where j is the group of model k: `a` (G, m, n) holds one matrix
+    per group of consecutive models, `sizes` (G entries, summing to K) says how many models each
+    group has, and b is (K, n, p). Result (K, m, p).
+
+    Models trained with the same seed see the same batches, so their first layer reads one input
+    matrix: each group's products run on it as a stride-0 batch, which leaves the inputs in cache
+    and skips gathering them once per model."""
+    K = b.shape[0]
+    if len(sizes) == K:  # every model has its own inputs
+        return torch.bmm(a, b)
+    if len(sizes) == 1:
+        return torch.bmm(a[0].expand(K, -1, -1), b)
+    out = b.new_empty(K, a.shape[1], b.shape[2])
+    start = 0
+    for j, n in enumerate(sizes):
+        torch.bmm(a[j].expand(n, -1, -1), b[start:start + n], out=out[start:start + n])
+        start += n
+    return out
+
+
+def group_sizes(seeds: Sequence[int]) -> tuple[int, ...]:
+    """Lengths of the runs of equal consecutive seeds: the groups of `grouped_bmm`."""
+    sizes: list[int] = []
+    for i, s in enumerate(seeds):
+        if i and s == seeds[i - 1]:
+            sizes[-1] += 1
+        else:
+            sizes.append(1)
+    return tuple(sizes)
 
 
 class StackedMLP:
@@ -424,8 +466,11 @@ class StackedMLP:
 
     # ------------------------------------------------------------ forward
 
-    def forward(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """Outputs (K, S, W, B) for inputs x of shape (K, B, in) (or (B, in), shared by all models).
+    def forward(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None,
+                sizes: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Outputs (K, S, W, B) for inputs x of shape (K, B, in), one matrix per model; (G, B, in)
+        with `sizes`, one matrix per group of consecutive models (see `grouped_bmm`); or (B, in),
+        shared by all models.
 
         The result is a view of a tensor stored slot-major, (S, W, K, B) contiguous: the losses
         run over it in that layout, rows innermost, with no further copy either way."""
@@ -433,18 +478,22 @@ class StackedMLP:
         S, W, H = self.layout.n_slots, self.layout.out_width, self.width
         K = p["head.w"].shape[0]
         b, L = self.branch_layer, self.depth
-        h = x if x.dim() == 3 else x.unsqueeze(0).expand(K, -1, -1)
+        h = x if x.dim() == 3 else x.unsqueeze(0)
+        if sizes is None:
+            sizes = (K,) if x.dim() == 2 else (1,) * K
+        if len(sizes) != h.shape[0] or sum(sizes) != K:
+            raise SpecError(f"inputs for {h.shape[0]} groups of sizes {sizes} do not fit a stack of {K} models")
         B = h.shape[1]
         if b == L:
             w, bias = p["head.w"].view(K, H, S * W), p["head.b"].view(K, 1, S * W)
             # The narrow output layer as a transposed product, (K, S*W, B), then a copy of it.
-            return _slot_major(self._branch(p, h, w, bias, transposed=True).view(K, S, W, B).permute(1, 2, 0, 3))
+            return _slot_major(self._branch(p, h, sizes, w, bias, transposed=True).view(K, S, W, B).permute(1, 2, 0, 3))
         w, bias = p["tower.0.w"], p["tower.0.b"]
         if b == 0 and self.feature_mask is not None:
             w = w * self.feature_mask[:, :, None, None]
         d_in = w.shape[1]
-        # ReLUs run in place: baddbmm's backward needs its inputs, not its output.
-        z = self._branch(p, h, w.reshape(K, d_in, S * H), bias.view(K, 1, S * H)).relu_()
+        # ReLUs run in place: the backward passes need their inputs, not their outputs.
+        z = self._branch(p, h, sizes, w.reshape(K, d_in, S * H), bias.view(K, 1, S * H)).relu_()
         z = z.view(K, B, S, H).transpose(1, 2).reshape(K * S, B, H)
         for i in range(1, L - b):
             z = torch.baddbmm(p[f"tower.{i}.b"].view(K * S, 1, H), z, p[f"tower.{i}.w"].view(K * S, H, H)).relu_()
@@ -463,20 +512,17 @@ class StackedMLP:
         new.col_scale = None if self.col_scale is None else self.col_scale.index_select(0, keep)
         return new
 
-    def _branch(self, p: dict[str, torch.Tensor], h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor,
-                transposed: bool = False) -> torch.Tensor:
-        """The shared layers 1..b (parameters from `p`) applied to the inputs h, then the linear
-        layer (w, bias) after them: tower layer 1, or the output layer when b = depth. Output
-        (K, B, N), or (K, N, B) with `transposed`."""
+    def _branch(self, p: dict[str, torch.Tensor], h: torch.Tensor, sizes: tuple[int, ...], w: torch.Tensor,
+                bias: torch.Tensor, transposed: bool = False) -> torch.Tensor:
+        """The shared layers 1..b (parameters from `p`) applied to the inputs h (one matrix per
+        group of models, `sizes`), then the linear layer (w, bias) after them: tower layer 1, or
+        the output layer when b = depth. Output (K, B, N), or (K, N, B) with `transposed`."""
         b = self.branch_layer
-        if b == 0:
-            if transposed:
-                return torch.baddbmm(bias.transpose(1, 2), w.transpose(1, 2), h.transpose(1, 2))
-            return torch.baddbmm(bias, h, w)
         ws = [p[f"trunk.{i}.w"] for i in range(b)]
-        if self.feature_mask is not None:
+        if b > 0 and self.feature_mask is not None:
             ws[0] = ws[0] * self.feature_mask[:, :, None]
-        return _SharedLayers.apply(h, self.col_scale, transposed, *ws, w, *(p[f"trunk.{i}.b"] for i in range(b)), bias)
+        return _SharedLayers.apply(h, sizes, self.col_scale, transposed, *ws, w,
+                                   *(p[f"trunk.{i}.b"] for i in range(b)), bias)
 
 
 def _slot_major(out: torch.Tensor) -> torch.Tensor:

@@ -49,6 +49,7 @@ from taskscout.models import (
     SlotLayout,
     StackedMLP,
     check_architecture,
+    group_sizes,
     slot_layout,
 )
 from taskscout.spec import ModelSettings, TrainingSettings
@@ -370,11 +371,13 @@ def train_models(
     for i, p in enumerate(plans):
         by_branch.setdefault(p.branch_layer, []).append(i)
     for b in sorted(by_branch):
-        # Models with similar target sets share a stack so few padding slots are computed;
-        # which models share a stack does not change any model's result.
-        idx = sorted(by_branch[b], key=lambda i: (len(plans[i].targets), sorted(heads[t].family for t in plans[i].targets)))
+        # Models with similar target sets share a stack so few padding slots are computed, and
+        # within a stack models with one seed sit together (they share batches, see
+        # `_train_stack`); which models share a stack does not change any model's result.
+        idx = sorted(by_branch[b], key=lambda i: (len(plans[i].targets), sorted(heads[t].family for t in plans[i].targets),
+                                                  plans[i].seed))
         size = min(stack_size, -(-len(idx) // workers))  # enough stacks to keep every worker busy
-        chunks += [idx[start:start + size] for start in range(0, len(idx), size)]
+        chunks += [sorted(idx[start:start + size], key=lambda i: plans[i].seed) for start in range(0, len(idx), size)]
     lock, cancel = threading.Lock(), threading.Event()
 
     def train_chunk(chunk: list[int]) -> list[ModelResult]:
@@ -522,14 +525,19 @@ class _StackLosses:
         new._set_columns(self.cols[keep.cpu().numpy()])
         return new
 
-    def gather(self, rows: torch.Tensor) -> torch.Tensor:
-        """Targets and labelled flags (S, W+1, K, B) for row indices (K, B) (each model its own
-        rows) or (B,) (the same rows for every model)."""
+    def gather(self, rows: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        """Targets and labelled flags (S, W+1, K, B) for row indices (B,) (the same rows for
+        every model) or (G, B), one row set per group of models: G = K (each model its own), or
+        with `groups` (K,) the row set of each model."""
         K = len(self.cols)
-        if rows.dim() == 1:
-            lab = self.table.index_select(1, rows)[:, None, :].expand(-1, K, -1)
+        rows = rows.view(1, -1) if rows.dim() == 1 else rows
+        G = rows.shape[0]
+        if G == 1:
+            lab = self.table.index_select(1, rows[0])[:, None, :].expand(-1, K, -1)
         else:
-            lab = self.table.index_select(1, rows.reshape(-1)).view(-1, K, rows.shape[1])
+            lab = self.table.index_select(1, rows.reshape(-1)).view(-1, G, rows.shape[1])
+            if G != K:
+                lab = lab.index_select(1, groups)
         if self.index is not None:
             lab = lab.gather(0, self.index.expand(-1, -1, lab.shape[2]))
         return lab.view(self.S, self.W + 1, K, lab.shape[2])
@@ -626,6 +634,9 @@ def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[Model
             weight_np[k, s] = p.weights()[j]
             main_np[k, s] = float(t in p.main)
     best_params = {k: v.detach().clone() for k, v in full.params.items()}
+    # Models with one seed see the same batches: their rows are gathered once, and their first
+    # layer reads them once (`models.grouped_bmm`). The caller puts such models next to each other.
+    seeds = np.array([p.seed for p in plans])
 
     # The live stack: the models still training. When some stop, it is cut down to the others
     # (parameters, Adam moments and constants alike), which changes nothing for them.
@@ -650,17 +661,19 @@ def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[Model
 
     for epoch in range(1, E + 1):
         Ka = len(alive)
-        order = torch.stack([data.train_rows_cpu[_data_order(plans[k].seed, epoch, n_train)] for k in alive]).to(dev)
+        sizes = group_sizes(seeds[alive].tolist())
+        first = np.cumsum((0,) + sizes[:-1])  # each group's first model in the live stack
+        group_of = torch.as_tensor(np.repeat(np.arange(len(sizes)), sizes), device=dev)
+        order = torch.stack([data.train_rows_cpu[_data_order(int(seeds[alive[i]]), epoch, n_train)]
+                             for i in first]).to(dev)
         acc_sum = torch.zeros(Ka, S, dtype=dt, device=dev)
         acc_cnt = torch.zeros(Ka, S, dtype=dt, device=dev)
         for a in range(0, n_train, B):
             if cancel is not None and cancel.is_set():
                 raise StackInterrupted
             rows = order[:, a:a + B]
-            nb = rows.shape[1]
-            xb = data.X.index_select(0, rows.reshape(-1)).view(Ka, nb, -1)
-            lab = losses.gather(rows)
-            lsum, cnt = losses.sums(live.forward(xb), lab)
+            xb = data.X.index_select(0, rows.reshape(-1)).view(len(sizes), rows.shape[1], -1)
+            lsum, cnt = losses.sums(live.forward(xb, sizes=sizes), losses.gather(rows, group_of))
             total = weighting.combine(lsum / cnt.clamp_min(1), loss_w, wparams).sum()
             # None, not zeros: backward then writes each gradient instead of adding to a zeroed one.
             opt.zero_grad(set_to_none=True)

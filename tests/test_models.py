@@ -7,7 +7,16 @@ import pytest
 import torch
 
 from taskscout.errors import SpecError
-from taskscout.models import Head, MultiTaskMLP, StackedMLP, grad_reverse, layer_seed, slot_layout
+from taskscout.models import (
+    Head,
+    MultiTaskMLP,
+    StackedMLP,
+    grad_reverse,
+    group_sizes,
+    grouped_bmm,
+    layer_seed,
+    slot_layout,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -168,3 +177,15 @@ def test_stacked_gradients_equal_the_single_models(branch, depth):
         got = stack.model_state(k, grads)
         for name, p in m.named_parameters():
             assert torch.allclose(got[name], p.grad, atol=1e-12), (k, name)
+
+
+def test_grouped_bmm_gives_each_model_its_groups_product():
+    g = torch.Generator().manual_seed(0)
+    b = torch.randn(6, 4, 3, generator=g, dtype=torch.float64)
+    for sizes in [(6,), (2, 3, 1), (1,) * 6]:
+        a = torch.randn(len(sizes), 5, 4, generator=g, dtype=torch.float64)
+        group = [j for j, n in enumerate(sizes) for _ in range(n)]
+        expected = torch.stack([a[group[k]] @ b[k] for k in range(6)])
+        assert torch.equal(grouped_bmm(a, b, sizes), expected)
+    assert group_sizes([3, 3, 5, 3, 3, 3]) == (2, 1, 3)
+    assert group_sizes([]) == ()

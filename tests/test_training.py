@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from taskscout import models
 from taskscout.errors import DataError, SpecError
-from taskscout.models import Head
+from taskscout.models import Head, grouped_bmm
 from taskscout.spec import ModelSettings, TrainingSettings
 from taskscout.training import (
     ModelPlan,
@@ -99,6 +100,57 @@ def test_result_does_not_depend_on_stack_mates():
     assert_same(together, small_stacks, 1e-12)
     assert [r.plan.key for r in together][0] == "all"
 
+
+# Models sharing a seed share their batches (one gather, one first-layer input per seed): given
+# out of seed order, at every branch layer, with dropped inputs, loss weights and an adversary.
+SHARED_SEED_PLANS = [
+    ModelPlan((0, 1, 2, 3, 4, 5), (0,), seed=7, branch_layer=1, key="a"),
+    ModelPlan((0, 5), (0,), seed=8, branch_layer=1),
+    ModelPlan((3,), (3,), seed=7, branch_layer=1),
+    ModelPlan((1, 4), (1,), seed=7, branch_layer=1, dropped_features=(0, 2), loss_weights=(1.0, 0.5)),
+    ModelPlan((2,), (2,), seed=8, branch_layer=1),
+    ModelPlan((0, 2), (2,), seed=7, branch_layer=0, dropped_features=(1,)),
+    ModelPlan((3, 4), (3,), seed=8, branch_layer=0),
+    ModelPlan((1,), (1,), seed=7, branch_layer=0),
+    ModelPlan((0, 1), (0,), seed=7, branch_layer=2),
+    ModelPlan((4,), (4,), seed=9, branch_layer=2),
+    ModelPlan((2, 3), (2,), seed=7, branch_layer=2),
+]
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-9), (torch.float32, 1e-4)])
+def test_models_sharing_a_seed_train_as_they_would_alone(dtype, tol, monkeypatch):
+    X, Y, split = make_data()
+    kw = {"model": MODEL, "training": settings(), "device": "cpu", "dtype": dtype, "eval_splits": ("val", "test")}
+    groups = []
+
+    def spy(a, b, sizes):
+        groups.append((len(sizes), b.shape[0]))
+        return grouped_bmm(a, b, sizes)
+
+    monkeypatch.setattr(models, "grouped_bmm", spy)
+    stacked = train_models(X, Y, HEADS, split, SHARED_SEED_PLANS, parallel_stacks=1, **kw)
+    # The training steps of the three stacks (branch layers 0, 1, 2) ran on their seed groups.
+    assert {(2, 3), (2, 5)} <= set(groups)
+    monkeypatch.undo()
+    assert [r.plan for r in stacked] == SHARED_SEED_PLANS  # plan order, though stacks run in seed order
+    assert_same(stacked, train_sequential(X, Y, HEADS, split, SHARED_SEED_PLANS, **kw), tol)
+    if dtype == torch.float64:
+        alone = [train_models(X, Y, HEADS, split, [p], **kw)[0] for p in SHARED_SEED_PLANS]
+        assert_same(stacked, alone, 1e-12)
+        # Stacks of two mix seeds and split groups differently.
+        assert_same(stacked, train_models(X, Y, HEADS, split, SHARED_SEED_PLANS, stack_size=2, **kw), 1e-12)
+
+
+def test_a_seed_group_keeps_sharing_batches_after_some_of_it_stops():
+    # Patience 1 with min_epochs 0 stops models at different epochs: the live stack's groups
+    # shrink and must still line up with their models.
+    X, Y, split = make_data()
+    kw = {"model": MODEL, "training": settings(patience=1, epochs=8, lr=0.05), "device": "cpu",
+          "dtype": torch.float64}
+    stacked = train_models(X, Y, HEADS, split, SHARED_SEED_PLANS, parallel_stacks=1, **kw)
+    assert len({r.epochs_run for r in stacked}) > 1
+    assert_same(stacked, train_sequential(X, Y, HEADS, split, SHARED_SEED_PLANS, **kw), 1e-9)
 
 def test_parallel_stacks_change_nothing_but_the_schedule():
     X, Y, split = make_data()
