@@ -762,13 +762,46 @@ def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[Model
     return results
 
 
+class _FusedAdam:
+    """Adam through torch's fused kernel, called directly: the update of
+    `torch.optim.Adam(fused=True)` (same state, same arithmetic, tested equal) without that
+    class's per-step bookkeeping (profiler hooks, state lookups, grouping by device), which on a
+    small stack cost more than the update itself. Betas, eps and amsgrad are torch's defaults."""
+
+    def __init__(self, params: list[torch.Tensor], *, lr: float, weight_decay: float) -> None:
+        self.params, self.lr, self.weight_decay = params, lr, weight_decay
+        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        params = [p for p in self.params if p.grad is not None]
+        for p in params:
+            if p not in self.state:
+                self.state[p] = {"step": torch.zeros((), dtype=torch.float32, device=p.device),
+                                 "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+        states = [self.state[p] for p in params]
+        steps = [s["step"] for s in states]
+        torch._foreach_add_(steps, 1)
+        torch._fused_adam_(params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                           [s["exp_avg_sq"] for s in states], [], steps, lr=self.lr, beta1=0.9, beta2=0.999,
+                           weight_decay=self.weight_decay, eps=1e-8, amsgrad=False, maximize=False)
+
+
 def _adam(params: list[torch.Tensor], training: TrainingSettings,
-          carry: tuple[torch.optim.Optimizer, list[torch.Tensor], torch.Tensor] | None = None) -> torch.optim.Optimizer:
-    """Adam over stacked tensors; with `carry` = (old optimiser, its parameters, kept model
-    indices), the kept models' moments and step count move over to the new parameters."""
+          carry: tuple[torch.optim.Optimizer | _FusedAdam, list[torch.Tensor], torch.Tensor] | None = None
+          ) -> torch.optim.Optimizer | _FusedAdam:
+    """Adam over stacked tensors (`_FusedAdam` where torch has the fused kernel); with `carry` =
+    (old optimiser, its parameters, kept model indices), the kept models' moments and step count
+    move over to the new parameters."""
     for t in params:
         t.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay, fused=_fused_ok(params))
+    if _fused_ok(params):
+        opt: torch.optim.Optimizer | _FusedAdam = _FusedAdam(params, lr=training.lr, weight_decay=training.weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay)
     if carry is not None:
         old, old_params, keep = carry
         for new_p, old_p in zip(params, old_params, strict=True):

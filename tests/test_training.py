@@ -372,6 +372,48 @@ def test_fused_adam_only_where_torch_has_it(monkeypatch):
     assert not _fused_ok(cpu)
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_direct_fused_adam_updates_exactly_as_torch_optim_adam(dtype):
+    from taskscout.training import _adam, _FusedAdam
+
+    gen = torch.Generator().manual_seed(0)
+    start = [torch.randn(4, 3, 2, generator=gen, dtype=dtype), torch.randn(4, 1, 2, generator=gen, dtype=dtype)]
+    grads = [[torch.randn(t.shape, generator=gen, dtype=dtype) for t in start] for _ in range(6)]
+    training = settings(lr=0.01, weight_decay=0.1)
+    ours = [t.clone() for t in start]
+    opt = _adam(ours, training)
+    assert isinstance(opt, _FusedAdam)
+    ref = [t.clone().requires_grad_() for t in start]
+    ref_opt = torch.optim.Adam(ref, lr=0.01, weight_decay=0.1, fused=True)
+    for i, g in enumerate(grads):
+        for o, r, gi in zip(ours, ref, g, strict=True):
+            o.grad, r.grad = gi.clone(), gi.clone()
+        if i == 2:  # a parameter without a gradient is left alone, as torch.optim does
+            ours[1].grad = ref[1].grad = None
+        opt.step()
+        ref_opt.step()
+        opt.zero_grad()
+        ref_opt.zero_grad()
+        for o, r in zip(ours, ref, strict=True):
+            assert torch.equal(o.detach(), r.detach())
+    # Carried over to a cut-down stack (models 0 and 2), the moments and step count go along.
+    keep = torch.tensor([0, 2])
+    cut = [o.detach().index_select(0, keep) for o in ours]
+    opt2 = _adam(cut, training, carry=(opt, ours, keep))
+    ref_cut = [r.detach().index_select(0, keep).requires_grad_() for r in ref]
+    ref_opt2 = torch.optim.Adam(ref_cut, lr=0.01, weight_decay=0.1, fused=True)
+    for new_p, old_p in zip(ref_cut, ref, strict=True):
+        st = ref_opt.state[old_p]
+        ref_opt2.state[new_p] = {"step": st["step"].clone(), "exp_avg": st["exp_avg"].index_select(0, keep),
+                                 "exp_avg_sq": st["exp_avg_sq"].index_select(0, keep)}
+    for c, r, g in zip(cut, ref_cut, grads[0], strict=True):
+        c.grad, r.grad = g.index_select(0, keep), g.index_select(0, keep)
+    opt2.step()
+    ref_opt2.step()
+    for c, r in zip(cut, ref_cut, strict=True):
+        assert torch.equal(c.detach(), r.detach())
+
 def test_bad_inputs_are_clear_errors():
     X, Y, split = make_data()
     kw = {"model": MODEL, "training": settings(), "device": "cpu"}
