@@ -31,7 +31,14 @@ import torch
 
 from taskscout.device import resolve_device
 from taskscout.errors import SpecError
-from taskscout.models import Head, group_sizes, grouped_bmm, slot_layout, stack_layer_shapes, stack_matmul_flops
+from taskscout.models import (
+    Head,
+    group_sizes,
+    grouped_bmm,
+    slot_layout,
+    stack_layer_shapes,
+    stack_matmul_flops,
+)
 from taskscout.spec import ModelSettings, TrainingSettings
 from taskscout.training import (
     ModelPlan,

@@ -6,7 +6,9 @@ matrix products over a leading model axis, one Adam over the stacked tensors (Ad
 elementwise, so models stay independent), and the loss summed over models so that each model's
 gradient is its own. Per model: its own seed (initial weights), its own data order (a function of
 seed and epoch only), its own target subset, loss weights and dropped inputs, its own early
-stopping. A model's result therefore does not depend on which models share its stack.
+stopping. A model's result therefore does not depend on which models share its stack. Models
+with the same seed see the same batches, so a stack gathers their rows once and runs their first
+layer on one input matrix (`models.grouped_bmm`).
 
 `train_sequential` trains the same plans one by one as plain `nn.Module`s with the same
 initialisation, data order, losses and stopping rule: the reference the stacked trainer is tested
