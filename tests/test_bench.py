@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from taskscout.bench import bench_problem, run_bench
+from taskscout.bench import bench_plans, bench_problem, run_bench
 from taskscout.cli import main
 from taskscout.errors import SpecError
 from taskscout.models import stack_layer_shapes, stack_matmul_flops
@@ -118,3 +118,34 @@ def test_products_ceiling_runs_the_counted_products(monkeypatch):
     bench.products_gflops(models=3, parallel_stacks=1, in_features=5, depth=2, width=8, branch_layer=2,
                           slots=2, out_width=3, rows=4, steps=1, device=torch.device("cpu"), dtype=torch.float32)
     assert ((3, 6, 8), (3, 8, 4)) in calls[8:] and len(calls[8:]) == 8
+
+
+def test_bench_plans_share_seeds_and_differ_within_one(capsys):
+    plans = bench_plans(6, 3, 2, seeds=2)
+    assert [p.seed for p in plans] == [0, 1, 0, 1, 0, 1]
+    same_seed = [p.loss_weights for p in plans if p.seed == 0]
+    assert len(set(same_seed)) == 3 and all(w[0] == 1.0 for w in same_seed)  # main weight 1, the others differ
+    assert all(p.loss_weights is None for p in bench_plans(4, 3, 2))  # default: one seed per model
+    assert main(["bench", *TINY, "--seeds", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["seeds"] == 1 and out["max_loss_difference"] < 1e-4  # one batch set, same models both ways
+    assert main(["bench", *TINY, "--seeds", "0"]) == 2
+    assert "--seeds must be an int >= 1" in capsys.readouterr().err
+
+
+def test_products_ceiling_reads_one_input_matrix_per_seed(monkeypatch):
+    import taskscout.bench as bench
+
+    seen = []
+    real = bench.grouped_bmm
+
+    def spy(a, b, sizes):
+        seen.append((a.shape[0], sizes))
+        return real(a, b, sizes)
+
+    monkeypatch.setattr(bench, "grouped_bmm", spy)
+    bench.products_gflops(models=6, parallel_stacks=2, in_features=5, depth=2, width=8, branch_layer=2, slots=2,
+                          out_width=3, rows=4, steps=1, device=torch.device("cpu"), dtype=torch.float32, seeds=2)
+    # two stacks of three models in seed order (0, 0, 0 | 1, 1, 1): one input matrix each,
+    # for the first layer's forward product and weight gradient
+    assert seen[2:] == [(1, (3,))] * 4
