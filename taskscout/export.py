@@ -559,6 +559,7 @@ def train_config(
                            keep_state=True, progress=progress, stack_size=spec.search.stack_size)
 
     out = Path(out_dir)
+    files: dict[Path, bytes] = {}
     heads = [dataclasses.asdict(h) for h in problem.heads]
     names = [h.name for h in problem.heads]
     groups = []
@@ -579,8 +580,7 @@ def train_config(
         }
         buf = io.BytesIO()
         torch.save(checkpoint, buf)
-        with _writing(path):
-            rundir.write_bytes(path, buf.getvalue())
+        files[path] = buf.getvalue()
         groups.append(TrainedGroup(
             name=g.get("name") or rundir.group_key(g["tasks"], spec.tasks), tasks=tuple(g["tasks"]),
             serves=tuple(g.get("serves", g["tasks"])), auxiliaries=tuple(a["name"] for a in g.get("auxiliaries", [])),
@@ -589,8 +589,11 @@ def train_config(
         ))
     metric_names = {t.name: t.metric_name for t in ds.tasks}
     outcome = TrainOutcome(out, tuple(groups), metric_names)
-    with _writing(out / METRICS):
-        rundir.write_json(out / METRICS, _metrics_json(outcome, cfg))
+    files[out / METRICS] = rundir.json_text(_metrics_json(outcome, cfg)).encode()
+    # The checkpoints and metrics.json land together or not at all: a failed write leaves the
+    # directory as it was, never checkpoints that its metrics.json does not describe.
+    with _writing(out):
+        rundir.write_all(files)
     return outcome
 
 

@@ -111,6 +111,31 @@ def _atomic(path: Path, write) -> Path:
     return path
 
 
+def write_all(files: dict[Path, bytes]) -> list[Path]:
+    """Write several files as one step: each is first written whole to a temporary next to it,
+    and only when all are written are they renamed into place. A failed write leaves none of
+    them changed (a set of files that belong together, such as checkpoints and the metrics that
+    describe them, is never half old and half new)."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, data in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            staged.append((tmp, path))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())
+    except BaseException:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
+    return [path for _, path in staged]
+
+
 def remove_temporaries(run_dir: str | Path) -> list[Path]:
     """Delete the temporary files that writers killed mid-write left in `run_dir` (the real files
     are whole: a temporary is only ever renamed into place once complete); the paths removed.
@@ -133,8 +158,13 @@ def write_text(path: str | Path, text: str) -> Path:
     return _atomic(Path(path), w)
 
 
+def json_text(obj: Any) -> str:
+    """The text `write_json` writes."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return write_text(path, json_text(obj))
 
 
 def write_csv(path: str | Path, frame: pd.DataFrame) -> Path:

@@ -407,6 +407,26 @@ def test_a_failed_write_is_one_error(config, tmp_path, monkeypatch):
         write_config(config, tmp_path / "c.yaml")
 
 
+
+def test_a_train_whose_writes_fail_leaves_the_earlier_models_as_they_were(config, tmp_path, monkeypatch):
+    out = tmp_path / "models"
+    train_config(config, out_dir=out, device="cpu")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "metrics.json" in before and "group_1.pt" in before
+    calls = []
+    real_fsync = os.fsync
+
+    def disk_fills_up(fd):  # the first checkpoint is written, then the disk is full
+        calls.append(fd)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(rundir.os, "fsync", disk_fills_up)
+    with pytest.raises(SpecError, match=r"cannot write '.*models': No space left on device"):
+        train_config({**config, "seed": config["seed"] + 1}, out_dir=out, device="cpu")  # other weights
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
 def test_an_auxiliary_listed_twice_by_an_older_recommendation_is_exported_once(planted, tmp_path, capsys):
     # Recommendations used to repeat an auxiliary once per served task it helps (serves a task
     # name, scalar gains); train refused the config ("a model lists a target more than once").

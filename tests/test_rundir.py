@@ -4,6 +4,7 @@ import os
 import stat
 
 import pandas as pd
+import pytest
 
 from taskscout import rundir
 
@@ -51,3 +52,17 @@ def test_a_file_given_as_run_directory_is_named_as_such(tmp_path):
         rundir.require(tmp_path / "data.csv")
     with pytest.raises(MissingResultsError, match="does not exist"):
         rundir.require(tmp_path / "nope")
+
+
+def test_write_all_lands_every_file_or_none(tmp_path, monkeypatch):
+    old = tmp_path / "a.pt"
+    old.write_bytes(b"old a")
+    written = rundir.write_all({old: b"new a", tmp_path / "sub" / "b.json": b"{}"})
+    assert old.read_bytes() == b"new a" and (tmp_path / "sub" / "b.json").read_bytes() == b"{}"
+    assert {stat.S_IMODE(p.stat().st_mode) for p in written} == {stat.S_IMODE(old.stat().st_mode)}
+    # The second file cannot be written: the first keeps its old content, nothing is left over.
+    (tmp_path / "blocker").write_text("a file, not a directory")
+    with pytest.raises(OSError):
+        rundir.write_all({old: b"newer a", tmp_path / "blocker" / "c.json": b"{}"})
+    assert old.read_bytes() == b"new a"
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
