@@ -94,8 +94,8 @@ def _umask() -> int:
     return mask
 
 
-def _atomic(path: Path, write) -> Path:
-    path = Path(path)
+def _staged(path: Path, write) -> str:
+    """A temporary next to `path` holding what `write(tmp)` wrote (removed if that fails)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -104,11 +104,30 @@ def _atomic(path: Path, write) -> Path:
     os.chmod(tmp, 0o666 & ~_umask())
     try:
         write(tmp)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _atomic(path: Path, write) -> Path:
+    path = Path(path)
+    tmp = _staged(path, write)
+    try:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _synced_bytes(data: bytes):
+    def w(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return w
 
 
 def write_all(files: dict[Path, bytes]) -> list[Path]:
@@ -119,14 +138,7 @@ def write_all(files: dict[Path, bytes]) -> list[Path]:
     staged: list[tuple[str, Path]] = []
     try:
         for path, data in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            staged.append((tmp, path))
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())
+            staged.append((_staged(path, _synced_bytes(data)), path))
     except BaseException:
         for tmp, _ in staged:
             Path(tmp).unlink(missing_ok=True)
