@@ -1016,26 +1016,30 @@ def recommend(
     if not multi:
         pairs = [(s, t, sc) for (s, t), sc in scorer.pair_rows.items() if sc.source == "measured"]
         if pairs:
-            # The pair as the grouping scored it (a measured group score comes before the gain row).
+            # The pairs as the grouping scored them (a measured group score comes before the gain row).
             scored = [(s, t, scorer((s, t), t) or sc) for s, t, sc in pairs]
-            s, t, sc = min(scored, key=lambda p: p[2].norm_loss)
+            real = [p for p in scored if p[2].real]
+            kept_out = [p for p in scored if not p[2].real and p[2].ci_high < 1.0]  # by the false-discovery control
 
             def gain_text(score: TaskScore) -> str:
                 lo, hi = score.gain_ci
                 return f"{_pct(score.gain)}, interval [{_pct(lo)}, {_pct(hi)}]"
 
-            if not sc.real and sc.ci_high < 1.0:  # the interval excludes zero, the false-discovery control did not keep it
-                why = (f"no task's gain from a partner survives the false-discovery-rate control (the largest gain: "
-                       f"{s} -> {t} {gain_text(sc)})")
-            elif not sc.real:
-                why = f"no task gains from any partner with an interval that excludes zero (the largest gain: {s} -> {t} {gain_text(sc)})"
-            else:
-                # Some gains are real, but only one way: a shared network is recommended only when
-                # every task in it gains (solve_grouping's only_real).
+            if real:
+                # Real gains one way only: a shared network is recommended only when every task in
+                # it gains (solve_grouping's only_real).
+                s, t, sc = min(real, key=lambda p: p[2].norm_loss)
                 back = scorer((s, t), s)
                 why = (f"no two tasks both gain from training together with intervals that exclude zero, and a shared "
-                       f"network is recommended only when each of its tasks gains (the largest gain: {s} -> {t} "
+                       f"network is recommended only when each of its tasks gains (the largest real gain: {s} -> {t} "
                        f"{gain_text(sc)}; {t} -> {s} " + (gain_text(back) if back is not None else "not measured") + ")")
+            elif kept_out:
+                s, t, sc = min(kept_out, key=lambda p: p[2].norm_loss)
+                why = (f"no task's gain from a partner survives the false-discovery-rate control (the largest gain: "
+                       f"{s} -> {t} {gain_text(sc)})")
+            else:
+                s, t, sc = min(scored, key=lambda p: p[2].norm_loss)
+                why = f"no task gains from any partner with an interval that excludes zero (the largest gain: {s} -> {t} {gain_text(sc)})"
         elif len(tasks) == 1:
             why = f"{tasks[0]} is the only main task, so there is nothing to group it with"
         else:

@@ -287,14 +287,16 @@ def test_no_real_gain_means_every_task_alone_with_a_reason():
 def test_one_way_gains_give_every_task_alone_with_a_reason_that_says_so():
     # b really gains from a, a does not gain from b: no network where every task gains. The
     # verdict once said "no task gains from any partner" and then quoted a -> b's real gain.
+    # c -> a is the largest gain, but not real: the reason quotes the largest real one.
     aff = _affinity([("a", "b", 0.05, 0.03, 0.07, 3, "measured"), ("b", "a", -0.01, -0.06, 0.04, 3, "measured"),
-                     ("a", "c", 0.0, -0.05, 0.05, 3, "measured"), ("c", "a", 0.0, -0.05, 0.05, 3, "measured"),
+                     ("a", "c", 0.0, -0.05, 0.05, 3, "measured"), ("c", "a", 0.08, -0.1, 0.26, 3, "measured"),
                      ("b", "c", 0.0, -0.05, 0.05, 3, "measured"), ("c", "b", 0.0, -0.05, 0.05, 3, "measured")])
     rec = recommend(spec_tasks=["a", "b", "c"], affinity=aff, depth_L=2)
     assert rec["assignment"] == {"a": 0, "b": 1, "c": 2}
     assert "no task gains from any partner" not in rec["verdict"]
     assert ("no two tasks both gain from training together" in rec["reasons"][0]
-            and "a -> b +5.0%, interval [+3.0%, +7.0%]; b -> a -1.0%, interval [-6.0%, +4.0%]" in rec["reasons"][0])
+            and "largest real gain: a -> b +5.0%, interval [+3.0%, +7.0%]; b -> a -1.0%, interval [-6.0%, +4.0%]"
+            in rec["reasons"][0])
     # Kept at an interval that excludes zero, dropped by the false-discovery control.
     assert "false-discovery" in recommend(spec_tasks=["a", "b", "c"], affinity=aff, depth_L=2, fdr=1e-9)["reasons"][0]
 
