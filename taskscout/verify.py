@@ -124,7 +124,11 @@ def _groups(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _verdict(name: str, overall: tuple[float, float, float], n_seeds: int) -> str:
+def _verdict(name: str, overall: tuple[float, float, float], n_seeds: int, *, same: bool = False) -> str:
+    """How the recommendation compares with the baseline `name`; `same`: it trains the very same
+    networks (e.g. the recommendation is to train every task separately)."""
+    if same:
+        return f"trains the same networks as {name}"
     mean, low, high = overall
     if n_seeds < 2:
         how = "cannot be told apart from (one seed gives no interval)"
@@ -243,10 +247,14 @@ def verify_run(
 
     vs_sep, overall_sep = gains("separate")
     vs_tog, overall_tog = gains("together")
+
+    def same_as(baseline: str) -> bool:
+        return all(reads[("recommended", t, s)] == reads[(baseline, t, s)] for t in tasks for s in seed_list)
+
     verdict = (
         f"On the test split ({len(seed_list)} fresh seeds) the recommendation "
-        f"{_verdict('training every task separately', overall_sep, len(seed_list))} and "
-        f"{_verdict('training all tasks together', overall_tog, len(seed_list))}."
+        f"{_verdict('training every task separately', overall_sep, len(seed_list), same=same_as('separate'))} and "
+        f"{_verdict('training all tasks together', overall_tog, len(seed_list), same=same_as('together'))}."
     )
     result = Verification(
         tasks=tasks, seeds=seed_list, loss=loss, metric=metric,

@@ -94,6 +94,16 @@ def test_verify_uses_fresh_seeds_and_trains_identical_networks_once(verified):
         assert result.loss["recommended"][t] == result.loss["separate"][t]
 
 
+
+def test_a_recommendation_that_is_a_baseline_is_named_as_such(tmp_path):
+    # Recommending every task alone is the all-separate baseline itself: the verdict once called
+    # that "within noise of training every task separately (+0.0%, interval [+0.0%, +0.0%])".
+    _write_run(tmp_path, [_group([t]) for t in TASKS], {t: i for i, t in enumerate(TASKS)})
+    result = verify_run(tmp_path, seeds=2, device="cpu")
+    assert "trains the same networks as training every task separately" in result.verdict
+    assert "all tasks together (" in result.verdict  # a real comparison with the other baseline
+    assert result.models_trained == 2 * (4 + 1)
+
 def test_verify_gains_are_paired_per_seed(verified):
     _, _, result = verified
     for t in TASKS:
