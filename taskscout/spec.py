@@ -220,6 +220,11 @@ def _normalise(value: Any, annotation: str) -> Any:
     return value
 
 
+def _top_level_form(key: str, where: str) -> str:
+    """How to give top-level setting `key` where the mistake was made (the flags or a study file)."""
+    return f"--set {key}=VALUE" if where == "the flags" else f"{key} = VALUE above the first [section]"
+
+
 def _check(cls: type, raw: Any, where: str, section: str = "") -> dict[str, Any]:
     """Validate the keys and values of one section; returns them normalised (sections nested).
 
@@ -239,11 +244,22 @@ def _check(cls: type, raw: Any, where: str, section: str = "") -> dict[str, Any]
             allowed = sorted(known)
             scope = f" [{section}]" if section else ""
             homes = [name for name, sec in _SECTIONS.items() if key in {f.name for f in dataclasses.fields(sec)}]
-            hint = f" ('{key}' belongs in [{homes[0]}])" if homes and homes[0] != section else close_matches(key, allowed)
+            if homes and homes[0] != section:
+                hint = f" ('{key}' belongs in [{homes[0]}])"
+            elif section and key in {f.name for f in dataclasses.fields(StudySpec)}:
+                hint = f" ('{key}' is a top-level setting, not part of [{section}]: {_top_level_form(key, where)})"
+            else:
+                hint = close_matches(key, allowed)
             raise SpecError(
                 f"unknown key '{label}' in {where}{hint}; allowed keys{scope}: {', '.join(allowed)}"
             )
         f = known[key]
+        if cls is StudySpec and isinstance(value, Mapping) and "dict" not in str(f.type):
+            # e.g. --set data.entity_column=x: 'data' is one value, not a section of settings
+            inner = next(iter(value), "")
+            raise SpecError(f"'{key}' in {where} is a setting, not a section of settings, so '{key}.{inner}' means "
+                            f"nothing; the sections are {', '.join(_SECTIONS)}"
+                            + (f" ('{inner}' is a top-level setting: {_top_level_form(inner, where)})" if inner in known else ""))
         normalised = _normalise(value, str(f.type))
         if not f.metadata["check"](normalised):
             raise SpecError(f"'{label}' in {where} must be {f.metadata['expect']}. Got {value!r} instead.")

@@ -151,6 +151,24 @@ def test_a_section_key_at_the_top_level_says_where_it_belongs(tmp_path):
         resolve_spec(_study(tmp_path, BASE + "epochs = 3\n"))
 
 
+
+def test_a_top_level_key_inside_a_section_says_so(tmp_path):
+    with pytest.raises(SpecError, match=r"'entity_column' is a top-level setting, not part of \[model\]: "
+                                        r"entity_column = VALUE above the first \[section\]"):
+        resolve_spec(_study(tmp_path, BASE + "[model]\nentity_column = 'store'\n"))
+    with pytest.raises(SpecError, match=r"not part of \[model\]: --set entity_column=VALUE"):
+        resolve_spec(_study(tmp_path, BASE), {"model": {"entity_column": "store"}})
+
+
+def test_a_setting_given_subkeys_is_not_taken_for_its_value(tmp_path):
+    # --set data.entity_column=store once read "'data' must be a file path or builtin:NAME. Got
+    # {'entity_column': 'store'}"
+    with pytest.raises(SpecError) as e:
+        resolve_spec(_study(tmp_path, BASE), {"data": {"entity_column": "store"}})
+    msg = str(e.value)
+    assert "'data' in the flags is a setting, not a section of settings" in msg
+    assert "the sections are aux, model, training, split, search" in msg and "--set entity_column=VALUE" in msg
+
 @pytest.mark.parametrize(
     ("line", "key", "given", "allowed"),
     [
