@@ -35,7 +35,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +121,8 @@ def _atomic(path: Path, write) -> Path:
     return path
 
 
-def _synced_bytes(data: bytes):
+def _synced_bytes(data: bytes) -> Callable[[str], None]:
+    """A `_staged` writer of `data`, flushed to disk before the rename."""
     def w(tmp: str) -> None:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -143,8 +144,13 @@ def write_all(files: dict[Path, bytes]) -> list[Path]:
         for tmp, _ in staged:
             Path(tmp).unlink(missing_ok=True)
         raise
-    for tmp, path in staged:
-        os.replace(tmp, path)
+    for i, (tmp, path) in enumerate(staged):
+        try:
+            os.replace(tmp, path)
+        except BaseException:  # no temporary is left behind, even by a rename that fails
+            for left, _ in staged[i:]:
+                Path(left).unlink(missing_ok=True)
+            raise
     return [path for _, path in staged]
 
 
