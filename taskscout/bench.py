@@ -39,10 +39,10 @@ from taskscout.models import (
     stack_layer_shapes,
     stack_matmul_flops,
 )
+from taskscout.parallel import Report, map_stacks, recorded_worker_memory
 from taskscout.spec import ModelSettings, TrainingSettings
 from taskscout.training import (
     ModelPlan,
-    map_stacks,
     resolve_parallel_stacks,
     train_models,
     train_sequential,
@@ -81,8 +81,9 @@ class BenchResult:
     fraction_of_peak: float
     products_gflops: float  # the training steps' matrix products alone, same shapes and parallel stacks
     products_fraction_of_peak: float  # products_gflops / matmul_peak_gflops: the trainer's ceiling
-    peak_memory_mib: float  # peak resident memory of the process while the stack trained
-    memory_over_baseline_mib: float  # the part of it above the resident memory just before
+    peak_memory_mib: float  # peak resident memory while the stacks trained: this process's, plus
+    # what its stacks' worker processes added (`parallel.recorded_worker_memory`)
+    memory_over_baseline_mib: float  # the part of it above this process's resident memory just before
     max_loss_difference: float  # largest |val loss stacked - sequential| over the timed models
 
     def to_dict(self) -> dict:
@@ -170,7 +171,7 @@ def products_gflops(*, models: int, parallel_stacks: int, in_features: int, dept
     size = -(-models // parallel_stacks)
     chunks = [list(range(a, min(models, a + size))) for a in range(0, models, size)]
 
-    def run(chunk: list[int], steps: int = steps) -> None:
+    def run(chunk: list[int], report: Report = None, steps: int = steps) -> None:
         kw = {"device": device, "dtype": dtype}
         sizes = group_sizes([model_seeds[m] for m in chunk])
         products: list[Callable[[], torch.Tensor]] = []
@@ -201,7 +202,7 @@ def products_gflops(*, models: int, parallel_stacks: int, in_features: int, dept
     flops = steps * stack_matmul_flops(models=models, in_features=in_features, depth=depth, width=width,
                                        branch_layer=branch_layer, slots=slots, out_width=out_width, rows=rows,
                                        backward=True)
-    run(chunks[0][:1], 1)  # warm-up: one step of one model
+    run(chunks[0][:1], steps=1)  # warm-up: one step of one model
     _sync(device)
     t = time.perf_counter()
     map_stacks(run, chunks, parallel_stacks)
@@ -301,7 +302,7 @@ def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int 
     train_models(X, Y, heads, split, plans[:2], **wkw)
     train_sequential(X, Y, heads, split, plans[:1], **wkw)
     peak_before = _peak_blocks(device=dev, dtype=dtype, seconds=peak_seconds)
-    with _PeakMemory(dev) as mem:
+    with _PeakMemory(dev) as mem, recorded_worker_memory() as added:
         _sync(dev)
         t = time.perf_counter()
         _phase(progress, "stacked", models)
@@ -310,11 +311,13 @@ def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int 
         _sync(dev)
         stacked_s = time.perf_counter() - t
         _phase(progress, "stacked")
+    stacks = min(models, resolve_parallel_stacks(parallel_stacks, dev, None))
+    # At most `stacks` workers run at once; count the largest that many as if they peaked together.
+    peak_bytes = mem.peak + sum(sorted(added, reverse=True)[:stacks])
     peak = _peak(peak_before, _peak_blocks(device=dev, dtype=dtype, seconds=peak_seconds))
     layout = slot_layout(heads, [p.targets for p in plans])
     shape = {"models": models, "in_features": inputs, "depth": depth, "width": width, "branch_layer": b,
              "slots": layout.n_slots, "out_width": layout.out_width}
-    stacks = min(models, resolve_parallel_stacks(parallel_stacks, dev, None))
     products = products_gflops(parallel_stacks=stacks, rows=batch, steps=steps, device=dev, dtype=dtype, seeds=seeds,
                                **shape)
     _phase(progress, "sequential", n_seq)
@@ -340,6 +343,6 @@ def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int 
         sequential_models_per_s=seq_rate, stacked_models_per_s=stack_rate, speedup=stack_rate / seq_rate,
         achieved_gflops=achieved, matmul_peak_gflops=peak, fraction_of_peak=achieved / peak,
         products_gflops=products, products_fraction_of_peak=products / peak,
-        peak_memory_mib=mem.peak / 2**20, memory_over_baseline_mib=(mem.peak - mem.baseline) / 2**20,
+        peak_memory_mib=peak_bytes / 2**20, memory_over_baseline_mib=(peak_bytes - mem.baseline) / 2**20,
         max_loss_difference=float(diff),
     )

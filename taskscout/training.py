@@ -32,9 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -54,6 +52,7 @@ from taskscout.models import (
     group_sizes,
     slot_layout,
 )
+from taskscout.parallel import Report, map_stacks
 from taskscout.spec import ModelSettings, TrainingSettings
 from taskscout.weighting import LossWeighting, get_weighting
 
@@ -61,8 +60,6 @@ __all__ = [
     "Head", "ModelPlan", "ModelResult", "build_model", "evaluate_model", "head_metric", "head_row_loss",
     "model_from_result", "predict", "train_models", "train_sequential",
 ]
-
-_R = TypeVar("_R")
 
 _NEG = -1e30  # added to padding logits of a softmax: exp() of it is exactly 0
 _EVAL_ELEMENTS = 2**23  # activation elements per chunk of an evaluation pass (bounds its memory)
@@ -347,9 +344,10 @@ def train_models(
 
     Plans are grouped by branch layer and trained `stack_size` at a time as one stacked
     computation. On CPU, `parallel_stacks` stacks (default: torch's thread count; 1 when
-    `on_epoch` is given, whose decisions see a whole stack) train at once, one per Python thread,
-    each with one intra-op thread: a stack's elementwise steps then never wait on an OpenMP team,
-    which on a virtual machine costs more than the arithmetic. On CUDA one stack runs at a time.
+    `on_epoch` is given, whose decisions see a whole stack) train at once, each in its own worker
+    process on Linux (`parallel.map_stacks`: threads would wait on each other for the GIL) with
+    one intra-op thread: a stack's elementwise steps then never wait on an OpenMP team, which on a
+    virtual machine costs more than the arithmetic. On CUDA one stack runs at a time.
     `on_epoch(epoch, main_val_loss)` is called after each epoch of a stack with an
     array over all plans (NaN for plans not in the running stack or already stopped) and may
     return a bool array over all plans of models to stop (pruning). `progress(n)` is called with
@@ -380,17 +378,17 @@ def train_models(
                                                   plans[i].seed))
         size = min(stack_size, -(-len(idx) // workers))  # enough stacks to keep every worker busy
         chunks += [sorted(idx[start:start + size], key=lambda i: plans[i].seed) for start in range(0, len(idx), size)]
-    lock, cancel = threading.Lock(), threading.Event()
+    cancel = threading.Event()
 
-    def train_chunk(chunk: list[int]) -> list[ModelResult]:
+    def train_chunk(chunk: list[int], report: Report) -> list[ModelResult]:
         return _train_stack(
             data, heads, [plans[i] for i in chunk], chunk, len(plans), model=model, training=training,
             weighting=weighting, eval_splits=eval_splits, keep_state=keep_state,
-            progress=_serialised(progress, lock), on_epoch=on_epoch, cancel=cancel,
+            progress=report, on_epoch=on_epoch, cancel=cancel,
         )
 
     results: list[ModelResult | None] = [None] * len(plans)
-    stacks = map_stacks(train_chunk, chunks, min(workers, len(chunks)), cancel=cancel)
+    stacks = map_stacks(train_chunk, chunks, min(workers, len(chunks)), progress=progress, cancel=cancel)
     for chunk, stack_results in zip(chunks, stacks, strict=True):
         for i, r in zip(chunk, stack_results, strict=True):
             results[i] = r
@@ -406,51 +404,6 @@ def resolve_parallel_stacks(requested: int | None, device: torch.device,
     if device.type != "cpu" or on_epoch is not None:
         return 1
     return requested if requested is not None else max(1, torch.get_num_threads())
-
-
-def _serialised(fn: Callable[[int], None] | None, lock: threading.Lock) -> Callable[[int], None] | None:
-    if fn is None:
-        return None
-
-    def call(n: int) -> None:
-        with lock:
-            fn(n)
-    return call
-
-
-def map_stacks(fn: Callable[[list[int]], _R], chunks: list[list[int]], workers: int, *,
-               cancel: threading.Event | None = None) -> list[_R]:
-    """`fn` over the chunks (one stack each), `workers` at a time on threads with one intra-op
-    thread each (torch releases the GIL inside its kernels); results in order, and computed in
-    this thread when workers <= 1. How `train_models` runs parallel stacks on CPU.
-
-    This thread waits in short slices, so Ctrl-C reaches it while the stacks train. On any
-    exception here or in a stack (Ctrl-C included) `cancel` is set, for the running stacks to
-    stop at their next step, and the exception is raised once they have."""
-    if workers <= 1:
-        return [fn(c) for c in chunks]
-    threads = torch.get_num_threads()
-
-    def run(chunk: list[int]) -> _R:
-        torch.set_num_threads(1)
-        return fn(chunk)
-
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="taskscout-stack")
-    try:
-        futures = [pool.submit(run, c) for c in chunks]
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-            for f in done:
-                f.result()  # raises a stack's exception here
-        return [f.result() for f in futures]
-    except BaseException:
-        if cancel is not None:
-            cancel.set()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(threads)
 
 
 class StackInterrupted(Exception):

@@ -135,6 +135,7 @@ def test_bench_plans_share_seeds_and_differ_within_one(capsys):
 
 def test_products_ceiling_reads_one_input_matrix_per_seed(monkeypatch):
     import taskscout.bench as bench
+    from taskscout import parallel
 
     seen = []
     real = bench.grouped_bmm
@@ -144,6 +145,7 @@ def test_products_ceiling_reads_one_input_matrix_per_seed(monkeypatch):
         return real(a, b, sizes)
 
     monkeypatch.setattr(bench, "grouped_bmm", spy)
+    monkeypatch.setattr(parallel, "forks_workers", lambda: False)  # threads: `seen` is this process's
     bench.products_gflops(models=6, parallel_stacks=2, in_features=5, depth=2, width=8, branch_layer=2, slots=2,
                           out_width=3, rows=4, steps=1, device=torch.device("cpu"), dtype=torch.float32, seeds=2)
     # two stacks of three models in seed order (0, 0, 0 | 1, 1, 1): one input matrix each,

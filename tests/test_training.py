@@ -1,6 +1,7 @@
 """The stacked trainer against the sequential nn.Module loop, masking, stopping, metrics, rebuild."""
 
 import io
+import multiprocessing
 import os
 import signal
 import threading
@@ -181,6 +182,7 @@ def test_ctrl_c_stops_parallel_stacks_at_their_next_step():
         timer.cancel()
     assert sum(finished) == 0  # no stack ran to its end: they stopped at the interrupt
     assert not [t for t in threading.enumerate() if t.name.startswith("taskscout-stack")]
+    assert not multiprocessing.active_children()
 
 
 def test_an_error_in_one_stack_stops_the_others_and_is_raised(monkeypatch):
@@ -204,6 +206,7 @@ def test_an_error_in_one_stack_stops_the_others_and_is_raised(monkeypatch):
                      training=settings(epochs=400, patience=1000, batch_size=8), progress=finished.append)
     assert sum(finished) == 0  # the other stack did not run to its end
     assert not [t for t in threading.enumerate() if t.name.startswith("taskscout-stack")]
+    assert not multiprocessing.active_children()
 
 
 def test_model_seconds_add_up_to_the_calls_wall_time():

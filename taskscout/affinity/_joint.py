@@ -14,7 +14,6 @@ labels a shared mini-batch holds few rows labelled for any given head, so measur
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,15 +165,14 @@ def probe_average_estimate(
     give an (n, n) source x target `score`; their mean (after `per_seed`) is that seed's matrix,
     and the seeds' values of every ordered pair become `name`'s affinity rows with an interval.
 
-    On CPU the seeds' runs go on parallel threads with one intra-op thread each, as the trainer's
-    parallel stacks do (each run's result is unchanged: it depends on its seed only); the compute
+    On CPU the seeds' runs go on parallel workers (`parallel.map_stacks`) with one intra-op thread
+    each, as the trainer's parallel stacks do (each run's result is unchanged: it depends on its seed only); the compute
     recorded is the wall time of them all."""
     from taskscout.device import resolve_device
-    from taskscout.training import map_stacks, resolve_parallel_stacks
+    from taskscout.parallel import Report, map_stacks
+    from taskscout.training import resolve_parallel_stacks
 
-    lock = threading.Lock()
-
-    def run(chunk: list[int]) -> tuple[np.ndarray, Compute]:
+    def run(chunk: list[int], report: Report) -> tuple[np.ndarray, Compute]:
         total = np.zeros((len(problem.heads), len(problem.heads)))
         steps = [0]
 
@@ -185,15 +183,14 @@ def probe_average_estimate(
 
         compute = joint_run(problem, problem.seeds[chunk[0]], every=every, probe_size=probe_size, hook=hook,
                             epochs=early_epochs(problem, epochs))
-        if progress:
-            with lock:
-                progress(1)
+        if report is not None:
+            report(1)
         return per_seed(total / max(1, steps[0])), compute
 
     start = time.perf_counter()
     seeds = [[i] for i in range(len(problem.seeds))]
     workers = resolve_parallel_stacks(None, resolve_device(problem.device), None)
-    runs = map_stacks(run, seeds, min(workers, len(seeds)))
+    runs = map_stacks(run, seeds, min(workers, len(seeds)), progress=progress)
     matrices = [m for m, _ in runs]
     compute = Compute(models=sum(c.models for _, c in runs), epochs=sum(c.epochs for _, c in runs),
                       seconds=time.perf_counter() - start)
