@@ -256,71 +256,76 @@ def slot_layout(heads: Sequence[Head], targets: Sequence[Sequence[int]]) -> Slot
     return SlotLayout(slot_head, tuple(slot_of), tuple((int(starts[f]), int(starts[f + 1])) for f in range(len(FAMILIES))), W)
 
 
-class _SharedLayers(torch.autograd.Function):
+def _shared_forward(x: torch.Tensor, sizes: tuple[int, ...], ws: Sequence[torch.Tensor], bs: Sequence[torch.Tensor],
+                    transposed: bool, keep: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The shared trunk layers 1..b (linear + ReLU) and the linear layer after them (tower 1 or
-    the output layer), with a hand-written backward.
+    the output layer): its pre-activation and, with `keep`, the activations the backward pass
+    needs (else none: an evaluation pass frees each as it goes).
 
-    Autograd's own backward of this chain writes every ReLU gradient into a fresh, cache-cold
-    tensor; here each gradient is masked in place right after its product wrote it, and each
-    bias is added in place to its product's output, which saves several memory passes per layer
-    (on CPU these layers are memory-bound outside their products). The input gradient of the
-    layer after the trunk is scaled per output column by `col_scale` when given: -lambda for
-    the columns of an adversarial target (its gradient-reversal layer), 1 for the others.
-
-    Inputs: x (G, B, in), one input matrix per group of consecutive models (`sizes`, see
-    `grouped_bmm`), col_scale (K, 1, N) or None, `transposed`, then the weights w_1..w_b, w_next
-    and the biases b_1..b_b, b_next (weights (K, in_i, out_i), biases (K, 1, out_i)). Output:
-    the pre-activation of the layer after the trunk, (K, B, N), or with `transposed` (K, N, B):
-    for a narrow output layer (N = a few outputs) the transposed products run 1.5-2x as fast.
-    With b = 0 it is that one layer. x gets no gradient.
-    """
-
-    @staticmethod
-    def forward(ctx, x, sizes, col_scale, transposed, *params):  # type: ignore[override]
-        n = len(params) // 2
-        ws, bs = params[:n], params[n:]
-        ctx.transposed, ctx.sizes = transposed, sizes
-        if n == 1:  # b = 0: the layer after the (empty) trunk reads the inputs
-            if transposed:
-                raise SpecError("a transposed output layer needs a trunk (depth >= 1)")
-            ctx.save_for_backward(col_scale, x, ws[0])
-            return grouped_bmm(x, ws[0], sizes).add_(bs[0])
-        acts = [x]
-        h = grouped_bmm(x, ws[0], sizes).add_(bs[0]).relu_()
-        acts.append(h)
-        for w, b in zip(ws[1:-1], bs[1:-1], strict=True):
-            h = torch.bmm(h, w).add_(b).relu_()
-            acts.append(h)
-        ctx.save_for_backward(col_scale, *acts, *ws)
+    x (G, B, in) holds one input matrix per group of consecutive models (`sizes`, see
+    `grouped_bmm`); weights ws[i] (K, in_i, out_i), biases bs[i] (K, 1, out_i), the last of each
+    for the layer after the trunk. Output (K, B, N), or with `transposed` (K, N, B): for a narrow
+    output layer (N = a few outputs) the transposed products run 1.5-2x as fast. With b = 0 it
+    is that one layer. Biases are added and ReLUs applied in place, right after the product that
+    wrote the tensor: on CPU these layers are memory-bound outside their products."""
+    if len(ws) == 1:  # b = 0: the layer after the (empty) trunk reads the inputs
         if transposed:
-            return torch.bmm(ws[-1].transpose(1, 2), h.transpose(1, 2)).add_(bs[-1].transpose(1, 2))
-        return torch.bmm(h, ws[-1]).add_(bs[-1])
+            raise SpecError("a transposed output layer needs a trunk (depth >= 1)")
+        return grouped_bmm(x, ws[0], sizes).add_(bs[0]), [x] if keep else []
+    acts = [x]
+    h = grouped_bmm(x, ws[0], sizes).add_(bs[0]).relu_()
+    for w, b in zip(ws[1:-1], bs[1:-1], strict=True):
+        if keep:
+            acts.append(h)
+        h = torch.bmm(h, w).add_(b).relu_()
+    if keep:
+        acts.append(h)
+    else:
+        acts = []
+    if transposed:
+        return torch.bmm(ws[-1].transpose(1, 2), h.transpose(1, 2)).add_(bs[-1].transpose(1, 2)), acts
+    return torch.bmm(h, ws[-1]).add_(bs[-1]), acts
 
-    @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
-        col_scale, *rest = ctx.saved_tensors
-        n = len(rest) // 2
-        acts, ws, sizes = rest[:n], rest[n:], ctx.sizes
-        if n == 1:  # b = 0: only the layer's own gradients
-            return None, None, None, None, grouped_bmm(acts[0].transpose(1, 2), g, sizes), g.sum(1, keepdim=True)
-        if ctx.transposed:  # g is (K, N, B)
-            dws: list[torch.Tensor] = [torch.bmm(g, acts[-1]).transpose(1, 2)]
-            dbs: list[torch.Tensor] = [g.sum(2).unsqueeze(1)]
-            gs = g if col_scale is None else g * col_scale.transpose(1, 2)
-            d = torch.bmm(gs.transpose(1, 2), ws[-1].transpose(1, 2))
-        else:
-            dws = [torch.bmm(acts[-1].transpose(1, 2), g)]
-            dbs = [g.sum(1, keepdim=True)]
-            d = torch.bmm(g if col_scale is None else g * col_scale, ws[-1].transpose(1, 2))
-        for i in range(n - 1, 0, -1):  # layer i: input acts[i - 1], output acts[i], weight ws[i - 1]
-            # d is this function's own tensor, fresh from the product: mask it in place.
-            torch.ops.aten.threshold_backward.grad_input(d, acts[i], 0, grad_input=d)
-            dws.append(grouped_bmm(acts[0].transpose(1, 2), d, sizes) if i == 1
-                       else torch.bmm(acts[i - 1].transpose(1, 2), d))
-            dbs.append(d.sum(1, keepdim=True))
-            if i > 1:
-                d = torch.bmm(d, ws[i - 1].transpose(1, 2))
-        return None, None, None, None, *reversed(dws), *reversed(dbs)
+
+def _shared_backward(acts: list[torch.Tensor], ws: Sequence[torch.Tensor], sizes: tuple[int, ...], g: torch.Tensor,
+                     col_scale: torch.Tensor | None, transposed: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Weight and bias gradients of `_shared_forward`'s layers for the gradient g of its output
+    (same shape). Each ReLU gradient is masked in place right after the product that wrote it.
+    The input gradient of the layer after the trunk is scaled per output column by `col_scale`
+    (K, 1, N) when given: -lambda for the columns of an adversarial target (its gradient-reversal
+    layer), 1 for the others. The inputs get no gradient."""
+    n = len(ws)
+    if n == 1:  # b = 0: only the layer's own gradients
+        return [grouped_bmm(acts[0].transpose(1, 2), g, sizes)], [g.sum(1, keepdim=True)]
+    if transposed:  # g is (K, N, B)
+        dws = [torch.bmm(g, acts[-1]).transpose(1, 2)]
+        dbs = [g.sum(2).unsqueeze(1)]
+        gs = g if col_scale is None else g * col_scale.transpose(1, 2)
+        d = torch.bmm(gs.transpose(1, 2), ws[-1].transpose(1, 2))
+    else:
+        dws = [torch.bmm(acts[-1].transpose(1, 2), g)]
+        dbs = [g.sum(1, keepdim=True)]
+        d = torch.bmm(g if col_scale is None else g * col_scale, ws[-1].transpose(1, 2))
+    for i in range(n - 1, 0, -1):  # layer i: input acts[i - 1], output acts[i], weight ws[i - 1]
+        # d is this function's own tensor, fresh from the product: mask it in place.
+        torch.ops.aten.threshold_backward.grad_input(d, acts[i], 0, grad_input=d)
+        dws.append(grouped_bmm(acts[0].transpose(1, 2), d, sizes) if i == 1
+                   else torch.bmm(acts[i - 1].transpose(1, 2), d))
+        dbs.append(d.sum(1, keepdim=True))
+        if i > 1:
+            d = torch.bmm(d, ws[i - 1].transpose(1, 2))
+    return dws[::-1], dbs[::-1]
+
+
+@dataclass
+class Tape:
+    """What `StackedMLP.backward` needs of one `forward_with_tape` pass."""
+
+    sizes: tuple[int, ...]
+    acts: list[torch.Tensor]  # the shared chain's inputs and trunk activations
+    chain_ws: list[torch.Tensor]  # the shared chain's weights as applied (dropped inputs masked)
+    towers: list[torch.Tensor]  # b < depth: tower activations, (K*S, B, H) each; else empty
+    branch_out: torch.Tensor | None  # b < depth: tower layer 1's activation, (K, B, S*H)
 
 
 def grouped_bmm(a: torch.Tensor, b: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
@@ -473,8 +478,19 @@ class StackedMLP:
         shared by all models.
 
         The result is a view of a tensor stored slot-major, (S, W, K, B) contiguous: the losses
-        run over it in that layout, rows innermost, with no further copy either way."""
-        p = self.params if params is None else params
+        run over it in that layout, rows innermost, with no further copy either way. No autograd
+        graph is recorded for the stack's own parameters: training calls `forward_with_tape` and
+        `backward`."""
+        return self._run(x, self.params if params is None else params, sizes)[0]
+
+    def forward_with_tape(self, x: torch.Tensor, sizes: tuple[int, ...] | None = None) -> tuple[torch.Tensor, Tape]:
+        """`forward` with this stack's parameters, and the tape `backward` needs."""
+        out, tape = self._run(x, self.params, sizes, keep=True)
+        assert tape is not None
+        return out, tape
+
+    def _run(self, x: torch.Tensor, p: dict[str, torch.Tensor], sizes: tuple[int, ...] | None,
+             keep: bool = False) -> tuple[torch.Tensor, Tape | None]:
         S, W, H = self.layout.n_slots, self.layout.out_width, self.width
         K = p["head.w"].shape[0]
         b, L = self.branch_layer, self.depth
@@ -484,21 +500,75 @@ class StackedMLP:
         if len(sizes) != h.shape[0] or sum(sizes) != K:
             raise SpecError(f"inputs for {h.shape[0]} groups of sizes {sizes} do not fit a stack of {K} models")
         B = h.shape[1]
-        if b == L:
-            w, bias = p["head.w"].view(K, H, S * W), p["head.b"].view(K, 1, S * W)
-            # The narrow output layer as a transposed product, (K, S*W, B), then a copy of it.
-            return _slot_major(self._branch(p, h, sizes, w, bias, transposed=True).view(K, S, W, B).permute(1, 2, 0, 3))
-        w, bias = p["tower.0.w"], p["tower.0.b"]
-        if b == 0 and self.feature_mask is not None:
-            w = w * self.feature_mask[:, :, None, None]
-        d_in = w.shape[1]
-        # ReLUs run in place: the backward passes need their inputs, not their outputs.
-        z = self._branch(p, h, sizes, w.reshape(K, d_in, S * H), bias.view(K, 1, S * H)).relu_()
-        z = z.view(K, B, S, H).transpose(1, 2).reshape(K * S, B, H)
-        for i in range(1, L - b):
-            z = torch.baddbmm(p[f"tower.{i}.b"].view(K * S, 1, H), z, p[f"tower.{i}.w"].view(K * S, H, H)).relu_()
-        out = torch.baddbmm(p["head.b"].view(K * S, 1, W), z, p["head.w"].view(K * S, H, W))
-        return _slot_major(out.view(K, S, B, W).permute(1, 3, 0, 2))
+        with torch.no_grad():  # `backward` computes the gradients
+            ws = [p[f"trunk.{i}.w"] for i in range(b)]
+            bs = [p[f"trunk.{i}.b"] for i in range(b)]
+            if b > 0 and self.feature_mask is not None:
+                ws[0] = ws[0] * self.feature_mask[:, :, None]
+            if b == L:
+                ws.append(p["head.w"].view(K, H, S * W))
+                bs.append(p["head.b"].view(K, 1, S * W))
+                # The narrow output layer as a transposed product, (K, S*W, B), then a copy of it.
+                pre, acts = _shared_forward(h, sizes, ws, bs, transposed=True, keep=keep)
+                out = _slot_major(pre.view(K, S, W, B).permute(1, 2, 0, 3))
+                return out, Tape(sizes, acts, ws, [], None) if keep else None
+            w = p["tower.0.w"]
+            if b == 0 and self.feature_mask is not None:
+                w = w * self.feature_mask[:, :, None, None]
+            ws.append(w.reshape(K, w.shape[1], S * H))
+            bs.append(p["tower.0.b"].view(K, 1, S * H))
+            # ReLUs run in place: the backward pass masks with their outputs.
+            z0, acts = _shared_forward(h, sizes, ws, bs, transposed=False, keep=keep)
+            z0.relu_()
+            z = z0.view(K, B, S, H).transpose(1, 2).reshape(K * S, B, H)
+            towers = [z]
+            for i in range(1, L - b):
+                z = torch.baddbmm(p[f"tower.{i}.b"].view(K * S, 1, H), z, p[f"tower.{i}.w"].view(K * S, H, H)).relu_()
+                towers = towers + [z] if keep else [z]
+            out = torch.baddbmm(p["head.b"].view(K * S, 1, W), z, p["head.w"].view(K * S, H, W))
+            out = _slot_major(out.view(K, S, B, W).permute(1, 3, 0, 2))
+            return out, Tape(sizes, acts, ws, towers, z0) if keep else None
+
+    def backward(self, tape: Tape, grad: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Gradients of every parameter (same names and shapes as `params`) given the gradient
+        (K, S, W, B) of a loss with respect to `forward_with_tape`'s output, by hand: a step then
+        runs no autograd graph, whose engine and per-node bookkeeping cost more here than the
+        few small operations they would run. Tested against single `nn.Module`s' autograd."""
+        p = self.params
+        S, W, H = self.layout.n_slots, self.layout.out_width, self.width
+        K = p["head.w"].shape[0]
+        b, L = self.branch_layer, self.depth
+        B = grad.shape[3]
+        out: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            if b == L:
+                g = grad.reshape(K, S * W, B)
+                dws, dbs = _shared_backward(tape.acts, tape.chain_ws, tape.sizes, g, self.col_scale, transposed=True)
+                out["head.w"] = dws[-1].reshape(K, H, S, W).contiguous()
+                out["head.b"] = dbs[-1].view(K, 1, S, W)
+            else:
+                g = grad.permute(0, 1, 3, 2).reshape(K * S, B, W)
+                zs = tape.towers
+                out["head.w"] = torch.bmm(zs[-1].transpose(1, 2), g).view(K, S, H, W)
+                out["head.b"] = g.sum(1, keepdim=True).view(K, S, 1, W)
+                d = torch.bmm(g, p["head.w"].view(K * S, H, W).transpose(1, 2))
+                for i in range(L - b - 1, 0, -1):  # tower layer i + 1: input zs[i - 1], output zs[i]
+                    torch.ops.aten.threshold_backward.grad_input(d, zs[i], 0, grad_input=d)
+                    out[f"tower.{i}.w"] = torch.bmm(zs[i - 1].transpose(1, 2), d).view(K, S, H, H)
+                    out[f"tower.{i}.b"] = d.sum(1, keepdim=True).view(K, S, 1, H)
+                    d = torch.bmm(d, p[f"tower.{i}.w"].view(K * S, H, H).transpose(1, 2))
+                d = d.view(K, S, B, H).transpose(1, 2).reshape(K, B, S * H)
+                assert tape.branch_out is not None
+                torch.ops.aten.threshold_backward.grad_input(d, tape.branch_out, 0, grad_input=d)
+                dws, dbs = _shared_backward(tape.acts, tape.chain_ws, tape.sizes, d, self.col_scale, transposed=False)
+                dw = dws[-1].view(K, -1, S, H)
+                out["tower.0.w"] = dw.mul_(self.feature_mask[:, :, None, None]) if b == 0 and self.feature_mask is not None else dw
+                out["tower.0.b"] = dbs[-1].view(K, 1, S, H)
+            for i in range(b):
+                out[f"trunk.{i}.w"], out[f"trunk.{i}.b"] = dws[i], dbs[i]
+            if b > 0 and self.feature_mask is not None:
+                out["trunk.0.w"].mul_(self.feature_mask[:, :, None])
+        return {name: out[name] for name in p}
 
     def select(self, keep: torch.Tensor) -> StackedMLP:
         """The stack of models `keep` only (indices into the model axis), sharing nothing mutable
@@ -511,19 +581,6 @@ class StackedMLP:
         new.feature_mask = None if self.feature_mask is None else self.feature_mask.index_select(0, keep)
         new.col_scale = None if self.col_scale is None else self.col_scale.index_select(0, keep)
         return new
-
-    def _branch(self, p: dict[str, torch.Tensor], h: torch.Tensor, sizes: tuple[int, ...], w: torch.Tensor,
-                bias: torch.Tensor, transposed: bool = False) -> torch.Tensor:
-        """The shared layers 1..b (parameters from `p`) applied to the inputs h (one matrix per
-        group of models, `sizes`), then the linear layer (w, bias) after them: tower layer 1, or
-        the output layer when b = depth. Output (K, B, N), or (K, N, B) with `transposed`."""
-        b = self.branch_layer
-        ws = [p[f"trunk.{i}.w"] for i in range(b)]
-        if b > 0 and self.feature_mask is not None:
-            ws[0] = ws[0] * self.feature_mask[:, :, None]
-        return _SharedLayers.apply(h, sizes, self.col_scale, transposed, *ws, w,
-                                   *(p[f"trunk.{i}.b"] for i in range(b)), bias)
-
 
 def _slot_major(out: torch.Tensor) -> torch.Tensor:
     """(S, W, K, B) view -> contiguous copy, returned as its (K, S, W, B) view."""

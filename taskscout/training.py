@@ -536,30 +536,25 @@ class _StackLosses:
         return loss, grad
 
     def sums(self, out: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed loss (K, S), differentiable with respect to `out` (K, S, W, B), and labelled
-        counts (K, S)."""
-        counts = lab[:, self.W].sum(-1).T
-        view = out.permute(1, 2, 0, 3)
-        if not out.requires_grad:
-            return self.losses(view, lab, with_grad=False)[0].sum(-1).T, counts
-        return _LossSums.apply(view, lab, self).T, counts
+        """Summed loss (K, S) over the rows of `out` (K, S, W, B), and labelled counts (K, S)."""
+        return self.losses(out.permute(1, 2, 0, 3), lab, with_grad=False)[0].sum(-1).T, lab[:, self.W].sum(-1).T
+
+    def sums_with_grad(self, out: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`sums`, and the gradient of each summed loss with respect to `out`: (K, S, W, B), a view
+        of a tensor stored (S, W, K, B) like `out`, which the caller may scale in place."""
+        loss, grad = self.losses(out.permute(1, 2, 0, 3), lab, with_grad=True)
+        assert grad is not None
+        return loss.sum(-1).T, lab[:, self.W].sum(-1).T, grad.permute(2, 0, 1, 3)
 
 
-class _LossSums(torch.autograd.Function):
-    """Masked per-target loss sums (S, K) whose backward reuses the gradient computed in the
-    forward pass (one multiply instead of a graph of small elementwise ops)."""
-
-    @staticmethod
-    def forward(ctx, out, lab, losses):  # type: ignore[override]
-        loss, grad = losses.losses(out, lab, with_grad=True)
-        ctx.save_for_backward(grad)
-        return loss.sum(-1)
-
-    @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
-        (grad,) = ctx.saved_tensors
-        # In place: the saved gradient is used by this one backward pass only.
-        return grad.mul_(g[:, None, :, None]), None, None
+def _loss_scale(weighting: LossWeighting, lsum: torch.Tensor, cnt: torch.Tensor, loss_w: torch.Tensor,
+                wparams: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The derivative (K, S) of the loss the models minimise (`weighting.combine` of their mean
+    target losses, summed over models) with respect to the summed target losses `lsum`, and its
+    gradient for the weighting's own parameters."""
+    n = cnt.clamp_min(1)
+    d_mean, d_params = weighting.gradients(lsum / n, loss_w, wparams)
+    return d_mean / n, d_params
 
 
 def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[ModelPlan], plan_index: Sequence[int],
@@ -628,13 +623,16 @@ def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[Model
                 raise StackInterrupted
             rows = order[:, a:a + B]
             xb = data.X.index_select(0, rows.reshape(-1)).view(len(sizes), rows.shape[1], -1)
-            lsum, cnt = losses.sums(live.forward(xb, sizes=sizes), losses.gather(rows, group_of))
-            total = weighting.combine(lsum / cnt.clamp_min(1), loss_w, wparams).sum()
-            # None, not zeros: backward then writes each gradient instead of adding to a zeroed one.
-            opt.zero_grad(set_to_none=True)
-            total.backward()
+            out, tape = live.forward_with_tape(xb, sizes=sizes)
+            lsum, cnt, grad = losses.sums_with_grad(out, losses.gather(rows, group_of))
+            scale, wgrads = _loss_scale(weighting, lsum, cnt, loss_w, wparams)
+            grads = live.backward(tape, grad.mul_(scale[:, :, None, None]))
+            for t, g in zip(live.params.values(), grads.values(), strict=True):
+                t.grad = g
+            for t, g in zip(wparams, wgrads, strict=True):
+                t.grad = g
             opt.step()
-            acc_sum += lsum.detach()
+            acc_sum += lsum
             acc_cnt += cnt
         with torch.no_grad():
             v_sum, v_cnt = _eval_losses(live, losses, data, val_rows, live.params)

@@ -152,11 +152,12 @@ def test_stack_matches_single_models_and_round_trips_state(branch):
         assert all(torch.equal(state[n], v) for n, v in m.state_dict().items())
 
 
-@pytest.mark.parametrize(("branch", "depth"), [(0, 2), (1, 2), (2, 2), (3, 3)])
+@pytest.mark.parametrize(("branch", "depth"), [(0, 2), (1, 2), (1, 3), (2, 2), (3, 3)])
 def test_stacked_gradients_equal_the_single_models(branch, depth):
-    # Every parameter's gradient, with an adversarial target (gradient reversal at the branch,
-    # lambda 0.5), dropped inputs and trunks of 0 to 3 shared layers (the hand-written backward
-    # of the shared layers, and at branch = depth its transposed output layer).
+    # Every parameter's gradient from the stack's hand-written backward, against autograd on
+    # single models: with an adversarial target (gradient reversal at the branch, lambda 0.5),
+    # dropped inputs, trunks of 0 to 3 shared layers, towers of 0 to 2 layers, and at
+    # branch = depth the transposed output layer.
     targets = [(0, 5), (5,), (3, 1), (4,)]
     dropped = [(), (1,), (), (0, 3)]
     nets = [net(t, branch=branch, depth=depth, seed=k, lam=0.5, dropped=dropped[k]) for k, t in enumerate(targets)]
@@ -166,11 +167,13 @@ def test_stacked_gradients_equal_the_single_models(branch, depth):
     for k, m in enumerate(nets):
         stack.load_model(k, m.state_dict())
     for t in stack.params.values():
-        t.requires_grad_(True)
+        t.requires_grad_(True)  # as the optimiser's parameters are: still no graph is recorded
     x = torch.randn(4, 7, 5, dtype=torch.float64)
-    weights = torch.randn(stack.forward(x).shape, dtype=torch.float64)  # a loss that weighs every output
-    (stack.forward(x) * weights).sum().backward()
-    grads = {name: t.grad for name, t in stack.params.items()}
+    out, tape = stack.forward_with_tape(x)
+    assert not out.requires_grad and torch.equal(out, stack.forward(x))
+    weights = torch.randn(out.shape, dtype=torch.float64)  # a loss that weighs every output: its gradient
+    grads = stack.backward(tape, weights.permute(1, 2, 0, 3).contiguous().permute(2, 0, 1, 3))  # stored as the losses store it
+    assert all(grads[name].shape == t.shape for name, t in stack.params.items())
     for k, m in enumerate(nets):
         outs = m(x[k])
         sum((o * weights[k, s, :o.shape[1]].T).sum() for o, s in zip(outs, lay.slot_of[k], strict=True)).backward()

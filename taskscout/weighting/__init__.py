@@ -36,6 +36,17 @@ class LossWeighting(ABC):
     def combine(self, losses: torch.Tensor, weights: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
         """The loss each model minimises, shape (K,)."""
 
+    def gradients(self, losses: torch.Tensor, weights: torch.Tensor, params: list[torch.Tensor]
+                  ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The gradient of `combine(...).sum()` with respect to `losses` (K, S) and to each of
+        `params`, as the trainer needs it once per step. By autograd over these few (K, S)
+        tensors; a weighting with a closed form may give it instead (tested equal)."""
+        with torch.enable_grad():
+            leaf = losses.detach().requires_grad_(True)
+            live = [p.detach().requires_grad_(True) for p in params]
+            d_losses, *d_params = torch.autograd.grad(self.combine(leaf, weights, live).sum(), [leaf, *live])
+        return d_losses, d_params
+
 
 def register(cls: type[LossWeighting]) -> type[LossWeighting]:
     """Class decorator: add a weighting to the registry under its `name`."""

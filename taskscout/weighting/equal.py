@@ -15,3 +15,7 @@ class EqualWeighting(LossWeighting):
 
     def combine(self, losses: torch.Tensor, weights: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
         return (losses * weights).sum(-1)
+
+    def gradients(self, losses: torch.Tensor, weights: torch.Tensor, params: list[torch.Tensor]
+                  ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return weights.expand_as(losses), []

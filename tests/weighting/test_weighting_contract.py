@@ -32,6 +32,12 @@ def test_contract(name):
     for g in grads:
         if g is not None and g.shape == (K, S):
             assert torch.all(g[pad] == 0)
+    # the gradients the trainer asks for are autograd's (a closed form must agree)
+    d_losses, d_params = w.gradients(losses.detach(), weights, [p.detach() for p in params])
+    assert torch.allclose(d_losses, grads[0], atol=1e-12, rtol=0)
+    assert len(d_params) == len(params)
+    for got, want in zip(d_params, grads[1:], strict=True):
+        assert torch.allclose(got, want, atol=1e-12, rtol=0)
 
 
 def test_equal_is_the_weighted_sum():
