@@ -185,10 +185,12 @@ def test_stacked_gradients_equal_the_single_models(branch, depth):
 def test_grouped_bmm_gives_each_model_its_groups_product():
     g = torch.Generator().manual_seed(0)
     b = torch.randn(6, 4, 3, generator=g, dtype=torch.float64)
+    bias = torch.randn(6, 1, 3, generator=g, dtype=torch.float64)
     for sizes in [(6,), (2, 3, 1), (1,) * 6]:
         a = torch.randn(len(sizes), 5, 4, generator=g, dtype=torch.float64)
         group = [j for j, n in enumerate(sizes) for _ in range(n)]
         expected = torch.stack([a[group[k]] @ b[k] for k in range(6)])
         assert torch.equal(grouped_bmm(a, b, sizes), expected)
+        assert torch.allclose(grouped_bmm(a, b, sizes, bias), expected + bias, atol=1e-12, rtol=0)
     assert group_sizes([3, 3, 5, 3, 3, 3]) == (2, 1, 3)
     assert group_sizes([]) == ()

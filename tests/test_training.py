@@ -125,9 +125,9 @@ def test_models_sharing_a_seed_train_as_they_would_alone(dtype, tol, monkeypatch
     kw = {"model": MODEL, "training": settings(), "device": "cpu", "dtype": dtype, "eval_splits": ("val", "test")}
     groups = []
 
-    def spy(a, b, sizes):
+    def spy(a, b, sizes, bias=None):
         groups.append((len(sizes), b.shape[0]))
-        return grouped_bmm(a, b, sizes)
+        return grouped_bmm(a, b, sizes, bias)
 
     monkeypatch.setattr(models, "grouped_bmm", spy)
     stacked = train_models(X, Y, HEADS, split, SHARED_SEED_PLANS, parallel_stacks=1, **kw)
