@@ -695,7 +695,7 @@ def bench(
     typer.echo(f"GFLOP/s     {r['achieved_gflops']:.1f} achieved, {r['matmul_peak_gflops']:.1f} matmul peak ({r['fraction_of_peak']:.0%})")
     typer.echo(f"ceiling     {r['products_gflops']:.1f} GFLOP/s for the same products alone ({r['products_fraction_of_peak']:.0%} of peak; "
                f"the trainer reaches {r['achieved_gflops'] / r['products_gflops']:.0%} of it)")
-    typer.echo(f"memory      {r['peak_memory_mib']:.0f} MiB peak resident ({r['memory_over_baseline_mib']:.0f} MiB for the stack)")
+    typer.echo(f"memory      {r['peak_memory_mib']:.0f} MiB peak resident, with the stacks' workers ({r['memory_over_baseline_mib']:.0f} MiB for the stacks)")
     typer.echo(f"agreement   max |val loss stacked - sequential| = {r['max_loss_difference']:.2g}")
 
 

@@ -748,9 +748,8 @@ def _adam(params: list[torch.Tensor], training: TrainingSettings,
           ) -> torch.optim.Optimizer | _FusedAdam:
     """Adam over stacked tensors (`_FusedAdam` where torch has the fused kernel); with `carry` =
     (old optimiser, its parameters, kept model indices), the kept models' moments and step count
-    move over to the new parameters."""
-    for t in params:
-        t.requires_grad_(True)
+    move over to the new parameters. The parameters need not require gradients: the stacked
+    trainer computes them by hand (`StackedMLP.backward`) and sets `.grad` itself."""
     if _fused_ok(params):
         opt: torch.optim.Optimizer | _FusedAdam = _FusedAdam(params, lr=training.lr, weight_decay=training.weight_decay)
     else:
