@@ -168,6 +168,8 @@ def probe_average_estimate(
     On CPU the seeds' runs go on parallel workers (`parallel.map_stacks`) with one intra-op thread
     each, as the trainer's parallel stacks do (each run's result is unchanged: it depends on its seed only); the compute
     recorded is the wall time of them all."""
+    import torch
+
     from taskscout.device import resolve_device
     from taskscout.parallel import Report, map_stacks
     from taskscout.training import resolve_parallel_stacks
@@ -190,6 +192,11 @@ def probe_average_estimate(
     start = time.perf_counter()
     seeds = [[i] for i in range(len(problem.seeds))]
     workers = resolve_parallel_stacks(None, resolve_device(problem.device), None)
+    if workers > 1:
+        # A joint run builds a torch.optim optimiser, whose first construction in a process
+        # imports some 800 modules (about 1 s). Done here once, the forked workers inherit them
+        # instead of each importing them again.
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     runs = map_stacks(run, seeds, min(workers, len(seeds)), progress=progress)
     matrices = [m for m, _ in runs]
     compute = Compute(models=sum(c.models for _, c in runs), epochs=sum(c.epochs for _, c in runs),
