@@ -379,6 +379,8 @@ def train_models(
         size = min(stack_size, -(-len(idx) // workers))  # enough stacks to keep every worker busy
         chunks += [sorted(idx[start:start + size], key=lambda i: plans[i].seed) for start in range(0, len(idx), size)]
     cancel = threading.Event()
+    if workers > 1 and not _fused_ok([data.X]):
+        preload_optimiser()  # the stacks will build torch.optim.Adam
 
     def train_chunk(chunk: list[int], report: Report) -> list[ModelResult]:
         return _train_stack(
@@ -790,6 +792,13 @@ def _retain_freed_memory() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3
     mallopt(m_mmap_threshold, 64 << 20)
     mallopt(m_trim_threshold, 1 << 30)
+
+
+def preload_optimiser() -> None:
+    """Build a torch.optim optimiser once in this process. The first one built in a process
+    imports some 800 modules (about 1 s); called before forking stack workers that will build
+    one, so that they inherit those modules instead of each importing them again."""
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
 def _fused_ok(params: list[torch.Tensor]) -> bool:

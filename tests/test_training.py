@@ -167,6 +167,19 @@ def test_parallel_stacks_change_nothing_but_the_schedule():
         train_models(X, Y, HEADS, split, PLANS, parallel_stacks=0, **kw)
 
 
+def test_parallel_stacks_with_torch_optim_adam_train_as_one_stack(monkeypatch):
+    # Where the fused kernel is missing (torch 2.3) the stacks use torch.optim.Adam, in forked
+    # workers too (the caller loads its lazy imports once, before forking).
+    import taskscout.training as training
+
+    monkeypatch.setattr(training, "_fused_ok", lambda params: False)
+    X, Y, split = make_data()
+    kw = {"model": MODEL, "training": settings(), "device": "cpu", "dtype": torch.float64}
+    one = train_models(X, Y, HEADS, split, PLANS, parallel_stacks=1, **kw)
+    two = train_models(X, Y, HEADS, split, PLANS, parallel_stacks=2, **kw)
+    assert_same(one, two, 1e-12)
+
+
 def test_ctrl_c_stops_parallel_stacks_at_their_next_step():
     # Two stacks training on worker threads for many seconds; SIGINT (Ctrl-C) arrives after 0.5 s.
     X, Y, split = make_data(n=400)

@@ -168,11 +168,9 @@ def probe_average_estimate(
     On CPU the seeds' runs go on parallel workers (`parallel.map_stacks`) with one intra-op thread
     each, as the trainer's parallel stacks do (each run's result is unchanged: it depends on its seed only); the compute
     recorded is the wall time of them all."""
-    import torch
-
     from taskscout.device import resolve_device
     from taskscout.parallel import Report, map_stacks
-    from taskscout.training import resolve_parallel_stacks
+    from taskscout.training import preload_optimiser, resolve_parallel_stacks
 
     def run(chunk: list[int], report: Report) -> tuple[np.ndarray, Compute]:
         total = np.zeros((len(problem.heads), len(problem.heads)))
@@ -193,10 +191,7 @@ def probe_average_estimate(
     seeds = [[i] for i in range(len(problem.seeds))]
     workers = resolve_parallel_stacks(None, resolve_device(problem.device), None)
     if workers > 1:
-        # A joint run builds a torch.optim optimiser, whose first construction in a process
-        # imports some 800 modules (about 1 s). Done here once, the forked workers inherit them
-        # instead of each importing them again.
-        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+        preload_optimiser()  # a joint run builds a torch.optim optimiser
     runs = map_stacks(run, seeds, min(workers, len(seeds)), progress=progress)
     matrices = [m for m, _ in runs]
     compute = Compute(models=sum(c.models for _, c in runs), epochs=sum(c.epochs for _, c in runs),
