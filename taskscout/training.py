@@ -3,8 +3,9 @@
 `train_models` groups the plans by branch layer, cuts each group into stacks of at most
 `stack_size` models and trains every stack as one computation (`models.StackedMLP`): batched
 matrix products over a leading model axis, one Adam over the stacked tensors (Adam is
-elementwise, so models stay independent), and the loss summed over models so that each model's
-gradient is its own. Per model: its own seed (initial weights), its own data order (a function of
+elementwise, so models stay independent), and the gradient of the loss summed over models, so
+that each model's gradient is its own, computed by hand (`StackedMLP.backward`) with no autograd
+graph. On CPU several stacks train at once in forked worker processes (`parallel.map_stacks`). Per model: its own seed (initial weights), its own data order (a function of
 seed and epoch only), its own target subset, loss weights and dropped inputs, its own early
 stopping. A model's result therefore does not depend on which models share its stack. Models
 with the same seed see the same batches, so a stack gathers their rows once and runs their first

@@ -166,8 +166,8 @@ def probe_average_estimate(
     and the seeds' values of every ordered pair become `name`'s affinity rows with an interval.
 
     On CPU the seeds' runs go on parallel workers (`parallel.map_stacks`) with one intra-op thread
-    each, as the trainer's parallel stacks do (each run's result is unchanged: it depends on its seed only); the compute
-    recorded is the wall time of them all."""
+    each, as the trainer's parallel stacks do (each run's result is unchanged: it depends on its
+    seed only); the compute recorded is the wall time of them all."""
     from taskscout.device import resolve_device
     from taskscout.parallel import Report, map_stacks
     from taskscout.training import preload_optimiser, resolve_parallel_stacks
