@@ -342,11 +342,9 @@ def grouped_bmm(a: torch.Tensor, b: torch.Tensor, sizes: tuple[int, ...], bias: 
     if len(sizes) == 1:
         return _bmm(a[0].expand(K, -1, -1), b, bias)
     out = b.new_empty(K, a.shape[1], b.shape[2])
-    start = 0
-    for j, n in enumerate(sizes):
-        part = slice(start, start + n)
-        _bmm(a[j].expand(n, -1, -1), b[part], None if bias is None else bias[part], out=out[part])
-        start += n
+    biases = bias.split(sizes) if bias is not None else (None,) * len(sizes)
+    for x, w, c, o, n in zip(a.unbind(0), b.split(sizes), biases, out.split(sizes), sizes, strict=True):
+        _bmm(x.expand(n, -1, -1), w, c, out=o)
     return out
 
 
