@@ -154,9 +154,24 @@ def _proc_status_bytes(field: str) -> int:
     return 0
 
 
+def _fresh_streams() -> None:
+    """New sys.stdout/sys.stderr objects on the same file descriptors. Another thread of the
+    parent (a progress display) may have held a stream's lock at the moment of the fork, and in
+    the child nobody would ever release it: a warning printed there would hang the worker."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # not a file (e.g. captured in memory): leave it
+            continue
+        setattr(sys, name, open(fd, "w", encoding=getattr(stream, "encoding", None), errors="backslashreplace",
+                                closefd=False, buffering=1))
+
+
 def _child(fn: Callable[[list[int], Report], object], chunk: list[int], conn: Connection, listen: bool) -> None:
     # Ctrl-C is the parent's to handle: it kills this process.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _fresh_streams()
     torch.set_num_threads(1)
     started = _proc_status_bytes("VmRSS")
 

@@ -120,3 +120,20 @@ def test_worker_memory_counts_what_each_worker_added():
     with recorded_worker_memory() as none:
         map_stacks(fn, [[8]], 1)  # ran here: no worker
     assert none == []
+
+
+@needs_fork
+def test_a_worker_can_print(capfd):
+    # The worker writes through stream objects of its own (see `_fresh_streams`), to the same
+    # file descriptors as the caller's.
+    import sys
+
+    def fn(chunk, report):
+        print(f"stack {chunk[0]} says hello", file=sys.stderr)
+        print(f"stack {chunk[0]} prints")
+        return chunk[0]
+
+    assert map_stacks(fn, [[0], [1]], 2) == [0, 1]
+    out, err = capfd.readouterr()
+    assert "stack 0 says hello" in err and "stack 1 says hello" in err
+    assert "stack 0 prints" in out and "stack 1 prints" in out
