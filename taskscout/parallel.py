@@ -13,7 +13,9 @@ way a stack's result is the same bit for bit: it runs the same single-threaded k
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
 import pickle
 import signal
 import sys
@@ -126,7 +128,7 @@ class _Worker:
         self.index = index
         ctx = multiprocessing.get_context("fork")
         self.conn, child_end = ctx.Pipe(duplex=False)
-        self.process = ctx.Process(target=_child, args=(fn, chunk, child_end, listen), daemon=True,
+        self.process = ctx.Process(target=_child, args=(fn, chunk, child_end, listen, os.getpid()), daemon=True,
                                    name=f"taskscout-stack-{index}")
         with warnings.catch_warnings():
             # Python 3.12+ warns that fork() in a multi-threaded process may deadlock the child.
@@ -168,9 +170,24 @@ def _fresh_streams() -> None:
                                 closefd=False, buffering=1))
 
 
-def _child(fn: Callable[[list[int], Report], object], chunk: list[int], conn: Connection, listen: bool) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when its parent dies (Linux's PR_SET_PDEATHSIG): a
+    parent killed outright (SIGKILL, OOM, a scheduler's SIGTERM) runs no clean-up, and its
+    workers would otherwise train on, orphaned, to the end of their stacks."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _child(fn: Callable[[list[int], Report], object], chunk: list[int], conn: Connection, listen: bool,
+           parent: int) -> None:
     # Ctrl-C is the parent's to handle: it kills this process.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent)
     _fresh_streams()
     torch.set_num_threads(1)
     started = _proc_status_bytes("VmRSS")

@@ -137,3 +137,47 @@ def test_a_worker_can_print(capfd):
     out, err = capfd.readouterr()
     assert "stack 0 says hello" in err and "stack 1 says hello" in err
     assert "stack 0 prints" in out and "stack 1 prints" in out
+
+
+@needs_fork
+def test_workers_die_with_a_killed_caller(tmp_path):
+    # A caller killed outright (SIGKILL: no clean-up runs) leaves no worker training on.
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "caller.py"
+    pids = tmp_path / "pids"
+    script.write_text(
+        "import os, sys, time\n"
+        "from taskscout.parallel import map_stacks\n"
+        "def fn(chunk, report):\n"
+        f"    with open({str(pids)!r}, 'a') as fh:\n"
+        "        fh.write(f'{os.getpid()}\\n')\n"
+        "    time.sleep(60)\n"
+        "map_stacks(fn, [[0], [1]], 2)\n"
+    )
+    caller = subprocess.Popen([sys.executable, str(script)], cwd=os.getcwd())
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and (not pids.exists() or len(pids.read_text().split()) < 2):
+            time.sleep(0.05)
+        workers = [int(p) for p in pids.read_text().split()]
+        assert len(workers) == 2
+    finally:
+        caller.send_signal(signal.SIGKILL)
+        caller.wait()
+    deadline = time.time() + 10
+    alive = workers
+    while alive and time.time() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if _running(p)]
+    assert alive == []
+
+
+def _running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
