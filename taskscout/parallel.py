@@ -45,9 +45,10 @@ def recorded_worker_memory() -> Iterator[list[int]]:
     """Within the block, the memory each worker process of `map_stacks` added: its peak resident
     memory less its resident memory when it started, in bytes, in the order the workers finished.
     A forked worker's resident memory includes the pages it shares with its parent, which the
-    parent's own figure already counts; this is what the worker added. (Pages the parent holds
-    and the worker writes are copied and so added too, but not counted: on the trainer's path the
-    worker writes only its own tensors.) Empty when the stacks ran on threads."""
+    parent's own figure already counts; this is what the worker added. Not counted: copies of
+    the parent's pages that the worker writes to (its resident count does not change when a
+    shared page is copied); on the trainer's path a worker writes to tensors of its own only.
+    Empty when the stacks ran on threads."""
     record: list[int] = []
     _recorders.append(record)
     try:
@@ -133,8 +134,8 @@ class _Worker:
         with warnings.catch_warnings():
             # Python 3.12+ warns that fork() in a multi-threaded process may deadlock the child.
             # The other threads here are torch's idle intra-op pool and progress displays; the
-            # child takes no lock they could hold: it runs single-threaded torch kernels and
-            # writes to its own pipe.
+            # child takes no lock they could hold: it runs single-threaded torch kernels, writes
+            # to its own pipe, and prints through stream objects of its own (`_fresh_streams`).
             warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks.*",
                                     category=DeprecationWarning)
             self.process.start()
