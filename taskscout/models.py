@@ -531,10 +531,11 @@ class StackedMLP:
             z0, acts = _shared_forward(h, sizes, ws, bs, transposed=False, keep=keep)
             z0.relu_()
             z = z0.view(K, B, S, H).transpose(1, 2).reshape(K * S, B, H)
-            towers = [z]
+            towers = [z] if keep else []
             for i in range(1, L - b):
                 z = torch.baddbmm(p[f"tower.{i}.b"].view(K * S, 1, H), z, p[f"tower.{i}.w"].view(K * S, H, H)).relu_()
-                towers = towers + [z] if keep else [z]
+                if keep:
+                    towers.append(z)
             out = torch.baddbmm(p["head.b"].view(K * S, 1, W), z, p["head.w"].view(K * S, H, W))
             out = _slot_major(out.view(K, S, B, W).permute(1, 3, 0, 2))
             return out, Tape(sizes, acts, ws, towers, z0) if keep else None

@@ -540,14 +540,15 @@ class _StackLosses:
 
     def sums(self, out: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed loss (K, S) over the rows of `out` (K, S, W, B), and labelled counts (K, S)."""
-        return self.losses(out.permute(1, 2, 0, 3), lab, with_grad=False)[0].sum(-1).T, lab[:, self.W].sum(-1).T
+        return self.sums_with_grad(out, lab, with_grad=False)[:2]
 
-    def sums_with_grad(self, out: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`sums`, and the gradient of each summed loss with respect to `out`: (K, S, W, B), a view
-        of a tensor stored (S, W, K, B) like `out`, which the caller may scale in place."""
-        loss, grad = self.losses(out.permute(1, 2, 0, 3), lab, with_grad=True)
-        assert grad is not None
-        return loss.sum(-1).T, lab[:, self.W].sum(-1).T, grad.permute(2, 0, 1, 3)
+    def sums_with_grad(self, out: torch.Tensor, lab: torch.Tensor, *, with_grad: bool = True
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """`sums`, and (with `with_grad`) the gradient of each summed loss with respect to `out`:
+        (K, S, W, B), a view of a tensor stored (S, W, K, B) like `out`, which the caller may scale
+        in place."""
+        loss, grad = self.losses(out.permute(1, 2, 0, 3), lab, with_grad=with_grad)
+        return loss.sum(-1).T, lab[:, self.W].sum(-1).T, None if grad is None else grad.permute(2, 0, 1, 3)
 
 
 def _loss_scale(weighting: LossWeighting, lsum: torch.Tensor, cnt: torch.Tensor, loss_w: torch.Tensor,
@@ -628,6 +629,7 @@ def _train_stack(data: _DeviceData, heads: Sequence[Head], plans: Sequence[Model
             xb = data.X.index_select(0, rows.reshape(-1)).view(len(sizes), rows.shape[1], -1)
             out, tape = live.forward_with_tape(xb, sizes=sizes)
             lsum, cnt, grad = losses.sums_with_grad(out, losses.gather(rows, group_of))
+            assert grad is not None
             scale, wgrads = _loss_scale(weighting, lsum, cnt, loss_w, wparams)
             grads = live.backward(tape, grad.mul_(scale[:, :, None, None]))
             for t, g in zip(live.params.values(), grads.values(), strict=True):
@@ -727,10 +729,6 @@ class _FusedAdam:
     def __init__(self, params: list[torch.Tensor], *, lr: float, weight_decay: float) -> None:
         self.params, self.lr, self.weight_decay = params, lr, weight_decay
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            p.grad = None
 
     def step(self) -> None:
         params = [p for p in self.params if p.grad is not None]

@@ -23,7 +23,7 @@ def square_sum(chunk, report):
 @pytest.fixture(params=["processes", "threads"])
 def mode(request, monkeypatch):
     if request.param == "processes" and not forks_workers():
-        pytest.skip("no fork here")
+        pytest.skip("no fork() here (not Linux): stacks run on threads only")
     if request.param == "threads":
         monkeypatch.setattr(parallel, "forks_workers", lambda: False)
     return request.param

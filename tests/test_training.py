@@ -409,8 +409,6 @@ def test_direct_fused_adam_updates_exactly_as_torch_optim_adam(dtype):
             ours[1].grad = ref[1].grad = None
         opt.step()
         ref_opt.step()
-        opt.zero_grad()
-        ref_opt.zero_grad()
         for o, r in zip(ours, ref, strict=True):
             assert torch.equal(o.detach(), r.detach())
     # Carried over to a cut-down stack (models 0 and 2), the moments and step count go along.
