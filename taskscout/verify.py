@@ -32,6 +32,7 @@ import numpy as np
 from taskscout import rundir
 from taskscout.affinity.measured import paired_gains, t_interval
 from taskscout.errors import MissingResultsError, SpecError
+from taskscout.grouping.recommendation import Recommendation, read_recommendation
 
 VERIFY_SEED_OFFSET = 10_000
 MIN_DEFAULT_SEEDS = 10
@@ -99,29 +100,10 @@ def fresh_seeds(study_seed: int, n: int) -> tuple[int, ...]:
     return tuple(VERIFY_SEED_OFFSET + 100 * study_seed + k for k in range(n))
 
 
-def _groups(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
-    tasks = list(rec.get("tasks", []))
-    groups = list(rec.get("groups", []))
-    assignment = dict(rec.get("assignment", {}))
-    if not tasks or not groups or set(assignment) != set(tasks):
-        raise MissingResultsError(
-            "recommendation.json has no usable groups/assignment for its tasks; rebuild it with "
-            "`taskscout search` (or grouping.recommend_run)"
-        )
-    out = []
-    for i, g in enumerate(groups):
-        members = list(g["tasks"])
-        served = [t for t in tasks if assignment[t] == i]
-        if not set(served) <= set(members) or not set(members) <= set(tasks):
-            raise MissingResultsError(
-                f"recommendation.json: group {i} {members} does not contain the tasks assigned to it {served}; "
-                "rebuild the recommendation"
-            )
-        if served:
-            out.append({"tasks": members, "serves": served, "branch_layer": int(g["branch_layer"]),
-                        # older recommendations list an auxiliary once per served task it helps
-                        "aux": list(dict.fromkeys(a["name"] for a in g.get("aux", [])))})
-    return out
+def _groups(rec: Recommendation) -> list[dict[str, Any]]:
+    """The recommended networks that serve a task: tasks, served tasks, branch layer, auxiliary names."""
+    return [{"tasks": list(g.tasks), "serves": list(g.serves), "branch_layer": g.branch_layer,
+             "aux": [a.name for a in g.aux]} for g in rec.groups if g.serves]
 
 
 def _verdict(name: str, overall: tuple[float, float, float], n_seeds: int, *, same: bool = False) -> str:
@@ -171,9 +153,9 @@ def verify_run(
 
     d = check_verify_inputs(run_dir, seeds=seeds)
     spec = spec_from_json((d / rundir.SPEC).read_text(encoding="utf-8"))
-    rec = rundir.read_json(d / rundir.RECOMMENDATION)
+    rec = read_recommendation(d)
     groups = _groups(rec)
-    tasks = tuple(rec["tasks"])
+    tasks = rec.tasks
     n_seeds = default_seed_count(spec.training.seeds) if seeds is None else seeds
     seed_list = fresh_seeds(spec.seed, n_seeds)
 

@@ -12,30 +12,15 @@ from typing import Any
 from taskscout import __version__, rundir
 from taskscout.errors import DataError, MissingResultsError, SpecError, close_matches
 from taskscout.export.config import CONFIG_SCHEMA_VERSION, FORMATS, METRICS, PREPROCESSING, SUFFIXES
+from taskscout.grouping.recommendation import Group, read_recommendation
 
 # ---------------------------------------------------------------- export
 
 
-def group_auxiliaries(group: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """A recommendation group's auxiliaries by name, each once, with `serves` (the served tasks
-    that gain from it) and per-task `expected_gain` and `ci`.
-
-    Recommendations written before an auxiliary was listed once per group repeat it for every
-    served task, with `serves` a task name and scalar gains; those entries are merged here.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for a in group.get("aux") or []:
-        name = str(a["name"])
-        entry = out.setdefault(name, {"name": name, "kind": a.get("kind"), "serves": [], "expected_gain": {}, "ci": {}})
-        serves = a.get("serves")
-        served = [serves] if isinstance(serves, str) else list(serves or [])
-        gains, ci = a.get("expected_gain"), a.get("ci")
-        for t in served:
-            if t not in entry["serves"]:
-                entry["serves"].append(t)
-            entry["expected_gain"].setdefault(t, gains.get(t) if isinstance(gains, Mapping) else gains)
-            entry["ci"].setdefault(t, ci.get(t) if isinstance(ci, Mapping) else ci)
-    return out
+def group_auxiliaries(group: Group) -> dict[str, dict[str, Any]]:
+    """A recommendation group's auxiliaries by name, with `serves` (the served tasks that gain
+    from it) and per-task `expected_gain` and `ci`."""
+    return {a.name: a.to_dict() for a in group.aux}
 
 
 def _aux_entry(name: str, records: Mapping[str, Mapping[str, Any]], main: str, rec_aux: Mapping[str, Any]) -> dict[str, Any]:
@@ -81,33 +66,29 @@ def export_config(run_dir: str | Path) -> dict[str, Any]:
 
     d = rundir.require(run_dir, rundir.SPEC, rundir.RECOMMENDATION)
     spec = spec_from_json((d / rundir.SPEC).read_text(encoding="utf-8"))
-    rec = rundir.read_json(d / rundir.RECOMMENDATION)
-    groups = rec.get("groups") or []
-    if not groups:
-        raise MissingResultsError(f"{d / rundir.RECOMMENDATION} has no groups; rerun `taskscout search` to the end")
-    tasks = list(rec.get("tasks") or spec.tasks)
-    assignment = rec.get("assignment") or {}
-    needs_aux = any(g.get("aux") for g in groups)
+    rec = read_recommendation(d)
+    tasks = list(rec.tasks)
+    needs_aux = any(g.aux for g in rec.groups)
     records: dict[str, Mapping[str, Any]] = {}
     if needs_aux:
         rundir.require(d, rundir.CANDIDATES)
         records = {str(c["name"]): c for c in rundir.read_json(d / rundir.CANDIDATES)}
 
     out_groups = []
-    for k, g in enumerate(groups):
-        members = [t for t in tasks if t in g.get("tasks", [])]
-        serves = [t for t in tasks if assignment.get(t) == k] if assignment else list(members)
+    for k, g in enumerate(rec.groups):
+        members = [t for t in tasks if t in g.tasks]
+        serves = [t for t in tasks if rec.assignment[t] == k]
         auxes = [_aux_entry(name, records, (a["serves"] or members)[0], a) for name, a in group_auxiliaries(g).items()]
         out_groups.append({
             "name": rundir.group_key(members, tasks),
             "tasks": members,
             "serves": serves,
-            "branch_layer": int(g.get("branch_layer", spec.model.depth)),
-            "branch_source": g.get("branch_source"),
+            "branch_layer": g.branch_layer,
+            "branch_source": g.branch_source,
             "auxiliaries": auxes,
             "loss_weights": {n: 1.0 for n in [*members, *(a["name"] for a in auxes)]},
-            "expected_gain": g.get("expected_gain") or {},
-            "ci": g.get("ci") or {},
+            "expected_gain": dict(g.expected_gain),
+            "ci": {t: None if c is None else list(c) for t, c in g.ci.items()},
         })
     return {
         "schema_version": CONFIG_SCHEMA_VERSION,

@@ -23,6 +23,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from taskscout.grouping.recommendation import Recommendation
+
 MEASURED = "measured"  # affinity.csv method of gains measured by training (the ground truth)
 PHASE_ORDER = ("single", "pairs", "aux", "depth", "subsets", "estimators")
 PALETTE = (
@@ -154,13 +156,13 @@ class Summary(NamedTuple):
 
 
 def summary_data(
-    spec: Mapping[str, Any], recommendation: Mapping[str, Any] | None,
+    spec: Mapping[str, Any], recommendation: Recommendation | None,
     trials: pd.DataFrame | None, compute: pd.DataFrame | None,
 ) -> Summary:
     """What was studied, what it cost, and what taskscout recommends."""
-    rec = recommendation or {}
+    rec = recommendation
     training = spec.get("training", {}) or {}
-    tasks = tuple(rec.get("tasks") or spec.get("tasks") or ())
+    tasks = rec.tasks if rec is not None else tuple(spec.get("tasks") or ())
     main = tuple(spec.get("main") or ()) or tasks
     def total(frame: pd.DataFrame, column: str) -> float:
         return float(pd.to_numeric(frame[column], errors="coerce").fillna(0).sum())
@@ -177,33 +179,26 @@ def summary_data(
         epochs = 0 if trials is None or "epochs" not in trials else int(total(trials, "epochs"))
         seconds = total(trials, "seconds") if trials is not None and "seconds" in trials else float("nan")
     groups = []
-    per_task = rec.get("auxiliaries", {}) or {}
-    assignment = rec.get("assignment", {}) or {}
-    for k, g in enumerate(rec.get("groups", [])):
-        eg, ci = g.get("expected_gain", {}) or {}, g.get("ci", {}) or {}
-        listed = {a.get("name", "") for a in g.get("aux", []) or []}
-        served = g.get("serves") or [t for t in g.get("tasks", []) if assignment.get(t) == k]
+    for g in rec.groups if rec is not None else ():
+        listed = {a.name for a in g.aux}
         member_aux = tuple(dict.fromkeys(
-            (str(a.get("name", "")), t) for t in served for a in per_task.get(t, []) or []
-            if a.get("name", "") not in listed
+            (a.name, t) for t in g.serves for a in rec.auxiliaries.get(t, ()) if a.name not in listed
         ))
         gains = tuple(
-            (t, _num(eg.get(t)), _num((ci.get(t) or [None, None])[0]), _num((ci.get(t) or [None, None])[1]))
-            for t in g.get("tasks", [])
+            (t, _num(g.expected_gain.get(t)), _num((g.ci.get(t) or (None, None))[0]), _num((g.ci.get(t) or (None, None))[1]))
+            for t in g.tasks
         )
         groups.append(GroupRow(
-            tasks=tuple(g.get("tasks", [])), branch_layer=g.get("branch_layer"),
-            branch_source=str(g.get("branch_source", "")),
-            aux=tuple(dict.fromkeys(a.get("name", "") for a in g.get("aux", []) or [])), gains=gains,
-            member_aux=member_aux,
+            tasks=g.tasks, branch_layer=g.branch_layer, branch_source=g.branch_source or "",
+            aux=tuple(a.name for a in g.aux), gains=gains, member_aux=member_aux,
         ))
-    budget = rec.get("budget", {}) or {}
+    networks = (rec.networks if rec.networks is not None else len(groups) or None) if rec is not None else None
     return Summary(
         study=str(spec.get("name", "")), data=str(spec.get("data", "")), tasks=tasks, main=main,
         budget=str(spec.get("budget", "")), seeds=training.get("seeds"), epochs=training.get("epochs"),
         models_trained=models, epochs_trained=epochs, seconds=seconds, phases=phases,
-        networks=budget.get("networks", len(groups) or None), verdict=str(rec.get("verdict", "")),
-        reasons=tuple(str(r) for r in rec.get("reasons", []) or []), groups=tuple(groups),
+        networks=networks, verdict=rec.verdict if rec is not None else "",
+        reasons=rec.reasons if rec is not None else (), groups=tuple(groups),
     )
 
 
@@ -293,12 +288,11 @@ class AffinityGraph(NamedTuple):
     groups: tuple[tuple[str, ...], ...]
 
 
-def affinity_graph(affinity: pd.DataFrame, recommendation: Mapping[str, Any] | None,
+def affinity_graph(affinity: pd.DataFrame, recommendation: Recommendation | None,
                    tasks: Sequence[str]) -> AffinityGraph:
     """Tasks on a circle (first task at the top, clockwise), one directed edge per measured gain."""
-    rec = recommendation or {}
     tasks = tuple(tasks)
-    assignment = rec.get("assignment", {}) or {}
+    assignment = recommendation.assignment if recommendation is not None else {}
     n = len(tasks)
     nodes = tuple(
         GraphNode(t, round(math.cos(math.pi / 2 - 2 * math.pi * k / n), 12),
@@ -319,7 +313,7 @@ def affinity_graph(affinity: pd.DataFrame, recommendation: Mapping[str, Any] | N
         )
         for r in rows
     )
-    groups = tuple(tuple(g.get("tasks", [])) for g in rec.get("groups", []))
+    groups = tuple(g.tasks for g in recommendation.groups) if recommendation is not None else ()
     return AffinityGraph(nodes, edges, groups)
 
 
@@ -389,7 +383,7 @@ class GroupTree(NamedTuple):
     edges: tuple[TreeEdge, ...]
 
 
-def group_tree(recommendation: Mapping[str, Any], depth: int) -> GroupTree:
+def group_tree(recommendation: Recommendation, depth: int) -> GroupTree:
     """Each group as a tree over the trunk: layers 1..b shared, b+1..L one branch per task, then heads.
 
     Heads sit at x = 0, 1, 2, ... left to right, with an extra 0.5 between groups; the shared
@@ -399,10 +393,9 @@ def group_tree(recommendation: Mapping[str, Any], depth: int) -> GroupTree:
     edges: list[TreeEdge] = []
     groups, layers = [], []
     x = 0.0
-    for gi, g in enumerate(recommendation.get("groups", [])):
-        tasks = tuple(g.get("tasks", []))
-        b = g.get("branch_layer")
-        b = depth if b is None else max(0, min(int(b), depth))
+    for gi, g in enumerate(recommendation.groups):
+        tasks = g.tasks
+        b = max(0, min(g.branch_layer, depth))
         groups.append(tasks)
         layers.append(b)
         xs = [x + k for k in range(len(tasks))]
@@ -484,15 +477,14 @@ def _canon(groups: Sequence[Sequence[str]]) -> tuple[tuple[str, ...], ...]:
     return tuple(sorted(tuple(sorted(g)) for g in groups))
 
 
-def pareto_points(recommendation: Mapping[str, Any]) -> tuple[ParetoPoint, ...]:
+def pareto_points(recommendation: Recommendation) -> tuple[ParetoPoint, ...]:
     """The Pareto front by number of networks; `chosen` marks the recommended grouping."""
-    chosen = _canon([g.get("tasks", []) for g in recommendation.get("groups", [])])
+    chosen = _canon([g.tasks for g in recommendation.groups])
     out = []
-    for p in recommendation.get("pareto", []) or []:
-        ci = p.get("ci") or [None, None]
-        groups = tuple(tuple(g) for g in p.get("groups", []))
-        out.append(ParetoPoint(int(p["networks"]), _num(p.get("total_normalised_loss")), _num(ci[0]), _num(ci[1]),
-                               groups, _canon(groups) == chosen))
+    for p in recommendation.pareto:
+        ci = p.ci or (None, None)
+        out.append(ParetoPoint(p.networks, _num(p.total_normalised_loss), _num(ci[0]), _num(ci[1]),
+                               p.groups, _canon(p.groups) == chosen))
     return tuple(sorted(out, key=lambda q: q.networks))
 
 
@@ -572,18 +564,15 @@ class AuxRow(NamedTuple):
 
 
 def aux_leaderboard(affinity: pd.DataFrame, candidates: Sequence[Mapping[str, Any]] | None,
-                    recommendation: Mapping[str, Any] | None, tasks: Sequence[str]) -> dict[str, tuple[AuxRow, ...]]:
+                    recommendation: Recommendation | None, tasks: Sequence[str]) -> dict[str, tuple[AuxRow, ...]]:
     """Per main task, its measured auxiliaries best first (rows of affinity.csv whose source is not a task)."""
     kinds = {str(c.get("name")): str(c.get("kind", "")) for c in candidates or []}
-    rec = recommendation or {}
     chosen: set[tuple[str, str]] = set()
-    for main, items in (rec.get("auxiliaries", {}) or {}).items():
-        chosen |= {(main, str(a.get("name"))) for a in items or []}
-    for g in rec.get("groups", []):
-        for a in g.get("aux", []) or []:
-            serves = a.get("serves")
-            for s in [serves] if isinstance(serves, str) else (serves or []):
-                chosen.add((str(s), str(a.get("name"))))
+    if recommendation is not None:
+        for main, items in recommendation.auxiliaries.items():
+            chosen |= {(main, a.name) for a in items}
+        for g in recommendation.groups:
+            chosen |= {(t, a.name) for a in g.aux for t in a.serves}
     out: dict[str, list[AuxRow]] = {}
     for r in _measured(affinity).itertuples(index=False):
         if r.source in tasks or r.target not in tasks:

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from taskscout import rundir
+from taskscout.grouping.recommendation import Recommendation, read_recommendation
 from taskscout.report import figures as F
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
@@ -106,9 +107,16 @@ class RunFiles:
         return self.get(rundir.SPEC)
 
     @property
+    def recommendation(self) -> Recommendation | None:
+        """recommendation.json, parsed and checked (None when absent)."""
+        if "recommendation" not in self._cache:
+            self._cache["recommendation"] = read_recommendation(self.dir) if self.has(rundir.RECOMMENDATION) else None
+        return self._cache["recommendation"]
+
+    @property
     def tasks(self) -> tuple[str, ...]:
-        rec = self.get(rundir.RECOMMENDATION) or {}
-        return tuple(rec.get("tasks") or self.spec.get("tasks") or ())
+        rec = self.recommendation
+        return rec.tasks if rec is not None else tuple(self.spec.get("tasks") or ())
 
     def cmd(self, what: str) -> str:
         return what.replace("RUN_DIR", str(self.dir))
@@ -131,7 +139,7 @@ def _group_aux(g: F.GroupRow) -> str:
 
 
 def _summary(run: RunFiles) -> list:
-    s = F.summary_data(run.spec, run.get(rundir.RECOMMENDATION), run.get(rundir.TRIALS), run.get(rundir.COMPUTE))
+    s = F.summary_data(run.spec, run.recommendation, run.get(rundir.TRIALS), run.get(rundir.COMPUTE))
     def duration(x: float) -> str:
         return "n/a" if x != x else f"{x:.1f} s ({x / 60:.1f} min)"
 
@@ -177,7 +185,7 @@ def _affinity(run: RunFiles) -> list:
 
 
 def _graph(run: RunFiles) -> list:
-    aff, rec = run.get(rundir.AFFINITY), run.get(rundir.RECOMMENDATION)
+    aff, rec = run.get(rundir.AFFINITY), run.recommendation
     if aff is None:
         return [_missing(f"No affinity.csv: run {run.search()}.")]
     g = F.affinity_graph(aff, rec, run.tasks)
@@ -189,12 +197,12 @@ def _graph(run: RunFiles) -> list:
 
 
 def _grouping(run: RunFiles) -> list:
-    rec = run.get(rundir.RECOMMENDATION)
+    rec = run.recommendation
     if rec is None:
         return [_missing(f"No recommendation.json: run {run.search()} to the end.")]
     depth = int((run.spec.get("model") or {}).get("depth", 2))
     tree = F.group_tree(rec, depth)
-    aux = {k: [a.get("name", "") for a in g.get("aux", []) or []] for k, g in enumerate(rec.get("groups", []))}
+    aux = {k: [a.name for a in g.aux] for k, g in enumerate(rec.groups)}
     blocks: list = [f"<p>{len(tree.groups)} network(s) over a trunk of {depth} layers; "
                     "each group shares layers 1..b and branches after layer b.</p>",
                     FigureBlock("group_tree", F.draw_group_tree(tree, aux))]
@@ -214,7 +222,7 @@ def _grouping(run: RunFiles) -> list:
 
 def _auxiliaries(run: RunFiles) -> list:
     aff, cands = run.get(rundir.AFFINITY), run.get(rundir.CANDIDATES)
-    board = F.aux_leaderboard(aff, cands, run.get(rundir.RECOMMENDATION), run.tasks) if aff is not None else {}
+    board = F.aux_leaderboard(aff, cands, run.recommendation, run.tasks) if aff is not None else {}
     if not board:
         return [_missing(f"No measured auxiliary tasks: run {run.search('without --skip aux')}; "
                          f"{_code('taskscout candidates')} with the same data and flags lists the candidates without training.")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 
 from taskscout import rundir
+from taskscout.grouping.recommendation import Recommendation, read_recommendation
 from taskscout.report import figures as F
 
 from .conftest import BOLD, COMPUTE, EVIL, GAINS, PLATEAU, SEEDS, TASKS, estimator_value
@@ -19,7 +21,7 @@ from .conftest import BOLD, COMPUTE, EVIL, GAINS, PLATEAU, SEEDS, TASKS, estimat
 def frames(run_dir):
     return {
         "spec": rundir.read_json(run_dir / rundir.SPEC),
-        "rec": rundir.read_json(run_dir / rundir.RECOMMENDATION),
+        "rec": read_recommendation(run_dir),
         "aff": pd.read_csv(run_dir / rundir.AFFINITY),
         "cands": rundir.read_json(run_dir / rundir.CANDIDATES),
         "trials": pd.read_parquet(run_dir / rundir.TRIALS),
@@ -106,7 +108,9 @@ def test_group_tree_shares_layers_up_to_the_branch(frames):
 
 
 def test_group_tree_branch_at_zero_shares_nothing():
-    t = F.group_tree({"groups": [{"tasks": ["a", "b"], "branch_layer": 0}]}, depth=2)
+    rec = Recommendation.from_dict({"schema_version": 1, "tasks": ["a", "b"], "assignment": {"a": 0, "b": 0},
+                                    "groups": [{"tasks": ["a", "b"], "branch_layer": 0}]})
+    t = F.group_tree(rec, depth=2)
     assert not [e for e in t.edges if e.kind == "shared"]
     assert [(e.x0, e.y0, e.x1, e.y1) for e in t.edges if e.task == "b"] == [(0.5, 0, 1, 1), (1, 1, 1, 2), (1, 2, 1, 3)]
 
@@ -118,7 +122,7 @@ def test_pareto_points_mark_the_recommendation(frames):
     assert [p.chosen for p in pts] == [False, False, True, False]
     assert pts[2].ci_low == pytest.approx(3.4) and pts[2].ci_high == pytest.approx(3.6)
     # Group order does not matter for "chosen".
-    rec = dict(frames["rec"], groups=list(reversed(frames["rec"]["groups"])))
+    rec = dataclasses.replace(frames["rec"], groups=tuple(reversed(frames["rec"].groups)))
     assert [p.chosen for p in F.pareto_points(rec)] == [False, False, True, False]
 
 
