@@ -322,78 +322,10 @@ def candidates(
 
 
 def _search_bars() -> Any:
-    """A rich progress display on stderr implementing search.SearchProgress: one bar per phase
-    with models done/total, models per second and the time left."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
+    """The progress bars on stderr of search and bench (taskscout.progress)."""
+    from taskscout.progress import search_bars
 
-    class ModelsPerSecond(ProgressColumn):
-        def render(self, task: Any) -> Text:
-            # Once a phase is done: its average over the whole phase. rich's own estimate averages
-            # recent updates only, and stacks finish in bursts (64 models in two updates read as
-            # 964 models/s where the phase ran at 17.5).
-            # Models reused from an earlier run are done but took no time: left out of the rate.
-            trained = task.completed - task.fields.get("reused", 0)
-            if task.finished:  # finished_time: the seconds the phase took (elapsed keeps running)
-                speed = trained / task.finished_time if task.finished_time and trained > 0 else None
-            else:
-                speed = task.speed
-            return Text("-- models/s" if speed is None else f"{speed:.1f} models/s")
-
-    class Bars:
-        def __init__(self) -> None:
-            self.progress = Progress(
-                TextColumn("{task.description:<7}"), BarColumn(), MofNCompleteColumn(), ModelsPerSecond(),
-                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                console=Console(stderr=True), transient=False,
-            )
-            self.task: Any = None
-            self.total = 0
-            self.started = False
-
-        def __enter__(self) -> "Bars":
-            # started with the first phase: an error before it (bad data) stays one line on stderr
-            self.started = False
-            return self
-
-        def __exit__(self, *exc: Any) -> None:
-            if self.started:
-                self.progress.stop()
-
-        def phase_started(self, phase: str, *, total: int, done: int) -> None:
-            if not self.started:
-                self.progress.start()
-                self.started = True
-            self.total = max(total, 0)
-            self.task = self.progress.add_task(phase, total=self.total, completed=done, reused=done)
-
-        def advance(self, n: int) -> None:
-            if self.task is not None:
-                self.progress.advance(self.task, n)
-
-        def extend(self, n: int) -> None:
-            if self.task is not None:
-                self.total += n
-                self.progress.update(self.task, total=self.total)
-
-        def reused(self, n: int) -> None:
-            if self.task is not None:
-                task = next(t for t in self.progress.tasks if t.id == self.task)
-                self.progress.update(self.task, advance=n, reused=task.fields.get("reused", 0) + n)
-
-        def phase_finished(self, phase: str) -> None:
-            self.task = None
-
-    return Bars()
+    return search_bars()
 
 
 @app.command()
@@ -415,10 +347,10 @@ def search(
     With --storage postgresql+psycopg2://... any number of processes, on any machines, run the
     same command and share the work.
     """
-    import contextlib
     import dataclasses
 
-    from taskscout.search import run_search, summary_text
+    from taskscout.api import search_spec
+    from taskscout.search import run_search
 
     changes = {k: v for k, v in (("plateau_epsilon", plateau_epsilon), ("plateau_window", plateau_window),
                                  ("stack_size", stack_size)) if v is not None}
@@ -441,16 +373,14 @@ def search(
         typer.echo(f"created study '{result.study_name}' in {mask_url(result.storage)}; start workers with "
                    f"the same command and --join instead of --create-only")
         return
-    bars = None if quiet else _search_bars()
     try:
-        with bars if bars is not None else contextlib.nullcontext():
-            result = run_search(spec, fresh=fresh, progress=bars, join=join)
+        run = search_spec(spec, fresh=fresh, quiet=quiet, join=join)
     except KeyboardInterrupt:
         from taskscout.search.runner import stored_models
 
         typer.echo(f"interrupted: {stored_models(spec)} models stored; run the same command again to resume", err=True)
         raise typer.Exit(130) from None
-    typer.echo(summary_text(result))
+    typer.echo(run.summary())
 
 
 @app.command()
@@ -520,18 +450,17 @@ def report(
     storage: Annotated[str | None, typer.Option(help="With --rebuild: the storage URL; default the one in RUN_DIR/spec.json, else RUN_DIR/study.db.")] = None,
 ) -> None:
     """(Re)build RUN_DIR/report.html from the saved results: no training, no torch."""
-    from taskscout.report import build_report, png_support, write_pngs
+    from taskscout.api import open_run
+    from taskscout.report import png_support
 
     if png and (why := png_support()):
         raise TaskscoutError(why)
+    run = open_run(run_dir)
     if rebuild:
-        from taskscout.search import finalize, rebuild_tables, unfinished_phases
-
-        typer.echo(f"rebuilt {len(rebuild_tables(run_dir, storage))} table(s) from the storage")
-        finalize(run_dir, unfinished=unfinished_phases(run_dir, storage))
-    typer.echo(f"wrote {build_report(run_dir)}")
+        typer.echo(f"rebuilt {len(run.rebuild(storage))} table(s) from the storage")
+    typer.echo(f"wrote {run.report()}")
     if png:
-        paths = write_pngs(run_dir)
+        paths = run.write_pngs()
         typer.echo(f"wrote {len(paths)} PNG figure(s) to {Path(run_dir) / 'figures'}")
 
 
@@ -545,13 +474,14 @@ def export(
     fmt: Annotated[str | None, typer.Option("--format", help="yaml or json; default from the suffix of --out.")] = None,
 ) -> None:
     """Write the recommendation as a versioned training config for `taskscout train`."""
-    from taskscout.export import check_config_path, export_config, write_config
+    from taskscout.api import open_run
+    from taskscout.export import check_config_path
 
     check_config_path(out, fmt)
-    config = export_config(run_dir)
-    path = write_config(config, out, format=fmt)
-    served = sum(len(g["serves"]) for g in config["groups"])
-    typer.echo(f"wrote {path}: {len(config['groups'])} network(s) for {served} task(s); "
+    run = open_run(run_dir)
+    path = run.export(out, format=fmt)
+    rec = run.recommendation
+    typer.echo(f"wrote {path}: {len(rec.groups)} network(s) for {len(rec.tasks)} task(s); "
                f"train them with `taskscout train {path}`")
 
 
@@ -589,13 +519,15 @@ def verify(
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
 ) -> None:
     """Recommended grouping vs all-separate vs all-together, retrained with fresh seeds, on the test split."""
+    from taskscout.api import open_run
     from taskscout.device import resolve_device
-    from taskscout.verify import CONFIGS, check_verify_inputs, verify_run
+    from taskscout.verify import CONFIGS, check_verify_inputs
 
     resolve_device(device)
     check_verify_inputs(run_dir, seeds=seeds)  # a bad run directory or seed count: an error before the banner
+    run = open_run(run_dir)
     typer.echo(f"verifying {run_dir}: training the recommendation and both baselines ...")
-    result = verify_run(run_dir, seeds=seeds, device=device)
+    result = run.verify(seeds=seeds, device=device, report=False)
     out = result.to_dict()
     header = ("task", "metric", *(f"{c} loss/metric" for c in CONFIGS), "gain vs separate", "gain vs together")
 
@@ -625,13 +557,13 @@ def verify(
     # report.html shows the verification: rebuild it, as the search does, when the report module
     # (and plotly) is installed
     try:
-        from taskscout.report import build_report
+        path = run.report()
     except ModuleNotFoundError as e:
         if e.name not in ("taskscout.report", "plotly"):
             raise
         typer.echo(f"report.html not rebuilt ({e.name} is not installed); run `taskscout report {run_dir}` where it is")
     else:
-        typer.echo(f"rebuilt {build_report(run_dir)} with the verification")
+        typer.echo(f"rebuilt {path} with the verification")
 
 
 # ---------------------------------------------------------------- bench

@@ -313,13 +313,15 @@ def default_name(data: str) -> str:
     return Path(data).stem or "study"
 
 
-def resolve_spec(source: str | None, overrides: Mapping[str, Any] | None = None) -> StudySpec:
+def resolve_spec(source: str | None, overrides: Mapping[str, Any] | None = None, *,
+                 overrides_from: str = "the flags") -> StudySpec:
     """Build the spec from a study file or a data source, plus flag overrides (flags win).
 
     `source` is a `.toml` study file, a data file, `builtin:NAME`, or None when the overrides
     carry `data`. The file and the flags are checked separately, so an error names where the bad
     value came from. Budget presets fill only what neither the file nor the flags set.
-    Raises SpecError for unknown keys, wrong types, invalid values and inconsistent settings.
+    Raises SpecError for unknown keys, wrong types, invalid values and inconsistent settings;
+    a message names the overrides as `overrides_from` (the Python API: its arguments).
     """
     if source is not None and str(source).endswith(".toml"):
         file_values = _check(StudySpec, read_study_file(source), f"study file '{source}'")
@@ -327,7 +329,7 @@ def resolve_spec(source: str | None, overrides: Mapping[str, Any] | None = None)
         file_values = _check(StudySpec, {"data": str(source)}, "the command line")
     else:
         file_values = {}
-    flag_values = _check(StudySpec, {k: v for k, v in (overrides or {}).items() if v is not None}, "the flags")
+    flag_values = _check(StudySpec, {k: v for k, v in (overrides or {}).items() if v is not None}, overrides_from)
     user = _merge(file_values, flag_values)
     if "data" not in user:
         raise SpecError("no data given: pass a data file, builtin:NAME or a study file with 'data = ...'")

@@ -237,7 +237,7 @@ class Recommendation:
             tasks=tasks, groups=groups, assignment=assignment,
             auxiliaries=r.per_task(top.get("auxiliaries", {}), "auxiliaries", tasks,
                                    lambda v, k: _choices(r, v, k)),
-            baselines=_baselines(r, top.get("baselines", {}), tasks),
+            baselines=_baselines(r, top.get("baselines", {})),
             networks=r.integer(budget.get("networks"), "budget.networks", low=1, optional=True),
             requested=r.integer(budget.get("requested"), "budget.requested", low=1, optional=True),
             pareto=tuple(_front_point(r, p, f"pareto[{k}]", tasks) for k, p in enumerate(_list(r, top.get("pareto", []), "pareto"))),
@@ -300,8 +300,8 @@ def _group_auxiliaries(r: _Reader, items: list[Any], key: str, members: Sequence
         served = r.names([served] if isinstance(served, str) else served, f"{at}.serves", within=members)
         entry = merged.setdefault(name, {"kind": r.text(a.get("kind"), f"{at}.kind", optional=True),
                                          "serves": [], "expected_gain": {}, "ci": {}})
-        gains, ci = a.get("expected_gain", {}), a.get("ci", {})
         scalar = isinstance(a.get("serves"), str)
+        gains, ci = a.get("expected_gain", None if scalar else {}), a.get("ci", None if scalar else {})
         for t in served:
             if t not in entry["serves"]:
                 entry["serves"].append(t)
@@ -328,7 +328,7 @@ def _choices(r: _Reader, value: Any, key: str) -> tuple[AuxiliaryChoice, ...]:
     return tuple(out)
 
 
-def _baselines(r: _Reader, value: Any, tasks: Sequence[str]) -> dict[str, dict[str, float | None]]:
+def _baselines(r: _Reader, value: Any) -> dict[str, dict[str, float | None]]:
     b = r.mapping(value, "baselines", ("single_task_loss", "all_together_loss"))
     out = {}
     for k in ("single_task_loss", "all_together_loss"):

@@ -9,6 +9,10 @@
     summary.py  the closing text
 """
 
+import sys
+import types
+from typing import Any
+
 from taskscout.search.plan import PHASE_ORDER, PlannedModel, model_seeds
 from taskscout.search.runner import (
     PhaseOutcome,
@@ -28,3 +32,16 @@ __all__ = [
     "claim_pending", "enqueue_missing", "finalize", "model_seeds", "rebuild_tables", "recover_abandoned", "unfinished_phases",
     "run_phase", "run_search", "storage_url", "summary_text",
 ]
+
+
+class _SearchPackage(types.ModuleType):
+    """This package, which is also callable: `taskscout.search(data, ...)` is the Python API's
+    search (taskscout.api.search; the root package names it, so search does not import the API)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from taskscout import _api_search
+
+        return _api_search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _SearchPackage
