@@ -151,7 +151,7 @@ def search(
     `fresh`: start over instead of reusing the models a previous search of the same run stored.
 
     >>> import taskscout
-    >>> run = taskscout.search("builtin:planted", tasks="g0_t0,g0_t1,g1_t0", out=getfixture("tmp_path"),
+    >>> run = taskscout.search("builtin:planted", tasks="g0_t0,g0_t1,g1_t0", out="reports/example",
     ...                        budget="small", quiet=True, data_options={"n_rows": 400},
     ...                        training={"epochs": 3, "seeds": 2}, search={"phases": ["single", "pairs"]})
     >>> run.recommendation.tasks

@@ -492,12 +492,12 @@ def train(
     device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu or cuda; default from the config.")] = None,
 ) -> None:
     """Rebuild the data and auxiliaries of CONFIG, train one network per group, report test metrics."""
-    from taskscout.export import check_models_dir, load_config, train_config
+    from taskscout.export import check_models_dir, read_config, train_config
     from taskscout.spec import DEVICES
 
     if device is not None and device not in DEVICES:
         raise SpecError(f"--device must be one of {list(DEVICES)}. Got {device!r} instead.")
-    cfg = load_config(config)
+    cfg = read_config(config)
     out_dir = out if out is not None else config.with_name(config.stem + "-models")
     check_models_dir(out_dir, label=None if out is not None else f"the default output directory '{out_dir}' (no --out)")
     outcome = train_config(cfg, out_dir=out_dir, device=device)

@@ -267,6 +267,16 @@ def _check(cls: type, raw: Any, where: str, section: str = "") -> dict[str, Any]
     return values
 
 
+def check_settings(cls: type, raw: Mapping[str, Any], where: str, section: str = "") -> dict[str, Any]:
+    """`raw` checked against the rules declared next to `cls`'s fields (`rule`) and normalised
+    (lists to tuples, ints to floats where floats are expected): the study spec's mechanism, for
+    other validated settings such as taskscout.export's training config."""
+    return _check(cls, raw, where, section)
+
+
+rule = _rule  # a dataclass field with its validation rule, for settings checked with check_settings
+
+
 def _construct(cls: type, values: Mapping[str, Any]) -> Any:
     """The frozen settings object of already-checked values (sections built recursively)."""
     if cls is StudySpec:

@@ -16,23 +16,24 @@ and one checkpoint per group (a dict of plain values and the state dict, loadabl
 
 Exporting needs no torch; training and loading import it when called.
 
-    config.py  the config schema (constants) and reading and checking a config file
+    schema.py  the config as typed settings (TrainingConfig), checked with the study spec's rules
+    config.py  the config's constants, and reading and checking a config file
     write.py   export_config and write_config: a run's recommendation as a config file
     train.py   train_config, its metrics and checkpoints, and load_trained
 """
 
 from taskscout.export.config import (
-    CONFIG_SCHEMA_VERSION,
     FORMATS,
     METRICS,
     PREPROCESSING,
     SUFFIXES,
-    TOP_KEYS,
     check_config,
     check_default_inputs,
     load_config,
+    read_config,
     spec_from_config,
 )
+from taskscout.export.schema import CONFIG_SCHEMA_VERSION, TOP_KEYS, TrainingConfig
 from taskscout.export.train import TrainedGroup, TrainOutcome, load_trained, train_config
 from taskscout.export.write import (
     check_config_path,
@@ -45,7 +46,7 @@ from taskscout.export.write import (
 
 __all__ = [
     "CONFIG_SCHEMA_VERSION", "FORMATS", "METRICS", "PREPROCESSING", "SUFFIXES", "TOP_KEYS", "TrainOutcome",
-    "TrainedGroup", "check_config", "check_config_path", "check_default_inputs", "check_models_dir",
+    "TrainedGroup", "TrainingConfig", "read_config", "check_config", "check_config_path", "check_default_inputs", "check_models_dir",
     "config_format", "export_config", "group_auxiliaries", "load_config", "load_trained", "spec_from_config",
     "train_config", "write_config",
 ]

@@ -13,13 +13,9 @@ from typing import Any
 
 from taskscout import __version__, rundir
 from taskscout.errors import DataError, close_matches
-from taskscout.export.config import (
-    CONFIG_SCHEMA_VERSION,
-    METRICS,
-    check_config,
-    check_default_inputs,
-    spec_from_config,
-)
+from taskscout.export.config import METRICS, check_default_inputs, spec_from_config
+from taskscout.export.schema import CONFIG_SCHEMA_VERSION, Auxiliary, TrainingConfig
+from taskscout.export.schema import _plain as _plain_settings
 from taskscout.export.write import _writing, check_models_dir
 
 # ---------------------------------------------------------------- training
@@ -57,7 +53,7 @@ class TrainOutcome:
         return rows
 
 
-def _rebuild_auxiliaries(ds: Any, spec: Any, wanted: Sequence[Mapping[str, Any]]) -> list[Any]:
+def _rebuild_auxiliaries(ds: Any, spec: Any, wanted: Sequence[Auxiliary]) -> list[Any]:
     """The exported auxiliaries, regenerated from the data and checked against their provenance."""
     if not wanted:
         return []
@@ -66,20 +62,20 @@ def _rebuild_auxiliaries(ds: Any, spec: Any, wanted: Sequence[Mapping[str, Any]]
     by_name = {a.name: a for a in generate_candidates(ds, spec)}
     out = []
     for w in wanted:
-        a = by_name.get(w["name"])
+        a = by_name.get(w.name)
         if a is None:
             raise DataError(
-                f"auxiliary {w['name']!r} of the config is not among the {len(by_name)} candidates rebuilt from "
-                f"{spec.data}{close_matches(w['name'], by_name)}; the data or auxiliary settings differ from the "
+                f"auxiliary {w.name!r} of the config is not among the {len(by_name)} candidates rebuilt from "
+                f"{spec.data}{close_matches(w.name, by_name)}; the data or auxiliary settings differ from the "
                 "exported study: export again from a run on this data"
             )
 
         def same(p: Mapping[str, Any]) -> str:
             return json.dumps({k: v for k, v in p.items() if k != "scores"}, sort_keys=True, default=str)
 
-        if w.get("kind") not in (None, a.kind) or ("provenance" in w and same(w["provenance"]) != same(a.provenance)):
+        if w.kind not in (None, a.kind) or (w.provenance is not None and same(w.provenance) != same(a.provenance)):
             raise DataError(
-                f"auxiliary {w['name']!r} rebuilt from {spec.data} differs from the config's provenance "
+                f"auxiliary {w.name!r} rebuilt from {spec.data} differs from the config's provenance "
                 f"(kind {a.kind}, {a.provenance.get('transform')!r}); the data changed since the export: export again"
             )
         out.append(a)
@@ -87,7 +83,7 @@ def _rebuild_auxiliaries(ds: Any, spec: Any, wanted: Sequence[Mapping[str, Any]]
 
 
 def train_config(
-    config: Mapping[str, Any],
+    config: TrainingConfig | Mapping[str, Any],
     *,
     out_dir: str | Path,
     device: str | None = None,
@@ -105,28 +101,26 @@ def train_config(
     from taskscout.search.problem import build_problem
     from taskscout.training import ModelPlan, train_models
 
-    cfg = check_config(config)
+    cfg = config if isinstance(config, TrainingConfig) else TrainingConfig.from_dict(config)
     check_models_dir(out_dir)
     spec = spec_from_config(cfg)
     ds = build_dataset(spec)
     check_default_inputs(cfg, spec, ds)
-    wanted: dict[str, Mapping[str, Any]] = {}
-    for g in cfg["groups"]:
-        for a in g.get("auxiliaries", []):
-            wanted.setdefault(a["name"], a)
+    wanted: dict[str, Auxiliary] = {}
+    for g in cfg.groups:
+        for a in g.auxiliaries:
+            wanted.setdefault(a.name, a)
     aux_tasks = _rebuild_auxiliaries(ds, spec, list(wanted.values()))
     problem = build_problem(ds, list(spec.tasks), aux_tasks)
     index = problem.head_index
     plans = []
-    for k, g in enumerate(cfg["groups"]):
-        auxes = [a["name"] for a in g.get("auxiliaries", [])]
-        targets = [*g["tasks"], *auxes]
-        weights = g.get("loss_weights") or {}
+    for k, g in enumerate(cfg.groups):
+        auxes = [a.name for a in g.auxiliaries]
         plans.append(ModelPlan(
-            targets=tuple(index[n] for n in targets), main=tuple(index[n] for n in g.get("serves", g["tasks"])),
-            seed=int(cfg["seed"]), branch_layer=int(g["branch_layer"]),
+            targets=tuple(index[n] for n in g.targets), main=tuple(index[n] for n in g.serves),
+            seed=cfg.seed, branch_layer=g.branch_layer,
             dropped_features=tuple(sorted({f for a in auxes for f in problem.dropped.get(a, ())})),
-            loss_weights=tuple(float(weights.get(n, 1.0)) for n in targets), key=g.get("name") or f"group {k + 1}",
+            loss_weights=tuple(float(g.loss_weights.get(n, 1.0)) for n in g.targets), key=g.name or f"group {k + 1}",
         ))
     results = train_models(problem.X, problem.Y, problem.heads, problem.split, plans, model=spec.model,
                            training=spec.training, device=device or spec.device, eval_splits=("val", "test"),
@@ -137,13 +131,13 @@ def train_config(
     heads = [dataclasses.asdict(h) for h in problem.heads]
     names = [h.name for h in problem.heads]
     groups = []
-    for k, (g, plan, res) in enumerate(zip(cfg["groups"], plans, results, strict=True)):
+    for k, (g, plan, res) in enumerate(zip(cfg.groups, plans, results, strict=True)):
         def scores(split: str, plan: Any = plan, res: Any = res) -> dict[str, dict[str, float]]:
             return {names[t]: {"loss": float(res.loss[split][t]), "metric": float(res.metric[split][t])} for t in plan.targets}
 
         path = out / f"group_{k + 1}.pt"
         checkpoint = {
-            "schema_version": CONFIG_SCHEMA_VERSION, "taskscout_version": __version__, "group": _plain(g),
+            "schema_version": CONFIG_SCHEMA_VERSION, "taskscout_version": __version__, "group": _plain(_plain_settings(g)),
             "plan": {"targets": list(plan.targets), "main": list(plan.main), "seed": plan.seed,
                      "branch_layer": plan.branch_layer, "dropped_features": list(plan.dropped_features),
                      "loss_weights": list(plan.weights())},
@@ -156,8 +150,8 @@ def train_config(
         torch.save(checkpoint, buf)
         files[path] = buf.getvalue()
         groups.append(TrainedGroup(
-            name=g.get("name") or rundir.group_key(g["tasks"], spec.tasks), tasks=tuple(g["tasks"]),
-            serves=tuple(g.get("serves", g["tasks"])), auxiliaries=tuple(a["name"] for a in g.get("auxiliaries", [])),
+            name=g.name or rundir.group_key(g.tasks, spec.tasks), tasks=g.tasks,
+            serves=g.serves, auxiliaries=tuple(a.name for a in g.auxiliaries),
             branch_layer=plan.branch_layer, best_epoch=int(res.best_epoch), epochs_run=int(res.epochs_run),
             seconds=float(res.seconds), val=scores("val"), test=scores("test"), checkpoint=path,
         ))
@@ -182,13 +176,13 @@ def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else str(v)
 
 
-def _metrics_json(outcome: TrainOutcome, cfg: Mapping[str, Any]) -> dict[str, Any]:
+def _metrics_json(outcome: TrainOutcome, cfg: TrainingConfig) -> dict[str, Any]:
     def num(x: float) -> float | None:
         return round(x, 6) if math.isfinite(x) else None
 
     return {
         "schema_version": CONFIG_SCHEMA_VERSION,
-        "study": cfg.get("study"),
+        "study": cfg.study,
         "tasks": {t: {"group": g, "metric_name": m, "test_metric": num(v), "test_loss": num(lo)}
                   for t, g, m, v, lo in outcome.task_rows()},
         "groups": [

@@ -11,7 +11,8 @@ from typing import Any
 
 from taskscout import __version__, rundir
 from taskscout.errors import DataError, MissingResultsError, SpecError, close_matches
-from taskscout.export.config import CONFIG_SCHEMA_VERSION, FORMATS, METRICS, PREPROCESSING, SUFFIXES
+from taskscout.export.config import FORMATS, METRICS, PREPROCESSING, SUFFIXES
+from taskscout.export.schema import CONFIG_SCHEMA_VERSION
 from taskscout.grouping.recommendation import Group, read_recommendation
 
 # ---------------------------------------------------------------- export
