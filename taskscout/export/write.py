@@ -12,7 +12,7 @@ from typing import Any
 from taskscout import __version__, rundir
 from taskscout.errors import DataError, MissingResultsError, SpecError, close_matches
 from taskscout.export.config import FORMATS, METRICS, PREPROCESSING, SUFFIXES
-from taskscout.export.schema import CONFIG_SCHEMA_VERSION
+from taskscout.export.schema import CONFIG_SCHEMA_VERSION, TrainingConfig
 from taskscout.grouping.recommendation import Group, read_recommendation
 
 # ---------------------------------------------------------------- export
@@ -91,7 +91,7 @@ def export_config(run_dir: str | Path) -> dict[str, Any]:
             "expected_gain": dict(g.expected_gain),
             "ci": {t: None if c is None else list(c) for t, c in g.ci.items()},
         })
-    return {
+    config = {
         "schema_version": CONFIG_SCHEMA_VERSION,
         "taskscout_version": __version__,
         "study": spec.name,
@@ -119,6 +119,8 @@ def export_config(run_dir: str | Path) -> dict[str, Any]:
         },
         "groups": out_groups,
     }
+    # what is written is what `taskscout train` reads: checked here, not first when training
+    return TrainingConfig.from_dict(config, where=f"exported from {d}").to_dict()
 
 
 def _check_writable_below(path: Path, label: str) -> None:

@@ -33,6 +33,7 @@ the intervals" means below.
     choices.py        per group: the branch layer and the auxiliaries
     subset_scores.py  measured subsets as group scores, surrogate predictions, groups to measure
     recommend.py      recommend (from tables) and recommend_run (from a run directory)
+    recommendation.py Recommendation: recommendation.json typed and checked, read by export, verify, report
 """
 
 from taskscout.grouping.choices import (
@@ -57,6 +58,7 @@ from taskscout.grouping.recommend import (
     recommend_run,
     write_recommendation,
 )
+from taskscout.grouping.recommendation import Recommendation, read_recommendation
 from taskscout.grouping.scores import (
     ALONE,
     SCORE_SOURCES,
@@ -83,7 +85,8 @@ from taskscout.grouping.subset_scores import (
 
 __all__ = [
     "ALONE", "EXACT_MAX_TASKS", "RSA_SHARE_THRESHOLD", "SCORE_SOURCES", "SIMILARITY_COLUMNS", "SURROGATE_MAX_GROUP",
-    "AuxChoice", "BranchChoice", "BudgetChoice", "GroupScorer", "Grouping", "ScoreFn", "TaskScore", "Transfer",
+    "AuxChoice", "BranchChoice", "BudgetChoice", "GroupScorer", "Grouping", "Recommendation", "ScoreFn", "TaskScore",
+    "Transfer", "read_recommendation",
     "anchored_predictions", "baselines_from_trials", "build_graph", "choose_auxiliaries", "choose_branch_layer",
     "choose_grouping", "control_false_discoveries", "difference_is_inside_intervals", "groups_to_measure",
     "load_graphml", "negative_transfer_edges", "observed_group_scores", "recommend", "recommend_run",
