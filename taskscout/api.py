@@ -112,8 +112,11 @@ class Run:
         check_verify_inputs(self.path, seeds=seeds)
         result = verify_run(self.path, seeds=seeds, device=device)
         if report:
-            with contextlib.suppress(ModuleNotFoundError):
+            try:
                 self.report()
+            except ModuleNotFoundError as e:  # report.html needs plotly; verify.json is written all the same
+                if e.name not in ("taskscout.report", "plotly"):
+                    raise
         return result
 
     def __repr__(self) -> str:
@@ -123,11 +126,12 @@ class Run:
 def open_run(path: str | Path) -> Run:
     """The run directory `path` that a search wrote (it must hold spec.json).
 
-    >>> import taskscout
-    >>> taskscout.open_run("no/such/run")
-    Traceback (most recent call last):
-    ...
-    taskscout.errors.MissingResultsError: run directory 'no/such/run' does not exist; run `taskscout search` first
+    Example:
+        >>> import taskscout
+        >>> taskscout.open_run("no/such/run")
+        Traceback (most recent call last):
+        ...
+        taskscout.errors.MissingResultsError: run directory 'no/such/run' does not exist; run `taskscout search` first
     """
     return Run(rundir.require(path, rundir.SPEC))
 
@@ -150,14 +154,15 @@ def search(
     dict: `budget="small"`, `seed=1`, `training={"epochs": 10}`. `quiet`: no progress bars.
     `fresh`: start over instead of reusing the models a previous search of the same run stored.
 
-    >>> import taskscout
-    >>> run = taskscout.search("builtin:planted", tasks="g0_t0,g0_t1,g1_t0", out="reports/example",
-    ...                        budget="small", quiet=True, data_options={"n_rows": 400},
-    ...                        training={"epochs": 3, "seeds": 2}, search={"phases": ["single", "pairs"]})
-    >>> run.recommendation.tasks
-    ('g0_t0', 'g0_t1', 'g1_t0')
-    >>> sorted(run.affinity["method"].unique())
-    ['measured']
+    Example:
+        >>> import taskscout
+        >>> run = taskscout.search("builtin:planted", tasks="g0_t0,g0_t1,g1_t0", out="reports/example",
+        ...                        budget="small", quiet=True, data_options={"n_rows": 400},
+        ...                        training={"epochs": 3, "seeds": 2}, search={"phases": ["single", "pairs"]})
+        >>> run.recommendation.tasks
+        ('g0_t0', 'g0_t1', 'g1_t0')
+        >>> sorted(run.affinity["method"].unique())
+        ['measured']
     """
     from taskscout.spec import resolve_spec
 

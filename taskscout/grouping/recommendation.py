@@ -161,16 +161,17 @@ class FrontPoint:
 class Recommendation:
     """Which networks to train (recommendation.json, schema_version 1; DESIGN.md).
 
-    >>> rec = Recommendation.from_dict({
-    ...     "schema_version": 1, "tasks": ["a", "b", "c"],
-    ...     "groups": [{"tasks": ["a", "b"], "branch_layer": 2}, {"tasks": ["c"], "branch_layer": 2}],
-    ...     "assignment": {"a": 0, "b": 0, "c": 1}})
-    >>> rec.served_by("b").tasks
-    ('a', 'b')
-    >>> rec.groups[1].serves
-    ('c',)
-    >>> Recommendation.from_dict(rec.to_dict()) == rec
-    True
+    Example:
+        >>> rec = Recommendation.from_dict({
+        ...     "schema_version": 1, "tasks": ["a", "b", "c"],
+        ...     "groups": [{"tasks": ["a", "b"], "branch_layer": 2}, {"tasks": ["c"], "branch_layer": 2}],
+        ...     "assignment": {"a": 0, "b": 0, "c": 1}})
+        >>> rec.served_by("b").tasks
+        ('a', 'b')
+        >>> rec.groups[1].serves
+        ('c',)
+        >>> Recommendation.from_dict(rec.to_dict()) == rec
+        True
     """
 
     tasks: tuple[str, ...]
