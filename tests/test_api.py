@@ -115,7 +115,7 @@ def test_search_of_builtin_planted_groups_the_planted_tasks(tmp_path, monkeypatc
     # the target, exactly as a notebook user writes it (run directory: reports/planted)
     monkeypatch.chdir(tmp_path)
     run = taskscout.search("builtin:planted", budget="small", quiet=True)
-    assert run.path == tmp_path / "reports" / "planted"
+    assert run.path.absolute() == tmp_path / "reports" / "planted"
     rec = run.recommendation
     assert sorted(g.tasks for g in rec.groups) == [
         (f"g{g}_t0", f"g{g}_t1", f"g{g}_t2") for g in range(3)]
