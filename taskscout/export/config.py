@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from taskscout.data import Dataset
 from taskscout.errors import DataError, SpecError, close_matches
+from taskscout.spec import StudySpec
 
 CONFIG_SCHEMA_VERSION = 1
 FORMATS = ("yaml", "json")
@@ -97,7 +99,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
-def check_default_inputs(config: Mapping[str, Any], spec: Any, ds: Any) -> None:
+def check_default_inputs(config: Mapping[str, Any], spec: StudySpec, ds: Dataset) -> None:
     """A DataError when `config` was exported before identifier and date columns were left out of
     the default inputs (its preprocessing does not say so) and the data has such columns: its
     networks were searched with them as inputs, and training without them would differ silently."""

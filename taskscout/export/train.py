@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from taskscout import __version__, rundir
+from taskscout.data import Dataset, Head
 from taskscout.errors import DataError, close_matches
 from taskscout.export.config import (
     CONFIG_SCHEMA_VERSION,
@@ -21,6 +22,7 @@ from taskscout.export.config import (
     spec_from_config,
 )
 from taskscout.export.write import _writing, check_models_dir
+from taskscout.spec import StudySpec
 
 # ---------------------------------------------------------------- training
 
@@ -57,7 +59,7 @@ class TrainOutcome:
         return rows
 
 
-def _rebuild_auxiliaries(ds: Any, spec: Any, wanted: Sequence[Mapping[str, Any]]) -> list[Any]:
+def _rebuild_auxiliaries(ds: Dataset, spec: StudySpec, wanted: Sequence[Mapping[str, Any]]) -> list[Any]:
     """The exported auxiliaries, regenerated from the data and checked against their provenance."""
     if not wanted:
         return []
@@ -207,7 +209,7 @@ def load_trained(path: str | Path) -> tuple[Any, dict[str, Any]]:
     import torch
 
     from taskscout.spec import ModelSettings
-    from taskscout.training import Head, ModelPlan, build_model
+    from taskscout.training import ModelPlan, build_model
 
     ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
     heads = [Head(**h) for h in ckpt["heads"]]

@@ -19,7 +19,7 @@ import yaml
 from taskscout import rundir
 from taskscout.auxgen import candidate_records, generate_candidates
 from taskscout.cli import main
-from taskscout.data import TEST, build_dataset, load_frame
+from taskscout.data import TEST, Head, build_dataset, load_frame
 from taskscout.errors import DataError, MissingResultsError, SpecError
 from taskscout.export import (
     CONFIG_SCHEMA_VERSION,
@@ -33,7 +33,7 @@ from taskscout.export import (
     write_config,
 )
 from taskscout.spec import resolve_spec
-from taskscout.training import Head, evaluate_model
+from taskscout.training import evaluate_model
 
 TASKS = ["g0_t0", "g0_t1", "g1_t0"]
 
