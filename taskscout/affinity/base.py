@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from taskscout.affinity.measured import t_interval
 from taskscout.data import Dataset, Head, task_head
 from taskscout.errors import SpecError, close_matches
 from taskscout.rundir import AFFINITY_COLUMNS, COMPUTE_COLUMNS
@@ -156,8 +157,6 @@ def affinity_rows(
 
     `values[(source, target)]` lists one value per seed.
     """
-    from taskscout.affinity.measured import t_interval
-
     out = []
     for (source, target), vals in values.items():
         iv = t_interval(vals, level=level)
