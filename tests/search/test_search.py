@@ -468,6 +468,9 @@ def test_a_killed_search_resumes_and_trains_every_model_exactly_once(tmp_path):
     trials = pd.read_parquet(out / rundir.TRIALS)
     assert len(trials) == 11 and np.isfinite(trials["seconds"]).all()
     assert not list(out.glob(".*.tmp"))
+    # the command finishes with the stages after the search: recommendation, then report
+    assert (out / rundir.RECOMMENDATION).exists() and (out / rundir.REPORT).exists()
+    assert f"report: {out / rundir.REPORT}" in rerun.stdout
 
 
 def test_report_rebuild_writes_the_tables_and_recommendation_from_the_storage(searched_copy, capsys):
