@@ -450,6 +450,11 @@ def search(
 
         typer.echo(f"interrupted: {stored_models(spec)} models stored; run the same command again to resume", err=True)
         raise typer.Exit(130) from None
+    if "recommendation" in result.finalized:  # this process finished the run: the report is the last stage
+        from taskscout.report import build_report
+
+        build_report(result.run_dir)
+        result = dataclasses.replace(result, finalized=(*result.finalized, "report"))
     typer.echo(summary_text(result))
 
 
