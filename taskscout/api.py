@@ -250,4 +250,11 @@ def search_spec(spec: Any, *, quiet: bool = False, fresh: bool = False, join: bo
         bars = search_bars()
     with bars if bars is not None else contextlib.nullcontext():
         result = run_search(spec, fresh=fresh, progress=bars, join=join)
+    if "recommendation" in result.finalized:  # this process finished the run: the report is the last stage
+        import dataclasses
+
+        from taskscout.report import build_report
+
+        build_report(result.run_dir)
+        result = dataclasses.replace(result, finalized=(*result.finalized, "report"))
     return Run(Path(result.run_dir), result)

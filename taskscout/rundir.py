@@ -41,6 +41,8 @@ from typing import Any
 
 import pandas as pd
 
+from taskscout.errors import MissingResultsError, SpecError
+
 SCHEMA_VERSION = 1
 GROUP_SEP = "|"
 
@@ -229,8 +231,6 @@ def make_dirs(path: str | Path, what: str = "the run directory") -> Path | None:
     """Create directory `path` and its missing parents; the top-most directory this created
     (None when `path` existed), so a caller that fails before writing anything can remove it. A
     path that cannot be a directory (under a file, on a read-only place) is a SpecError."""
-    from taskscout.errors import SpecError
-
     d = Path(path)
     top = next((p for p in reversed((d, *d.parents)) if not p.exists()), None)
     try:
@@ -242,8 +242,6 @@ def make_dirs(path: str | Path, what: str = "the run directory") -> Path | None:
 
 def require(run_dir: str | Path, *names: str) -> Path:
     """The run directory, after checking it holds `names`; a clear error otherwise."""
-    from taskscout.errors import MissingResultsError
-
     d = Path(run_dir)
     if d.exists() and not d.is_dir():
         raise MissingResultsError(f"'{d}' is a file, not a run directory; give the directory a search wrote "

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from taskscout.data.builtin import load_builtin
 from taskscout.errors import DataError, close_matches
 from taskscout.spec import StudySpec
 
@@ -155,8 +156,6 @@ def load_frame(source: str, options: dict[str, Any] | None = None) -> pd.DataFra
     missing, unreadable or empty file and for repeated column names.
     """
     if source.startswith("builtin:"):
-        from taskscout.data.builtin import load_builtin
-
         return load_builtin(source.split(":", 1)[1], options)
     if options:
         raise DataError(f"data_options are only for builtin data sets; '{source}' is a file")

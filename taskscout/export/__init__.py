@@ -28,7 +28,6 @@ from taskscout.export.config import (
     PREPROCESSING,
     SUFFIXES,
     check_config,
-    check_default_inputs,
     load_config,
     read_config,
     spec_from_config,
@@ -46,7 +45,7 @@ from taskscout.export.write import (
 
 __all__ = [
     "CONFIG_SCHEMA_VERSION", "FORMATS", "METRICS", "PREPROCESSING", "SUFFIXES", "TOP_KEYS", "TrainOutcome",
-    "TrainedGroup", "TrainingConfig", "read_config", "check_config", "check_config_path", "check_default_inputs", "check_models_dir",
+    "TrainedGroup", "TrainingConfig", "check_config", "check_config_path", "check_models_dir", "read_config",
     "config_format", "export_config", "group_auxiliaries", "load_config", "load_trained", "spec_from_config",
     "train_config", "write_config",
 ]

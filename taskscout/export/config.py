@@ -14,6 +14,7 @@ from taskscout.export.schema import (
     TrainingConfig,
     _plain,
 )
+from taskscout.spec import resolve_spec
 
 FORMATS = ("yaml", "json")
 SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
@@ -80,20 +81,6 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return read_config(path).to_dict()
 
 
-def check_default_inputs(config: TrainingConfig | Mapping[str, Any], spec: Any, ds: Any) -> None:
-    """A DataError when `config` was exported before identifier and date columns were left out of
-    the default inputs (its preprocessing does not say so) and the data has such columns: its
-    networks were searched with them as inputs, and training without them would differ silently."""
-    pre = config.preprocessing if isinstance(config, TrainingConfig) else config["preprocessing"]
-    if "identifier_inputs" in pre or spec.inputs is not None:
-        return
-    if ds.left_out:
-        raise DataError(
-            f"this training config comes from a taskscout whose default inputs included {list(ds.left_out)}, which this version "
-            f"leaves out (an identifier or dates); export the run again, or name the inputs in data.inputs"
-        )
-
-
 def read_config(path: str | Path) -> TrainingConfig:
     """Read a training config (YAML or JSON) and check it (`TrainingConfig.from_dict`); a relative
     data path is resolved against the config file's folder."""
@@ -124,8 +111,6 @@ def check_config(config: Any, *, where: str = "<mapping>") -> dict[str, Any]:
 
 def spec_from_config(config: TrainingConfig | Mapping[str, Any]) -> Any:
     """The StudySpec that rebuilds the config's data and auxiliaries (data, split, aux, model, training)."""
-    from taskscout.spec import resolve_spec
-
     c = config if isinstance(config, TrainingConfig) else TrainingConfig.from_dict(config)
     data, training = c.data, c.training
     raw = {

@@ -14,6 +14,7 @@ from taskscout.errors import DataError, MissingResultsError, SpecError, close_ma
 from taskscout.export.config import FORMATS, METRICS, PREPROCESSING, SUFFIXES
 from taskscout.export.schema import CONFIG_SCHEMA_VERSION, TrainingConfig
 from taskscout.grouping.recommendation import Group, read_recommendation
+from taskscout.spec import spec_from_json
 
 # ---------------------------------------------------------------- export
 
@@ -63,8 +64,6 @@ def export_config(run_dir: str | Path) -> dict[str, Any]:
     epoch), its branch layer, its auxiliaries with generator provenance, and a loss weight per
     target (1.0 each: the study's weighting scheme then applies on top).
     """
-    from taskscout.spec import spec_from_json
-
     d = rundir.require(run_dir, rundir.SPEC, rundir.RECOMMENDATION)
     spec = spec_from_json((d / rundir.SPEC).read_text(encoding="utf-8"))
     rec = read_recommendation(d)

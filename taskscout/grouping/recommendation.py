@@ -282,40 +282,27 @@ def _group(r: _Reader, raw: Any, key: str, tasks: Sequence[str], assigned: Seque
         branch_source=r.text(g.get("branch_source"), f"{key}.branch_source", optional=True),
         score_source=r.text(g.get("score_source"), f"{key}.score_source", optional=True),
         sources=r.per_task(g.get("sources", {}), f"{key}.sources", members, lambda v, k: r.text(v, k, optional=True)),
-        aux=_group_auxiliaries(r, _list(r, g.get("aux", []), f"{key}.aux"), f"{key}.aux", members, serves),
+        aux=_group_auxiliaries(r, _list(r, g.get("aux", []), f"{key}.aux"), f"{key}.aux", members),
         expected_gain=r.per_task(g.get("expected_gain", {}), f"{key}.expected_gain", members, r.number),
         ci=r.per_task(g.get("ci", {}), f"{key}.ci", members, r.interval),
     )
 
 
-def _group_auxiliaries(r: _Reader, items: list[Any], key: str, members: Sequence[str],
-                       serves: Sequence[str]) -> tuple[GroupAuxiliary, ...]:
-    """A group's auxiliaries, each once. An entry may name one served task as a string with scalar
-    gains (`serves: "a"`, `expected_gain: 0.1`); entries of the same name are merged."""
-    merged: dict[str, dict[str, Any]] = {}
+def _group_auxiliaries(r: _Reader, items: list[Any], key: str, members: Sequence[str]) -> tuple[GroupAuxiliary, ...]:
+    """A group's auxiliaries, each listed once with the served tasks that gain from it."""
+    out = []
     for k, raw in enumerate(items):
         at = f"{key}[{k}]"
         a = r.mapping(raw, at, ("name", "kind", "serves", "expected_gain", "ci"), required=("name",))
-        name = r.text(a["name"], f"{at}.name")
-        served = a.get("serves", [])
-        served = r.names([served] if isinstance(served, str) else served, f"{at}.serves", within=members)
-        entry = merged.setdefault(name, {"kind": r.text(a.get("kind"), f"{at}.kind", optional=True),
-                                         "serves": [], "expected_gain": {}, "ci": {}})
-        scalar = isinstance(a.get("serves"), str)
-        gains, ci = a.get("expected_gain", None if scalar else {}), a.get("ci", None if scalar else {})
-        for t in served:
-            if t not in entry["serves"]:
-                entry["serves"].append(t)
-        if scalar:
-            entry["expected_gain"].setdefault(served[0], r.number(gains, f"{at}.expected_gain"))
-            entry["ci"].setdefault(served[0], r.interval(ci, f"{at}.ci"))
-        else:
-            for t, v in r.per_task(gains, f"{at}.expected_gain", served, r.number).items():
-                entry["expected_gain"].setdefault(t, v)
-            for t, v in r.per_task(ci, f"{at}.ci", served, r.interval).items():
-                entry["ci"].setdefault(t, v)
-    return tuple(GroupAuxiliary(name=n, kind=e["kind"], serves=tuple(e["serves"]), expected_gain=e["expected_gain"],
-                                ci=e["ci"]) for n, e in merged.items())
+        served = r.names(a.get("serves", []), f"{at}.serves", within=members)
+        out.append(GroupAuxiliary(
+            name=r.text(a["name"], f"{at}.name"), kind=r.text(a.get("kind"), f"{at}.kind", optional=True),
+            serves=served, expected_gain=r.per_task(a.get("expected_gain", {}), f"{at}.expected_gain", served, r.number),
+            ci=r.per_task(a.get("ci", {}), f"{at}.ci", served, r.interval),
+        ))
+    if len({a.name for a in out}) != len(out):
+        raise r.fail(key, "a list naming each auxiliary once", [a.name for a in out])
+    return tuple(out)
 
 
 def _choices(r: _Reader, value: Any, key: str) -> tuple[AuxiliaryChoice, ...]:

@@ -105,16 +105,6 @@ def test_the_design_example_fills_the_defaults():
     assert Recommendation.from_dict(again) == rec
 
 
-def test_an_auxiliary_listed_once_per_served_task_is_merged():
-    raw = copy.deepcopy(HAND_WRITTEN)
-    raw["groups"][0]["aux"] = [
-        {"name": "x", "kind": "related", "serves": "a", "expected_gain": 0.02, "ci": [0.0, 0.04]},
-        {"name": "x", "kind": "related", "serves": "b", "expected_gain": 0.05, "ci": [0.01, 0.09]},
-    ]
-    (aux,) = Recommendation.from_dict(raw).groups[0].aux
-    assert aux == GroupAuxiliary("x", "related", ("a", "b"), {"a": 0.02, "b": 0.05}, {"a": (0.0, 0.04), "b": (0.01, 0.09)})
-
-
 @pytest.mark.parametrize(("change", "says"), [
     (lambda d: d.update(schema_version=2), "schema_version in recommendation.json must be 1"),
     (lambda d: d.update(extra=1), "unknown key 'extra'"),
@@ -126,6 +116,8 @@ def test_an_auxiliary_listed_once_per_served_task_is_merged():
     (lambda d: d["groups"][1].update(tasks=["c", "z"]), "groups[1].tasks in recommendation.json must be a list drawn from"),
     (lambda d: d["auxiliaries"]["a"][0].update(expected_gain="big"), "auxiliaries.a[0].expected_gain"),
     (lambda d: d.update(tasks=[]), "tasks in recommendation.json must be a non-empty list"),
+    (lambda d: d["groups"][0]["aux"].append(d["groups"][0]["aux"][0]), "groups[0].aux in recommendation.json must be a list naming each auxiliary once"),
+    (lambda d: d["groups"][0]["aux"][0].update(serves="a"), "groups[0].aux[0].serves in recommendation.json must be a list of task names"),
 ])
 def test_a_malformed_recommendation_is_named_key_by_key(change, says):
     raw = copy.deepcopy(HAND_WRITTEN)
