@@ -19,7 +19,7 @@ _LAZY = {
     "run_search": "taskscout.search",
     "open_run": "taskscout.api",
     "Run": "taskscout.api",
-    "Recommendation": "taskscout.grouping.recommendation",
+    "Recommendation": "taskscout.recommendation",
 }
 
 __all__ = ["__version__", "search", *_LAZY]

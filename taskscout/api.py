@@ -23,8 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from taskscout import rundir
+from taskscout.data.builtin import BUILTINS, load_builtin
+from taskscout.device import resolve_device
 from taskscout.errors import DataError, SpecError
-from taskscout.grouping.recommendation import Recommendation, read_recommendation
+from taskscout.export import check_config_path, export_config, write_config
+from taskscout.progress import search_bars
+from taskscout.recommendation import Recommendation, read_recommendation
+from taskscout.report import build_report, write_pngs
+from taskscout.spec import resolve_spec, spec_from_json
+from taskscout.verify import Verification, check_verify_inputs, verify_run
 
 FRAME_FILE = "data.parquet"  # a DataFrame given to `search` is kept in the run directory under this name
 _WHERE = "the arguments of taskscout.search"
@@ -44,8 +51,6 @@ class Run:
     @cached_property
     def spec(self) -> Any:
         """The resolved study spec (spec.json) as a frozen `taskscout.spec.StudySpec`."""
-        from taskscout.spec import spec_from_json
-
         return spec_from_json((self.path / rundir.SPEC).read_text(encoding="utf-8"))
 
     @cached_property
@@ -82,41 +87,28 @@ class Run:
 
     def report(self) -> Path:
         """(Re)build report.html from the saved results (`taskscout report`); its path."""
-        from taskscout.report import build_report
-
         return build_report(self.path)
 
     def write_pngs(self) -> list[Path]:
         """Every report figure as figures/NAME.png (`taskscout report --png`; needs kaleido and
         Chromium); the files written."""
-        from taskscout.report import write_pngs
-
         return write_pngs(self.path)
 
     def export(self, path: str | Path, *, format: str | None = None) -> Path:
         """Write the recommendation as a training config for `taskscout train` (`taskscout export`):
         YAML or JSON, from `path`'s suffix unless `format` says. The path written."""
-        from taskscout.export import check_config_path, export_config, write_config
-
         check_config_path(path, format)
         return write_config(export_config(self.path), path, format=format)
 
-    def verify(self, *, seeds: int | None = None, device: str = "auto", report: bool = True) -> Any:
+    def verify(self, *, seeds: int | None = None, device: str = "auto", report: bool = True) -> Verification:
         """Train the recommendation, all-separate and all-together with fresh seeds and compare them
-        on the test split (`taskscout verify`); writes verify.json and, with `report` and plotly
-        installed, rebuilds report.html. A `taskscout.verify.Verification`."""
-        from taskscout.device import resolve_device
-        from taskscout.verify import check_verify_inputs, verify_run
-
+        on the test split (`taskscout verify`); writes verify.json and, with `report`, rebuilds
+        report.html. A `taskscout.verify.Verification`."""
         resolve_device(device)
         check_verify_inputs(self.path, seeds=seeds)
         result = verify_run(self.path, seeds=seeds, device=device)
         if report:
-            try:
-                self.report()
-            except ModuleNotFoundError as e:  # report.html needs plotly; verify.json is written all the same
-                if e.name not in ("taskscout.report", "plotly"):
-                    raise
+            self.report()
         return result
 
     def __repr__(self) -> str:
@@ -164,8 +156,6 @@ def search(
         >>> sorted(run.affinity["method"].unique())
         ['measured']
     """
-    from taskscout.spec import resolve_spec
-
     frame = None
     if _is_frame(data):
         frame, data = data, None
@@ -197,8 +187,6 @@ def _is_frame(data: Any) -> bool:
 
 def _builtin_tasks(source: str, options: Mapping[str, Any] | None) -> list[str]:
     """The label columns of `builtin:NAME` with `options`: what a search of it predicts by default."""
-    from taskscout.data.builtin import BUILTINS, load_builtin
-
     name = source.split(":", 1)[1]
     if name in BUILTINS and not options:
         return list(BUILTINS[name].tasks)
@@ -240,20 +228,14 @@ def search_spec(spec: Any, *, quiet: bool = False, fresh: bool = False, join: bo
     from taskscout.search import run_search
 
     if spec.device == "cuda":
-        from taskscout.device import resolve_device
-
         resolve_device(spec.device)
     bars = None
     if not quiet:
-        from taskscout.progress import search_bars
-
         bars = search_bars()
     with bars if bars is not None else contextlib.nullcontext():
         result = run_search(spec, fresh=fresh, progress=bars, join=join)
     if "recommendation" in result.finalized:  # this process finished the run: the report is the last stage
         import dataclasses
-
-        from taskscout.report import build_report
 
         build_report(result.run_dir)
         result = dataclasses.replace(result, finalized=(*result.finalized, "report"))

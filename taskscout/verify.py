@@ -33,7 +33,7 @@ from taskscout import rundir
 from taskscout.affinity.measured import paired_gains, t_interval
 from taskscout.data import Dataset, build_dataset
 from taskscout.errors import MissingResultsError, SpecError
-from taskscout.grouping.recommendation import Recommendation, read_recommendation
+from taskscout.recommendation import Recommendation, read_recommendation
 from taskscout.spec import StudySpec, spec_from_json
 
 if TYPE_CHECKING:

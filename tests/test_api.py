@@ -14,7 +14,7 @@ from taskscout import rundir
 from taskscout.data.builtin import load_builtin
 from taskscout.errors import DataError, MissingResultsError, SpecError
 from taskscout.export import TrainingConfig, read_config
-from taskscout.grouping.recommendation import Recommendation
+from taskscout.recommendation import Recommendation
 
 TASKS = ["g0_t0", "g0_t1", "g1_t0"]
 SMALL = {"budget": "small", "quiet": True, "training": {"epochs": 4, "seeds": 2},

@@ -24,10 +24,10 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("auxgen", ("taskscout.auxgen",)),
     ("training", ("taskscout.weighting", "taskscout.models", "taskscout.parallel", "taskscout.training")),
     ("affinity", ("taskscout.affinity",)),
-    ("grouping", ("taskscout.grouping",)),
+    ("grouping", ("taskscout.grouping", "taskscout.recommendation")),
     ("search", ("taskscout.search",)),
     ("report/export/verify/api", ("taskscout.report", "taskscout.export", "taskscout.verify", "taskscout.bench",
-                                  "taskscout.api")),
+                                  "taskscout.api", "taskscout.progress")),
     ("cli", ("taskscout.cli", "taskscout.__main__")),
 )
 # The package root is the front door: it loads the API lazily, and any module may read its

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ("taskscout.api", "taskscout.grouping.recommendation")
+MODULES = ("taskscout.api", "taskscout.recommendation")
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskscout.errors import SpecError
+from taskscout.errors import SpecError, close_matches
 from taskscout.spec import (
     AuxSettings,
     ModelSettings,
@@ -175,8 +175,6 @@ class TrainingConfig:
         missing = [k for k in TOP_KEYS if k not in raw]
         if missing:
             raise SpecError(f"{where} lacks {', '.join(missing)}; export it again with `taskscout export RUN_DIR`")
-        from taskscout.errors import close_matches
-
         unknown = [k for k in raw if k not in TOP_KEYS]
         if unknown:
             raise SpecError(f"unknown key {unknown[0]!r} in {where}{close_matches(unknown[0], TOP_KEYS)}; "

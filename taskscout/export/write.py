@@ -13,7 +13,7 @@ from taskscout import __version__, rundir
 from taskscout.errors import DataError, MissingResultsError, SpecError, close_matches
 from taskscout.export.config import FORMATS, METRICS, PREPROCESSING, SUFFIXES
 from taskscout.export.schema import CONFIG_SCHEMA_VERSION, TrainingConfig
-from taskscout.grouping.recommendation import Group, read_recommendation
+from taskscout.recommendation import Group, read_recommendation
 from taskscout.spec import spec_from_json
 
 # ---------------------------------------------------------------- export

@@ -33,7 +33,10 @@ the intervals" means below.
     choices.py        per group: the branch layer and the auxiliaries
     subset_scores.py  measured subsets as group scores, surrogate predictions, groups to measure
     recommend.py      recommend (from tables) and recommend_run (from a run directory)
-    recommendation.py Recommendation: recommendation.json typed and checked, read by export, verify, report
+
+The recommendation's typed form, `Recommendation` (recommendation.json parsed and checked once,
+read by export, verify and the report), is taskscout.recommendation: a module of its own that
+imports none of the libraries above, so that the report and export load without them.
 """
 
 from taskscout.grouping.choices import (
@@ -58,7 +61,6 @@ from taskscout.grouping.recommend import (
     recommend_run,
     write_recommendation,
 )
-from taskscout.grouping.recommendation import Recommendation, read_recommendation
 from taskscout.grouping.scores import (
     ALONE,
     SCORE_SOURCES,
@@ -82,6 +84,7 @@ from taskscout.grouping.subset_scores import (
     observed_group_scores,
     with_subset_scores,
 )
+from taskscout.recommendation import Recommendation, read_recommendation
 
 __all__ = [
     "ALONE", "EXACT_MAX_TASKS", "RSA_SHARE_THRESHOLD", "SCORE_SOURCES", "SIMILARITY_COLUMNS", "SURROGATE_MAX_GROUP",

@@ -23,7 +23,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from taskscout.grouping.recommendation import Recommendation
+from taskscout.recommendation import Recommendation
 
 MEASURED = "measured"  # affinity.csv method of gains measured by training (the ground truth)
 PHASE_ORDER = ("single", "pairs", "aux", "depth", "subsets", "estimators")

@@ -20,7 +20,7 @@ import pandas as pd
 
 from taskscout import rundir
 from taskscout.errors import TaskscoutError
-from taskscout.grouping.recommendation import Recommendation, read_recommendation
+from taskscout.recommendation import Recommendation, read_recommendation
 from taskscout.report import figures as F
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}

@@ -13,6 +13,7 @@ import sys
 import types
 from typing import Any
 
+from taskscout import _api_search
 from taskscout.search.plan import PHASE_ORDER, PlannedModel, model_seeds
 from taskscout.search.runner import (
     PhaseOutcome,
@@ -39,8 +40,6 @@ class _SearchPackage(types.ModuleType):
     search (taskscout.api.search; the root package names it, so search does not import the API)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from taskscout import _api_search
-
         return _api_search(*args, **kwargs)
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from taskscout import rundir
-from taskscout.grouping.recommendation import Recommendation, read_recommendation
+from taskscout.recommendation import Recommendation, read_recommendation
 from taskscout.report import figures as F
 
 from .conftest import BOLD, COMPUTE, EVIL, GAINS, PLATEAU, SEEDS, TASKS, estimator_value

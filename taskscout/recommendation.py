@@ -14,12 +14,14 @@ intervals, and the top-level `auxiliaries`, `baselines`, `budget`, `pareto`, `ve
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taskscout import rundir
 from taskscout.errors import MissingResultsError
 
 SCHEMA_VERSION = 1
@@ -341,10 +343,6 @@ def _front_point(r: _Reader, raw: Any, key: str, tasks: Sequence[str]) -> FrontP
 def read_recommendation(run_dir: str | Path) -> Recommendation:
     """The recommendation of a run directory, parsed and checked (a MissingResultsError when it
     is absent or malformed)."""
-    import json
-
-    from taskscout import rundir
-
     d = rundir.require(run_dir, rundir.RECOMMENDATION)
     path = d / rundir.RECOMMENDATION
     try:

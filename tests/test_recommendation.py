@@ -1,4 +1,4 @@
-"""Tests for taskscout.grouping.recommendation: recommendation.json as a typed, frozen result."""
+"""Tests for taskscout.recommendation: recommendation.json as a typed, frozen result."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from taskscout import rundir
 from taskscout.errors import MissingResultsError
 from taskscout.grouping import recommend
-from taskscout.grouping.recommendation import (
+from taskscout.recommendation import (
     AuxiliaryChoice,
     Group,
     GroupAuxiliary,
@@ -20,9 +20,9 @@ from taskscout.grouping.recommendation import (
     read_recommendation,
 )
 
-from .conftest import _planted_affinity
+from .grouping.conftest import _planted_affinity
 
-PLANTED = Path(__file__).parent / "data" / "planted_recommendation.json"
+PLANTED = Path(__file__).parent / "planted_recommendation.json"
 
 
 def test_real_search_output_round_trips_exactly():
