@@ -63,10 +63,10 @@ def planted(tmp_path_factory):
         "schema_version": 1, "tasks": TASKS,
         "groups": [
             {"tasks": ["g0_t0", "g0_t1"], "branch_layer": 1, "branch_source": "depth", "score_source": "measured",
-             "aux": [{"name": inputs_aux.name, "kind": "predict_inputs", "serves": "g0_t0", "expected_gain": 0.02, "ci": [0.0, 0.04]}],
+             "aux": [{"name": inputs_aux.name, "kind": "predict_inputs", "serves": ["g0_t0"], "expected_gain": {"g0_t0": 0.02}, "ci": {"g0_t0": [0.0, 0.04]}}],
              "expected_gain": {"g0_t0": 0.1, "g0_t1": 0.05}, "ci": {"g0_t0": [0.05, 0.15], "g0_t1": [0.0, 0.1]}},
             {"tasks": ["g1_t0"], "branch_layer": 2, "branch_source": "default", "score_source": "single",
-             "aux": [{"name": related_aux.name, "kind": "related", "serves": "g1_t0", "expected_gain": 0.03, "ci": [0.01, 0.05]}],
+             "aux": [{"name": related_aux.name, "kind": "related", "serves": ["g1_t0"], "expected_gain": {"g1_t0": 0.03}, "ci": {"g1_t0": [0.01, 0.05]}}],
              "expected_gain": {"g1_t0": 0.0}, "ci": {"g1_t0": [0.0, 0.0]}},
         ],
         "assignment": {"g0_t0": 0, "g0_t1": 0, "g1_t0": 1},
@@ -246,7 +246,7 @@ def test_export_then_train_with_a_non_main_task(tmp_path, capsys):
     rundir.write_json(run_dir / rundir.RECOMMENDATION, {
         "schema_version": 1, "tasks": ["g0_t0", "g0_t1"],
         "groups": [{"tasks": ["g0_t0", "g0_t1"], "serves": ["g0_t0", "g0_t1"], "branch_layer": 1,
-                    "aux": [{"name": aux.name, "kind": "related", "serves": "g0_t0"}],
+                    "aux": [{"name": aux.name, "kind": "related", "serves": ["g0_t0"]}],
                     "expected_gain": {"g0_t0": 0.1, "g0_t1": 0.05}, "ci": {"g0_t0": [0.0, 0.2], "g0_t1": [0.0, 0.1]}}],
         "assignment": {"g0_t0": 0, "g0_t1": 0}, "budget": {"networks": 1},
     })
