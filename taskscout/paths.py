@@ -10,12 +10,14 @@ import errno
 import os
 from pathlib import Path
 
+_stat = os.stat  # a name of this module's own, so a test can make a folder unenterable even as root
+
 
 def path_problem(path: Path) -> str | None:
     """Why `path` cannot be opened as an existing file or folder ("does not exist", "is a symbolic
     link that loops", "lies in a folder you may not enter: 'x'"); None when it can be looked at."""
     try:
-        os.stat(path)
+        _stat(path)
     except FileNotFoundError:
         if path.is_symlink():
             return f"is a symbolic link to '{os.readlink(path)}', which does not exist"
@@ -37,7 +39,7 @@ def _closed_parent(path: Path) -> Path:
     full = path.absolute()
     for part in (*reversed(full.parents), full):
         try:
-            os.stat(part)
+            _stat(part)
         except PermissionError:
             return part.parent
         except OSError:

@@ -349,7 +349,8 @@ def resolve_spec(source: str | None, overrides: Mapping[str, Any] | None = None)
         raise SpecError("no data given: pass a data file, builtin:NAME or a study file with 'data = ...'")
     preset = {k: dict(v) for k, v in BUDGET_PRESETS[user.get("budget", "medium")].items()}
     merged = _merge(preset, user)
-    merged.setdefault("name", default_name(str(merged["data"])))
+    if "name" not in merged:
+        merged["name"] = default_name(str(merged["data"]))
     spec = _construct(StudySpec, merged)
     _check_consistency(spec)
     if not spec.main:  # resolved means every default filled in: no main tasks named = all of them

@@ -22,6 +22,7 @@ BLANK_MARKERS = frozenset({"-", "--", "\u2013", "\u2014", "?", "."})
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?")
 _LONG_INT = re.compile(r"[+-]?\d{19,}")
 MAX_CATEGORY_FEATURES = 20  # a text input one-hot coded into more features than this gets a note
+MAX_MIXED_NUMBERS = 10  # a text input mixing text with more distinct numbers than this gets a note
 
 
 def _is_text(values: pd.Series) -> bool:
@@ -42,6 +43,9 @@ def numbers_from_text(values: pd.Series) -> tuple[pd.Series, str] | None:
     if all(isinstance(v, decimal.Decimal) for v in present):
         return values.map(lambda v: float(v) if isinstance(v, decimal.Decimal) else np.nan).astype(float), \
             "Decimal values read as floats"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in present):  # pandas keeps these as Python ints
+        return values.map(lambda v: float(v) if pd.notna(v) else np.nan).astype(float), \
+            f"integers too long for 64 bits read as (rounded) floats, such as {present.iloc[0]!r}"
     if not all(isinstance(v, str) for v in present):
         return None
     text = present.str.strip()
@@ -136,16 +140,16 @@ def refuse_mixed_target(values: pd.Series, *, name: str, source: str, max_levels
 def mixed_input_note(values: pd.Series, column: str, features: int, *, only_mixed: bool = False) -> str | None:
     """A note when a text input one-hot coded into `features` features mixes numbers and text, or
     (unless `only_mixed`) simply has many categories."""
-    if not _is_text(values) or features <= MAX_CATEGORY_FEATURES:
+    if not _is_text(values):
         return None
     present = values.dropna().astype(str)
     numbers = pd.to_numeric(present, errors="coerce")
-    if numbers.notna().any() and numbers.isna().any():
+    if numbers.nunique() > MAX_MIXED_NUMBERS and numbers.isna().any():
         text = present[numbers.isna()]
         return (f"input column {column!r} mixes {int(numbers.notna().sum())} numbers with {len(text)} text cells "
                 f"such as {text.iloc[0]!r}: one-hot coded into {features} features, a category per number; "
                 f"clean the text cells (empty means missing) to use it as one number")
-    if only_mixed:
+    if only_mixed or features <= MAX_CATEGORY_FEATURES:
         return None
     return (f"input column {column!r} is text with many categories: one-hot coded into {features} features; "
             f"leave it out with --inputs if it is an identifier or free text")

@@ -128,6 +128,9 @@ def _read_csv(path: Path, source: str) -> pd.DataFrame:
             rows = [row for row in itertools.islice(csv.reader(fh), 12) if row]
         if not rows:
             raise DataError(f"'{source}' is empty: expected a CSV file with a header row and data rows")
+        if len(rows[0]) <= 2 and rows[0][0].lower().startswith("sep=") and not any(rows[0][1:]):
+            raise DataError(f"'{source}' starts with Excel's {','.join(rows[0])!r} line; delete that first line, so "
+                            f"that the header row comes first (or save the sheet as a plain comma-separated CSV)")
         if len(rows[0]) == 1:
             _refuse_one_field_header(rows, source)
         _require_unique(rows[0], source)
@@ -144,12 +147,9 @@ def _read_csv(path: Path, source: str) -> pd.DataFrame:
 
 
 def _refuse_one_field_header(rows: list[list[str]], source: str) -> None:
-    """DataError for the usual reasons a CSV header has a single field: Excel's `sep=;` line, a
-    title line above the header, or fields separated by something other than commas."""
+    """DataError for the usual reasons a CSV header has a single field: a title line above the
+    header, or fields separated by something other than commas."""
     first = rows[0][0]
-    if first.lower().startswith("sep=") and len(first) <= 5:
-        raise DataError(f"'{source}' starts with Excel's {first!r} line; delete that first line, so that the "
-                        f"header row comes first (or save the sheet as a plain comma-separated CSV)")
     wider = [len(r) for r in rows[1:] if len(r) > 1]
     if wider:
         raise DataError(f"the first line of '{source}' ({first[:40]!r}) has 1 field but the lines below it have "
@@ -204,6 +204,9 @@ def load_frame(source: str, options: dict[str, Any] | None = None) -> pd.DataFra
         raise DataError(f"data file '{source}' {problem}; give a CSV or Parquet path or builtin:NAME")
     if path.is_dir():
         raise DataError(f"'{source}' is a directory; give a CSV or Parquet file")
+    if path.suffix.lower() in (".xlsx", ".xlsm", ".xls", ".ods"):
+        raise DataError(f"'{source}' is an Excel workbook (a spreadsheet), not a table file; save the sheet as CSV "
+                        f"(UTF-8) or as Parquet")
     try:
         if path.suffix.lower() in PARQUET_SUFFIXES:
             frame = _read_parquet(path, source)
