@@ -454,7 +454,7 @@ def _looks_like_dates(present: pd.Series) -> bool:
     # A date has parts (2024-01-31, 31/01/2024, Jan 31 2024): codes of digits alone, such as zip
     # codes "02100", parse as dates too but are not.
     parts = sample.str.contains(r"[-/:\s]|[A-Za-z]", regex=True).all()
-    return bool(parts and pd.to_datetime(sample, errors="coerce", format="mixed").notna().all())
+    return bool(parts and pd.to_datetime(sample, errors="coerce", format="mixed", utc=True).notna().all())
 
 
 def _left_out_note(frame: pd.DataFrame, column: str) -> str:
