@@ -155,6 +155,20 @@ def mixed_input_note(values: pd.Series, column: str, features: int, *, only_mixe
             f"leave it out with --inputs if it is an identifier or free text")
 
 
+def infinite_inputs_to_missing(frame: pd.DataFrame, inputs: Iterable[str]) -> list[str]:
+    """Make +-inf in the numeric `inputs` missing, in place (for every later stage: auxiliary
+    hints are built from the same frame); a note for each column."""
+    notes = []
+    for c in inputs:
+        s = frame[c]
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            infinite = np.isinf(s.to_numpy(dtype=float))
+            if infinite.any():
+                frame[c] = s.astype(float).where(~infinite, np.nan)
+                notes.append(f"input column {c!r} holds {int(infinite.sum())} infinite values: counted as missing")
+    return notes
+
+
 def copied_targets(frame: pd.DataFrame, tasks: Iterable[str], inputs: Iterable[str]) -> list[str]:
     """Notes for inputs that equal a task on every labelled row of it (a leak)."""
     notes = []

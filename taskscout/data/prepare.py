@@ -24,6 +24,7 @@ import pandas as pd
 
 from taskscout.data.checks import (
     copied_targets,
+    infinite_inputs_to_missing,
     mixed_input_note,
     nested_kind,
     read_numbers,
@@ -88,6 +89,7 @@ class Dataset:
     notes: tuple[str, ...] = ()  # what the data stage decided on its own, for the user to read
     left_out: tuple[str, ...] = ()  # columns it left out of the default inputs (identifiers, dates)
     meta: dict[str, Any] = field(default_factory=dict)
+    times: pd.Series | None = None  # the time column as read by the data stage (numbers or datetimes)
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -363,8 +365,6 @@ def _preprocess_inputs(frame: pd.DataFrame, inputs: tuple[str, ...], train: np.n
         if pd.api.types.is_numeric_dtype(s):
             v = s.to_numpy(dtype=float)
             missing = ~np.isfinite(v)
-            if np.isinf(v).any():
-                notes.append(f"input column {c!r} holds {int(np.isinf(v).sum())} infinite values: counted as missing")
             tr = v[train & ~missing]
             mean = float(tr.mean()) if len(tr) else 0.0
             std = float(tr.std()) if len(tr) else 1.0
@@ -501,6 +501,7 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
             frame[c] = pd.to_numeric(frame[c], errors="coerce")
             notes.append(f"input column {c!r} holds numbers except {len(stray)} text cells such as {stray.iloc[0]!r}: "
                          f"those count as missing values")
+    notes += infinite_inputs_to_missing(frame, inputs)
     notes += copied_targets(frame, spec.tasks, inputs)
     X, names, sources, feature_notes = _preprocess_inputs(frame, tuple(inputs), train, named=spec.inputs is not None)
     return Dataset(
@@ -508,7 +509,7 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
         Y=Y, tasks=tuple(info for _, info in encoded), split=split, time_column=spec.time_column,
         entity_column=spec.entity_column,
         notes=(*notes, *time_notes, *feature_notes, *_unused_time_column_note(frame, spec)),
-        left_out=left_out,
+        left_out=left_out, times=times,
     )
 
 

@@ -33,6 +33,8 @@ def parse_times(raw: pd.Series, column: str, source: str) -> tuple[pd.Series, tu
         dayfirst, notes = _date_order(raw, column, source)
         times, more = _to_datetime(raw, column, source, dayfirst)
         notes += more
+        if isinstance(times.dtype, pd.DatetimeTZDtype):  # plain UTC datetimes sort as numbers do
+            times = times.dt.tz_convert("UTC").dt.tz_localize(None)
     if times.isna().any():
         raise DataError(
             f"time column {column!r} of {source} has {int(times.isna().sum())} empty values; every row needs a time"

@@ -481,3 +481,24 @@ def test_candidates_on_hostile_numbers_prints_notes_and_no_warning(folder):
     frame.to_csv(folder / "k.csv", index=False)
     result = invoke(folder, "candidates", "k.csv", "--tasks", "a,b")
     assert result.code == 0 and "note: column 'b' of k.csv read as numbers" in result.err
+
+
+def test_13_candidates_on_empty_and_infinite_inputs_print_no_library_warning(folder):
+    # hints standardise every numeric input: an all-missing one warned "Degrees of freedom <= 0",
+    # an infinite value overflowed (RuntimeWarning) before infinite inputs became missing values
+    frame = table(60).assign(empty=np.nan, x2=lambda f: f["x2"].where(f.index % 9 != 0, np.inf))
+    frame["day"] = _dates("%d.%m.%Y", 60)
+    frame.to_csv(folder / "h.csv", index=False)
+    result = accepted(folder, "candidates", "h.csv", "--tasks", "a,b", "--time-column", "day",
+                      notes=("input column 'x2' holds 7 infinite values: counted as missing",
+                             "holds dates written day first"))
+    assert "future" in result.out
+
+
+def test_the_future_kind_orders_rows_as_the_split_does():
+    # day-first dates in file order that month-first reading would scramble
+    from taskscout.auxgen.future import time_order
+
+    frame = table().assign(day=_dates("%d/%m/%Y")).iloc[::-1].reset_index(drop=True)
+    ds = build_dataset(resolve_spec("t.csv", {"tasks": ["a"], "time_column": "day"}), frame)
+    assert list(time_order(ds)) == list(range(N - 1, -1, -1))
