@@ -25,6 +25,10 @@ MAX_CATEGORY_FEATURES = 20  # a text input one-hot coded into more features than
 MAX_MIXED_NUMBERS = 10  # a text input mixing text with more distinct numbers than this gets a note
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _is_text(values: pd.Series) -> bool:
     return not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
                 or pd.api.types.is_datetime64_any_dtype(values))
@@ -61,7 +65,7 @@ def numbers_from_text(values: pd.Series) -> tuple[pd.Series, str] | None:
     if grouped.any():
         reasons.append(f"thousands separators removed (such as {rest[grouped].iloc[0]!r})")
     if blank.any():
-        reasons.append(f"{int(blank.sum())} cells holding {text[blank].iloc[0]!r} counted as empty")
+        reasons.append(f"{_count(int(blank.sum()), 'cell')} holding {text[blank].iloc[0]!r} counted as empty")
     long = rest.str.fullmatch(_LONG_INT.pattern)
     if long.any():
         reasons.append(f"integers of 19 digits or more read as (rounded) floats, such as {rest[long].iloc[0]!r}")
@@ -114,7 +118,7 @@ def refuse_infinite_target(values: pd.Series, *, name: str, source: str) -> None
     if infinite.any():
         row = int(np.flatnonzero(infinite)[0])
         raise DataError(
-            f"column {name!r} of {source} is a task but holds infinite values in {int(infinite.sum())} rows "
+            f"column {name!r} of {source} is a task but holds infinite values in {_count(int(infinite.sum()), 'row')} "
             f"(row {row}: {v[row]}); replace them with numbers, or empty those cells (empty means unlabelled)"
         )
 
@@ -165,7 +169,7 @@ def infinite_inputs_to_missing(frame: pd.DataFrame, inputs: Iterable[str]) -> li
             infinite = np.isinf(s.to_numpy(dtype=float))
             if infinite.any():
                 frame[c] = s.astype(float).where(~infinite, np.nan)
-                notes.append(f"input column {c!r} holds {int(infinite.sum())} infinite values: counted as missing")
+                notes.append(f"input column {c!r} holds {_count(int(infinite.sum()), 'infinite value')}: counted as missing")
     return notes
 
 

@@ -211,7 +211,8 @@ def test_7_infinite_values_in_a_target_are_refused(folder, cells):
     b[: len(cells)] = cells
     frame.assign(b=b).to_csv(folder / "i.csv", index=False)
     refused(folder, "validate", "i.csv", "--tasks", "b",
-            says=(f"column 'b' of i.csv is a task but holds infinite values in {len(cells)} rows (row 0: inf)",
+            says=(f"column 'b' of i.csv is a task but holds infinite values in {len(cells)} row" + "s" * (len(cells) > 1)
+                  + " (row 0: inf)",
                   "empty those cells"))
 
 
@@ -239,7 +240,7 @@ def test_8_thousands_separators_and_dash_blanks_are_read_as_numbers(folder):
     frame["x2"] = [f"{1000 * v + 9000:,.1f}" for v in frame["x2"]]
     frame.to_csv(folder / "k.csv", index=False)
     result = accepted(folder, "validate", "k.csv", "--tasks", "b", notes=(
-        "column 'b' of k.csv read as numbers: thousands separators removed", "1 cells holding '-' counted as empty",
+        "column 'b' of k.csv read as numbers: thousands separators removed", "1 cell holding '-' counted as empty",
         "column 'x2' of k.csv read as numbers"))
     assert "b  regression labelled" in result.out.replace("  ", " ").replace(" regression", "  regression")
     assert "inputs     4 columns -> 6 features" in result.out  # x1, x2, a, c=3: no identifier left out
