@@ -143,3 +143,38 @@ def test_numbers_with_thousands_separators_read_back_as_the_numbers(values, deci
     got = numbers_from_text(text)
     assert got is not None and "thousands separators removed" in got[1]
     assert np.allclose(got[0].to_numpy(), [v / 10**decimals for v in values], rtol=1e-12, atol=0)
+
+
+# Study-file keys and hostile values for them (TOML written by hand: the values are what matter).
+STUDY_KEYS = ("seed", "name", "budget", "device", "out", "time_column", "inputs", "main", "training.epochs",
+              "training.lr", "training.weighting", "training.seeds", "model.depth", "split.val", "split.test",
+              "aux.kinds", "aux.adversarial", "aux.smooth_source", "aux.cap", "search.storage", "search.phases",
+              "search.fdr", "task_types.a", "no_such_key", "training.no_such_key")
+TOML_VALUES = st.one_of(
+    st.integers(-2**70, 2**70).map(str),
+    st.sampled_from(["nan", "inf", "-inf", "0.5", "1e308", "true", "[]", '["a"]', '["a", "a"]', '["x1", "b"]',
+                     '"a"', '""', '".."', '"../up"', '"bogus"', '"not a url"', '"sqlite:///s.db"', '"t.csv/x"',
+                     '"binary"', '{ a = 1 }', '"\\u00e9"', '"a,b"']),
+    st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=6).map(lambda t: '"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"'),
+)
+
+
+@FEW
+@given(st.lists(st.tuples(st.sampled_from(STUDY_KEYS), TOML_VALUES), max_size=3, unique_by=lambda kv: kv[0]),
+       st.booleans())
+def test_validate_ends_cleanly_on_any_study_file(settings_, bom):
+    top = [f"{k} = {v}" for k, v in settings_ if "." not in k]
+    sections: dict[str, list[str]] = {}
+    for k, v in settings_:
+        if "." in k:
+            section, key = k.split(".")
+            sections.setdefault(section, []).append(f"{key} = {v}")
+    text = "\n".join(['data = "t.csv"', 'tasks = ["a", "b"]', *top,
+                      *(f"[{s}]\n" + "\n".join(lines) for s, lines in sections.items())]) + "\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        rng = np.random.default_rng(0)
+        pd.DataFrame({"x1": rng.normal(size=40), "a": np.arange(40) % 2, "b": rng.normal(size=40)}).to_csv(
+            folder / "t.csv", index=False)
+        (folder / "s.toml").write_bytes(("\ufeff" if bom else "").encode() + text.encode())
+        invoke(folder, "validate", "s.toml")
