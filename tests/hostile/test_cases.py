@@ -457,6 +457,49 @@ def test_13_candidates_on_empty_and_infinite_inputs_print_no_library_warning(fol
     assert "future" in result.out
 
 
+# ---------------------------------------------------------------- further cases of our own
+
+
+def test_an_excel_workbook_is_named(folder):
+    (folder / "book.xlsx").write_bytes(b"PK\x03\x04" + bytes(200))
+    refused(folder, "validate", "book.xlsx", "--tasks", "a", says=("is an Excel workbook", "save the sheet as CSV"))
+
+
+def test_a_task_of_only_empty_cells(folder):
+    table().assign(a=np.nan).to_csv(folder / "e.csv", index=False)
+    refused(folder, "validate", "e.csv", "--tasks", "a", says=("column 'a' of e.csv is a task but has no labelled rows",))
+
+
+def test_blank_markers_alone_are_text_not_numbers(folder):
+    table().assign(x2="-").to_csv(folder / "dash.csv", index=False)
+    result = accepted(folder, "validate", "dash.csv", "--tasks", "a")
+    assert "read as numbers" not in result.out
+
+
+def test_zip_codes_in_a_parquet_text_column_stay_text(folder):
+    table().assign(zip=[f"0{2100 + i % 4}" for i in range(N)]).to_parquet(folder / "z.parquet")
+    result = accepted(folder, "validate", "z.parquet", "--tasks", "a")
+    assert "read as numbers" not in result.out and "-> 10 features" in result.out
+
+
+def test_a_directory_given_as_data(folder):
+    (folder / "dir.csv").mkdir()
+    refused(folder, "validate", "dir.csv", "--tasks", "a", says=("'dir.csv' is a directory",))
+
+
+def test_a_path_through_a_file(folder):
+    refused(folder, "validate", "t.csv/inner.csv", "--tasks", "a",
+            says=("data file 't.csv/inner.csv' does not exist (a part of the path before it is a file",))
+
+
+def test_candidates_on_hostile_numbers_prints_notes_and_no_warning(folder):
+    frame = table()
+    frame["b"] = [f"{1000 * v + 5000:,.0f}" for v in frame["b"]]
+    frame.to_csv(folder / "k.csv", index=False)
+    result = invoke(folder, "candidates", "k.csv", "--tasks", "a,b")
+    assert result.code == 0 and "note: column 'b' of k.csv read as numbers" in result.err
+
+
 def test_the_future_kind_orders_rows_as_the_split_does():
     # day-first dates in file order that month-first reading would scramble
     from taskscout.auxgen.future import time_order
