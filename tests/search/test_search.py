@@ -23,7 +23,7 @@ from taskscout.search.runner import fingerprint, storage_url
 from taskscout.search.storage import claim_pending, enqueue_missing, open_store
 from taskscout.spec import resolve_spec
 
-from .distributed._worker import planted_result
+from ..distributed._worker import planted_result
 
 TASKS = ["g0_t0", "g0_t1", "g1_t0", "g1_t1"]
 T2 = 4.302652729911275  # t(0.975, 2)
@@ -462,7 +462,7 @@ def test_a_killed_search_resumes_and_trains_every_model_exactly_once(tmp_path):
     )
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "taskscout", "search", str(study), "--out", str(out), "--quiet", "--device", "cpu"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     db = out / rundir.STUDY_DB
     deadline = time.monotonic() + 120

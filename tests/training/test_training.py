@@ -170,9 +170,10 @@ def test_parallel_stacks_change_nothing_but_the_schedule():
 def test_parallel_stacks_with_torch_optim_adam_train_as_one_stack(monkeypatch):
     # Where the fused kernel is missing (torch 2.3) the stacks use torch.optim.Adam, in forked
     # workers too (the caller loads its lazy imports once, before forking).
-    import taskscout.training as training
+    from taskscout.training import optimiser, stacked
 
-    monkeypatch.setattr(training, "_fused_ok", lambda params: False)
+    monkeypatch.setattr(optimiser, "_fused_ok", lambda params: False)  # what _adam asks
+    monkeypatch.setattr(stacked, "_fused_ok", lambda params: False)  # what train_models asks
     X, Y, split = make_data()
     kw = {"model": MODEL, "training": settings(), "device": "cpu", "dtype": torch.float64}
     one = train_models(X, Y, HEADS, split, PLANS, parallel_stacks=1, **kw)
@@ -200,9 +201,9 @@ def test_ctrl_c_stops_parallel_stacks_at_their_next_step():
 
 def test_an_error_in_one_stack_stops_the_others_and_is_raised(monkeypatch):
     # One stack fails after 0.3 s; the other, set to train 400 epochs, stops at its next step.
-    import taskscout.training as training
+    from taskscout.training import stacked
 
-    real = training._train_stack
+    real = stacked._train_stack
 
     def failing_first(data, heads, plans, plan_index, *args, **kw):
         if 0 in plan_index:
@@ -210,7 +211,7 @@ def test_an_error_in_one_stack_stops_the_others_and_is_raised(monkeypatch):
             raise ValueError("stack failed")
         return real(data, heads, plans, plan_index, *args, **kw)
 
-    monkeypatch.setattr(training, "_train_stack", failing_first)
+    monkeypatch.setattr(stacked, "_train_stack", failing_first)
     X, Y, split = make_data(n=400)
     plans = [ModelPlan((0, 1), (0,), seed=k, branch_layer=1) for k in range(8)]
     finished: list[int] = []
@@ -380,7 +381,7 @@ def test_an_empty_evaluation_split_gives_nan():
 
 
 def test_fused_adam_only_where_torch_has_it(monkeypatch):
-    from taskscout.training import _fused_ok
+    from taskscout.training.optimiser import _fused_ok
 
     cpu = [torch.zeros(3)]
     assert _fused_ok(cpu) and not _fused_ok([torch.zeros(3, dtype=torch.float16)])
@@ -391,7 +392,7 @@ def test_fused_adam_only_where_torch_has_it(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_direct_fused_adam_updates_exactly_as_torch_optim_adam(dtype):
-    from taskscout.training import _adam, _FusedAdam
+    from taskscout.training.optimiser import _adam, _FusedAdam
 
     gen = torch.Generator().manual_seed(0)
     start = [torch.randn(4, 3, 2, generator=gen, dtype=dtype), torch.randn(4, 1, 2, generator=gen, dtype=dtype)]

@@ -1,0 +1,43 @@
+"""Shared helpers over the run-directory tables: column checks, group keys, numbers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from taskscout import rundir
+from taskscout.errors import MissingResultsError
+
+_EPS = 1e-12
+
+
+# ---------------------------------------------------------------- table checks
+
+
+def _require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise MissingResultsError(
+            f"the {what} table has no column(s) {', '.join(missing)}; expected columns "
+            f"{', '.join(columns)}; rerun `taskscout search` to rewrite it"
+        )
+
+
+def _split_group(name: str) -> tuple[str, ...]:
+    return tuple(str(name).split(rundir.GROUP_SEP))
+
+
+def _key(tasks: Iterable[str], order: Sequence[str]) -> tuple[str, ...]:
+    """A group as a tuple of task names in study order (the hashable twin of rundir.group_key)."""
+    return tuple(rundir.group_key(tasks, order).split(rundir.GROUP_SEP))
+
+
+def _num(v: Any) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return f

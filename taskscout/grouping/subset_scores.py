@@ -1,0 +1,184 @@
+"""Subset scores and confirmation: measured subsets as group scores, surrogate predictions, groups to measure next."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+
+from taskscout import rundir
+from taskscout.grouping._tables import _key, _require_columns, _split_group
+from taskscout.grouping.scores import ALONE, GroupScorer, ScoreFn, TaskScore
+from taskscout.grouping.solve import choose_grouping, solve_grouping
+
+SURROGATE_MAX_GROUP = 4  # surrogate scores for every group of 2..4 main tasks not measured
+
+
+def observed_group_scores(observations: pd.DataFrame, tasks: Sequence[str]) -> pd.DataFrame:
+    """Measured `group_scores.csv` rows from surrogate observations (group, task, seed, norm_loss):
+    for every group of two or more of `tasks`, each member's mean normalised loss over its seeds
+    with a Student-t interval (source "measured", as for the groups the measured phases train)."""
+    from taskscout.affinity.measured import t_interval
+
+    _require_columns(observations, rundir.SUBSET_OBSERVATION_COLUMNS, "subset observations")
+    main = set(tasks)
+    rows = []
+    for (group, task), at in observations.groupby(["group", "task"], sort=False):
+        members = _split_group(group)
+        if len(members) < 2 or not set(members) <= main or task not in members:
+            continue
+        iv = t_interval(at.drop_duplicates("seed")["norm_loss"].astype(float))
+        if iv.n:
+            rows.append((rundir.group_key(members, tasks), str(task), iv.mean, iv.low, iv.high, iv.n, "measured"))
+    return pd.DataFrame(rows, columns=list(rundir.GROUP_SCORE_COLUMNS))
+
+
+def with_subset_scores(
+    group_scores: pd.DataFrame | None, observations: pd.DataFrame, tasks: Sequence[str], *, surrogate: bool = True
+) -> pd.DataFrame | None:
+    """`group_scores` plus what the subsets phase adds: measured scores of every trained subset
+    that `group_scores` lacks, then (with `surrogate`) the subset surrogate's predictions for the
+    groups of up to SURROGATE_MAX_GROUP tasks measured nowhere. A measured score is never replaced
+    by a prediction: the surrogate is one linear model over all subsets and shrinks the gains of
+    the groups it was never shown (on planted data it scored a group's triple below either of its
+    measured pairs)."""
+    from taskscout.affinity.surrogate import fit_surrogate
+
+    if observations.empty or len(tasks) < 2:
+        return group_scores
+    measured = set(group_scores["group"]) if group_scores is not None else set()
+    trained = observed_group_scores(observations, tasks)
+    trained = trained[~trained["group"].isin(measured)]
+    parts = [f for f in (group_scores, trained) if f is not None and len(f)]
+    measured |= set(trained["group"])
+    if surrogate:
+        model = fit_surrogate(observations, tasks=list(tasks))
+        groups = [
+            g for size in range(2, min(SURROGATE_MAX_GROUP, len(tasks)) + 1)
+            for g in itertools.combinations(tasks, size) if rundir.group_key(g, tasks) not in measured
+        ]
+        known = pd.concat(parts, ignore_index=True) if parts else None
+        parts.append(anchored_predictions(model, groups, known, tasks))
+    return pd.concat(parts, ignore_index=True) if parts else group_scores
+
+
+def anchored_predictions(
+    surrogate: Any, groups: Iterable[Sequence[str]], measured: pd.DataFrame | None, tasks: Sequence[str]
+) -> pd.DataFrame:
+    """Surrogate scores of unmeasured `groups` (`group_scores.csv` rows, source "surrogate"),
+    each anchored on the task's largest measured group inside it.
+
+    For task t in group G, with M the largest measured group such that t in M and M inside G (ties:
+    more seeds, then the narrower interval; t alone, normalised loss exactly 1, when nothing else
+    is measured): score = measured(M) + s(G) - s(M), where s is the surrogate's prediction. The
+    surrogate is one linear model over all subsets: its level at a particular group can be off by
+    more than the effect of adding a task to it (on planted data it predicted a group's triple
+    worse than either of its measured pairs, and a task of another group gaining in a group where
+    measuring showed it did not), while the difference it predicts between nested groups is what it
+    is fitted on. The interval's half-widths are those of the measured anchor and of the surrogate
+    at G, combined as independent errors.
+    """
+    rows = []
+    anchors: dict[str, list[tuple[frozenset[str], TaskScore]]] = {}
+    if measured is not None and len(measured):
+        for r in measured.itertuples(index=False):
+            if str(r.source) != "measured":
+                continue
+            members = frozenset(_split_group(r.group))
+            score = TaskScore(float(r.norm_loss), float(r.ci_low), float(r.ci_high), "measured", int(r.n_seeds))
+            anchors.setdefault(str(r.task), []).append((members, score))
+    for g in groups:
+        g = list(g)
+        key = rundir.group_key(g, tasks)
+        for t, (m, lo, hi) in surrogate.predict(g).items():
+            inside = [(a, sc) for a, sc in anchors.get(t, ()) if a <= set(g) and len(a) >= 2 and math.isfinite(sc.norm_loss)]
+            if inside:
+                a, base = max(inside, key=lambda x: (len(x[0]), x[1].n_seeds, -(x[1].ci_high - x[1].ci_low)))
+                sm = surrogate.per_task[t].predict(sorted(a))[0]
+            else:
+                base, sm = ALONE, surrogate.per_task[t].predict([t])[0]
+            mean = base.norm_loss + (m - sm)
+            below = math.hypot(base.norm_loss - base.ci_low, m - lo)
+            above = math.hypot(base.ci_high - base.norm_loss, hi - m)
+            rows.append((key, t, mean, mean - below, mean + above, surrogate.per_task[t].n_obs, "surrogate"))
+    return pd.DataFrame(rows, columns=list(rundir.GROUP_SCORE_COLUMNS))
+
+
+def _point_estimates(score: ScoreFn) -> ScoreFn:
+    """`score` with every interval shrunk to its point: under the real-gain rule a task may then
+    join any group where its normalised loss is below 1 at all."""
+
+    def point(group: Sequence[str], task: str) -> TaskScore | None:
+        s = score(group, task)
+        return None if s is None else TaskScore(s.norm_loss, s.norm_loss, s.norm_loss, s.source, s.n_seeds)
+
+    return point
+
+
+def groups_to_measure(
+    tasks: Sequence[str],
+    *,
+    group_scores: pd.DataFrame,
+    observations: pd.DataFrame,
+    networks: int | None = None,
+    limit: int = 6,
+    fdr: float = 1.0,
+) -> list[tuple[str, ...]]:
+    """The groups of three or more tasks a recommendation could rest on that nobody has measured.
+
+    Three sources, in this order: the groupings `choose_grouping` recommends from what is known
+    now, once with the (anchored) surrogate's predictions for unmeasured groups and once with
+    Standley's HOA from the measured pairs instead; the best grouping on the surrogate's point
+    estimates (every member's normalised loss below 1, intervals ignored) among groups of at most
+    three tasks, one task more than the measured pairs: where a group would be worth having if
+    its gains held up (larger groups on point estimates gain a task of another group each, from
+    the surrogate's learning that larger subsets help in general); and the maximal cliques of
+    three or more tasks of the graph that links two tasks when their measured pair helps them on
+    average (mean normalised loss of the two below 1), strongest first (lowest mean normalised
+    loss over their pairs). HOA, a mean over pairs, is never better than a member's best pair, so
+    without the last two a group whose pairs are noisy is never tried. Unmeasured ones are
+    returned, at most `limit`.
+    Pairs are always measured by the pairs phase.
+    """
+    tasks = tuple(tasks)
+    if len(tasks) < 3:
+        return []
+    measured = with_subset_scores(group_scores, observations, tasks, surrogate=False)
+    known = set(measured["group"]) if measured is not None else set()
+    found: list[tuple[str, ...]] = []
+
+    def add(members: Iterable[str]) -> None:
+        key = _key(members, tasks)
+        if len(key) >= 3 and rundir.group_key(key, tasks) not in known and key not in found:
+            found.append(key)
+
+    for use_surrogate in (True, False):
+        table = with_subset_scores(group_scores, observations, tasks, surrogate=use_surrogate)
+        scorer = GroupScorer.from_tables(tasks=tasks, group_scores=table, fdr=fdr)
+        for members in choose_grouping(tasks, scorer, networks=networks).grouping.groups:
+            add(members)
+        if use_surrogate:
+            hopeful = solve_grouping(tasks, _point_estimates(scorer), budgets=[len(tasks)], max_group_size=3)
+            for members in hopeful[len(tasks)].groups:
+                add(members)
+    pairs = GroupScorer.from_tables(tasks=tasks, group_scores=measured)
+    helped = nx.Graph()
+    helped.add_nodes_from(tasks)
+    for a, b in itertools.combinations(tasks, 2):
+        sa, sb = pairs((a, b), a), pairs((a, b), b)
+        if sa is not None and sb is not None and sa.norm_loss + sb.norm_loss < 2.0:
+            helped.add_edge(a, b, norm_loss=(sa.norm_loss + sb.norm_loss) / 2)
+
+    def strength(c: tuple[str, ...]) -> float:  # mean normalised loss over the clique's pairs
+        return float(np.mean([helped.edges[a, b]["norm_loss"] for a, b in itertools.combinations(c, 2)]))
+
+    cliques = sorted((_key(c, tasks) for c in nx.find_cliques(helped) if len(c) >= 3),
+                     key=lambda c: (strength(c), [tasks.index(t) for t in c]))
+    for members in cliques:
+        add(members)
+    return found[:limit]

@@ -1,0 +1,114 @@
+"""Tests for taskscout.grouping.subset_scores: measured subsets as scores, surrogate predictions, what to measure."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pandas as pd
+import pytest
+
+from taskscout import rundir
+from taskscout.grouping import (
+    GroupScorer,
+    anchored_predictions,
+    groups_to_measure,
+    observed_group_scores,
+    recommend,
+    with_subset_scores,
+)
+
+from .conftest import _affinity, _measured_pairs, _observations, _pair_observations
+
+
+def test_observed_group_scores_are_t_intervals_over_seeds():
+    obs = _observations([("a|b|c", "a", [0.8, 0.9, 1.0]), ("a", "a", [1.0, 1.0, 1.0]), ("c|b", "b", [0.7, 0.7, 0.7])])
+    rows = observed_group_scores(obs, ("a", "b", "c"))
+    assert list(rows.columns) == list(rundir.GROUP_SCORE_COLUMNS)
+    by = {(r.group, r.task): r for r in rows.itertuples(index=False)}
+    assert set(by) == {("a|b|c", "a"), ("b|c", "b")}  # single-task anchors are not group scores
+    half = 4.302653 * 0.1 / math.sqrt(3)  # t(0.975, 2 dof) * sd / sqrt(n)
+    r = by[("a|b|c", "a")]
+    assert (r.norm_loss, r.ci_low, r.ci_high, r.n_seeds, r.source) == pytest.approx((0.9, 0.9 - half, 0.9 + half, 3, "measured"))
+    assert (by[("b|c", "b")].ci_low, by[("b|c", "b")].ci_high) == pytest.approx((0.7, 0.7))
+
+
+def test_measured_subsets_win_over_the_surrogate_which_fills_only_the_rest():
+    tasks = ("a", "b", "c", "d")
+    gs = _measured_pairs(tasks, helped="abc")
+    obs = pd.concat([_pair_observations(tasks, helped="abc"),
+                     _observations([("a|b|c", t, [0.6, 0.62, 0.64]) for t in "abc"])], ignore_index=True)
+    table = with_subset_scores(gs, obs, tasks)
+    scorer = GroupScorer.from_tables(tasks=tasks, group_scores=table)
+    triple = scorer(("a", "b", "c"), "b")
+    assert triple.source == "measured" and triple.norm_loss == pytest.approx(0.62) and triple.n_seeds == 3
+    assert scorer(("a", "b", "d"), "d").source == "surrogate"  # never trained: predicted
+    pair = scorer(("a", "b"), "a")  # the pairs phase's row stays
+    assert (pair.norm_loss, pair.ci_low, pair.ci_high, pair.source) == pytest.approx((0.85, 0.80, 0.90, "measured"))
+    assert (table["group"] == "a|b").sum() == 2  # not added a second time from the observations
+    assert set(with_subset_scores(gs, obs, tasks, surrogate=False)["source"]) == {"measured"}
+
+
+def test_groups_to_measure_names_the_unmeasured_group_a_recommendation_needs():
+    tasks = ("a", "b", "c", "d")
+    gs, pairs = _measured_pairs(tasks, helped="abc"), _pair_observations(tasks, helped="abc")
+    # a, b, c help each other pairwise and d hurts everyone: the triple is what a grouping needs
+    assert groups_to_measure(tasks, group_scores=gs, observations=pairs) == [("a", "b", "c")]
+    measured = pd.concat([pairs, _observations([("a|b|c", t, [0.7, 0.72, 0.74]) for t in "abc"])], ignore_index=True)
+    assert groups_to_measure(tasks, group_scores=gs, observations=measured) == []
+    rec = recommend(spec_tasks=tasks, affinity=_affinity([]), group_scores=with_subset_scores(gs, measured, tasks),
+                    depth_L=2)
+    assert rec["groups"][0]["tasks"] == ["a", "b", "c"] and rec["groups"][0]["score_source"] == "measured"
+    assert rec["assignment"] == {"a": 0, "b": 0, "c": 0, "d": 1}
+    assert groups_to_measure(("a", "b"), group_scores=gs, observations=pairs) == []  # pairs are always measured
+
+
+def test_surrogate_scores_are_anchored_on_the_largest_measured_group_inside():
+    from taskscout.affinity.surrogate import fit_surrogate
+
+    tasks = ("a", "b", "c", "d")
+    gs = _measured_pairs(tasks, helped="abc")
+    # the triple is measured far better than its pairs suggest: a linear surrogate cannot fit it
+    obs = pd.concat([_pair_observations(tasks, helped="abc"),
+                     _observations([("a|b|c", t, [0.5, 0.52, 0.54]) for t in "abc"]),
+                     _observations([("a|b|d", t, [0.9, 0.95, 1.0]) for t in "abd"])], ignore_index=True)
+    model = fit_surrogate(obs, tasks=list(tasks))
+    known = with_subset_scores(gs, obs, tasks, surrogate=False)
+    rows = anchored_predictions(model, [("a", "b", "c", "d"), ("a", "c", "d")], known, tasks)
+    by = {(r.group, r.task): r for r in rows.itertuples(index=False)}
+    s = model.per_task["a"].predict
+    # a in a|b|c|d: anchored on the measured triple a|b|c (the largest measured group inside)
+    assert by[("a|b|c|d", "a")].norm_loss == pytest.approx(0.52 + s(list("abcd"))[0] - s(list("abc"))[0])
+    # d in a|b|c|d: anchored on a|b|d; a in a|c|d: on its measured pair a|c (0.85)
+    sd = model.per_task["d"].predict
+    assert by[("a|b|c|d", "d")].norm_loss == pytest.approx(0.95 + sd(list("abcd"))[0] - sd(list("abd"))[0])
+    assert by[("a|c|d", "a")].norm_loss == pytest.approx(0.85 + s(list("acd"))[0] - s(list("ac"))[0])
+    # the interval holds the anchor's and the surrogate's errors: never narrower than the surrogate's
+    m, lo, hi = s(list("abcd"))
+    r = by[("a|b|c|d", "a")]
+    assert r.ci_low <= r.norm_loss - (m - lo) + 1e-12 and r.ci_high >= r.norm_loss + (hi - m) - 1e-12
+    assert set(rows["source"]) == {"surrogate"}
+    # with nothing measured, a task is anchored on itself alone (normalised loss exactly 1)
+    bare = anchored_predictions(model, [("a", "b", "c")], None, tasks)
+    got = bare.set_index("task").loc["a", "norm_loss"]
+    assert got == pytest.approx(1.0 + s(list("abc"))[0] - s(["a"])[0])
+
+
+def test_groups_to_measure_tries_a_group_its_noisy_pairs_hide():
+    tasks = ("a", "b", "c", "d")
+    norm = {("a", "b"): (0.80, 0.80), ("b", "c"): (0.80, 0.80), ("a", "c"): (1.30, 0.85)}  # a|c: a hurt (noise)
+    gs_rows = [(t, t, 1.0, 1.0, 1.0, 3, "measured") for t in tasks]
+    obs_rows = [(t, t, [1.0, 1.0, 1.0]) for t in tasks]
+    for x, y in itertools.combinations(tasks, 2):
+        vx, vy = norm.get((x, y), (1.1, 1.1))
+        hw = 0.3 if (x, y) == ("a", "c") else 0.05
+        gs_rows += [(f"{x}|{y}", x, vx, vx - hw, vx + hw, 3, "measured"), (f"{x}|{y}", y, vy, vy - 0.05, vy + 0.05, 3, "measured")]
+        obs_rows += [(f"{x}|{y}", x, [vx - hw / 3, vx, vx + hw / 3]), (f"{x}|{y}", y, [vy - 0.02, vy, vy + 0.02])]
+    gs = pd.DataFrame(gs_rows, columns=list(rundir.GROUP_SCORE_COLUMNS))
+    # a measured larger subset shows a, b and c helping each other, d helping nobody
+    obs = pd.concat([_observations(obs_rows),
+                     _observations([("a|b|c|d", t, [0.6, 0.62, 0.64] if t != "d" else [1.1, 1.1, 1.1]) for t in "abcd"])],
+                    ignore_index=True)
+    # HOA (a's mean over its pairs: hurt by c) and the pair graph (a|c does not help on average)
+    # both miss a|b|c; the surrogate, anchored on the measured pairs, proposes it
+    assert groups_to_measure(tasks, group_scores=gs, observations=obs)[0] == ("a", "b", "c")
