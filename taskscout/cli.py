@@ -244,11 +244,13 @@ def validate(
 ) -> None:
     """Check a study: print the resolved spec and a data summary (rows, tasks, labels per split)."""
     from taskscout.data import build_dataset, summarize
+    from taskscout.search.preflight import check_search_settings
 
     if spec.device == "cuda":
         from taskscout.device import resolve_device
 
         resolve_device(spec.device)
+    check_search_settings(spec)  # what a search would refuse before training, refused here too
     ds = build_dataset(spec)
     summary = summarize(ds)
     if as_json:

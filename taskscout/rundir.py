@@ -254,3 +254,26 @@ def require(run_dir: str | Path, *names: str) -> Path:
             f"run directory '{d}' has no {', '.join(missing)}; run `taskscout search` (again) to produce it"
         )
     return d
+
+
+def check_can_create(path: str | Path, what: str = "the run directory") -> None:
+    """Raise SpecError when directory `path` could not be created or written: it is a file, it
+    lies under a file, or its nearest existing folder is not writable. Creates nothing."""
+    import errno
+
+    d = Path(path)
+    fix = "give a directory you can write to"
+    for p in (d, *d.parents):
+        try:
+            is_dir = p.is_dir()
+            exists = is_dir or p.exists()
+        except OSError as e:  # a folder on the way that may not be entered
+            raise SpecError(f"cannot create {what} '{d}': {e.strerror or e}; {fix}") from None
+        if not exists:
+            continue
+        if not is_dir:
+            where = "is a file" if p == d else f"lies under '{p}', which is a file"
+            raise SpecError(f"cannot create {what} '{d}': it {where}; {fix}")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise SpecError(f"cannot create {what} '{d}': {os.strerror(errno.EACCES)} in '{p}'; {fix}")
+        return

@@ -19,7 +19,8 @@ PACKAGE = ROOT / "taskscout"
 # The stages of ../shared/docs/DESIGN.md, first to last: a module may import its own stage and the
 # stages above it, never one below. Each entry names modules or packages (with everything in them).
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("spec", ("taskscout.errors", "taskscout.spec", "taskscout.rundir", "taskscout.device", "taskscout.curves")),
+    ("spec", ("taskscout.errors", "taskscout.spec", "taskscout.rundir", "taskscout.device", "taskscout.curves",
+                 "taskscout.paths")),
     ("data", ("taskscout.data",)),
     ("auxgen", ("taskscout.auxgen",)),
     ("training", ("taskscout.weighting", "taskscout.models", "taskscout.parallel", "taskscout.training")),

@@ -179,7 +179,7 @@ def test_a_setting_given_subkeys_is_not_taken_for_its_value(tmp_path):
         ("[training]\nmin_epochs = -1", "'training.min_epochs'", "-1", "an int in [0, 10000]"),
         ('device = "gpu"', "'device'", "'gpu'", "one of ['auto', 'cpu', 'cuda']"),
         ('budget = "huge"', "'budget'", "'huge'", "one of ['small', 'medium', 'large']"),
-        ("seed = -1", "'seed'", "-1", "an int >= 0"),
+        ("seed = -1", "'seed'", "-1", "an int in [0, 4294967295]"),
         ('[aux]\nkinds = ["telepathy"]', "'aux.kinds'", "['telepathy']", "a list drawn from"),
         ("[split]\nval = 0.6", "'split.val'", "0.6", "a float in (0, 0.5)"),
         ('name = "../elsewhere"', "'name'", "'../elsewhere'", "usable as a folder name"),

@@ -52,6 +52,7 @@ from taskscout.search.plan import (
     plan_pairs,
     plan_single,
 )
+from taskscout.search.preflight import check_search_settings
 from taskscout.search.problem import SearchProblem, build_problem
 from taskscout.search.storage import (
     UNFINISHED_ATTR,
@@ -350,6 +351,7 @@ def run_search(
     (and the run directory's spec) and trains nothing. A worker stopped by the time limit leaves
     the tables to the worker that completes the search. SQLite storage serves one process at a
     time; a second one on the same run directory is refused (SpecError)."""
+    check_search_settings(spec)  # what `validate` refuses too: weighting, storage URL, run directory
     ds = build_dataset(spec)  # bad data or task columns: an error before anything is written
     # The study's settings are checked against the data as given (workers on other machines may
     # keep the file elsewhere); spec.json names it by its absolute path, so that later commands
