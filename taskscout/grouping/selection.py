@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from taskscout.affinity.measured import t_interval
+from taskscout.errors import MissingResultsError
 
 SEPARATE, TOGETHER, RECOMMENDED = "all-separate", "all-together", "recommended"
 BASELINES = (SEPARATE, TOGETHER)
@@ -223,6 +224,11 @@ def score_candidates(
     alone = per[SEPARATE]
     usable = {s: [t for t in alone[s] if all(math.isfinite(per[c][s].get(t, math.nan)) and per[SEPARATE][s][t] > 0
                                              for c in per)] for s in seeds}
+    if not any(usable.values()):
+        raise MissingResultsError(
+            "the selection stage's models have no held-out loss for any task on any seed; the trainer must "
+            "evaluate the 'test' split (eval_splits) of the selection problems: rerun the search"
+        )
     totals = {c.name: _totals(per[c.name], alone, usable) for c in candidates}
     best = min(BASELINES, key=lambda b: np.mean(list(totals[b].values())) if totals[b] else math.inf)
     out = []
