@@ -285,13 +285,17 @@ def recommend(
     if selection is not None and RECOMMENDED not in selection.candidate.names:
         g = _grouping_of(ctx, selection.candidate)
     groups, branch_reasons = _group_entries(ctx, g)
+    if selection is not None:  # the networks as the selection stage trained them
+        nets = {n.tasks: n for n in selection.candidate.networks}
+        groups = [{**grp, "branch_layer": nets[tuple(grp["tasks"])].branch_layer,
+                   "aux": [a for a in grp["aux"] if a["name"] in nets[tuple(grp["tasks"])].aux]} for grp in groups]
     reasons = [*choice.reasons, *_fdr_reason(ctx), *branch_reasons]
     if not any(len(grp["tasks"]) > 1 for grp in groups):
         why = _why_separate(ctx, group_scores, baselines) if selection is None else "the selection stage chose it"
         reasons.insert(0, why)
         verdict = (f"Train every task separately ({len(tasks)} networks): {why}." if len(tasks) > 1
                    else f"Train {tasks[0]} in a network of its own: {why}.")
-        if any(ctx.aux.values()):
+        if any(ctx.aux.values()) and selection is None:
             verdict += " Add the auxiliaries listed under 'auxiliaries'; their gains are real."
     else:
         verdict, head = _grouped_verdict(ctx, g, groups)
@@ -348,7 +352,7 @@ def selection_candidates(
                    aux_cap=aux_cap, max_group_size=max_group_size, fdr=fdr)
     tasks = ctx.tasks
     named: list[tuple[str, str, Grouping]] = [
-        (TOGETHER, "every task in one network", _plain(ctx, [tasks])),
+        (TOGETHER, "every task in one network, the whole trunk shared, no auxiliaries", _plain(ctx, [tasks])),
         (RECOMMENDED, "the solver's choice (per-task gate)", ctx.choice.grouping),
     ]
     named += [(f"front:{n}", f"the best grouping with at most {n} networks, real gains only", f)
@@ -361,12 +365,15 @@ def selection_candidates(
     for grp in _measured_groups(ctx, subset_groups):
         named.append((f"subset:{'+'.join(grp)}", "a group the search measured, the other tasks alone",
                       _plain(ctx, [grp, *[(t,) for t in tasks if t not in grp]])))
-    named.append((SEPARATE, "every task in a network of its own", _plain(ctx, [(t,) for t in tasks])))
+    named.append((SEPARATE, "every task in a network of its own, no auxiliaries", _plain(ctx, [(t,) for t in tasks])))
     out: dict[Any, Candidate] = {}
     for name, origin, g in named:
-        groups, _ = _group_entries(ctx, g)
-        nets = tuple(Network(tuple(x["tasks"]), tuple(x["serves"]), int(x["branch_layer"]),
-                             tuple(a["name"] for a in x["aux"])) for x in groups if x["serves"])
+        if name in (SEPARATE, TOGETHER):  # the baselines as `verify` trains them
+            nets = tuple(Network(grp, grp, ctx.depth_L) for grp in g.groups)
+        else:
+            groups, _ = _group_entries(ctx, g)
+            nets = tuple(Network(tuple(x["tasks"]), tuple(x["serves"]), int(x["branch_layer"]),
+                                 tuple(a["name"] for a in x["aux"])) for x in groups if x["serves"])
         c = Candidate(name, nets, origin)
         first = out.get(c.signature)
         if first is None:

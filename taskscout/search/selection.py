@@ -181,6 +181,9 @@ def run_selection_phase(
 
     measured = measured_compute(pd.read_csv(run_dir / rundir.COMPUTE))
     candidates, n_seeds, notes = fit_budget(selection_candidates_run(run_dir), measured.models)
+    if spec.search.selection_seeds is not None:
+        n_seeds = spec.search.selection_seeds
+        notes = [f"{n_seeds} seeds as the study asks (search.selection_seeds)", *notes]
     rows = spec.search.selection_rows
     seeds = selection_seeds(spec.seed, n_seeds)
     plans = _models(candidates, seeds, rows)
