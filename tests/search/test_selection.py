@@ -186,3 +186,8 @@ def test_summary_shows_candidates_side_by_side(tmp_path):
     verdict = next(x for x in text.splitlines() if x.startswith("selection verdict"))
     assert "better baseline, all-together" in verdict
     assert math.isfinite(rundir.read_json(tmp_path / "run" / rundir.SELECTION)["budget_fraction"])
+    again = run_search(make_spec(tmp_path / "run"), train_fn=KnownLosses(0.95, 0.80))  # resumes: all reused
+    assert again.trained == 0
+    stage = next(p for p in again.phases if p.phase == "selection")
+    assert (stage.planned, stage.reused, stage.trained) == (3 * 7, 3 * 7, 0)  # 4 + 1 + 2 networks, 3 seeds
+    assert rundir.read_json(tmp_path / "run" / rundir.RECOMMENDATION)["selection"]["chosen"] == "all-together"
