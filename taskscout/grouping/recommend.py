@@ -27,6 +27,7 @@ from taskscout.grouping.selection import (
 )
 from taskscout.grouping.solve import BudgetChoice, Grouping, choose_grouping, solve_grouping
 from taskscout.grouping.subset_scores import with_subset_scores
+from taskscout.spec import spec_from_json
 
 # ---------------------------------------------------------------- baselines
 
@@ -408,7 +409,6 @@ def write_recommendation(run_dir: str | Path, rec: Mapping[str, Any]) -> Path:
 
 def _run_inputs(run_dir: str | Path, similarity: pd.DataFrame | None) -> tuple[Path, Any, dict[str, Any]]:
     """The run directory, its spec and the tables `recommend` takes (also graph.graphml, rewritten)."""
-    from taskscout.spec import spec_from_json
 
     d = rundir.require(run_dir, rundir.SPEC, rundir.AFFINITY)
     spec = spec_from_json((d / rundir.SPEC).read_text(encoding="utf-8"))
