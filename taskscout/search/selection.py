@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from taskscout import rundir
+from taskscout.grouping import select, selection_candidates_run
+from taskscout.grouping.selection import RECOMMENDED, SEPARATE, TOGETHER
 from taskscout.search.plan import SELECTION_PHASE, PlannedModel
 from taskscout.search.problem import SearchProblem
 
@@ -102,8 +104,6 @@ def held_out_problems(problem: SearchProblem, split: np.ndarray, rows: str, stud
 
 def fit_budget(candidates: Sequence[Any], measured_models: int) -> tuple[list[Any], int, list[str]]:
     """The candidates kept and the seed count within the budget (module docstring), and notes."""
-    from taskscout.grouping.selection import RECOMMENDED, SEPARATE, TOGETHER
-
     kept = list(candidates)
     notes = []
     while True:
@@ -170,7 +170,6 @@ def run_selection_phase(
 ) -> tuple[Any, Any]:
     """Train the finalists' networks (reusing stored ones), choose, write selection.json; the phase
     outcome and the Selection (None when the time limit stopped the stage)."""
-    from taskscout.grouping import select, selection_candidates_run
     from taskscout.search.runner import PhaseOutcome, run_phase
     from taskscout.search.storage import load_records
     from taskscout.search.tables import measured_compute

@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from taskscout import rundir
+from taskscout.grouping.selection import Selection
 from taskscout.search.runner import SearchResult
 from taskscout.search.storage import mask_url
 
@@ -95,8 +96,6 @@ def selection_lines(block: dict | None) -> list[str]:
     better; * = chosen) and what the choice beat."""
     if not block:
         return []
-    from taskscout.grouping.selection import Selection
-
     sel = Selection.from_dict(block)
     return [f"selection ({len(sel.seeds)} fresh seeds, {sel.rows} rows; held-out total normalised loss, lower "
             f"is better): " + sel.side_by_side(), "selection verdict: " + sel.beat_text()]
