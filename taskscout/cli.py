@@ -121,9 +121,11 @@ _STUDY_FLAGS: list[tuple[str, Any, Any]] = [
     ("weighting", str | None, typer.Option(help="Loss weighting: equal, uncertainty, ...")),
     ("budget", str | None, typer.Option(help="Preset for seeds, epochs and candidates: small, medium (default), large.")),
     ("time_limit", float | None, typer.Option(help="Stop starting new work after this many seconds.")),
-    ("skip", list[str] | None, typer.Option(help="Skip a phase: single, pairs, aux, depth, subsets, estimators (repeatable).")),
+    ("skip", list[str] | None, typer.Option(help="Skip a phase: single, pairs, aux, depth, subsets, estimators, selection (repeatable).")),
     ("networks", int | None, typer.Option(help="Budget of networks for grouping; default: best over all.")),
     ("fdr", float | None, typer.Option(help="Call a measured gain real only under Benjamini-Hochberg false-discovery-rate control at this level over every measured comparison (e.g. 0.05); default 1 = off.")),
+    ("selection_rows", str | None, typer.Option(help="Held-out rows of the selection stage: crossfit (default: folds of the training split, one per fresh seed) or carve (half the validation split, set aside before the search).")),
+    ("selection_rule", str | None, typer.Option(help="total (default): the selection stage chooses the whole grouping on held-out totals; per-task: the solver's per-task-gated grouping stands and the stage only records the comparison.")),
     ("device", str | None, typer.Option(help="auto (CUDA when present), cpu or cuda.")),
     ("seed", int | None, typer.Option(help="Seed for splits and models.")),
     ("out", str | None, typer.Option(help="Run directory; default reports/NAME.")),
@@ -175,7 +177,7 @@ def overrides_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
     put("model", "width", flags.get("width"))
     for key in ("epochs", "batch_size", "lr", "seeds", "weighting"):
         put("training", key, flags.get(key))
-    for key in ("time_limit", "networks", "fdr", "storage"):
+    for key in ("time_limit", "networks", "fdr", "storage", "selection_rows", "selection_rule"):
         put("search", key, flags.get(key))
     if flags.get("skip"):
         from taskscout.spec import PHASES

@@ -62,6 +62,7 @@ COMPUTE = "compute.csv"
 GRAPH = "graph.graphml"
 RECOMMENDATION = "recommendation.json"
 VERIFY = "verify.json"
+SELECTION = "selection.json"
 REPORT = "report.html"
 
 TRIAL_COLUMNS = (

@@ -31,7 +31,7 @@ from taskscout.paths import path_problem
 
 TASK_TYPES = ("binary", "multiclass", "regression", "ordinal")
 AUX_KINDS = ("related", "adversarial", "hints", "quantization", "predict_inputs", "future")
-PHASES = ("single", "pairs", "aux", "depth", "subsets", "estimators")
+PHASES = ("single", "pairs", "aux", "depth", "subsets", "estimators", "selection")
 BUDGETS = ("small", "medium", "large")
 DEVICES = ("auto", "cpu", "cuda")
 MAX_SEED = 2**32 - 1
@@ -143,6 +143,12 @@ class SearchSettings:
     # comparison); 1 = off: each gain is judged by its own 95% interval.
     fdr: float = _rule(1.0, "a float in (0, 1]", lambda v: _is_num(v) and 0 < v <= 1)
     subsets: int = _rule(24, "an int >= 0", lambda v: _is_int(v) and v >= 0)
+    # The selection stage (search/selection.py): which held-out rows score the finalists, and
+    # whether the choice is made on totals or the solver's per-task-gated choice stands.
+    selection_rows: str = _rule("crossfit", "one of ['crossfit', 'carve']", lambda v: v in ("crossfit", "carve"))
+    selection_rule: str = _rule("total", "one of ['total', 'per-task']", lambda v: v in ("total", "per-task"))
+    # Fresh seeds per finalist; None: as many as 30% of the single and pairs phases' models pay for (3..10).
+    selection_seeds: int | None = _rule(None, "an int in [2, 100]", lambda v: v is None or (_is_int(v) and 2 <= v <= 100))
     plateau_epsilon: float = _rule(0.01, "a float in (0, 1)", lambda v: _is_num(v) and 0 < v < 1)
     plateau_window: int = _rule(3, "an int >= 1", lambda v: _is_int(v) and v >= 1)
     stack_size: int = _rule(64, "an int in [1, 4096]", lambda v: _is_int(v) and 1 <= v <= 4096)

@@ -307,7 +307,7 @@ def test_overrides_from_flags_builds_the_nested_mapping():
     assert out["training"] == {"epochs": 5} and out["model"] == {"depth": 3}
     assert out["aux"] == {"kinds": ["related"], "caps": {"hints": 2}}
     assert out["data_options"] == {"groups": 2, "label_fraction": 0.5, "name": "x"}
-    assert out["search"]["phases"] == ["single", "pairs", "aux", "subsets", "estimators"]
+    assert out["search"]["phases"] == ["single", "pairs", "aux", "subsets", "estimators", "selection"]
     assert "device" not in out
 
 

@@ -32,7 +32,8 @@ the intervals" means below.
     solve.py          the grouping solver (exact, greedy) and the budget choice
     choices.py        per group: the branch layer and the auxiliaries
     subset_scores.py  measured subsets as group scores, surrogate predictions, groups to measure
-    recommend.py      recommend (from tables) and recommend_run (from a run directory)
+    recommend.py      recommend (from tables) and recommend_run (from a run directory); the selection candidates
+    selection.py      the selection stage's rule: finalists scored on held-out rows with fresh seeds
 
 The recommendation's typed form, `Recommendation` (recommendation.json parsed and checked once,
 read by export, verify and the report), is taskscout.recommendation: a module of its own that
@@ -59,6 +60,8 @@ from taskscout.grouping.recommend import (
     baselines_from_trials,
     recommend,
     recommend_run,
+    selection_candidates,
+    selection_candidates_run,
     write_recommendation,
 )
 from taskscout.grouping.scores import (
@@ -68,6 +71,14 @@ from taskscout.grouping.scores import (
     ScoreFn,
     TaskScore,
     control_false_discoveries,
+)
+from taskscout.grouping.selection import (
+    Candidate,
+    CandidateScore,
+    Network,
+    Selection,
+    choose,
+    select,
 )
 from taskscout.grouping.solve import (
     EXACT_MAX_TASKS,
@@ -94,4 +105,6 @@ __all__ = [
     "choose_grouping", "control_false_discoveries", "difference_is_inside_intervals", "groups_to_measure",
     "load_graphml", "negative_transfer_edges", "observed_group_scores", "recommend", "recommend_run",
     "save_graphml", "solve_grouping", "strongest_partners", "with_subset_scores", "write_recommendation",
+    "Candidate", "CandidateScore", "Network", "Selection", "choose", "select", "selection_candidates",
+    "selection_candidates_run",
 ]

@@ -162,6 +162,7 @@ def _summary(run: RunFiles) -> list:
         blocks.append(_missing(f"No recommendation.json yet: run {run.search()} to the end."))
         return blocks
     blocks.append(f'<p class="verdict">{esc(s.verdict)}</p>')
+    blocks += _selection_table(run.get(rundir.RECOMMENDATION).get("selection"))
     if s.reasons:
         blocks.append("<ul>" + "".join(f"<li>{esc(r)}</li>" for r in s.reasons) + "</ul>")
     rows = [
@@ -172,6 +173,26 @@ def _summary(run: RunFiles) -> list:
     ]
     blocks.append(_table(["group", "tasks", "branch layer", "branch from", "auxiliaries", "expected gain [95% interval]"], rows))
     return blocks
+
+
+def _selection_table(sel: dict | None) -> list:
+    """The selection stage's candidates side by side (recommendation.json's `selection` block)."""
+    if not sel:
+        return []
+    def iv(t: list) -> str:
+        return F.interval(t[1], t[2]) if len(t) == 3 else ""
+    rows = [
+        ("chosen" if c["name"] == sel["chosen"] else "", c["name"] + (f" (= {', '.join(c['aliases'])})" if c.get("aliases") else ""),
+         len(c["networks"]), "; ".join("{" + ", ".join(n["tasks"]) + "}" for n in c["networks"] if len(n["tasks"]) > 1) or "none",
+         f"{c['total'][0]:.3f} {iv(c['total'])}", f"{c['vs_best_baseline'][0]:+.3f} {iv(c['vs_best_baseline'])}")
+        for c in sel["candidates"]
+    ]
+    head = (f"<p>Selection stage: {len(sel['candidates'])} candidates retrained with {len(sel['seeds'])} fresh seeds, "
+            f"scored on {esc(sel.get('rows_detail', sel['rows']))}. Total normalised loss = sum over tasks of the "
+            f"held-out loss over all-separate's (same seed); lower is better; the better baseline is "
+            f"{esc(sel['best_baseline'])}.</p>")
+    return [head, _table(["", "candidate", "networks", "shared networks", "held-out total [95% interval]",
+                          f"minus {sel['best_baseline']} [95% interval]"], rows)]
 
 
 def _affinity(run: RunFiles) -> list:

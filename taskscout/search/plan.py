@@ -26,6 +26,9 @@ from typing import Any
 from taskscout.spec import StudySpec
 
 PHASE_ORDER: tuple[str, ...] = ("single", "pairs", "aux", "depth")
+# The selection stage's models (search/selection.py) are stored under phase "selection-ROWS"
+# (ROWS: how their held-out rows were chosen), apart from the measured phases' models.
+SELECTION_PHASE = "selection"
 SEED_STRIDE = 100  # model seeds of study seed k are k*100 .. k*100 + seeds - 1 (seeds <= 100)
 
 

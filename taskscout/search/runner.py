@@ -214,7 +214,8 @@ def _generate_candidates(ds: Any, spec: StudySpec) -> list[Any]:
 def _clear_run_files(run_dir: Path) -> None:
     for name in (rundir.TRIALS, rundir.CURVES, rundir.CURVE_FEATURES, rundir.AFFINITY, rundir.DEPTH,
                  rundir.GROUP_SCORES, rundir.COMPUTE, rundir.CANDIDATES, rundir.AGREEMENT, rundir.RSA_LAYERS,
-                 rundir.SUBSET_OBSERVATIONS, rundir.GRAPH, rundir.RECOMMENDATION, rundir.VERIFY, rundir.REPORT):
+                 rundir.SUBSET_OBSERVATIONS, rundir.GRAPH, rundir.RECOMMENDATION, rundir.VERIFY, rundir.REPORT,
+                 rundir.SELECTION):
         (run_dir / name).unlink(missing_ok=True)
 
 
@@ -225,6 +226,8 @@ def _record(store: Store, claim: Any, result: Any, problem: SearchProblem) -> bo
     value = sum(val_loss.get(t, math.inf) for t in claim.model.tasks)
     attrs = {"val_loss": val_loss, "val_metric": val_metric, "epochs": int(result.epochs_run),
              "best_epoch": int(result.best_epoch), "seconds": float(result.seconds), "pruned": bool(result.pruned)}
+    if "test" in result.loss:  # the selection stage's held-out rows (search/selection.py)
+        attrs["held_out_loss"] = {heads[i].name: float(v) for i, v in result.loss["test"].items()}
     return record_result(store, claim, attrs, encode_curves(result.curves), value)
 
 
@@ -357,6 +360,8 @@ def run_search(
     # keep the file elsewhere); spec.json names it by its absolute path, so that later commands
     # (verify, export) find it from any directory.
     settings = fingerprint(spec)
+    if "selection" in spec.search.phases and spec.search.selection_rows == "carve":  # the phases see fewer val rows
+        settings["selection_rows"] = "carve"
     if not spec.data.startswith("builtin:"):
         spec = dataclasses.replace(spec, data=str(Path(spec.data).resolve()))
     url = storage_url(spec)
@@ -427,6 +432,10 @@ def _run_search(
         rundir.write_json(run_dir / rundir.CANDIDATES, candidate_records(ds, candidates))
         screened = [c for c in candidates if c.dropped is None and set(c.serves) & set(spec.main_tasks)]
     problem = build_problem(ds, spec.main_tasks, screened)
+    if "selection" in spec.search.phases:  # "carve": the selection rows are hidden from every phase
+        from taskscout.search.selection import search_split
+
+        problem = dataclasses.replace(problem, split=search_split(ds.split, spec.search.selection_rows, spec.seed))
     rundir.write_text(run_dir / rundir.SPEC, spec.to_json() + "\n")
     if create_only:
         store.close()
@@ -470,12 +479,35 @@ def _run_search(
                     outcomes += [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "not started")
                                  for p in ("subsets", "estimators") if p in spec.search.phases]
                 tables = write_tables(run_dir, built)
+                if finalize_run and "selection" in spec.search.phases:
+                    outcomes.append(_selection(spec, problem, ds.split, store, stopped=stopped, train_fn=train_fn,
+                                               progress=progress, deadline=deadline, shared=shared))
                 unfinished = [o.phase for o in outcomes if o.status in ("stopped", "not started")]
                 store.study.set_user_attr(UNFINISHED_ATTR, unfinished)  # for `report --rebuild`
                 finalized = finalize(run_dir, unfinished=unfinished) if finalize_run else ()
     return SearchResult(run_dir=run_dir, study_name=spec.name, storage=url, phases=tuple(outcomes),
                         stopped_by_time_limit=stopped, seconds=time.monotonic() - start, tables=tables,
                         finalized=finalized, finished_elsewhere=elsewhere, data_notes=ds.notes)
+
+
+def _selection(spec: StudySpec, problem: SearchProblem, split: Any, store: Store, *, stopped: bool,
+               train_fn: Callable[..., Any], progress: SearchProgress, deadline: float | None,
+               shared: bool) -> PhaseOutcome:
+    """The selection stage (search/selection.py), after the tables are written; its selection.json
+    is removed first, so a recommendation never rests on an earlier run's choice."""
+    (Path(spec.run_dir) / rundir.SELECTION).unlink(missing_ok=True)
+    if stopped:
+        return PhaseOutcome("selection", 0, 0, 0, 0, 0.0, "not started")
+    if len(problem.main) < 2:
+        return PhaseOutcome("selection", 0, 0, 0, 0, 0.0, "skipped", note="one main task: nothing to choose")
+    if not (Path(spec.run_dir) / rundir.COMPUTE).exists() or "single" not in spec.search.phases:
+        return PhaseOutcome("selection", 0, 0, 0, 0, 0.0, "skipped",
+                            note="it needs the single phase (all-separate is its yardstick)")
+    from taskscout.search.selection import run_selection_phase
+
+    outcome, _ = run_selection_phase(store, problem, split, spec=spec, train_fn=train_fn, progress=progress,
+                                     deadline=deadline, shared=shared)
+    return outcome
 
 
 def _beyond_pairs(

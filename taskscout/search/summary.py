@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from taskscout import rundir
+from taskscout.grouping.selection import Selection
 from taskscout.search.runner import SearchResult
 from taskscout.search.storage import mask_url
 
@@ -76,7 +77,9 @@ def summary_text(result: SearchResult, *, top: int = 3) -> str:
             f"{r.method} {_signed(r.spearman)} at {r.relative_compute:.0%}" for r in rows.itertuples(index=False)))
     rec = result.run_dir / rundir.RECOMMENDATION
     if rec.exists():
-        lines.append("recommendation: " + str(rundir.read_json(rec).get("verdict", "")))
+        recommendation = rundir.read_json(rec)
+        lines.append("recommendation: " + str(recommendation.get("verdict", "")))
+        lines += selection_lines(recommendation.get("selection"))
     files = [n for n in (rundir.AFFINITY, rundir.AGREEMENT, rundir.GROUP_SCORES, rundir.DEPTH, rundir.CURVE_FEATURES,
                          rundir.TRIALS, rundir.CURVES, rundir.COMPUTE, rundir.RECOMMENDATION, rundir.REPORT)
              if (result.run_dir / n).exists()]
@@ -86,6 +89,16 @@ def summary_text(result: SearchResult, *, top: int = 3) -> str:
     if (result.run_dir / rundir.REPORT).exists():
         lines.append(f"report: {result.run_dir / rundir.REPORT}")
     return "\n".join(lines)
+
+
+def selection_lines(block: dict | None) -> list[str]:
+    """The selection stage's candidates side by side (held-out total normalised loss, lower is
+    better; * = chosen) and what the choice beat."""
+    if not block:
+        return []
+    sel = Selection.from_dict(block)
+    return [f"selection ({len(sel.seeds)} fresh seeds, {sel.rows} rows; held-out total normalised loss, lower "
+            f"is better): " + sel.side_by_side(), "selection verdict: " + sel.beat_text()]
 
 
 def _signed(value: float) -> str:

@@ -28,7 +28,7 @@ from taskscout.affinity.base import Compute, EstimatorResult
 from taskscout.affinity.measured import LOSS_COLUMNS, depth_gains, group_scores, measured_affinity
 from taskscout.curves import mean_curve_features
 from taskscout.errors import MissingResultsError
-from taskscout.search.plan import PHASE_ORDER
+from taskscout.search.plan import PHASE_ORDER, SELECTION_PHASE
 from taskscout.search.storage import (
     UNFINISHED_ATTR,
     TrialRecord,
@@ -73,6 +73,11 @@ def curves_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)[list(rundir.CURVE_COLUMNS)]
 
 
+def measured_records(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """The records of the measured phases: all but the selection stage's models."""
+    return [r for r in records if not r.model.phase.startswith(SELECTION_PHASE)]
+
+
 def losses_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
     """The long validation-loss table of affinity.measured: one row per (model, main task).
 
@@ -84,7 +89,7 @@ def losses_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
     single-task model's own and joint best epochs are the same epoch, so the comparison stays paired.
     """
     rows = []
-    for r in records:
+    for r in measured_records(records):
         val = r.result.get("val_loss", {})
         curves = r.curves.get("val", {})
         for task in r.model.tasks:
@@ -119,7 +124,9 @@ def compute_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
 
 
 def build_tables(records: Sequence[TrialRecord], spec: StudySpec) -> dict[str, pd.DataFrame]:
-    """Every table of the search, keyed by its run-directory file name."""
+    """Every table of the search, keyed by its run-directory file name (the selection stage's
+    models are left out: their rows and seeds take no part in measuring gains)."""
+    records = measured_records(records)
     losses = losses_frame(records)
     order = list(spec.tasks)
     full = spec.model.depth

@@ -135,3 +135,23 @@ def test_summary_counts_every_phase_of_compute_csv(run_dir):
     assert ("14.0 s (0.2 min) of wall time spent training, summed over the phases (single 4.0 s, pairs 3.0 s, "
             "aux 2.0 s, depth 4.5 s, estimators 0.5 s)") in facts
     assert "wall time</dt>" not in facts
+
+
+def test_selection_table_shows_candidates_side_by_side():
+    from taskscout.report.html import _selection_table
+
+    def cand(name, nets, total, diff):
+        return {"name": name, "aliases": [], "origin": "", "totals": {}, "total": total, "vs_best_baseline": diff,
+                "networks": [{"tasks": n, "serves": n, "branch_layer": 2, "aux": []} for n in nets]}
+
+    sel = {"rows": "crossfit", "rows_detail": "fold rows", "seeds": [20000, 20001, 20002], "chosen": "recommended",
+           "best_baseline": "all-together",
+           "candidates": [cand("all-together", [["a", "b", "c"]], [2.5, 2.4, 2.6], [0.0, 0.0, 0.0]),
+                          cand("recommended", [["a", "b"], ["c"]], [2.2, 2.1, 2.3], [-0.3, -0.4, -0.2]),
+                          cand("all-separate", [["a"], ["b"], ["c"]], [3.0, 3.0, 3.0], [0.5, 0.4, 0.6])]}
+    head, table = _selection_table(sel)
+    assert "3 candidates retrained with 3 fresh seeds" in head and "the better baseline is all-together" in head
+    rows = table.split("<tr>")[2:]
+    assert "chosen" in rows[1] and "{a, b}" in rows[1] and "2.200 [+2.100, +2.300]" in rows[1]
+    assert "-0.300 [-0.400, -0.200]" in rows[1] and "none" in rows[2]
+    assert _selection_table(None) == []
