@@ -219,6 +219,11 @@ def _record(store: Store, claim: Any, result: Any, problem: SearchProblem) -> bo
     return record_result(store, claim, attrs, encode_curves(result.curves), value)
 
 
+# What the summary says when the estimators phase was not asked for (and no earlier run kept its results).
+ESTIMATORS_NOTE = ("not run (diagnostics, off by default): add --phase estimators to score tag, gradcos and rsa "
+                   "against the measured gains; their results are kept, so later runs show them without recomputing")
+
+
 # How often a worker waiting for the end of a phase looks at the storage (a few small queries):
 # a phase's successor should not wait long for it.
 WAIT_POLL_SECONDS = 0.5
@@ -320,6 +325,64 @@ def _plan(phase: str, spec: StudySpec, problem: SearchProblem, store: Store) -> 
         affinity = measured_affinity(losses_frame(load_records(store)), full_layer=depth)
         return plan_depth(positive_pairs(affinity, main), seeds, depth)
     raise ValueError(f"unknown phase {phase!r}; phases: {list(PHASE_ORDER)}")
+
+
+class _Rungs:
+    """Shows the rungs of a halved phase as one phase: the second `phase_started` extends the
+    first rung's bar instead of opening another, and only the last `phase_finished` is passed on."""
+
+    def __init__(self, progress: SearchProgress) -> None:
+        self.progress, self.total, self.started, self.last = progress, 0, False, False
+
+    def phase_started(self, phase: str, *, total: int, done: int) -> None:
+        if self.started:
+            self.progress.extend(total - self.total)
+            self.progress.reused(done - self.done)
+        else:
+            self.progress.phase_started(phase, total=total, done=done)
+        self.started, self.total, self.done = True, total, done
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        self.progress.advance(n)
+
+    def extend(self, n: int) -> None:
+        self.total += n
+        self.progress.extend(n)
+
+    def reused(self, n: int) -> None:
+        self.done += n
+        self.progress.reused(n)
+
+    def phase_finished(self, phase: str) -> None:
+        if self.last:
+            self.progress.phase_finished(phase)
+
+
+def _measure(store: Store, problem: SearchProblem, phase: str, *, spec: StudySpec, train_fn: Callable[..., Any],
+             progress: SearchProgress, deadline: float | None, shared: bool) -> PhaseOutcome:
+    """Plan and run one measured phase; aux and depth by successive halving (search/halving.py)
+    unless spec.search.halving is off: every candidate on the first seed, then the other seeds for
+    the candidates whose gain could still be real. Either way its models are fixed by the stored
+    losses, so a rerun plans and finds the same models."""
+    from taskscout.search.halving import HALVED_PHASES, split_rungs
+
+    models = _plan(phase, spec, problem, store)
+    seeds = model_seeds(spec)
+    kw = {"spec": spec, "train_fn": train_fn, "deadline": deadline, "shared": shared}
+    if phase not in HALVED_PHASES or not spec.search.halving or len(seeds) < 2:
+        return run_phase(store, problem, phase, models, progress=progress, **kw)
+    shown = _Rungs(progress)
+    one = run_phase(store, problem, phase, [m for m in models if m.seed == seeds[0]], progress=shown, **kw)
+    if one.status != "done":
+        progress.phase_finished(phase)
+        return one
+    rungs = split_rungs(models, losses_frame(load_records(store)), seeds)
+    shown.last = True
+    two = run_phase(store, problem, phase, rungs.first + rungs.later, progress=shown, **kw)
+    trained = one.trained + two.trained
+    return dataclasses.replace(two, reused=two.planned - trained - two.remaining, trained=trained,
+                               seconds=one.seconds + two.seconds, note=rungs.note)
 
 
 def run_search(
@@ -444,9 +507,8 @@ def _run_search(
         if stopped:
             outcomes.append(PhaseOutcome(phase, 0, 0, 0, 0, 0.0, "not started"))
             continue
-        models = _plan(phase, spec, problem, store)
-        outcome = run_phase(store, problem, phase, models, spec=spec, train_fn=train_fn,
-                            progress=progress, deadline=deadline, shared=shared)
+        outcome = _measure(store, problem, phase, spec=spec, train_fn=train_fn, progress=progress,
+                           deadline=deadline, shared=shared)
         outcomes.append(outcome)
         stopped = outcome.status == "stopped"
     store.close()
@@ -464,8 +526,8 @@ def _run_search(
                 records = load_records(store)
                 built = build_tables(records, spec)
                 if not stopped:
-                    outcomes += _beyond_pairs(spec, problem, records, built, url=url, train_fn=train_fn,
-                                              progress=progress)
+                    outcomes += _beyond_pairs(spec, problem, records, built, url=url, study=store.study,
+                                              train_fn=train_fn, progress=progress)
                 else:
                     outcomes += [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "not started")
                                  for p in ("subsets", "estimators") if p in spec.search.phases]
@@ -485,32 +547,35 @@ def _beyond_pairs(
     tables: dict[str, Any],
     *,
     url: str,
+    study: Any,
     train_fn: Callable[..., Any],
     progress: SearchProgress,
 ) -> list[PhaseOutcome]:
     """The `subsets` and `estimators` phases, after the measured ones: Optuna-proposed task subsets
     with the surrogate fitted on them, and the cheap estimators; their rows join `tables` in place
     (affinity.csv with their `method`, compute.csv, agreement.csv, rsa_layers.csv,
-    subset_observations.csv). Subsets resume from their proposer study; the estimators rerun."""
+    subset_observations.csv). Subsets resume from their proposer study; the estimators' results are
+    kept in `study` (the search's), so a rerun reuses them, and shown when the phase is not asked for."""
     import pandas as pd
 
     from taskscout.search.estimators import (
-        PHASE_ESTIMATORS,
         estimator_tables,
         missing_normalisers,
-        run_estimators_phase,
         run_subsets_phase,
+        stored_estimators,
     )
 
     outcomes = []
     wanted = [p for p in ("subsets", "estimators") if p in spec.search.phases]
-    if len(problem.main) < 2 or not wanted:
+    if len(problem.main) < 2:
         return [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "skipped") for p in ("subsets", "estimators")]
     subsets = None
     results: dict[str, Any] = {}
     losses = losses_frame(records)
     missing = missing_normalisers(losses, problem.main, model_seeds(spec)) if "subsets" in wanted else []
-    if "subsets" in wanted and spec.search.subsets > 0 and missing:
+    if "subsets" not in wanted:
+        outcomes.append(PhaseOutcome("subsets", 0, 0, 0, 0, 0.0, "skipped"))
+    elif spec.search.subsets > 0 and missing:
         # a subset's score is its tasks' losses over their single-task losses: none could be scored
         cause = ("--skip single left them unmeasured" if "single" not in spec.search.phases
                  else "the single phase did not complete them")
@@ -518,7 +583,7 @@ def _beyond_pairs(
                                      note=f"it needs the single-task losses of every main task and seed, and "
                                           f"{cause} (e.g. {missing[0][0]} seed {missing[0][1]}); "
                                           f"run without --skip single to measure them"))
-    elif "subsets" in wanted and spec.search.subsets > 0:
+    elif spec.search.subsets > 0:
         began = time.monotonic()
         total = spec.search.subsets * spec.training.seeds
         progress.phase_started("subsets", total=total, done=0)
@@ -535,19 +600,10 @@ def _beyond_pairs(
         progress.phase_finished("subsets")
         outcomes.append(PhaseOutcome("subsets", planned, planned - n, n, 0, time.monotonic() - began, "done"))
     if "estimators" in wanted:
-        began = time.monotonic()
-        # Counted in models, as compute.csv counts them (rsa trains a model per head and seed); the
-        # bar grows as each estimator reports what it trained.
-        progress.phase_started("estimators", total=0, done=0)
-        bar = _Tally(progress, 0)
-        for name in PHASE_ESTIMATORS:
-            got = run_estimators_phase(spec, problem, names=(name,))
-            results.update(got)
-            trained = sum(r.compute.models for r in got.values())
-            bar.extend(trained)
-            bar.advance(trained)
-        progress.phase_finished("estimators")
-        outcomes.append(PhaseOutcome("estimators", bar.done, 0, bar.done, 0, time.monotonic() - began, "done"))
+        outcomes.append(_estimators_phase(spec, problem, study, results, progress))
+    else:  # diagnostics an earlier run computed on request are still shown
+        results.update(stored_estimators(study, problem, spec))
+        outcomes.append(PhaseOutcome("estimators", 0, 0, 0, 0, 0.0, "skipped", note=ESTIMATORS_NOTE if not results else ""))
     compute = tables[rundir.COMPUTE]
     extra = estimator_tables(measured=tables[rundir.AFFINITY], measured_compute=measured_compute(compute),
                              results=results, subsets=subsets)
@@ -555,6 +611,40 @@ def _beyond_pairs(
     tables[rundir.COMPUTE] = pd.concat([compute, extra.pop(rundir.COMPUTE)], ignore_index=True)
     tables.update(extra)
     return outcomes
+
+
+def _estimators_phase(spec: StudySpec, problem: SearchProblem, study: Any, results: dict[str, Any],
+                      progress: SearchProgress) -> PhaseOutcome:
+    """Run each cheap estimator that `study` does not keep yet (and keep it there); all of them,
+    stored or new, go into `results`."""
+    from taskscout.search.estimators import (
+        PHASE_ESTIMATORS,
+        run_estimators_phase,
+        store_estimator,
+        stored_estimators,
+    )
+
+    began = time.monotonic()
+    stored = {n: r for n, r in stored_estimators(study, problem, spec).items() if n in PHASE_ESTIMATORS}
+    results.update(stored)
+    # Counted in models, as compute.csv counts them (rsa trains a model per head and seed); the
+    # bar grows as each estimator reports what it trained.
+    reused = sum(r.compute.models for r in stored.values())
+    progress.phase_started("estimators", total=reused, done=reused)
+    bar = _Tally(progress, reused)
+    bar.done = reused
+    for name in PHASE_ESTIMATORS:
+        if name in stored:
+            continue
+        got = run_estimators_phase(spec, problem, names=(name,))
+        for r in got.values():
+            store_estimator(study, r, problem, spec)
+        results.update(got)
+        trained = sum(r.compute.models for r in got.values())
+        bar.extend(trained)
+        bar.advance(trained)
+    progress.phase_finished("estimators")
+    return PhaseOutcome("estimators", bar.done, reused, bar.done - reused, 0, time.monotonic() - began, "done")
 
 
 def finalize(run_dir: str | Path, *, unfinished: Sequence[str] = ()) -> tuple[str, ...]:
