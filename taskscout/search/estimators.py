@@ -288,7 +288,8 @@ def stored_estimators(study: optuna.Study, problem: Any, spec: StudySpec) -> dic
     """The estimator results `study` keeps that were computed on this problem's heads and seeds."""
     wanted = _estimated_on(problem, spec)
     out = {}
-    for key, value in study.user_attrs.items():
+    rank = {n: i for i, n in enumerate(PHASE_ESTIMATORS)}
+    for key, value in sorted(study.user_attrs.items(), key=lambda kv: (rank.get(kv[0][len(ESTIMATOR_ATTR):], len(rank)), kv[0])):
         if not key.startswith(ESTIMATOR_ATTR) or any(value.get(k) != v for k, v in wanted.items()):
             continue
         name = key[len(ESTIMATOR_ATTR):]

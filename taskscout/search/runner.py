@@ -480,6 +480,11 @@ def _run_search(
     store = open_store(url, spec.name, fingerprint=settings, spec_json=spec.to_json(), fresh=fresh,
                        create=not join, liveness=liveness)
     opened.append(True)
+    done = None if fresh or create_only else _already_finished(store, spec, run_dir, finalize_run=finalize_run)
+    if done is not None:  # the same search, finished: nothing to train or recompute
+        store.close()
+        return SearchResult(run_dir=run_dir, study_name=spec.name, storage=url, phases=done[0], stopped_by_time_limit=False,
+                            seconds=time.monotonic() - start, tables=done[1], finalized=done[2], data_notes=ds.notes)
     if fresh:
         _clear_run_files(run_dir)
     screened: list[Any] = []
@@ -523,21 +528,58 @@ def _run_search(
         with finishing as finisher:
             elsewhere = not finisher
             if finisher:
-                records = load_records(store)
-                built = build_tables(records, spec)
-                if not stopped:
-                    outcomes += _beyond_pairs(spec, problem, records, built, url=url, study=store.study,
-                                              train_fn=train_fn, progress=progress)
-                else:
-                    outcomes += [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "not started")
-                                 for p in ("subsets", "estimators") if p in spec.search.phases]
-                tables = write_tables(run_dir, built)
-                unfinished = [o.phase for o in outcomes if o.status in ("stopped", "not started")]
-                store.study.set_user_attr(UNFINISHED_ATTR, unfinished)  # for `report --rebuild`
-                finalized = finalize(run_dir, unfinished=unfinished) if finalize_run else ()
+                tables, finalized = _finish(spec, problem, store, outcomes, url=url, stopped=stopped,
+                                            train_fn=train_fn, progress=progress, finalize_run=finalize_run)
     return SearchResult(run_dir=run_dir, study_name=spec.name, storage=url, phases=tuple(outcomes),
                         stopped_by_time_limit=stopped, seconds=time.monotonic() - start, tables=tables,
                         finalized=finalized, finished_elsewhere=elsewhere, data_notes=ds.notes)
+
+
+def _finish(spec: StudySpec, problem: SearchProblem, store: Store, outcomes: list[PhaseOutcome], *, url: str,
+            stopped: bool, train_fn: Callable[..., Any], progress: SearchProgress,
+            finalize_run: bool) -> tuple[dict[str, Path], tuple[str, ...]]:
+    """After the measured phases: the subsets and estimators phases (their outcomes join
+    `outcomes`), the tables, and the later stages; the tables written and the stages that ran."""
+    run_dir = Path(spec.run_dir)
+    records = load_records(store)
+    built = build_tables(records, spec)
+    if not stopped:
+        outcomes += _beyond_pairs(spec, problem, records, built, url=url, study=store.study,
+                                  train_fn=train_fn, progress=progress)
+    else:
+        outcomes += [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "not started")
+                     for p in ("subsets", "estimators") if p in spec.search.phases]
+    tables = write_tables(run_dir, built)
+    unfinished = [o.phase for o in outcomes if o.status in ("stopped", "not started")]
+    store.study.set_user_attr(UNFINISHED_ATTR, unfinished)  # for `report --rebuild`
+    finalized = finalize(run_dir, unfinished=unfinished) if finalize_run else ()
+    if not unfinished:
+        store.study.set_user_attr(FINISHED_ATTR, {
+            "spec": spec.to_json(), "complete": len(completed_keys(store)), "finalized": list(finalized),
+            "tables": sorted(tables), "phases": [dataclasses.asdict(o) for o in outcomes]})
+    return tables, finalized
+
+
+# A search that finished records here what it was and what it wrote; the same search run again
+# on the same storage and run directory returns that (`_already_finished`) instead of redoing it.
+FINISHED_ATTR = "finished_run"
+_FINISHED_FILES = {"recommendation": rundir.RECOMMENDATION, "report": rundir.REPORT}
+
+
+def _already_finished(store: Store, spec: StudySpec, run_dir: Path, *, finalize_run: bool
+                      ) -> tuple[tuple[PhaseOutcome, ...], dict[str, Path], tuple[str, ...]] | None:
+    """The phases (all reused), tables and later stages of the finished search `spec` when the
+    storage says it finished with this very spec and no model was added since, and the run
+    directory still holds what it wrote; else None. Nothing is trained or computed."""
+    mark = store.study.user_attrs.get(FINISHED_ATTR)
+    if not mark or mark["spec"] != spec.to_json() or (finalize_run and not mark["finalized"]):
+        return None
+    files = [*mark["tables"], rundir.SPEC, *(_FINISHED_FILES[s] for s in mark["finalized"])]
+    if not all((run_dir / f).exists() for f in files) or mark["complete"] != len(completed_keys(store)):
+        return None
+    phases = tuple(PhaseOutcome(**{**o, "reused": o["planned"] - o["remaining"], "trained": 0, "seconds": 0.0})
+                   for o in mark["phases"])
+    return phases, {name: run_dir / name for name in mark["tables"]}, tuple(mark["finalized"])
 
 
 def _beyond_pairs(
