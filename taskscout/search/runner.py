@@ -398,7 +398,9 @@ def run_search(
 ) -> SearchResult:
     """Run (or resume) the search of `spec` in spec.run_dir and return what it did.
 
-    Phases single, pairs, aux and depth run in that order when listed in spec.search.phases. No new
+    Phases single, pairs, aux and depth run in that order when listed in spec.search.phases, aux and
+    depth by successive halving unless spec.search.halving is off (`_measure`); a search that
+    finished with this very spec returns at once, training and recomputing nothing. No new
     stack starts after spec.search.time_limit seconds; the tables are then written from what is
     complete, and the same call later resumes. `train_fn` (default training.train_models) and
     `candidates_fn` (default auxgen.generate_candidates) can be replaced, e.g. by fakes in tests.
