@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from taskscout.data import Head
 from taskscout.device import resolve_device
 from taskscout.errors import SpecError
 from taskscout.models import (
-    Head,
     group_sizes,
     grouped_bmm,
     slot_layout,

@@ -247,11 +247,13 @@ def validate(
 ) -> None:
     """Check a study: print the resolved spec and a data summary (rows, tasks, labels per split)."""
     from taskscout.data import build_dataset, summarize
+    from taskscout.search.preflight import check_search_settings
 
     if spec.device == "cuda":
         from taskscout.device import resolve_device
 
         resolve_device(spec.device)
+    check_search_settings(spec)  # what a search would refuse before training, refused here too
     ds = build_dataset(spec)
     summary = summarize(ds)
     if as_json:
@@ -453,6 +455,11 @@ def search(
 
         typer.echo(f"interrupted: {stored_models(spec)} models stored; run the same command again to resume", err=True)
         raise typer.Exit(130) from None
+    if "recommendation" in result.finalized:  # this process finished the run: the report is the last stage
+        from taskscout.report import build_report
+
+        build_report(result.run_dir)
+        result = dataclasses.replace(result, finalized=(*result.finalized, "report"))
     typer.echo(summary_text(result))
 
 

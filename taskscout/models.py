@@ -30,51 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from taskscout.data.heads import FAMILIES, Head
 from taskscout.errors import SpecError
-
-HEAD_TYPES = ("binary", "multiclass", "ordinal", "regression", "soft")
-# Loss families: binary and ordinal use cumulative BCE, multiclass and soft a softmax
-# cross-entropy against class probabilities, regression the squared error.
-FAMILIES = ("cumulative", "softmax", "squared")
-_FAMILY = {"binary": 0, "ordinal": 0, "multiclass": 1, "soft": 1, "regression": 2}
-
-
-@dataclass(frozen=True)
-class Head:
-    """One target the models can be trained on."""
-
-    name: str
-    type: str  # "binary" | "multiclass" | "ordinal" | "regression" | "soft"
-    n_classes: int = 0  # multiclass/ordinal/soft: number of classes
-    adversarial: bool = False  # behind a gradient-reversal layer
-    scale: float = 1.0  # regression: std of the original units (RMSE is reported in them)
-
-    def __post_init__(self) -> None:
-        if self.type not in HEAD_TYPES:
-            raise SpecError(f"head {self.name!r} has type {self.type!r}; expected one of {list(HEAD_TYPES)}")
-        if self.type in ("multiclass", "ordinal", "soft") and self.n_classes < 2:
-            raise SpecError(
-                f"head {self.name!r} of type {self.type} needs n_classes >= 2. Got {self.n_classes} instead; "
-                "pass the number of classes"
-            )
-
-    @property
-    def width(self) -> int:
-        """Columns this head occupies in Y: n_classes for "soft", else 1."""
-        return self.n_classes if self.type == "soft" else 1
-
-    @property
-    def outputs(self) -> int:
-        """Output units of this head's final layer."""
-        if self.type in ("multiclass", "soft"):
-            return self.n_classes
-        if self.type == "ordinal":
-            return self.n_classes - 1
-        return 1
-
-    @property
-    def family(self) -> int:
-        return _FAMILY[self.type]
 
 
 def layer_seed(seed: int, layer: int, head: int) -> int:

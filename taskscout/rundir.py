@@ -41,6 +41,8 @@ from typing import Any
 
 import pandas as pd
 
+from taskscout.errors import MissingResultsError, SpecError
+
 SCHEMA_VERSION = 1
 GROUP_SEP = "|"
 
@@ -229,8 +231,6 @@ def make_dirs(path: str | Path, what: str = "the run directory") -> Path | None:
     """Create directory `path` and its missing parents; the top-most directory this created
     (None when `path` existed), so a caller that fails before writing anything can remove it. A
     path that cannot be a directory (under a file, on a read-only place) is a SpecError."""
-    from taskscout.errors import SpecError
-
     d = Path(path)
     top = next((p for p in reversed((d, *d.parents)) if not p.exists()), None)
     try:
@@ -242,8 +242,6 @@ def make_dirs(path: str | Path, what: str = "the run directory") -> Path | None:
 
 def require(run_dir: str | Path, *names: str) -> Path:
     """The run directory, after checking it holds `names`; a clear error otherwise."""
-    from taskscout.errors import MissingResultsError
-
     d = Path(run_dir)
     if d.exists() and not d.is_dir():
         raise MissingResultsError(f"'{d}' is a file, not a run directory; give the directory a search wrote "
@@ -256,3 +254,26 @@ def require(run_dir: str | Path, *names: str) -> Path:
             f"run directory '{d}' has no {', '.join(missing)}; run `taskscout search` (again) to produce it"
         )
     return d
+
+
+def check_can_create(path: str | Path, what: str = "the run directory") -> None:
+    """Raise SpecError when directory `path` could not be created or written: it is a file, it
+    lies under a file, or its nearest existing folder is not writable. Creates nothing."""
+    import errno
+
+    d = Path(path)
+    fix = "give a directory you can write to"
+    for p in (d, *d.parents):
+        try:
+            is_dir = p.is_dir()
+            exists = is_dir or p.exists()
+        except OSError as e:  # a folder on the way that may not be entered
+            raise SpecError(f"cannot create {what} '{d}': {e.strerror or e}; {fix}") from None
+        if not exists:
+            continue
+        if not is_dir:
+            where = "is a file" if p == d else f"lies under '{p}', which is a file"
+            raise SpecError(f"cannot create {what} '{d}': it {where}; {fix}")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise SpecError(f"cannot create {what} '{d}': {os.strerror(errno.EACCES)} in '{p}'; {fix}")
+        return

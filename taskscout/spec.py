@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from taskscout.errors import SpecError, close_matches
+from taskscout.paths import path_problem
 
 TASK_TYPES = ("binary", "multiclass", "regression", "ordinal")
 AUX_KINDS = ("related", "adversarial", "hints", "quantization", "predict_inputs", "future")
@@ -37,6 +38,7 @@ PHASES = ("single", "pairs", "aux", "depth", "subsets", "estimators")
 DEFAULT_PHASES = tuple(p for p in PHASES if p != "estimators")
 BUDGETS = ("small", "medium", "large")
 DEVICES = ("auto", "cpu", "cuda")
+MAX_SEED = 2**32 - 1
 
 # What each budget preset fills in when the study or the flags do not say.
 BUDGET_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -176,7 +178,8 @@ class StudySpec:
     entity_column: str | None = _rule(None, "a column name", _optional_str)
     budget: str = _rule("medium", f"one of {list(BUDGETS)}", lambda v: v in BUDGETS)
     device: str = _rule("auto", f"one of {list(DEVICES)}", lambda v: v in DEVICES)
-    seed: int = _rule(0, "an int >= 0", lambda v: _is_int(v) and v >= 0)
+    # Model seeds are seed*100 + k, stored as 64-bit integers and given to torch and numpy.
+    seed: int = _rule(0, f"an int in [0, {MAX_SEED}]", lambda v: _is_int(v) and 0 <= v <= MAX_SEED)
     out: str | None = _rule(None, "a directory path", _optional_str)
     data_options: dict = _rule({}, "a table of generator parameters", lambda v: isinstance(v, dict))
     aux: AuxSettings = field(default_factory=AuxSettings)
@@ -296,20 +299,24 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 def read_study_file(path: str | Path) -> dict[str, Any]:
     """The raw mapping of a TOML study file; relative data paths resolve from the file's folder."""
     p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"study file '{p}' does not exist; give a .toml study file or a data file")
+    problem = path_problem(p)
+    if problem is not None:
+        raise SpecError(f"study file '{p}' {problem}; give a .toml study file or a data file")
+    if p.is_dir():
+        raise SpecError(f"study file '{p}' is a directory; give a .toml study file or a data file")
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        raw = tomllib.loads(p.read_text(encoding="utf-8-sig"))  # a byte-order mark is not TOML
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SpecError(f"study file '{p}' is not valid TOML: {e}") from None
     except OSError as e:
         raise SpecError(f"cannot read study file '{p}': {e.strerror or e}") from None
     data = raw.get("data")
-    if isinstance(data, str) and not data.startswith("builtin:") and not Path(data).is_absolute():
-        candidate = p.parent / data
-        if candidate.exists() and not Path(data).exists():
-            raw["data"] = str(candidate)
-    raw.setdefault("name", p.stem)
+    # Relative to the study file, never to the working directory: a same-named file there must
+    # not stand in for the study's data.
+    if isinstance(data, str) and data and not data.startswith("builtin:") and not Path(data).is_absolute():
+        raw["data"] = str(p.parent / data)
+    if "name" not in raw:
+        raw["name"] = _name_from(p, "study file")
     return raw
 
 
@@ -317,7 +324,15 @@ def default_name(data: str) -> str:
     """The study name used when none is given: the builtin's name or the data file's stem."""
     if data.startswith("builtin:"):
         return data.split(":", 1)[1] or "study"
-    return Path(data).stem or "study"
+    return _name_from(Path(data), "data file")
+
+
+def _name_from(path: Path, what: str) -> str:
+    """The stem of `path` as a study name; a SpecError when it cannot name a folder (`..csv`)."""
+    if not _is_folder_name(path.stem):
+        raise SpecError(f"the {what} name '{path.name}' gives no usable study name ('{path.stem}' cannot name "
+                        f"the run directory); give one with --name NAME or 'name = ...'")
+    return path.stem
 
 
 def resolve_spec(source: str | None, overrides: Mapping[str, Any] | None = None) -> StudySpec:
@@ -328,7 +343,7 @@ def resolve_spec(source: str | None, overrides: Mapping[str, Any] | None = None)
     value came from. Budget presets fill only what neither the file nor the flags set.
     Raises SpecError for unknown keys, wrong types, invalid values and inconsistent settings.
     """
-    if source is not None and str(source).endswith(".toml"):
+    if source is not None and str(source).lower().endswith(".toml"):
         file_values = _check(StudySpec, read_study_file(source), f"study file '{source}'")
     elif source is not None:
         file_values = _check(StudySpec, {"data": str(source)}, "the command line")
@@ -340,7 +355,8 @@ def resolve_spec(source: str | None, overrides: Mapping[str, Any] | None = None)
         raise SpecError("no data given: pass a data file, builtin:NAME or a study file with 'data = ...'")
     preset = {k: dict(v) for k, v in BUDGET_PRESETS[user.get("budget", "medium")].items()}
     merged = _merge(preset, user)
-    merged.setdefault("name", default_name(str(merged["data"])))
+    if "name" not in merged:
+        merged["name"] = default_name(str(merged["data"]))
     spec = _construct(StudySpec, merged)
     _check_consistency(spec)
     if not spec.main:  # resolved means every default filled in: no main tasks named = all of them
@@ -374,10 +390,27 @@ def _check_consistency(spec: StudySpec) -> None:
     for role, column in (("time_column", spec.time_column), ("entity_column", spec.entity_column)):
         if column is not None and column in spec.tasks:
             raise SpecError(f"{role} '{column}' is also listed as a task; a task cannot order or group the rows")
+    if spec.entity_column is not None and spec.entity_column == spec.time_column:
+        raise SpecError(f"entity_column and time_column are both '{spec.time_column}'; the time column orders the "
+                        f"rows and the entity column says whose row it is: name two different columns")
+    _check_aux_roles(spec)
     if spec.inputs is not None and len(set(spec.inputs)) != len(spec.inputs):
         raise SpecError(f"inputs are listed more than once: {list(spec.inputs)}")
     if spec.entity_column and not spec.time_column:
         raise SpecError("entity_column needs a time_column: entities only matter for time-ordered rows")
+
+
+def _check_aux_roles(spec: StudySpec) -> None:
+    """Auxiliary settings that contradict the main tasks."""
+    main = spec.main or spec.tasks
+    for column in spec.aux.adversarial:
+        if column in main:
+            raise SpecError(f"adversarial column '{column}' is a main task; gradient reversal would train the network "
+                            f"to forget the very target it should predict: drop it from --adversarial (or from --main)")
+    source = spec.aux.smooth_source
+    if source is not None and source in main:
+        raise SpecError(f"smooth_source '{source}' is a main task itself; name the numeric column that the binary "
+                        f"task was thresholded from (such as a score whose cut-off gives the labels)")
 
 
 def spec_from_json(text: str) -> StudySpec:

@@ -25,13 +25,18 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from taskscout import rundir
 from taskscout.affinity.measured import paired_gains, t_interval
+from taskscout.data import Dataset, build_dataset
 from taskscout.errors import MissingResultsError, SpecError
+from taskscout.spec import StudySpec, spec_from_json
+
+if TYPE_CHECKING:
+    from taskscout.search.problem import SearchProblem
 
 VERIFY_SEED_OFFSET = 10_000
 MIN_DEFAULT_SEEDS = 10
@@ -119,8 +124,7 @@ def _groups(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
             )
         if served:
             out.append({"tasks": members, "serves": served, "branch_layer": int(g["branch_layer"]),
-                        # older recommendations list an auxiliary once per served task it helps
-                        "aux": list(dict.fromkeys(a["name"] for a in g.get("aux", [])))})
+                        "aux": [a["name"] for a in g.get("aux", [])]})
     return out
 
 
@@ -149,35 +153,12 @@ def check_verify_inputs(run_dir: str | Path, *, seeds: int | None) -> Path:
     return rundir.require(run_dir, rundir.SPEC, rundir.RECOMMENDATION)
 
 
-def verify_run(
-    run_dir: str | Path,
-    *,
-    seeds: int | None = None,
-    device: str = "auto",
-    progress: Callable[[int], None] | None = None,
-    on_plans: Callable[[int], None] | None = None,
-) -> Verification:
-    """Train the recommended configuration, all-separate and all-together with fresh seeds,
-    evaluate them on the test split, and write verify.json into `run_dir`.
-
-    `seeds` defaults to `default_seed_count(study's seed count)`; `progress(n)` is called as models finish and
-    `on_plans(total)` once with the number of models to train.
-    """
+def _problem(spec: StudySpec, ds: Dataset, tasks: Sequence[str], groups: Sequence[Mapping[str, Any]]) -> SearchProblem:
+    """The training problem of the recommendation: its tasks and the auxiliaries it names, which
+    must still be among the candidates this spec generates."""
     from taskscout.auxgen import generate_candidates
-    from taskscout.data import build_dataset
     from taskscout.search.problem import build_problem
-    from taskscout.spec import spec_from_json
-    from taskscout.training import ModelPlan, train_models
 
-    d = check_verify_inputs(run_dir, seeds=seeds)
-    spec = spec_from_json((d / rundir.SPEC).read_text(encoding="utf-8"))
-    rec = rundir.read_json(d / rundir.RECOMMENDATION)
-    groups = _groups(rec)
-    tasks = tuple(rec["tasks"])
-    n_seeds = default_seed_count(spec.training.seeds) if seeds is None else seeds
-    seed_list = fresh_seeds(spec.seed, n_seeds)
-
-    ds = build_dataset(spec)
     unknown = [t for t in tasks if t not in ds.task_names]
     if unknown:
         raise MissingResultsError(
@@ -195,27 +176,76 @@ def verify_run(
                 f"({len(by_name)} candidates); the data or auxiliary settings changed: rerun `taskscout search`"
             )
         aux_tasks = [by_name[a] for a in wanted]
-    problem = build_problem(ds, tasks, aux_tasks)
-    index = problem.head_index
-    L = spec.model.depth
+    return build_problem(ds, tasks, aux_tasks)
 
-    def plan(targets: Sequence[str], main: Sequence[str], seed: int, layer: int, aux: Sequence[str] = ()) -> Any:
+
+def _reads(problem: SearchProblem, groups: Sequence[Mapping[str, Any]], tasks: Sequence[str],
+           seeds: Sequence[int], depth: int) -> dict[tuple[str, str, int], Any]:
+    """(config, task, seed) -> the trainer's ModelPlan whose result gives that task's test loss."""
+    from taskscout.training import ModelPlan
+
+    index = problem.head_index
+
+    def plan(targets: Sequence[str], main: Sequence[str], seed: int, layer: int, aux: Sequence[str] = ()) -> ModelPlan:
         dropped = sorted({f for a in aux for f in problem.dropped.get(a, ())})
         return ModelPlan(targets=tuple(index[n] for n in (*targets, *aux)), main=tuple(index[n] for n in main),
                          seed=seed, branch_layer=layer, dropped_features=tuple(dropped))
 
-    # (config, task, seed) -> the plan whose result gives that task's test loss
     reads: dict[tuple[str, str, int], Any] = {}
-    for seed in seed_list:
+    for seed in seeds:
         for g in groups:
             p = plan(g["tasks"], g["serves"], seed, g["branch_layer"], g["aux"])
             for t in g["serves"]:
                 reads[("recommended", t, seed)] = p
         for t in tasks:
-            reads[("separate", t, seed)] = plan([t], [t], seed, L)
-        together = plan(tasks, tasks, seed, L)
+            reads[("separate", t, seed)] = plan([t], [t], seed, depth)
+        together = plan(tasks, tasks, seed, depth)
         for t in tasks:
             reads[("together", t, seed)] = together
+    return reads
+
+
+def _gains(loss: Mapping[str, Mapping[str, Mapping[int, float]]], baseline: str, tasks: Sequence[str],
+           seeds: Sequence[int]) -> tuple[dict[str, tuple[float, float, float]], tuple[float, float, float]]:
+    """Per task and overall: the recommendation's paired test-loss gain over `baseline`, as
+    (mean, low, high) of a 95% t interval over seeds (overall: per seed the mean over tasks)."""
+    per_task = {}
+    per_seed: dict[int, list[float]] = {s: [] for s in seeds}
+    for t in tasks:
+        g = paired_gains(loss[baseline][t], loss["recommended"][t])
+        iv = t_interval(g.values())
+        per_task[t] = (iv.mean, iv.low, iv.high)
+        for s, v in g.items():
+            per_seed[s].append(v)
+    overall = t_interval([float(np.mean(v)) for v in per_seed.values() if len(v) == len(tasks)])
+    return per_task, (overall.mean, overall.low, overall.high)
+
+
+def verify_run(
+    run_dir: str | Path,
+    *,
+    seeds: int | None = None,
+    device: str = "auto",
+    progress: Callable[[int], None] | None = None,
+    on_plans: Callable[[int], None] | None = None,
+) -> Verification:
+    """Train the recommended configuration, all-separate and all-together with fresh seeds,
+    evaluate them on the test split, and write verify.json into `run_dir`.
+
+    `seeds` defaults to `default_seed_count(study's seed count)`; `progress(n)` is called as models finish and
+    `on_plans(total)` once with the number of models to train.
+    """
+    from taskscout.training import train_models
+
+    d = check_verify_inputs(run_dir, seeds=seeds)
+    spec = spec_from_json((d / rundir.SPEC).read_text(encoding="utf-8"))
+    rec = rundir.read_json(d / rundir.RECOMMENDATION)
+    groups = _groups(rec)
+    tasks = tuple(rec["tasks"])
+    seed_list = fresh_seeds(spec.seed, default_seed_count(spec.training.seeds) if seeds is None else seeds)
+    ds = build_dataset(spec)
+    problem = _problem(spec, ds, tasks, groups)
+    reads = _reads(problem, groups, tasks, seed_list, spec.model.depth)
     unique = list(dict.fromkeys(reads.values()))
     if on_plans is not None:
         on_plans(len(unique))
@@ -226,27 +256,15 @@ def verify_run(
     )
     by_plan = dict(zip(unique, results, strict=True))
 
+    index = problem.head_index
     loss: dict[str, dict[str, dict[int, float]]] = {c: {t: {} for t in tasks} for c in CONFIGS}
     metric: dict[str, dict[str, dict[int, float]]] = {c: {t: {} for t in tasks} for c in CONFIGS}
     for (config, t, seed), p in reads.items():
         r = by_plan[p]
         loss[config][t][seed] = float(r.loss["test"][index[t]])
         metric[config][t][seed] = float(r.metric["test"][index[t]])
-
-    def gains(baseline: str) -> tuple[dict[str, tuple[float, float, float]], tuple[float, float, float]]:
-        per_task = {}
-        per_seed: dict[int, list[float]] = {s: [] for s in seed_list}
-        for t in tasks:
-            g = paired_gains(loss[baseline][t], loss["recommended"][t])
-            iv = t_interval(g.values())
-            per_task[t] = (iv.mean, iv.low, iv.high)
-            for s, v in g.items():
-                per_seed[s].append(v)
-        overall = t_interval([float(np.mean(v)) for v in per_seed.values() if len(v) == len(tasks)])
-        return per_task, (overall.mean, overall.low, overall.high)
-
-    vs_sep, overall_sep = gains("separate")
-    vs_tog, overall_tog = gains("together")
+    vs_sep, overall_sep = _gains(loss, "separate", tasks, seed_list)
+    vs_tog, overall_tog = _gains(loss, "together", tasks, seed_list)
 
     def same_as(baseline: str) -> bool:
         return all(reads[("recommended", t, s)] == reads[(baseline, t, s)] for t in tasks for s in seed_list)

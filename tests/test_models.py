@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from taskscout.data import Head
 from taskscout.errors import SpecError
 from taskscout.models import (
-    Head,
     MultiTaskMLP,
     StackedMLP,
     grad_reverse,

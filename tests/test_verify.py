@@ -181,16 +181,14 @@ def test_default_seed_count_is_the_studys_but_at_least_ten():
     assert default_seed_count(12) == 12
 
 
-def test_an_auxiliary_listed_twice_by_an_older_recommendation_is_trained_once(tmp_path):
-    # Recommendations used to repeat an auxiliary for each served task it helps; verify refused
-    # them ("a model lists a target more than once").
+def test_a_recommended_auxiliary_is_trained_with_its_group(tmp_path):
     from taskscout.auxgen import generate_candidates
     from taskscout.data import build_dataset
 
     spec = _spec(tmp_path)
     aux = next(a.name for a in generate_candidates(build_dataset(spec), spec)
                if a.dropped is None and "g0_t0" in a.serves)
-    _write_run(tmp_path, [_group(["g0_t0", "g0_t1"], aux=[aux, aux]), _group(["g1_t0", "g1_t1"])],
+    _write_run(tmp_path, [_group(["g0_t0", "g0_t1"], aux=[aux]), _group(["g1_t0", "g1_t1"])],
                {"g0_t0": 0, "g0_t1": 0, "g1_t0": 1, "g1_t1": 1}, spec)
     result = verify_run(tmp_path, seeds=2, device="cpu")
     # per seed: the two recommended networks (one with the auxiliary), four single-task ones, all-together

@@ -6,8 +6,9 @@ gain(j -> i) = (L_i[alone] - L_i[with j]) / L_i[alone] with Student-t intervals 
 `ESTIMATORS` is the registry of affinity estimators, filled where each is defined (one file
 each: `measured_estimator`, `tag`, `gradcos`, `rsa`, `surrogate`); build one with
 `make_estimator(name, **params)` and run it with `.estimate(problem)`. `agreement` scores the
-cheap estimators against the measured gains. Estimator modules import torch only when they run,
-so `import taskscout.affinity` stays light.
+cheap estimators against the measured gains. `subsets` trains Optuna-proposed task subsets for
+the surrogate (the search's subsets phase drives it too); it is imported where it is used, as is
+torch by the estimator modules, so `import taskscout.affinity` stays light.
 """
 
 from taskscout.affinity import gradcos, measured_estimator, rsa, surrogate, tag  # noqa: F401  (fill the registry)

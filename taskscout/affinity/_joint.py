@@ -22,6 +22,7 @@ import numpy as np
 
 from taskscout.affinity.base import AffinityProblem, Compute, EstimatorResult, affinity_rows
 from taskscout.data import TRAIN
+from taskscout.device import resolve_device
 from taskscout.errors import DataError
 
 
@@ -90,7 +91,6 @@ def joint_run(
     """Train the joint model for `epochs` (default: the training settings') calling `hook` every `every` steps."""
     import torch
 
-    from taskscout.device import resolve_device
     from taskscout.training import ModelPlan, build_model, head_row_loss
 
     device = resolve_device(problem.device)
@@ -168,7 +168,6 @@ def probe_average_estimate(
     On CPU the seeds' runs go on parallel workers (`parallel.map_stacks`) with one intra-op thread
     each, as the trainer's parallel stacks do (each run's result is unchanged: it depends on its
     seed only); the compute recorded is the wall time of them all."""
-    from taskscout.device import resolve_device
     from taskscout.parallel import Report, map_stacks
     from taskscout.training import preload_optimiser, resolve_parallel_stacks
 

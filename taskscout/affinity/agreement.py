@@ -40,6 +40,7 @@ import pandas as pd
 
 from taskscout import rundir
 from taskscout.affinity.base import Compute, EstimatorResult
+from taskscout.affinity.measured import paired_with_alone
 from taskscout.errors import MissingResultsError
 
 MEASURED = "measured"
@@ -195,8 +196,6 @@ def agreement_from_run(run_dir: str | Path, *, quantile: float = 0.25) -> pd.Dat
 def per_seed_gains(losses: pd.DataFrame) -> pd.DataFrame:
     """source, target, seed, gain for every two-task model without auxiliaries in a
     `measured.LOSS_COLUMNS` table, paired per seed with the single-task losses."""
-    from taskscout.affinity.measured import paired_with_alone
-
     rows = paired_with_alone(losses, sizes=(2,))
     sources = [a if b == t else b for (a, b), t in zip(rows["tasks"], rows["task"], strict=True)]
     return pd.DataFrame({"source": pd.Series(sources, dtype=object), "target": rows["task"], "seed": rows["seed"],

@@ -18,18 +18,16 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
+from taskscout.affinity.measured import t_interval
+from taskscout.data import Dataset, Head, task_head
 from taskscout.errors import SpecError, close_matches
 from taskscout.rundir import AFFINITY_COLUMNS, COMPUTE_COLUMNS
 from taskscout.spec import ModelSettings, TrainingSettings
-
-if TYPE_CHECKING:
-    from taskscout.data import Dataset
-    from taskscout.training import Head
 
 
 @dataclass(frozen=True)
@@ -96,9 +94,7 @@ class AffinityProblem:
         device: str = "auto",
     ) -> AffinityProblem:
         """The problem over the data set's tasks; `main` names main tasks (default: every task)."""
-        from taskscout.training import Head
-
-        heads = tuple(head_for(t, Head) for t in ds.tasks)
+        heads = tuple(task_head(t) for t in ds.tasks)
         names = [h.name for h in heads]
         main = tuple(main) if main else tuple(names)
         for m in main:
@@ -133,14 +129,6 @@ class AffinityProblem:
         return [(s, t) for t in self.main for s in range(len(self.heads)) if s != t]
 
 
-def head_for(task: Any, head_cls: type) -> Any:
-    """The training head of a data-set task (`data.TaskInfo`): type, classes, regression scale."""
-    if task.type == "regression":
-        return head_cls(name=task.name, type="regression", scale=float(task.std))
-    n = task.n_classes if task.type in ("multiclass", "ordinal") else 0
-    return head_cls(name=task.name, type=task.type, n_classes=n)
-
-
 @dataclass(frozen=True, eq=False)
 class EstimatorResult:
     """An estimator's answer: affinity rows, what it cost, and any tables of its own.
@@ -169,8 +157,6 @@ def affinity_rows(
 
     `values[(source, target)]` lists one value per seed.
     """
-    from taskscout.affinity.measured import t_interval
-
     out = []
     for (source, target), vals in values.items():
         iv = t_interval(vals, level=level)

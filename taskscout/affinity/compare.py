@@ -23,6 +23,7 @@ from taskscout import rundir
 from taskscout.affinity.agreement import agreement_table, per_seed_gains, seed_reliability
 from taskscout.affinity.base import AffinityProblem, EstimatorResult, make_estimator
 from taskscout.affinity.pruning import gain_predictor_test
+from taskscout.curves import mean_curve_features
 
 CHEAP = ("tag", "gradcos", "rsa", "surrogate")
 
@@ -42,8 +43,6 @@ class Comparison:
 def single_curve_features(curves: pd.DataFrame, *, epsilon: float, window: int) -> pd.DataFrame:
     """Per task: `curves.curve_features` of each seed's single-task curves (columns task, seed,
     epoch, split, loss), averaged over seeds."""
-    from taskscout.curves import mean_curve_features
-
     def losses(g: pd.DataFrame, split: str) -> list[float]:
         return g[g["split"] == split].sort_values("epoch")["loss"].astype(float).tolist()
 

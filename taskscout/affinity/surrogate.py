@@ -20,8 +20,8 @@ main-effects model. Intervals are Student t posterior intervals: for a subset's 
 normalised loss (the mean over seeds, the quantity grouping needs) and for each coefficient.
 The interval of a subset's expected loss shrinks towards zero as observations accumulate.
 
-The Optuna part (which subsets to train next) lives in the search package
-(`taskscout.search.subsets`); this module only fits and predicts.
+Which subsets to train (Optuna proposals, pruning) and their training live in
+`taskscout.affinity.subsets`; this module only fits and predicts.
 """
 
 from __future__ import annotations
@@ -317,7 +317,7 @@ class SurrogateEstimator(AffinityEstimator):
     """Affinity from a surrogate fitted on task subsets (see the module docstring).
 
     Trains every main task alone and `n_subsets` subsets proposed by Optuna
-    (`taskscout.search.subsets`, default 3 x the number of main tasks: linear in T), each with every
+    (`taskscout.affinity.subsets`, default 3 x the number of main tasks: linear in T), each with every
     seed; gain(j -> i) = -(main effect of j on i's normalised loss). `prune`: False, True (Optuna
     pruning of subset trials) or "shadow" (test mode: decide, record, but train everything). Tables:
     "coefficients", "observations", "objectives", "pruning" (with `prune`), and "heldout"
@@ -334,7 +334,7 @@ class SurrogateEstimator(AffinityEstimator):
         self.stack_size = stack_size
 
     def estimate(self, problem: AffinityProblem, *, progress: Callable[[int], None] | None = None) -> EstimatorResult:
-        from taskscout.search.subsets import run_subsets
+        from taskscout.affinity.subsets import run_subsets
         from taskscout.training import ModelPlan, train_models
 
         names = problem.names

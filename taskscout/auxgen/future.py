@@ -17,13 +17,14 @@ from taskscout.auxgen.base import AuxGenerator, AuxTask, register
 from taskscout.auxgen.scoring import column_view, input_importance, mi_with_main
 from taskscout.auxgen.values import raw_values
 from taskscout.data import Dataset, infer_task_type
+from taskscout.data.times import parse_times
 from taskscout.spec import StudySpec
 
 
 def time_order(ds: Dataset) -> np.ndarray:
     """Row indices sorted by entity, then time (stable, so ties keep the data's order)."""
-    raw = ds.frame[ds.time_column]
-    times = raw if pd.api.types.is_numeric_dtype(raw) else pd.to_datetime(raw)
+    # as the data stage read them (day-first dates, offsets): the order the split was made in
+    times = ds.times if ds.times is not None else parse_times(ds.frame[ds.time_column], ds.time_column, ds.name)[0]
     keys = [np.arange(len(ds.frame)), times.to_numpy()]
     if ds.entity_column:
         entity, _ = pd.factorize(ds.frame[ds.entity_column], use_na_sentinel=False)

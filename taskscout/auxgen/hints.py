@@ -46,7 +46,8 @@ def numeric_inputs(ds: Dataset) -> list[str]:
         if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
             continue
         x = s.to_numpy(dtype=float)[ds.split == TRAIN]
-        if np.nanstd(x) > 0:
+        x = x[np.isfinite(x)]  # missing and infinite values count as missing (data.prepare)
+        if len(x) > 1 and np.std(x) > 0:
             out.append(c)
     return out
 

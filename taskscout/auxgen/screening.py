@@ -161,9 +161,10 @@ def _merge(screened: list[AuxTask]) -> list[AuxTask]:
     return merged
 
 
-def _unique_names(cands: list[AuxTask]) -> list[AuxTask]:
-    """Distinct constructions that print alike (odd column names) get a stable suffix ~2, ~3..."""
-    seen: dict[str, int] = {}
+def _unique_names(cands: list[AuxTask], taken: tuple[str, ...] = ()) -> list[AuxTask]:
+    """Distinct constructions that print alike (odd column names), or that print like a task in
+    `taken` (a column named `a__related`), get a stable suffix ~2, ~3..."""
+    seen: dict[str, int] = dict.fromkeys(taken, 1)
     out = []
     for aux in cands:
         n = seen.get(aux.name, 0) + 1
@@ -188,7 +189,7 @@ def generate_candidates(ds: Dataset, spec: StudySpec) -> list[AuxTask]:
             if gen.why_not(ds, spec, main) is None:
                 screened += _screen(ds, spec, kind, main, gen.propose(ds, spec, main))
         out += _merge(screened)
-    return _unique_names(out)
+    return _unique_names(out, taken=ds.task_names)
 
 
 def why_none(ds: Dataset, spec: StudySpec) -> list[tuple[str, str, str]]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from taskscout.data.planted import planted_frame
 from taskscout.errors import DataError, close_matches
 
 
@@ -85,8 +86,6 @@ _PLANTED_OPTIONS = {
 
 
 def _load_planted(**options: Any) -> pd.DataFrame:
-    from taskscout.data.planted import planted_frame
-
     unknown = sorted(set(options) - _PLANTED_OPTIONS)
     if unknown:
         raise DataError(

@@ -12,7 +12,8 @@ validation just before).
 from __future__ import annotations
 
 import csv
-import warnings
+import itertools
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from taskscout.data.builtin import load_builtin
+from taskscout.data.checks import (
+    copied_targets,
+    infinite_inputs_to_missing,
+    mixed_input_note,
+    nested_kind,
+    read_numbers,
+    refuse_infinite_target,
+    refuse_mixed_target,
+    refuse_nested,
+    unique_feature_names,
+)
+from taskscout.data.times import boundary_notes, parse_times
 from taskscout.errors import DataError, close_matches
+from taskscout.paths import path_problem
 from taskscout.spec import StudySpec
 
 TRAIN, VAL, TEST = 0, 1, 2
@@ -75,6 +90,7 @@ class Dataset:
     notes: tuple[str, ...] = ()  # what the data stage decided on its own, for the user to read
     left_out: tuple[str, ...] = ()  # columns it left out of the default inputs (identifiers, dates)
     meta: dict[str, Any] = field(default_factory=dict)
+    times: pd.Series | None = None  # the time column as read by the data stage (numbers or datetimes)
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -105,16 +121,23 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 def _read_csv(path: Path, source: str) -> pd.DataFrame:
     with path.open("rb") as fh:
         head = fh.read(65536)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(head) > 3 and head[1::2].count(0) > 0.9 * len(head[1::2])):
+        raise DataError(f"'{source}' is UTF-16 text; save it as a UTF-8 CSV (or as Parquet)")
     if b"\x00" in head:
         raise DataError(f"'{source}' is a binary file, not a CSV text file; give a UTF-8 CSV or a .parquet file")
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             # pandas skips blank lines before the header, so the header is the first non-blank row
-            header = next((row for row in csv.reader(fh) if row), None)
-        if header is None:
+            rows = [row for row in itertools.islice(csv.reader(fh), 12) if row]
+        if not rows:
             raise DataError(f"'{source}' is empty: expected a CSV file with a header row and data rows")
-        _require_unique(header, source)
-        return pd.read_csv(path, encoding="utf-8")
+        if len(rows[0]) <= 2 and rows[0][0].lower().startswith("sep=") and not any(rows[0][1:]):
+            raise DataError(f"'{source}' starts with Excel's {','.join(rows[0])!r} line; delete that first line, so "
+                            f"that the header row comes first (or save the sheet as a plain comma-separated CSV)")
+        if len(rows[0]) == 1:
+            _refuse_one_field_header(rows, source)
+        _require_unique(rows[0], source)
+        return pd.read_csv(path, encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(
             f"'{source}' is not UTF-8 text (byte {e.object[e.start]:#04x} at position {e.start}); "
@@ -126,6 +149,20 @@ def _read_csv(path: Path, source: str) -> pd.DataFrame:
         raise DataError(f"cannot read '{source}' as CSV: {str(e).strip().splitlines()[0]}") from None
 
 
+def _refuse_one_field_header(rows: list[list[str]], source: str) -> None:
+    """DataError for the usual reasons a CSV header has a single field: a title line above the
+    header, or fields separated by something other than commas."""
+    first = rows[0][0]
+    wider = [len(r) for r in rows[1:] if len(r) > 1]
+    if wider:
+        raise DataError(f"the first line of '{source}' ({first[:40]!r}) has 1 field but the lines below it have "
+                        f"{max(wider)}: it looks like a title; delete the line(s) above the header row")
+    for sep, label in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'")):
+        if sep in first:
+            raise DataError(f"'{source}' has a single column named {first[:40]!r}: its fields look separated by {label}, "
+                            f"not commas; save it as a comma-separated CSV (or as Parquet)")
+
+
 def _read_parquet(path: Path, source: str) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -133,9 +170,13 @@ def _read_parquet(path: Path, source: str) -> pd.DataFrame:
     try:
         # pandas cannot even load a Parquet file with repeated column names, so look at the schema first
         _require_unique(pq.read_schema(path).names, source)
-        return pd.read_parquet(path)
+        frame = pd.read_parquet(path)
     except (pa.ArrowException, ValueError) as e:
         raise DataError(f"cannot read '{source}' as Parquet: {str(e).strip().splitlines()[0]}") from None
+    # A named index (df.set_index("id").to_parquet(...)) is a column to the user; an unnamed one
+    # (the row numbers left by a filter) is not.
+    named = [n for n in frame.index.names if n is not None and n not in frame.columns]
+    return frame.reset_index(level=named) if named else frame
 
 
 def _require_unique(names: list, source: str) -> None:
@@ -155,16 +196,18 @@ def load_frame(source: str, options: dict[str, Any] | None = None) -> pd.DataFra
     missing, unreadable or empty file and for repeated column names.
     """
     if source.startswith("builtin:"):
-        from taskscout.data.builtin import load_builtin
-
         return load_builtin(source.split(":", 1)[1], options)
     if options:
         raise DataError(f"data_options are only for builtin data sets; '{source}' is a file")
     path = Path(source)
-    if not path.exists():
-        raise DataError(f"data file '{source}' does not exist; give a CSV or Parquet path or builtin:NAME")
+    problem = path_problem(path)
+    if problem is not None:
+        raise DataError(f"data file '{source}' {problem}; give a CSV or Parquet path or builtin:NAME")
     if path.is_dir():
         raise DataError(f"'{source}' is a directory; give a CSV or Parquet file")
+    if path.suffix.lower() in (".xlsx", ".xlsm", ".xls", ".ods"):
+        raise DataError(f"'{source}' is an Excel workbook (a spreadsheet), not a table file; save the sheet as CSV "
+                        f"(UTF-8) or as Parquet")
     try:
         if path.suffix.lower() in PARQUET_SUFFIXES:
             frame = _read_parquet(path, source)
@@ -303,48 +346,17 @@ def make_split(frame: pd.DataFrame, spec: StudySpec, times: pd.Series | None) ->
     return split
 
 
-def _parse_times(raw: pd.Series, column: str, source: str) -> pd.Series:
-    """Numbers as they are, anything else as dates; a value that is neither is an error."""
-    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
-        times = raw
-    else:
-        try:
-            with warnings.catch_warnings():
-                # pandas warns when no format can be inferred (text that is not dates: the failure
-                # below is our error alone) and when the inferred format puts the day first (one
-                # format for every row all the same): the output is ours, not pandas' advice.
-                warnings.filterwarnings("ignore", message="Could not infer format", category=UserWarning)
-                warnings.filterwarnings("ignore", message="Parsing dates in .* format when dayfirst", category=UserWarning)
-                times = pd.to_datetime(raw)
-        except (ValueError, TypeError):
-            # one format inferred from the first value failed; parse value by value to find the culprit
-            try:
-                times = pd.to_datetime(raw, errors="coerce", format="mixed")
-            except (ValueError, TypeError) as e:
-                raise DataError(
-                    f"time column {column!r} of {source} does not parse as dates or numbers: {str(e).splitlines()[0]}"
-                ) from None
-            bad = times.isna() & raw.notna()
-            if bad.any():
-                row = int(np.flatnonzero(bad.to_numpy())[0])
-                raise DataError(
-                    f"time column {column!r} of {source} does not parse as dates or numbers: row {row} holds "
-                    f"{raw.iloc[row]!r}; use dates such as 2024-01-31 or numbers"
-                ) from None
-    if times.isna().any():
-        raise DataError(
-            f"time column {column!r} of {source} has {int(times.isna().sum())} empty values; every row needs a time"
-        )
-    return times
-
-
 # ---------------------------------------------------------------- inputs
 
 
-def _preprocess_inputs(frame: pd.DataFrame, inputs: tuple[str, ...], train: np.ndarray):
+def _preprocess_inputs(frame: pd.DataFrame, inputs: tuple[str, ...], train: np.ndarray, *, named: bool = False):
+    """(X, feature names, feature sources, notes): numbers standardised with a missing indicator,
+    text one-hot over the training categories. `named`: the user listed the inputs (no note on
+    a text input's many categories, only on one that mixes numbers and text)."""
     cols: list[np.ndarray] = []
     names: list[str] = []
     sources: list[str] = []
+    notes: list[str] = []
     for c in inputs:
         s = frame[c]
         if pd.api.types.is_bool_dtype(s):
@@ -375,20 +387,31 @@ def _preprocess_inputs(frame: pd.DataFrame, inputs: tuple[str, ...], train: np.n
                 cols.append(s.isna().to_numpy(dtype=float))
                 names.append(f"{c}__missing")
                 sources.append(c)
+            notes += [n for n in [mixed_input_note(s, c, len(cats), only_mixed=named)] if n]
+    names, renamed = unique_feature_names(names)
     X = np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((len(frame), 0), np.float32)
-    return X, tuple(names), tuple(sources)
+    return X, tuple(names), tuple(sources), notes + renamed
 
 
 # ---------------------------------------------------------------- the whole stage
 
 
+# The flag and the study-file key behind each role, for names a comma-separated flag cannot carry.
+_ROLE_KEYS = {"task": ("--tasks", "tasks"), "input": ("--inputs", "inputs"),
+              "adversarial": ("--adversarial", "aux.adversarial")}
+
+
 def _require_columns(frame: pd.DataFrame, names, role: str, source: str) -> None:
     for c in names:
         if c not in frame.columns:
-            raise DataError(
-                f"{role} column {c!r} is not in {source}{close_matches(c, frame.columns)}; "
-                f"it has {len(frame.columns)} columns"
-            )
+            hint = close_matches(c, frame.columns)
+            odd = [m for m in frame.columns if m in hint and ("," in m or m != m.strip())]
+            if odd and role in _ROLE_KEYS:
+                flag, key = _ROLE_KEYS[role]
+                listed = ", ".join(json.dumps(m) for m in odd)
+                hint += (f"; {flag} cannot carry a name with a comma or surrounding spaces: list it in the study "
+                         f"file ({key.split('.')[-1]} = [{listed}]) or with --set '{key}=[{listed}]'")
+            raise DataError(f"{role} column {c!r} is not in {source}{hint}; it has {len(frame.columns)} columns")
 
 
 def default_inputs(frame: pd.DataFrame, spec: StudySpec) -> tuple[str, ...]:
@@ -430,7 +453,7 @@ def _looks_like_dates(present: pd.Series) -> bool:
     # A date has parts (2024-01-31, 31/01/2024, Jan 31 2024): codes of digits alone, such as zip
     # codes "02100", parse as dates too but are not.
     parts = sample.str.contains(r"[-/:\s]|[A-Za-z]", regex=True).all()
-    return bool(parts and pd.to_datetime(sample, errors="coerce", format="mixed").notna().all())
+    return bool(parts and pd.to_datetime(sample, errors="coerce", format="mixed", utc=True).notna().all())
 
 
 def _left_out_note(frame: pd.DataFrame, column: str) -> str:
@@ -454,76 +477,111 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
     attrs = dict(frame.attrs)
     frame = frame.reset_index(drop=True)
     frame.attrs.update(attrs)
+    _check_named_columns(frame, spec, source)
+    used = [*spec.tasks, *(spec.inputs if spec.inputs is not None else default_inputs(frame, spec)),
+            *spec.aux.adversarial, *([spec.aux.smooth_source] if spec.aux.smooth_source else [])]
+    notes = read_numbers(frame, dict.fromkeys(used), source)
+    inputs, left_out, input_notes = _choose_inputs(frame, spec, source)
+    notes = input_notes + notes
+
+    times, time_notes = parse_times(frame[spec.time_column], spec.time_column, source) if spec.time_column else (None, ())
+    split = make_split(frame, spec, times)
+    if times is not None:
+        time_notes += boundary_notes(times, split, spec.time_column)
+    train = split == TRAIN
+    encoded = [_encode_task(frame, spec, name, split, source) for name in spec.tasks]
+    Y = np.stack([y for y, _ in encoded], axis=1) if encoded else np.empty((len(frame), 0))
+
+    # A number column with a few text cells ("n/a", "about 3") is numbers: the text cells count as
+    # missing (one-hot coding it would make a category of every number).
+    for c in inputs:
+        stray = stray_text(frame[c])
+        if stray is not None:
+            frame[c] = pd.to_numeric(frame[c], errors="coerce")
+            notes.append(f"input column {c!r} holds numbers except {len(stray)} text cells such as {stray.iloc[0]!r}: "
+                         f"those count as missing values")
+    notes += infinite_inputs_to_missing(frame, inputs)
+    notes += copied_targets(frame, spec.tasks, inputs)
+    X, names, sources, feature_notes = _preprocess_inputs(frame, tuple(inputs), train, named=spec.inputs is not None)
+    return Dataset(
+        name=spec.name, frame=frame, X=X, feature_names=names, feature_sources=sources, inputs=tuple(inputs),
+        Y=Y, tasks=tuple(info for _, info in encoded), split=split, time_column=spec.time_column,
+        entity_column=spec.entity_column,
+        notes=(*notes, *time_notes, *feature_notes, *_unused_time_column_note(frame, spec)),
+        left_out=left_out, times=times,
+    )
+
+
+def _check_named_columns(frame: pd.DataFrame, spec: StudySpec, source: str) -> None:
+    """Every column the study names exists; none that must hold plain values holds lists."""
     _require_columns(frame, spec.tasks, "task", source)
     _require_columns(frame, spec.inputs or (), "input", source)
     _require_columns(frame, [c for c in (spec.time_column, spec.entity_column) if c], "time/entity", source)
     _require_columns(frame, spec.aux.adversarial, "adversarial", source)
     _require_columns(frame, [spec.aux.smooth_source] if spec.aux.smooth_source else [], "smooth-source", source)
+    refuse_nested(frame, spec.tasks, "task", source)
+    refuse_nested(frame, spec.inputs or (), "input", source)
+    refuse_nested(frame, [c for c in (spec.time_column, spec.entity_column) if c], "time/entity", source)
+    refuse_nested(frame, spec.aux.adversarial, "adversarial", source)
+
+
+def _choose_inputs(frame: pd.DataFrame, spec: StudySpec, source: str) -> tuple[tuple[str, ...], tuple[str, ...], list[str]]:
+    """(inputs, columns left out of the default inputs, notes on them)."""
     left_out: tuple[str, ...] = ()
+    notes: list[str] = []
     if spec.inputs is not None:
         inputs = tuple(spec.inputs)
     else:
         inputs = default_inputs(frame, spec)
-        left_out = identifier_columns(frame, inputs)
-        inputs = tuple(c for c in inputs if c not in left_out)
+        nested = tuple(c for c in inputs if nested_kind(frame[c]))
+        inputs = tuple(c for c in inputs if c not in nested)
+        identifiers = identifier_columns(frame, inputs)
+        inputs = tuple(c for c in inputs if c not in identifiers)
+        left_out = identifiers + nested
+        notes = [_left_out_note(frame, c) for c in identifiers]
+        notes += [f"input column {c!r} left out: its cells hold {nested_kind(frame[c])}, not one value each; "
+                  f"flatten it into plain columns to use it" for c in nested]
     overlap = set(inputs) & set(spec.tasks)
     if overlap:
         raise DataError(f"column {sorted(overlap)[0]!r} is both an input and a task; a target cannot be its own input")
     if not inputs:
-        also = "".join(f"; {c!r} was left out (an identifier or dates)" for c in left_out)
+        also = "".join(f"; {c!r} was left out (an identifier, dates or nested values)" for c in left_out)
         raise DataError(f"{source} has no input columns left after removing the tasks{also}; name inputs with --inputs")
+    return inputs, left_out, notes
 
-    times = _parse_times(frame[spec.time_column], spec.time_column, source) if spec.time_column else None
-    split = make_split(frame, spec, times)
+
+def _encode_task(frame: pd.DataFrame, spec: StudySpec, name: str, split: np.ndarray, source: str) -> tuple[np.ndarray, TaskInfo]:
+    """The coded column of task `name` and its TaskInfo, after the checks that refuse it."""
+    values = frame[name]
+    refuse_infinite_target(values, name=name, source=source)
+    observed = values.dropna().unique()
+    given = name in spec.task_types
+    if not given and len(observed) == 1:
+        raise DataError(
+            f"column {name!r} of {source} is constant (every labelled row holds {_plain(observed[0])!r}); "
+            f"a constant task cannot be learned, drop it from the tasks"
+        )
+    if not given:
+        refuse_stray_text(values, name=name, source=source)
+    kind = spec.task_types.get(name) or infer_task_type(values)
+    if not given and kind == "multiclass":
+        refuse_mixed_target(values, name=name, source=source, max_levels=ORDINAL_MAX_LEVELS)
+        refuse_identifier_task(values, name=name, source=source)
     train = split == TRAIN
-
-    Y = np.empty((len(frame), len(spec.tasks)))
-    infos = []
-    for k, name in enumerate(spec.tasks):
-        values = frame[name]
-        observed = values.dropna().unique()
-        if name not in spec.task_types and len(observed) == 1:
+    y, info = encode_target(values, kind, train, name=name, source=source)
+    for s, split_name in enumerate(SPLIT_NAMES):
+        if not np.isfinite(y[split == s]).any():
             raise DataError(
-                f"column {name!r} of {source} is constant (every labelled row holds {_plain(observed[0])!r}); "
-                f"a constant task cannot be learned, drop it from the tasks"
+                f"column {name!r} of {source} is a task but has no labelled rows in the {split_name} split; "
+                f"label more rows or drop the task"
             )
-        if name not in spec.task_types:
-            refuse_stray_text(values, name=name, source=source)
-        kind = spec.task_types.get(name) or infer_task_type(values)
-        if name not in spec.task_types and kind == "multiclass":
-            refuse_identifier_task(values, name=name, source=source)
-        y, info = encode_target(values, kind, train, name=name, source=source)
-        for s, split_name in enumerate(SPLIT_NAMES):
-            if not np.isfinite(y[split == s]).any():
-                raise DataError(
-                    f"column {name!r} of {source} is a task but has no labelled rows in the {split_name} split; "
-                    f"label more rows or drop the task"
-                )
-        if kind == "binary" and len(np.unique(y[train & np.isfinite(y)])) < 2:
-            seen = info.classes[int(np.nanmax(y[train]))]
-            raise DataError(
-                f"column {name!r} of {source} is a binary task but its training split holds only the class {seen!r}; "
-                f"label more rows of the other class or drop the task"
-            )
-        Y[:, k] = y
-        infos.append(info)
-
-    # A number column with a few text cells ("n/a", "about 3") is numbers: the text cells count as
-    # missing (one-hot coding it would make a category of every number).
-    stray_notes = []
-    for c in inputs:
-        stray = stray_text(frame[c])
-        if stray is not None:
-            frame[c] = pd.to_numeric(frame[c], errors="coerce")
-            stray_notes.append(f"input column {c!r} holds numbers except {len(stray)} text cells such as {stray.iloc[0]!r}: "
-                               f"those count as missing values")
-    X, names, sources = _preprocess_inputs(frame, tuple(inputs), train)
-    return Dataset(
-        name=spec.name, frame=frame, X=X, feature_names=names, feature_sources=sources, inputs=tuple(inputs),
-        Y=Y, tasks=tuple(infos), split=split, time_column=spec.time_column, entity_column=spec.entity_column,
-        notes=(*(_left_out_note(frame, c) for c in left_out), *stray_notes, *_unused_time_column_note(frame, spec)),
-        left_out=left_out,
-    )
+    if kind == "binary" and len(np.unique(y[train & np.isfinite(y)])) < 2:
+        seen = info.classes[int(np.nanmax(y[train]))]
+        raise DataError(
+            f"column {name!r} of {source} is a binary task but its training split holds only the class {seen!r}; "
+            f"label more rows of the other class or drop the task"
+        )
+    return y, info
 
 
 def _unused_time_column_note(frame: pd.DataFrame, spec: StudySpec) -> tuple[str, ...]:

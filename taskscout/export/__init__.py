@@ -29,7 +29,6 @@ from taskscout.export.config import (
     SUFFIXES,
     TOP_KEYS,
     check_config,
-    check_default_inputs,
     load_config,
     spec_from_config,
 )
@@ -45,7 +44,7 @@ from taskscout.export.write import (
 
 __all__ = [
     "CONFIG_SCHEMA_VERSION", "FORMATS", "METRICS", "PREPROCESSING", "SUFFIXES", "TOP_KEYS", "TrainOutcome",
-    "TrainedGroup", "check_config", "check_config_path", "check_default_inputs", "check_models_dir",
+    "TrainedGroup", "check_config", "check_config_path", "check_models_dir",
     "config_format", "export_config", "group_auxiliaries", "load_config", "load_trained", "spec_from_config",
     "train_config", "write_config",
 ]

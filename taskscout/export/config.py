@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from taskscout.errors import DataError, SpecError, close_matches
+from taskscout.spec import resolve_spec
 
 CONFIG_SCHEMA_VERSION = 1
 FORMATS = ("yaml", "json")
@@ -97,19 +98,6 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
-def check_default_inputs(config: Mapping[str, Any], spec: Any, ds: Any) -> None:
-    """A DataError when `config` was exported before identifier and date columns were left out of
-    the default inputs (its preprocessing does not say so) and the data has such columns: its
-    networks were searched with them as inputs, and training without them would differ silently."""
-    if "identifier_inputs" in config["preprocessing"] or spec.inputs is not None:
-        return
-    if ds.left_out:
-        raise DataError(
-            f"this training config comes from a taskscout whose default inputs included {list(ds.left_out)}, which this version "
-            f"leaves out (an identifier or dates); export the run again, or name the inputs in data.inputs"
-        )
-
-
 def check_config(config: Any, *, where: str = "<mapping>") -> dict[str, Any]:
     """The config itself after checking its schema; a SpecError naming the first problem otherwise."""
     if not isinstance(config, Mapping):
@@ -186,8 +174,6 @@ def check_config(config: Any, *, where: str = "<mapping>") -> dict[str, Any]:
 
 def spec_from_config(config: Mapping[str, Any]):
     """The StudySpec that rebuilds the config's data and auxiliaries (data, split, aux, model, training)."""
-    from taskscout.spec import resolve_spec
-
     data, training, aux = config["data"], config["training"], config["auxiliary_generation"]
     optimiser = training.get("optimiser", {}) or {}
     if optimiser.get("name", "adam") != "adam":

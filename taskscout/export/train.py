@@ -9,18 +9,22 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskscout import __version__, rundir
+from taskscout.data import Dataset, Head, build_dataset
 from taskscout.errors import DataError, close_matches
 from taskscout.export.config import (
     CONFIG_SCHEMA_VERSION,
     METRICS,
     check_config,
-    check_default_inputs,
     spec_from_config,
 )
 from taskscout.export.write import _writing, check_models_dir
+from taskscout.spec import ModelSettings, StudySpec
+
+if TYPE_CHECKING:
+    from taskscout.search.problem import SearchProblem
 
 # ---------------------------------------------------------------- training
 
@@ -57,7 +61,7 @@ class TrainOutcome:
         return rows
 
 
-def _rebuild_auxiliaries(ds: Any, spec: Any, wanted: Sequence[Mapping[str, Any]]) -> list[Any]:
+def _rebuild_auxiliaries(ds: Dataset, spec: StudySpec, wanted: Sequence[Mapping[str, Any]]) -> list[Any]:
     """The exported auxiliaries, regenerated from the data and checked against their provenance."""
     if not wanted:
         return []
@@ -86,6 +90,25 @@ def _rebuild_auxiliaries(ds: Any, spec: Any, wanted: Sequence[Mapping[str, Any]]
     return out
 
 
+def _group_plans(cfg: Mapping[str, Any], problem: SearchProblem) -> list[Any]:
+    """One trainer ModelPlan per group of the checked config `cfg`."""
+    from taskscout.training import ModelPlan
+
+    index = problem.head_index
+    plans = []
+    for k, g in enumerate(cfg["groups"]):
+        auxes = [a["name"] for a in g.get("auxiliaries", [])]
+        targets = [*g["tasks"], *auxes]
+        weights = g.get("loss_weights") or {}
+        plans.append(ModelPlan(
+            targets=tuple(index[n] for n in targets), main=tuple(index[n] for n in g.get("serves", g["tasks"])),
+            seed=int(cfg["seed"]), branch_layer=int(g["branch_layer"]),
+            dropped_features=tuple(sorted({f for a in auxes for f in problem.dropped.get(a, ())})),
+            loss_weights=tuple(float(weights.get(n, 1.0)) for n in targets), key=g.get("name") or f"group {k + 1}",
+        ))
+    return plans
+
+
 def train_config(
     config: Mapping[str, Any],
     *,
@@ -101,33 +124,20 @@ def train_config(
     """
     import torch
 
-    from taskscout.data import build_dataset
     from taskscout.search.problem import build_problem
-    from taskscout.training import ModelPlan, train_models
+    from taskscout.training import train_models
 
     cfg = check_config(config)
     check_models_dir(out_dir)
     spec = spec_from_config(cfg)
     ds = build_dataset(spec)
-    check_default_inputs(cfg, spec, ds)
     wanted: dict[str, Mapping[str, Any]] = {}
     for g in cfg["groups"]:
         for a in g.get("auxiliaries", []):
             wanted.setdefault(a["name"], a)
     aux_tasks = _rebuild_auxiliaries(ds, spec, list(wanted.values()))
     problem = build_problem(ds, list(spec.tasks), aux_tasks)
-    index = problem.head_index
-    plans = []
-    for k, g in enumerate(cfg["groups"]):
-        auxes = [a["name"] for a in g.get("auxiliaries", [])]
-        targets = [*g["tasks"], *auxes]
-        weights = g.get("loss_weights") or {}
-        plans.append(ModelPlan(
-            targets=tuple(index[n] for n in targets), main=tuple(index[n] for n in g.get("serves", g["tasks"])),
-            seed=int(cfg["seed"]), branch_layer=int(g["branch_layer"]),
-            dropped_features=tuple(sorted({f for a in auxes for f in problem.dropped.get(a, ())})),
-            loss_weights=tuple(float(weights.get(n, 1.0)) for n in targets), key=g.get("name") or f"group {k + 1}",
-        ))
+    plans = _group_plans(cfg, problem)
     results = train_models(problem.X, problem.Y, problem.heads, problem.split, plans, model=spec.model,
                            training=spec.training, device=device or spec.device, eval_splits=("val", "test"),
                            keep_state=True, progress=progress, stack_size=spec.search.stack_size)
@@ -206,8 +216,7 @@ def load_trained(path: str | Path) -> tuple[Any, dict[str, Any]]:
     """The network of a checkpoint written by `train_config` (eval mode, CPU) and the checkpoint dict."""
     import torch
 
-    from taskscout.spec import ModelSettings
-    from taskscout.training import Head, ModelPlan, build_model
+    from taskscout.training import ModelPlan, build_model
 
     ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
     heads = [Head(**h) for h in ckpt["heads"]]

@@ -12,30 +12,15 @@ from typing import Any
 from taskscout import __version__, rundir
 from taskscout.errors import DataError, MissingResultsError, SpecError, close_matches
 from taskscout.export.config import CONFIG_SCHEMA_VERSION, FORMATS, METRICS, PREPROCESSING, SUFFIXES
+from taskscout.spec import spec_from_json
 
 # ---------------------------------------------------------------- export
 
 
 def group_auxiliaries(group: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """A recommendation group's auxiliaries by name, each once, with `serves` (the served tasks
-    that gain from it) and per-task `expected_gain` and `ci`.
-
-    Recommendations written before an auxiliary was listed once per group repeat it for every
-    served task, with `serves` a task name and scalar gains; those entries are merged here.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for a in group.get("aux") or []:
-        name = str(a["name"])
-        entry = out.setdefault(name, {"name": name, "kind": a.get("kind"), "serves": [], "expected_gain": {}, "ci": {}})
-        serves = a.get("serves")
-        served = [serves] if isinstance(serves, str) else list(serves or [])
-        gains, ci = a.get("expected_gain"), a.get("ci")
-        for t in served:
-            if t not in entry["serves"]:
-                entry["serves"].append(t)
-            entry["expected_gain"].setdefault(t, gains.get(t) if isinstance(gains, Mapping) else gains)
-            entry["ci"].setdefault(t, ci.get(t) if isinstance(ci, Mapping) else ci)
-    return out
+    """A recommendation group's auxiliaries by name, each with `serves` (the served tasks that
+    gain from it) and per-task `expected_gain` and `ci`."""
+    return {str(a["name"]): dict(a) for a in group.get("aux") or []}
 
 
 def _aux_entry(name: str, records: Mapping[str, Mapping[str, Any]], main: str, rec_aux: Mapping[str, Any]) -> dict[str, Any]:
@@ -77,8 +62,6 @@ def export_config(run_dir: str | Path) -> dict[str, Any]:
     epoch), its branch layer, its auxiliaries with generator provenance, and a loss weight per
     target (1.0 each: the study's weighting scheme then applies on top).
     """
-    from taskscout.spec import spec_from_json
-
     d = rundir.require(run_dir, rundir.SPEC, rundir.RECOMMENDATION)
     spec = spec_from_json((d / rundir.SPEC).read_text(encoding="utf-8"))
     rec = rundir.read_json(d / rundir.RECOMMENDATION)

@@ -17,6 +17,7 @@ from taskscout.grouping.graph import build_graph, save_graphml
 from taskscout.grouping.scores import SCORE_SOURCES, GroupScorer, TaskScore
 from taskscout.grouping.solve import choose_grouping
 from taskscout.grouping.subset_scores import with_subset_scores
+from taskscout.spec import spec_from_json
 
 # ---------------------------------------------------------------- baselines
 
@@ -277,8 +278,6 @@ def recommend_run(
     Needs spec.json and affinity.csv; group_scores.csv, depth.csv, candidates.json and
     trials.parquet are used when present. Returns the recommendation.
     """
-    from taskscout.spec import spec_from_json
-
     d = rundir.require(run_dir, rundir.SPEC, rundir.AFFINITY)
     spec = spec_from_json((d / rundir.SPEC).read_text(encoding="utf-8"))
     tasks = spec.main_tasks

@@ -112,21 +112,10 @@ def _candidate_groups(
     return out
 
 
-def _solve_exact(
-    tasks: tuple[str, ...], candidates, budgets: Sequence[int]
-) -> dict[int, list[tuple[str, ...]] | None]:
-    """Branch and bound over partitions of the tasks into served blocks.
-
-    Every solution (chosen networks, each task served by the best one containing it) is a
-    partition of the tasks into blocks, block A served by one network G containing A at cost
-    sum_{t in A} c(t, G); so the optimum is the cheapest partition into at most N blocks, where a
-    block's cost w(A) is the cheapest network containing it (a lone task: min(1, its best
-    network)). w is tabulated for every subset of a candidate group. The search extends a
-    partial partition by a block holding the lowest unassigned task, cheapest-first, and prunes
-    when the cost so far plus each remaining task's cheapest possible score cannot beat the
-    incumbent (ties go to fewer blocks). Budgets are solved in increasing order, each starting
-    from the previous optimum, which stays feasible.
-    """
+def _block_costs(tasks: tuple[str, ...], candidates) -> tuple[np.ndarray, np.ndarray]:
+    """w[A], the cheapest cost of serving block A (a bit mask over `tasks`) by one network, and
+    server[A], the mask of that network: a lone task costs 1 (served alone), and every subset of
+    a candidate group costs the sum of its members' scores in that group, if that is cheaper."""
     n = len(tasks)
     w = np.full(1 << n, np.inf)
     server = np.zeros(1 << n, dtype=np.int64)
@@ -146,6 +135,26 @@ def _solve_exact(
         better = sums < w[masks] - _EPS
         w[masks[better]] = sums[better]
         server[masks[better]] = gmask
+    return w, server
+
+
+def _solve_exact(
+    tasks: tuple[str, ...], candidates, budgets: Sequence[int]
+) -> dict[int, list[tuple[str, ...]] | None]:
+    """Branch and bound over partitions of the tasks into served blocks.
+
+    Every solution (chosen networks, each task served by the best one containing it) is a
+    partition of the tasks into blocks, block A served by one network G containing A at cost
+    sum_{t in A} c(t, G); so the optimum is the cheapest partition into at most N blocks, where a
+    block's cost w(A) is the cheapest network containing it (a lone task: min(1, its best
+    network)). w is tabulated for every subset of a candidate group. The search extends a
+    partial partition by a block holding the lowest unassigned task, cheapest-first, and prunes
+    when the cost so far plus each remaining task's cheapest possible score cannot beat the
+    incumbent (ties go to fewer blocks). Budgets are solved in increasing order, each starting
+    from the previous optimum, which stays feasible.
+    """
+    n = len(tasks)
+    w, server = _block_costs(tasks, candidates)
     lb = [float(w[1 << t]) for t in range(n)]
     finite = np.flatnonzero(np.isfinite(w))
     by_low: list[list[int]] = [[] for _ in range(n)]

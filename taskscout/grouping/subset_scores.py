@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from taskscout import rundir
+from taskscout.affinity.measured import t_interval
+from taskscout.affinity.surrogate import fit_surrogate
 from taskscout.grouping._tables import _key, _require_columns, _split_group
 from taskscout.grouping.scores import ALONE, GroupScorer, ScoreFn, TaskScore
 from taskscout.grouping.solve import choose_grouping, solve_grouping
@@ -23,8 +25,6 @@ def observed_group_scores(observations: pd.DataFrame, tasks: Sequence[str]) -> p
     """Measured `group_scores.csv` rows from surrogate observations (group, task, seed, norm_loss):
     for every group of two or more of `tasks`, each member's mean normalised loss over its seeds
     with a Student-t interval (source "measured", as for the groups the measured phases train)."""
-    from taskscout.affinity.measured import t_interval
-
     _require_columns(observations, rundir.SUBSET_OBSERVATION_COLUMNS, "subset observations")
     main = set(tasks)
     rows = []
@@ -47,8 +47,6 @@ def with_subset_scores(
     by a prediction: the surrogate is one linear model over all subsets and shrinks the gains of
     the groups it was never shown (on planted data it scored a group's triple below either of its
     measured pairs)."""
-    from taskscout.affinity.surrogate import fit_surrogate
-
     if observations.empty or len(tasks) < 2:
         return group_scores
     measured = set(group_scores["group"]) if group_scores is not None else set()

@@ -178,11 +178,10 @@ def summary_data(
         seconds = total(trials, "seconds") if trials is not None and "seconds" in trials else float("nan")
     groups = []
     per_task = rec.get("auxiliaries", {}) or {}
-    assignment = rec.get("assignment", {}) or {}
-    for k, g in enumerate(rec.get("groups", [])):
+    for g in rec.get("groups", []):
         eg, ci = g.get("expected_gain", {}) or {}, g.get("ci", {}) or {}
         listed = {a.get("name", "") for a in g.get("aux", []) or []}
-        served = g.get("serves") or [t for t in g.get("tasks", []) if assignment.get(t) == k]
+        served = g.get("serves", [])
         member_aux = tuple(dict.fromkeys(
             (str(a.get("name", "")), t) for t in served for a in per_task.get(t, []) or []
             if a.get("name", "") not in listed
@@ -194,7 +193,7 @@ def summary_data(
         groups.append(GroupRow(
             tasks=tuple(g.get("tasks", [])), branch_layer=g.get("branch_layer"),
             branch_source=str(g.get("branch_source", "")),
-            aux=tuple(dict.fromkeys(a.get("name", "") for a in g.get("aux", []) or [])), gains=gains,
+            aux=tuple(a.get("name", "") for a in g.get("aux", []) or []), gains=gains,
             member_aux=member_aux,
         ))
     budget = rec.get("budget", {}) or {}
@@ -581,9 +580,7 @@ def aux_leaderboard(affinity: pd.DataFrame, candidates: Sequence[Mapping[str, An
         chosen |= {(main, str(a.get("name"))) for a in items or []}
     for g in rec.get("groups", []):
         for a in g.get("aux", []) or []:
-            serves = a.get("serves")
-            for s in [serves] if isinstance(serves, str) else (serves or []):
-                chosen.add((str(s), str(a.get("name"))))
+            chosen |= {(str(s), str(a.get("name"))) for s in a.get("serves", [])}
     out: dict[str, list[AuxRow]] = {}
     for r in _measured(affinity).itertuples(index=False):
         if r.source in tasks or r.target not in tasks:

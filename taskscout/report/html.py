@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from taskscout import rundir
+from taskscout.errors import TaskscoutError
 from taskscout.report import figures as F
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
@@ -395,8 +396,6 @@ def png_support() -> str | None:
 
 def write_pngs(run_dir: str | Path, *, out_dir: str | Path | None = None) -> list[Path]:
     """Write every report figure as `out_dir`/NAME.png (default `run_dir`/figures) via kaleido."""
-    from taskscout.errors import TaskscoutError
-
     why = png_support()
     if why:
         raise TaskscoutError(why)

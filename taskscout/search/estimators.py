@@ -4,7 +4,7 @@ Both run after the single and pairs phases, on the search's own problem (main ta
 the screened auxiliaries) and seeds:
 
 - `run_subsets_phase`: Optuna proposes `spec.search.subsets` task subsets of the main tasks
-  (`taskscout.search.subsets`, proposer study "<study name>:subsets" in the search's storage, so
+  (`taskscout.affinity.subsets`, proposer study "<study name>:subsets" in the search's storage, so
   a rerun resumes it), each trained with every seed and pruned on intermediate losses; then the
   groups of 3+ tasks that a recommendation could rest on but nobody measured
   (`grouping.groups_to_measure`) are queued in the same study and trained, unpruned, in up to
@@ -36,11 +36,9 @@ from taskscout import rundir
 from taskscout.affinity.agreement import agreement_table
 from taskscout.affinity.base import AffinityProblem, Compute, EstimatorResult, make_estimator
 from taskscout.affinity.compare import CHEAP
-from taskscout.affinity.measured import group_scores, paired_with_alone
+from taskscout.affinity.measured import group_scores, paired_with_alone, single_task_losses
 from taskscout.affinity.measured_estimator import own_best_loss
-from taskscout.affinity.surrogate import Surrogate, fit_surrogate
-from taskscout.search.plan import model_seeds
-from taskscout.search.subsets import (
+from taskscout.affinity.subsets import (
     SubsetProposer,
     SubsetRun,
     enqueue_subsets,
@@ -48,6 +46,9 @@ from taskscout.search.subsets import (
     run_subsets,
     stored_compute,
 )
+from taskscout.affinity.surrogate import Surrogate, fit_surrogate
+from taskscout.grouping import groups_to_measure
+from taskscout.search.plan import model_seeds
 from taskscout.spec import StudySpec
 
 # The estimators phase runs the cheap estimators but the surrogate, which the subsets phase fits.
@@ -89,8 +90,6 @@ def missing_normalisers(losses: pd.DataFrame, tasks: Sequence[str], seeds: Seque
 
 def single_losses(losses: pd.DataFrame) -> dict[tuple[str, int], float]:
     """(task, seed) -> single-task validation loss, from a `measured.LOSS_COLUMNS` table."""
-    from taskscout.affinity.measured import single_task_losses
-
     return {(t, s): v for t, per_seed in single_task_losses(losses).items() for s, v in per_seed.items()}
 
 
@@ -135,8 +134,6 @@ def run_subsets_phase(
     called before a round trains n models beyond those announced (its subsets times its seeds),
     `progress(n)` as models finish.
     """
-    from taskscout.grouping import groups_to_measure
-
     aproblem = affinity_problem(problem, spec)
     single = single_losses(losses)
     study = proposer_study(storage=storage, name=f"{spec.name}:subsets", seed=spec.seed)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from taskscout.data import Dataset
+from taskscout.data import Dataset, Head, task_head
 from taskscout.errors import DataError
 from taskscout.search.plan import PlannedModel
 
@@ -26,7 +26,7 @@ class SearchProblem:
     X: np.ndarray
     Y: np.ndarray
     split: np.ndarray
-    heads: tuple[Any, ...]  # training.Head, one per target
+    heads: tuple[Head, ...]  # one per target
     main: tuple[str, ...]  # main tasks, study order
     serves: dict[str, tuple[str, ...]] = field(default_factory=dict)  # screened aux -> main tasks it serves
     dropped: dict[str, tuple[int, ...]] = field(default_factory=dict)  # aux -> input features it removes
@@ -55,17 +55,6 @@ class SearchProblem:
             dropped_features=tuple(dropped),
             key=key if key is not None else model.key,
         )
-
-
-def task_head(info: Any, *, name: str | None = None, type: str | None = None, n_classes: int | None = None,
-              adversarial: bool = False) -> Any:
-    """A trainer Head for a coded target described by a data.TaskInfo."""
-    from taskscout.training import Head
-
-    kind = type or info.type
-    classes = n_classes if n_classes is not None else (info.n_classes if kind in ("multiclass", "ordinal") else 0)
-    return Head(name=name or info.name, type=kind, n_classes=classes, adversarial=adversarial,
-                scale=float(info.std) if kind == "regression" else 1.0)
 
 
 def build_problem(ds: Dataset, main: Sequence[str], aux_tasks: Sequence[Any] = ()) -> SearchProblem:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import math
 import shutil
 import time
@@ -28,7 +27,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import optuna
+import pandas as pd
+
 from taskscout import rundir
+from taskscout.affinity.measured import measured_affinity, positive_pairs
+from taskscout.affinity.subsets import StackProgress, stored_compute
+from taskscout.data import build_dataset
+from taskscout.errors import MissingResultsError
+from taskscout.grouping import recommend_run
+from taskscout.search.estimators import (
+    PHASE_ESTIMATORS,
+    estimator_tables,
+    missing_normalisers,
+    run_estimators_phase,
+    run_subsets_phase,
+    store_estimator,
+    stored_estimators,
+)
+from taskscout.search.halving import HALVED_PHASES, split_rungs
 from taskscout.search.plan import (
     PHASE_ORDER,
     PlannedModel,
@@ -38,11 +55,11 @@ from taskscout.search.plan import (
     plan_pairs,
     plan_single,
 )
+from taskscout.search.preflight import check_search_settings
 from taskscout.search.problem import SearchProblem, build_problem
 from taskscout.search.storage import (
     UNFINISHED_ATTR,
     Store,
-    canonical_settings,
     claim_pending,
     completed_keys,
     encode_curves,
@@ -158,7 +175,7 @@ class SearchResult:
 
 def fingerprint(spec: StudySpec) -> dict[str, Any]:
     d = spec.to_dict()
-    out = canonical_settings({k: d[k] for k in _FINGERPRINT_KEYS})
+    out = {k: d[k] for k in _FINGERPRINT_KEYS}
     out["training"] = {k: v for k, v in out["training"].items() if k != "seeds"}
     return out
 
@@ -172,11 +189,6 @@ def stored_models(spec: StudySpec) -> int:
     """Models of `spec`'s search that its storage holds, which the same search run again reuses:
     the measured phases' completed models and the subsets phase's trained subset models (0 when
     there is no study yet; nothing is created)."""
-    import optuna
-
-    from taskscout.errors import MissingResultsError
-    from taskscout.search.subsets import stored_compute
-
     url = storage_url(spec)
     try:
         store = open_existing(url, url, spec.name)
@@ -247,8 +259,6 @@ def run_phase(
     shared: other workers use the storage too. Once nothing is left to claim, wait until every
     model of the phase is COMPLETE (trained here or elsewhere), queueing again the models of
     workers that died, and give a model up after spec.search.max_retry failures."""
-    # imported here: subsets imports the estimators' modules, which a search without them never needs
-    from taskscout.search.subsets import StackProgress
 
     start = time.monotonic()
     keys = [m.key for m in models]
@@ -320,8 +330,6 @@ def _plan(phase: str, spec: StudySpec, problem: SearchProblem, store: Store) -> 
     if phase == "aux":
         return plan_aux(main, problem.serves, seeds, depth)
     if phase == "depth":
-        from taskscout.affinity.measured import measured_affinity, positive_pairs
-
         affinity = measured_affinity(losses_frame(load_records(store)), full_layer=depth)
         return plan_depth(positive_pairs(affinity, main), seeds, depth)
     raise ValueError(f"unknown phase {phase!r}; phases: {list(PHASE_ORDER)}")
@@ -365,8 +373,6 @@ def _measure(store: Store, problem: SearchProblem, phase: str, *, spec: StudySpe
     unless spec.search.halving is off: every candidate on the first seed, then the other seeds for
     the candidates whose gain could still be real. Either way its models are fixed by the stored
     losses, so a rerun plans and finds the same models."""
-    from taskscout.search.halving import HALVED_PHASES, split_rungs
-
     models = _plan(phase, spec, problem, store)
     seeds = model_seeds(spec)
     kw = {"spec": spec, "train_fn": train_fn, "deadline": deadline, "shared": shared}
@@ -411,17 +417,12 @@ def run_search(
     (and the run directory's spec) and trains nothing. A worker stopped by the time limit leaves
     the tables to the worker that completes the search. SQLite storage serves one process at a
     time; a second one on the same run directory is refused (SpecError)."""
-    from taskscout.data import build_dataset
-
+    check_search_settings(spec)  # what `validate` refuses too: weighting, storage URL, run directory
     ds = build_dataset(spec)  # bad data or task columns: an error before anything is written
     # The study's settings are checked against the data as given (workers on other machines may
     # keep the file elsewhere); spec.json names it by its absolute path, so that later commands
     # (verify, export) find it from any directory.
     settings = fingerprint(spec)
-    # A study made before identifier and date columns were left out of the default inputs trained
-    # on them; recorded only when there are some, so studies on other data keep their settings.
-    if ds.left_out:
-        settings["left_out_inputs"] = list(ds.left_out)
     if not spec.data.startswith("builtin:"):
         spec = dataclasses.replace(spec, data=str(Path(spec.data).resolve()))
     url = storage_url(spec)
@@ -600,15 +601,6 @@ def _beyond_pairs(
     (affinity.csv with their `method`, compute.csv, agreement.csv, rsa_layers.csv,
     subset_observations.csv). Subsets resume from their proposer study; the estimators' results are
     kept in `study` (the search's), so a rerun reuses them, and shown when the phase is not asked for."""
-    import pandas as pd
-
-    from taskscout.search.estimators import (
-        estimator_tables,
-        missing_normalisers,
-        run_subsets_phase,
-        stored_estimators,
-    )
-
     outcomes = []
     wanted = [p for p in ("subsets", "estimators") if p in spec.search.phases]
     if len(problem.main) < 2:
@@ -661,13 +653,6 @@ def _estimators_phase(spec: StudySpec, problem: SearchProblem, study: Any, resul
                       progress: SearchProgress) -> PhaseOutcome:
     """Run each cheap estimator that `study` does not keep yet (and keep it there); all of them,
     stored or new, go into `results`."""
-    from taskscout.search.estimators import (
-        PHASE_ESTIMATORS,
-        run_estimators_phase,
-        store_estimator,
-        stored_estimators,
-    )
-
     began = time.monotonic()
     stored = {n: r for n, r in stored_estimators(study, problem, spec).items() if n in PHASE_ESTIMATORS}
     results.update(stored)
@@ -692,26 +677,8 @@ def _estimators_phase(spec: StudySpec, problem: SearchProblem, study: Any, resul
 
 
 def finalize(run_dir: str | Path, *, unfinished: Sequence[str] = ()) -> tuple[str, ...]:
-    """Run the stages after the search on `run_dir`'s tables: the recommendation (taskscout.grouping;
-    provisional when phases in `unfinished` were cut short) and the report (taskscout.report), each
-    when its module is installed. The stages that ran."""
-    ran = []
-    grouping = _optional_module("taskscout.grouping")
-    if grouping is not None:
-        grouping.recommend_run(run_dir, unfinished=unfinished)
-        ran.append("recommendation")
-    report = _optional_module("taskscout.report")
-    if report is not None:
-        report.build_report(run_dir)
-        ran.append("report")
-    return tuple(ran)
-
-
-def _optional_module(name: str) -> Any:
-    """The module `name`, or None when it is not installed (an import error inside it still raises)."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as e:
-        if e.name != name:
-            raise
-        return None
+    """Rebuild the recommendation of `run_dir` from its tables (grouping.recommend_run; provisional
+    when phases in `unfinished` were cut short). The stages that ran. The report comes after the
+    search in the stage order, so its caller (the `search` command, the Python API) builds it."""
+    recommend_run(run_dir, unfinished=unfinished)
+    return ("recommendation",)

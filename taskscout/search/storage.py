@@ -192,8 +192,7 @@ def open_store(
         if stored is None:
             study.set_user_attr(FINGERPRINT_ATTR, wanted)
             study.set_user_attr(SPEC_ATTR, spec_json)
-        elif canonical_settings(stored) != canonical_settings(wanted):
-            stored, wanted = canonical_settings(stored), canonical_settings(wanted)
+        elif stored != wanted:
             changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
             raise SpecError(
                 f"study '{name}' in {mask_url(url)} was run with different settings ({', '.join(changed)}); "
@@ -204,15 +203,6 @@ def open_store(
         heartbeat = Heartbeat(storage, study_id, grace_period=liveness[1])
         heartbeat.start()
     return Store(study, storage, study_id, url, heartbeat)
-
-
-def canonical_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Study settings in one form: `main` naming every task is the same as `main` left empty (the
-    form studies made before main was resolved store, and older workers compare)."""
-    out = dict(settings)
-    if list(out.get("main") or []) == list(out.get("tasks") or []):
-        out["main"] = []
-    return out
 
 
 def open_existing(storage: optuna.storages.BaseStorage | str, url: str, name: str) -> Store:

@@ -21,7 +21,7 @@ def transfer_lines(affinity: pd.DataFrame, *, top: int = 3) -> list[str]:
     """The `top` strongest positive and negative measured transfers, with their intervals."""
     if affinity is None or affinity.empty:
         return ["no measured transfers yet (the pairs and aux phases have not completed a model)"]
-    aff = affinity[affinity["method"] == "measured"] if "method" in affinity else affinity
+    aff = affinity[affinity["method"] == "measured"]
     if aff.empty:  # the pairs and aux phases skipped: only the estimators' rows, or none
         return ["no measured transfers (no pair or auxiliary model was measured against its tasks alone)"]
     width = max(len(f"{r.source} -> {r.target}") for r in aff.itertuples(index=False))

@@ -29,7 +29,13 @@ from taskscout.affinity.measured import LOSS_COLUMNS, depth_gains, group_scores,
 from taskscout.curves import mean_curve_features
 from taskscout.errors import MissingResultsError
 from taskscout.search.plan import PHASE_ORDER
-from taskscout.search.storage import TrialRecord
+from taskscout.search.storage import (
+    UNFINISHED_ATTR,
+    TrialRecord,
+    load_records,
+    open_existing,
+    spec_json_from_storage,
+)
 from taskscout.spec import StudySpec, spec_from_json
 
 
@@ -193,15 +199,11 @@ def rebuild_tables(run_dir: str | Path, storage: str | None = None, *, study_nam
     The spec comes from run_dir/spec.json, or, when that file is absent, from the study
     `study_name` in `storage` (and spec.json is written). `storage` defaults to the spec's storage,
     else the run directory's study.db."""
-    from taskscout.search.storage import load_records, open_existing
-
     run_dir = Path(run_dir)
     spec_path = run_dir / rundir.SPEC
     if spec_path.exists():
         spec = spec_from_json(spec_path.read_text(encoding="utf-8"))
     elif storage and study_name:
-        from taskscout.search.storage import spec_json_from_storage
-
         text = spec_json_from_storage(storage, study_name)
         if text is None:
             raise MissingResultsError(f"no study '{study_name}' in the storage; run `taskscout search` first")
@@ -219,8 +221,6 @@ def rebuild_tables(run_dir: str | Path, storage: str | None = None, *, study_nam
 def unfinished_phases(run_dir: str | Path, storage: str | None = None) -> list[str]:
     """The phases the study's last finished search left unfinished (its time limit), from the
     storage (`storage`, else the spec's, else the run directory's study.db)."""
-    from taskscout.search.storage import UNFINISHED_ATTR, open_existing
-
     spec = spec_from_json((Path(run_dir) / rundir.SPEC).read_text(encoding="utf-8"))
     url = storage or spec.search.storage or default_storage(run_dir)
     return list(open_existing(url, url, spec.name).study.user_attrs.get(UNFINISHED_ATTR, []))

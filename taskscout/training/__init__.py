@@ -32,7 +32,7 @@ for regression.
     sequential.py  train_sequential: the one-by-one reference
 """
 
-from taskscout.models import Head
+from taskscout.data import Head
 from taskscout.training.losses import head_metric, head_row_loss
 from taskscout.training.model import build_model, evaluate_model, model_from_result, predict
 from taskscout.training.optimiser import preload_optimiser

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from taskscout.data import SPLIT_NAMES, TRAIN, VAL
+from taskscout.data import SPLIT_NAMES, TRAIN, VAL, Head
 from taskscout.errors import DataError, SpecError
-from taskscout.models import Head, check_architecture
+from taskscout.models import check_architecture
 from taskscout.spec import ModelSettings
 from taskscout.training.plans import ModelPlan
 

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import rankdata
 
-from taskscout.models import Head, SlotLayout
+from taskscout.data import Head
+from taskscout.models import SlotLayout
 from taskscout.training.inputs import _DeviceData
 from taskscout.weighting import LossWeighting
 

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from taskscout.data import Head
 from taskscout.errors import SpecError
-from taskscout.models import Head, MultiTaskMLP
+from taskscout.models import MultiTaskMLP
 from taskscout.spec import ModelSettings
 from taskscout.training.inputs import _head_columns
 from taskscout.training.losses import _final_scores

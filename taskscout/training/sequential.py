@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from taskscout.data import Head
 from taskscout.device import resolve_device
-from taskscout.models import Head
 from taskscout.spec import ModelSettings, TrainingSettings
 from taskscout.training.inputs import _check_inputs, _data_order, _DeviceData
 from taskscout.training.losses import _curves, _final_scores, head_row_loss

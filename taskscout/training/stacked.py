@@ -10,9 +10,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from taskscout.data import Head
 from taskscout.device import resolve_device
 from taskscout.errors import SpecError
-from taskscout.models import Head, StackedMLP, group_sizes, slot_layout
+from taskscout.models import StackedMLP, group_sizes, slot_layout
 from taskscout.parallel import Report, map_stacks
 from taskscout.spec import ModelSettings, TrainingSettings
 from taskscout.training.inputs import _check_inputs, _data_order, _DeviceData

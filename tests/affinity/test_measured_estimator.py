@@ -9,8 +9,8 @@ import pytest
 from taskscout.affinity import AffinityProblem
 from taskscout.affinity.measured import measured_affinity
 from taskscout.affinity.measured_estimator import MeasuredEstimator, loss_table, pair_plans
-from taskscout.data import TRAIN, VAL
-from taskscout.training import Head, ModelPlan, ModelResult
+from taskscout.data import TRAIN, VAL, Head
+from taskscout.training import ModelPlan, ModelResult
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from taskscout.affinity import AffinityProblem, make_estimator
-from taskscout.data import TRAIN, VAL
+from taskscout.data import TRAIN, VAL, Head
 from taskscout.spec import ModelSettings, TrainingSettings
-from taskscout.training import Head
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,12 @@ def study():
     return ds, spec, generate_candidates(ds, spec)
 
 
-def _of_kind(cands, kind):
-    return [c for c in cands if c.kind == kind]
+def _of_kind(cands, kind, *, kept=False):
+    """The candidates of `kind` (`kept`: those screening kept); never none, or the checks over them
+    would pass without checking anything."""
+    out = [c for c in cands if c.kind == kind and (not kept or c.dropped is None)]
+    assert out, f"the contract data yields no {'kept ' if kept else ''}{kind} candidate"
+    return out
 
 
 def test_every_kind_has_a_generator():
@@ -80,10 +84,8 @@ def test_record_fields(study, kind):
 def test_values_are_labels_aligned_with_rows(study, kind):
     ds, spec, cands = study
     n = len(ds.frame)
-    for c in _of_kind(cands, kind):
-        assert len(c.values) == n
-        if c.dropped is not None:
-            continue
+    assert all(len(c.values) == n for c in _of_kind(cands, kind))
+    for c in _of_kind(cands, kind, kept=True):
         coded, info = encode_aux(ds, c)
         assert coded.shape == (n, c.values.shape[1] if c.type == "soft" else 1)
         # A coded target is finite exactly where the candidate holds a label: no NaN where a label exists.
@@ -125,9 +127,7 @@ def assert_same_values(a: np.ndarray, b: np.ndarray, name: str) -> None:
 @pytest.mark.parametrize("kind", AUX_KINDS)
 def test_no_leakage_into_model_inputs(study, kind):
     ds, spec, cands = study
-    for c in _of_kind(cands, kind):
-        if c.dropped is not None:
-            continue
+    for c in _of_kind(cands, kind, kept=True):
         if c.training_only and not c.provenance.get("shift"):
             assert not set(c.provenance["columns"]) & set(ds.inputs), c.name
         assert set(c.drops_inputs) <= set(ds.inputs)
@@ -150,7 +150,7 @@ def test_caps_are_respected(study, kind):
     ds, spec, cands = study
     cap = spec.aux.cap_for(kind)
     for main in spec.main_tasks:
-        kept = [c for c in _of_kind(cands, kind) if c.dropped is None and main in c.serves]
+        kept = [c for c in _of_kind(cands, kind, kept=True) if main in c.serves]
         assert len(kept) <= cap
     beyond = [c for c in _of_kind(cands, kind) if c.dropped and "cap" in c.dropped]
     if beyond:  # a binding cap keeps exactly cap candidates for some main task
@@ -165,8 +165,8 @@ def test_per_kind_cap_flag_changes_only_that_kind(kind):
     ds, spec = contract_study(aux={
         "kinds": [kind], "cap": 2, "caps": {kind: 1}, "adversarial": ["site"], "smooth_source": "level", "horizon": 2,
     })
-    cands = generate_candidates(ds, spec)
+    cands = _of_kind(generate_candidates(ds, spec), kind, kept=True)
     for main in spec.main_tasks:
-        kept = [c for c in cands if c.kind == kind and c.dropped is None and main in c.serves]
+        kept = [c for c in cands if main in c.serves]
         assert len(kept) <= 1
     assert spec.aux.cap_for(kind) == 1 and all(spec.aux.cap_for(k) == 2 for k in AUX_KINDS if k != kind)

@@ -19,7 +19,7 @@ import yaml
 from taskscout import rundir
 from taskscout.auxgen import candidate_records, generate_candidates
 from taskscout.cli import main
-from taskscout.data import TEST, build_dataset, load_frame
+from taskscout.data import TEST, Head, build_dataset, load_frame
 from taskscout.errors import DataError, MissingResultsError, SpecError
 from taskscout.export import (
     CONFIG_SCHEMA_VERSION,
@@ -33,7 +33,7 @@ from taskscout.export import (
     write_config,
 )
 from taskscout.spec import resolve_spec
-from taskscout.training import Head, evaluate_model
+from taskscout.training import evaluate_model
 
 TASKS = ["g0_t0", "g0_t1", "g1_t0"]
 
@@ -427,36 +427,8 @@ def test_a_train_whose_writes_fail_leaves_the_earlier_models_as_they_were(config
         train_config({**config, "seed": config["seed"] + 1}, out_dir=out, device="cpu")  # other weights
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
-def test_an_auxiliary_listed_twice_by_an_older_recommendation_is_exported_once(planted, tmp_path, capsys):
-    # Recommendations used to repeat an auxiliary once per served task it helps (serves a task
-    # name, scalar gains); train refused the config ("a model lists a target more than once").
-    run_dir, inputs_aux, _, _ = planted
-    d = tmp_path / "run"
-    d.mkdir()
-    for name in (rundir.SPEC, rundir.CANDIDATES):
-        (d / name).write_bytes((run_dir / name).read_bytes())
-    rec = rundir.read_json(run_dir / rundir.RECOMMENDATION)
-    rec["groups"][0]["aux"] = [
-        {"name": inputs_aux.name, "kind": "predict_inputs", "serves": "g0_t0", "expected_gain": 0.02, "ci": [0.0, 0.04]},
-        {"name": inputs_aux.name, "kind": "predict_inputs", "serves": "g0_t1", "expected_gain": 0.05, "ci": [0.01, 0.09]},
-    ]
-    rundir.write_json(d / rundir.RECOMMENDATION, rec)
-    cfg = export_config(d)
-    (aux,) = cfg["groups"][0]["auxiliaries"]
-    assert aux["name"] == inputs_aux.name
-    assert aux["expected_gain"] == {"g0_t0": 0.02, "g0_t1": 0.05}
-    assert aux["ci"] == {"g0_t0": [0.0, 0.04], "g0_t1": [0.01, 0.09]}
-    assert cfg["groups"][0]["loss_weights"] == {"g0_t0": 1.0, "g0_t1": 1.0, inputs_aux.name: 1.0}
-    cfg_path = tmp_path / "train.yaml"
-    write_config(cfg, cfg_path)
-    assert main(["train", str(cfg_path), "--out", str(tmp_path / "models"), "--device", "cpu"]) == 0
-    metrics = rundir.read_json(tmp_path / "models" / "metrics.json")
-    assert metrics["groups"][0]["auxiliaries"] == [inputs_aux.name]
-
-
 def test_recommended_auxiliary_serving_two_members_is_exported_once(planted, tmp_path):
     # recommend() lists an auxiliary once per group, with every served task it helps
-    import pandas as pd
 
     from taskscout.grouping import recommend
 
@@ -479,19 +451,3 @@ def test_recommended_auxiliary_serving_two_members_is_exported_once(planted, tmp
     assert aux["name"] == inputs_aux.name
     assert aux["expected_gain"] == pytest.approx({"g0_t0": 0.02, "g0_t1": 0.05})
     assert cfg["groups"][0]["loss_weights"] == {"g0_t0": 1.0, "g0_t1": 1.0, inputs_aux.name: 1.0}
-
-
-def test_a_config_from_before_identifiers_were_left_out_is_refused_on_such_data():
-    # its networks were searched with the identifier as an input; training without it would differ
-    from taskscout.export import PREPROCESSING, check_default_inputs
-
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"id": [f"r{i}" for i in range(80)], "x": rng.normal(size=80), "y": rng.normal(size=80)})
-    spec = resolve_spec("made-in-test.csv", {"tasks": ["y"]})
-    ds = build_dataset(spec, frame)
-    old = {"preprocessing": {k: v for k, v in PREPROCESSING.items() if k != "identifier_inputs"}}
-    with pytest.raises(DataError, match=r"default inputs included \['id'\].*export the run again"):
-        check_default_inputs(old, spec, ds)
-    check_default_inputs({"preprocessing": dict(PREPROCESSING)}, spec, ds)  # exported by this version
-    plain = build_dataset(spec, frame.drop(columns="id"))
-    check_default_inputs(old, spec, plain)  # older config, data without such a column: nothing changed

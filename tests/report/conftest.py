@@ -146,10 +146,11 @@ def write_run_dir(d: Path) -> Path:
     rec_groups = []
     for tasks, branch, aux in GROUPS:
         rec_groups.append({
-            "tasks": tasks, "branch_layer": branch, "branch_source": "depth" if len(tasks) > 1 else "default",
-            "score_source": "measured",
-            "aux": [{"name": a, "kind": aux_by_name[a][0], "serves": aux_by_name[a][1], "expected_gain": aux_by_name[a][2],
-                     "ci": [aux_by_name[a][3], aux_by_name[a][4]]} for a in aux],
+            "tasks": tasks, "serves": tasks, "branch_layer": branch,
+            "branch_source": "depth" if len(tasks) > 1 else "default", "score_source": "measured",
+            "aux": [{"name": a, "kind": aux_by_name[a][0], "serves": [aux_by_name[a][1]],
+                     "expected_gain": {aux_by_name[a][1]: aux_by_name[a][2]},
+                     "ci": {aux_by_name[a][1]: [aux_by_name[a][3], aux_by_name[a][4]]}} for a in aux],
             "expected_gain": {t: GAINS.get((t, tasks[1 - tasks.index(t)]), (0.0,))[0] if len(tasks) == 2 else 0.0 for t in tasks},
             "ci": {t: list(GAINS.get((t, tasks[1 - tasks.index(t)]), (0, -0.01, 0.01))[1:]) if len(tasks) == 2 else [-0.01, 0.01]
                    for t in tasks},

@@ -359,20 +359,6 @@ def test_spec_json_names_the_data_file_by_its_absolute_path(tmp_path, monkeypatc
     assert run_search(spec, train_fn=FakeTrainer(), finalize_run=False).trained == 0  # resumes
 
 
-def test_a_study_from_before_main_was_resolved_resumes(tmp_path):
-    # studies stored main=[] for "every task"; resolving main to the tasks refused their resume
-    from taskscout.search.runner import fingerprint
-
-    spec = make_spec(tmp_path / "run")
-    assert spec.main == tuple(TASKS) and fingerprint(spec)["main"] == []
-    assert fingerprint(make_spec(tmp_path / "run", main=["g0_t0"]))["main"] == ["g0_t0"]
-    # a study stored with every task named as main is the same study
-    settings = {**fingerprint(spec), "main": list(TASKS)}
-    open_store(storage_url(spec), spec.name, fingerprint=settings, spec_json="{}")
-    assert run_search(make_spec(tmp_path / "run", search={"phases": ["single"]}), train_fn=FakeTrainer(),
-                      finalize_run=False).trained > 0
-
-
 def test_a_refused_start_keeps_what_another_process_put_beside_it(tmp_path):
     # the refused run removes the directories it made, but not a sibling run made meanwhile
     from taskscout.search import runner
@@ -432,10 +418,6 @@ def test_summary_carries_the_data_stages_notes(tmp_path):
     (note,) = result.data_notes
     assert note.startswith("input column 'id' left out: a different value in every row (60 distinct values")
     assert f"note: {note}" in summary_text(result).splitlines()
-    # a study made before identifiers were left out trained on them: its settings differ
-    stored = optuna.load_study(study_name=spec.name, storage=storage_url(spec)).user_attrs["fingerprint"]
-    assert stored["left_out_inputs"] == ["id"]
-    assert "left_out_inputs" not in fingerprint(spec)  # other data: the fingerprint studies always had
 
 
 def _complete_count(db: Path) -> int:
@@ -486,6 +468,9 @@ def test_a_killed_search_resumes_and_trains_every_model_exactly_once(tmp_path):
     trials = pd.read_parquet(out / rundir.TRIALS)
     assert len(trials) == 11 and np.isfinite(trials["seconds"]).all()
     assert not list(out.glob(".*.tmp"))
+    # the command finishes with the stages after the search: recommendation, then report
+    assert (out / rundir.RECOMMENDATION).exists() and (out / rundir.REPORT).exists()
+    assert f"report: {out / rundir.REPORT}" in rerun.stdout
 
 
 def test_report_rebuild_writes_the_tables_and_recommendation_from_the_storage(searched_copy, capsys):

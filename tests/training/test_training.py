@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from taskscout import models
+from taskscout.data import Head
 from taskscout.errors import DataError, SpecError
-from taskscout.models import Head, grouped_bmm
+from taskscout.models import grouped_bmm
 from taskscout.spec import ModelSettings, TrainingSettings
 from taskscout.training import (
     ModelPlan,

@@ -1,4 +1,8 @@
-"""The subsets phase: Optuna proposes task subsets, they are trained, pruned on intermediate losses.
+"""Task subsets for the surrogate: Optuna proposes them, they are trained, pruned on intermediate losses.
+
+The search's subsets phase (`search.estimators.run_subsets_phase`) drives this with the search's
+storage; the surrogate estimator (`affinity.surrogate`) calls it in memory. It lives in the
+affinity stage so that both can use it without affinity importing the search.
 
 Higher-order effects need models of more than two tasks, but all subsets are 2^T. Following Li,
 Nguyen and Zhang (2023), a number of subsets that grows with T (not T^2) is trained and a surrogate
@@ -240,6 +244,142 @@ def _objective(rows: pd.DataFrame) -> float:
     return float(per_task.mean()) if len(per_task) else math.nan
 
 
+@dataclass(eq=False)
+class _Gathered:
+    """What `run_subsets` collects as it goes: rows of its tables, results, cost, pruning tallies."""
+
+    losses: list[tuple] = field(default_factory=list)  # LOSS_COLUMNS
+    objectives: list[tuple] = field(default_factory=list)  # group, objective, state, pruned_epoch, trial
+    results: list = field(default_factory=list)
+    compute: Compute = field(default_factory=Compute)
+    saved_epochs: float = 0.0
+    pruned: int = 0
+
+
+def _resume(study: optuna.Study, names: Sequence[str], depth: int, main_of: Callable[[tuple[str, ...]], tuple[str, ...]],
+            got: _Gathered) -> None:
+    """Take over what the proposer study holds: subsets left RUNNING by a killed run fail (their
+    models are gone); finished ones give their objectives and stored losses."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(t.number, state=TrialState.FAIL)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if TASKS_ATTR not in t.user_attrs:
+            continue
+        subset = tuple(t.user_attrs[TASKS_ATTR])
+        group = rundir.group_key(subset, names)
+        if t.state == TrialState.PRUNED:
+            got.objectives.append((group, t.user_attrs.get(SHADOW_ATTR, math.nan), "pruned", -1, t.number))
+        else:
+            got.objectives.append((group, t.value, "complete", -1, t.number))
+        mains = main_of(subset)
+        aux = tuple(x for x in subset if x not in mains)
+        for task, s, loss in t.user_attrs.get(LOSSES_ATTR, []):
+            got.losses.append((mains, aux, depth, int(s), task, float(loss)))
+
+
+def _subset_losses(mine: Sequence, names: Sequence[str], single: Mapping[tuple[str, int], float]) -> pd.DataFrame:
+    """task, seed, loss, norm_loss of a subset's main tasks, one row per (seed model, main task)."""
+    rows = []
+    for r in mine:
+        for t in r.plan.main:
+            loss = own_best_loss(r, t, names[t])
+            alone = single.get((names[t], int(r.plan.seed)), math.nan)
+            rows.append((names[t], int(r.plan.seed), loss, loss / alone if alone and np.isfinite(alone) else math.nan))
+    return pd.DataFrame(rows, columns=["task", "seed", "loss", "norm_loss"])
+
+
+def _tell(study: optuna.Study, trial: optuna.trial.Trial, frame: pd.DataFrame, group: str, pruned_epoch: int | None,
+          *, shadow: bool, mine: Sequence, got: _Gathered) -> bool:
+    """Tell the proposer how a trained subset did and record its objective; whether its losses
+    are kept (not for a subset pruned for real)."""
+    value = _objective(frame)
+    stored = [[t, int(sd), float(v)] for t, sd, v, _ in frame.itertuples(index=False)]
+    if pruned_epoch is None:
+        trial.set_user_attr(LOSSES_ATTR, stored)
+        study.tell(trial, value if np.isfinite(value) else None,
+                   state=TrialState.COMPLETE if np.isfinite(value) else TrialState.FAIL)
+        got.objectives.append((group, value, "complete", -1, trial.number))
+        return True
+    got.pruned += 1
+    got.objectives.append((group, value if shadow else math.nan, "pruned", pruned_epoch, trial.number))
+    if shadow:
+        trial.set_user_attr(SHADOW_ATTR, value)
+        trial.set_user_attr(LOSSES_ATTR, stored)
+        got.saved_epochs += sum(max(0, r.epochs_run - pruned_epoch) for r in mine)
+    study.tell(trial, state=TrialState.PRUNED)
+    return shadow
+
+
+def _pruning_record(objectives: pd.DataFrame, got: _Gathered, *, shadow: bool, top: int, epochs: int) -> PruningRecord:
+    """What pruning skipped and saved; in shadow mode, how many pruned subsets were among the
+    `top` best."""
+    per_epoch = got.compute.seconds / max(1, got.compute.epochs)
+    chosen = -1
+    saved_epochs = got.saved_epochs
+    if shadow:
+        ranked = objectives.dropna(subset=["objective"]).sort_values("objective")
+        best_groups = set(ranked["group"].head(top))
+        chosen = int(((objectives["state"] == "pruned") & objectives["group"].isin(best_groups)).sum())
+    else:
+        # a stopped model would have run about as long as the models that were not stopped
+        full = [r.epochs_run for r in got.results if not r.pruned]
+        typical = float(np.mean(full)) if full else float(epochs)
+        saved_epochs = sum(max(0.0, typical - r.epochs_run) for r in got.results if r.pruned)
+    return PruningRecord(
+        what="subsets", candidates=len(objectives), skipped=got.pruned,
+        models_saved=0, epochs_saved=int(round(saved_epochs)), seconds_saved=saved_epochs * per_epoch,
+        would_be_chosen=chosen,
+    )
+
+
+def _observations(losses: pd.DataFrame, single: Mapping[tuple[str, int], float], names: Sequence[str]) -> pd.DataFrame:
+    """group, task, seed, norm_loss for the surrogate: each loss over the task's loss alone."""
+    obs = []
+    for r in losses.itertuples(index=False):
+        alone = single.get((r.task, int(r.seed)))
+        if alone and np.isfinite(alone):
+            obs.append((rundir.group_key(r.tasks + r.aux, names), r.task, int(r.seed), r.loss / alone))
+    return pd.DataFrame(obs, columns=["group", "task", "seed", "norm_loss"])
+
+
+def _batch_plans(subsets: Sequence[tuple[str, ...]], problem: AffinityProblem,
+                 main_of: Callable[[tuple[str, ...]], tuple[str, ...]]) -> tuple[list, list[int]]:
+    """The trainer's plans of a batch of subsets (each with every seed, the whole trunk shared) and,
+    per plan, the index of its subset in the batch."""
+    from taskscout.training import ModelPlan
+
+    index = {n: i for i, n in enumerate(problem.names)}
+    depth = problem.model.depth
+    plans, owner = [], []
+    for k, subset in enumerate(subsets):
+        for s in problem.seeds:
+            plans.append(ModelPlan(targets=tuple(index[t] for t in subset), main=tuple(index[t] for t in main_of(subset)),
+                                   seed=int(s), branch_layer=depth,
+                                   key=f"{PHASE}:{rundir.group_key(subset, problem.names)}:{s}"))
+            owner.append(k)
+    return plans, owner
+
+
+def _record_batch(study: optuna.Study, batch: Sequence[tuple[optuna.trial.Trial, tuple[str, ...]]], results: Sequence,
+                  owner: Sequence[int], seconds: float, pruned_at: Mapping[int, int], *, problem: AffinityProblem,
+                  single: Mapping[tuple[str, int], float], main_of: Callable[[tuple[str, ...]], tuple[str, ...]],
+                  shadow: bool, got: _Gathered) -> None:
+    """Store each trained subset of a batch in its proposer trial (cost, losses, objective) and
+    gather its losses."""
+    names, depth = problem.names, problem.model.depth
+    for k, (trial, subset) in enumerate(batch):
+        mine = [r for r, o in zip(results, owner, strict=True) if o == k]
+        # the stack's seconds shared by model: a stack trains its models together
+        trial.set_user_attr(COMPUTE_ATTR, [len(mine), sum(r.epochs_run for r in mine),
+                                           seconds * len(mine) / max(1, len(results))])
+        frame = _subset_losses(mine, names, single)
+        if _tell(study, trial, frame, rundir.group_key(subset, names), pruned_at.get(k), shadow=shadow,
+                 mine=mine, got=got):
+            mains = main_of(subset)
+            aux = tuple(t for t in subset if t not in mains)
+            got.losses += [(mains, aux, depth, s, task, loss) for task, s, loss, _ in frame.itertuples(index=False)]
+
+
 def run_subsets(
     problem: AffinityProblem,
     *,
@@ -264,13 +404,12 @@ def run_subsets(
     when given, are the only main targets (auxiliary subsets). See the module docstring for the
     objective, pruning and shadow mode.
     """
-    from taskscout.training import ModelPlan, train_models
+    from taskscout.training import train_models
 
     train_fn = train_fn or train_models
     names = problem.names
-    index = {n: i for i, n in enumerate(names)}
     universe = tuple(universe) if universe is not None else problem.main_names
-    unknown = [t for t in universe if t not in index]
+    unknown = [t for t in universe if t not in names]
     if unknown:
         raise SpecError(f"subset tasks {unknown} are not heads of the problem; heads: {list(names)}")
     if shadow and not prune:
@@ -282,52 +421,21 @@ def run_subsets(
     elif pruner is not None:
         study.pruner = pruner
     proposer = SubsetProposer(study, universe, fixed=fixed)
-    seeds = problem.seeds
     depth = problem.model.depth
 
     def main_of(subset: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(t for t in subset if t in fixed) if fixed else subset
 
-    losses_rows: list[tuple] = []
-    obj_rows: list[tuple] = []
-    results_all: list = []
-    compute = Compute()
-    saved_epochs = 0
-    n_pruned_trials = 0
-
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(t.number, state=TrialState.FAIL)  # left by a killed run: its models are gone
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if TASKS_ATTR not in t.user_attrs:
-            continue
-        subset = tuple(t.user_attrs[TASKS_ATTR])
-        group = rundir.group_key(subset, names)
-        if t.state == TrialState.PRUNED:
-            obj_rows.append((group, t.user_attrs.get(SHADOW_ATTR, math.nan), "pruned", -1, t.number))
-        else:
-            obj_rows.append((group, t.value, "complete", -1, t.number))
-        mains = main_of(subset)
-        aux = tuple(x for x in subset if x not in mains)
-        for task, s, loss in t.user_attrs.get(LOSSES_ATTR, []):
-            losses_rows.append((mains, aux, depth, int(s), task, float(loss)))
-
-    done = proposer.spent()
-    while done < n_subsets:
+    got = _Gathered()
+    _resume(study, names, depth, main_of, got)
+    while (done := proposer.spent()) < n_subsets:
         batch = proposer.propose(min(stack_subsets, n_subsets - done))
         if not batch:
             break
-        plans, owner = [], []
-        for k, (_, subset) in enumerate(batch):
-            mains = main_of(subset)
-            for s in seeds:
-                plans.append(ModelPlan(targets=tuple(index[t] for t in subset), main=tuple(index[t] for t in mains),
-                                       seed=int(s), branch_layer=depth, key=f"{PHASE}:{rundir.group_key(subset, names)}:{s}"))
-                owner.append(k)
+        plans, owner = _batch_plans([subset for _, subset in batch], problem, main_of)
         norm = np.array([sum(single.get((t, int(p.seed)), math.nan) for t in main_of(batch[k][1]))
                          for p, k in zip(plans, owner, strict=True)])
         hook = _StackPruning([trial for trial, _ in batch], owner, norm, shadow=shadow)
-        pruned_at = hook.pruned_at
-
         start = time.perf_counter()
         tally = StackProgress(progress)
         try:
@@ -338,68 +446,13 @@ def run_subsets(
             tally.take_back()  # not stored: the stack's models are not done
             raise
         seconds = time.perf_counter() - start
-        compute = compute + Compute(len(results), sum(r.epochs_run for r in results), seconds)
-        results_all.extend(results)
-        for k, (trial, subset) in enumerate(batch):
-            mine = [r for r, o in zip(results, owner, strict=True) if o == k]
-            # the stack's seconds shared by model: a stack trains its models together
-            trial.set_user_attr(COMPUTE_ATTR, [len(mine), sum(r.epochs_run for r in mine),
-                                               seconds * len(mine) / max(1, len(results))])
-            rows = []
-            for r in mine:
-                for t in r.plan.main:
-                    loss = own_best_loss(r, t, names[t])
-                    alone = single.get((names[t], int(r.plan.seed)), math.nan)
-                    rows.append((names[t], int(r.plan.seed), loss, loss / alone if alone and np.isfinite(alone) else math.nan))
-            frame = pd.DataFrame(rows, columns=["task", "seed", "loss", "norm_loss"])
-            value = _objective(frame)
-            group = rundir.group_key(subset, names)
-            if k in pruned_at:
-                n_pruned_trials += 1
-                obj_rows.append((group, value if shadow else math.nan, "pruned", pruned_at[k], trial.number))
-                if not shadow:
-                    study.tell(trial, state=TrialState.PRUNED)
-                    continue
-                trial.set_user_attr(SHADOW_ATTR, value)
-                trial.set_user_attr(LOSSES_ATTR, [[t, int(sd), float(v)] for t, sd, v, _ in frame.itertuples(index=False)])
-                saved_epochs += sum(max(0, r.epochs_run - pruned_at[k]) for r in mine)
-                study.tell(trial, state=TrialState.PRUNED)
-            else:
-                trial.set_user_attr(LOSSES_ATTR, [[t, int(sd), float(v)] for t, sd, v, _ in frame.itertuples(index=False)])
-                study.tell(trial, value if np.isfinite(value) else None,
-                           state=TrialState.COMPLETE if np.isfinite(value) else TrialState.FAIL)
-                obj_rows.append((group, value, "complete", -1, trial.number))
-            aux = tuple(t for t in subset if t not in main_of(subset))
-            mains = main_of(subset)
-            for task, s, loss, _ in frame.itertuples(index=False):
-                losses_rows.append((mains, aux, depth, s, task, loss))
-        done = proposer.spent()
+        got.compute = got.compute + Compute(len(results), sum(r.epochs_run for r in results), seconds)
+        got.results.extend(results)
+        _record_batch(study, batch, results, owner, seconds, hook.pruned_at, problem=problem, single=single,
+                      main_of=main_of, shadow=shadow, got=got)
 
-    objectives = pd.DataFrame(obj_rows, columns=["group", "objective", "state", "pruned_epoch", "trial"])
-    losses = pd.DataFrame(losses_rows, columns=list(LOSS_COLUMNS))
-    obs = []
-    for r in losses.itertuples(index=False):
-        alone = single.get((r.task, int(r.seed)))
-        if alone and np.isfinite(alone):
-            obs.append((rundir.group_key(r.tasks + r.aux, names), r.task, int(r.seed), r.loss / alone))
-    observations = pd.DataFrame(obs, columns=["group", "task", "seed", "norm_loss"])
-    record = None
-    if prune:
-        per_epoch = compute.seconds / max(1, compute.epochs)
-        chosen = -1
-        if shadow:
-            ranked = objectives.dropna(subset=["objective"]).sort_values("objective")
-            best_groups = set(ranked["group"].head(top))
-            chosen = int(((objectives["state"] == "pruned") & objectives["group"].isin(best_groups)).sum())
-        else:
-            # a stopped model would have run about as long as the models that were not stopped
-            full = [r.epochs_run for r in results_all if not r.pruned]
-            typical = float(np.mean(full)) if full else float(epochs)
-            saved_epochs = sum(max(0.0, typical - r.epochs_run) for r in results_all if r.pruned)
-        record = PruningRecord(
-            what="subsets", candidates=len(objectives), skipped=n_pruned_trials,
-            models_saved=0, epochs_saved=int(round(saved_epochs)), seconds_saved=saved_epochs * per_epoch,
-            would_be_chosen=chosen,
-        )
-    return SubsetRun(losses=losses, observations=observations, objectives=objectives, compute=compute,
-                     pruning=record, results=results_all)
+    objectives = pd.DataFrame(got.objectives, columns=["group", "objective", "state", "pruned_epoch", "trial"])
+    losses = pd.DataFrame(got.losses, columns=list(LOSS_COLUMNS))
+    return SubsetRun(losses=losses, observations=_observations(losses, single, names), objectives=objectives,
+                     compute=got.compute, pruning=_pruning_record(objectives, got, shadow=shadow, top=top, epochs=epochs)
+                     if prune else None, results=got.results)

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 from taskscout.affinity import AffinityProblem
+from taskscout.affinity.subsets import SubsetProposer, enqueue_subsets, proposer_study, run_subsets
 from taskscout.affinity.surrogate import fit_surrogate
-from taskscout.data import TRAIN, VAL
+from taskscout.data import TRAIN, VAL, Head
 from taskscout.errors import SpecError
-from taskscout.search.subsets import SubsetProposer, enqueue_subsets, proposer_study, run_subsets
 from taskscout.spec import TrainingSettings
-from taskscout.training import Head, ModelResult
+from taskscout.training import ModelResult
 
 TASKS = ("a", "b", "c", "d", "e", "f")
 EPOCHS = 12
