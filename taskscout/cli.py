@@ -122,6 +122,7 @@ _STUDY_FLAGS: list[tuple[str, Any, Any]] = [
     ("budget", str | None, typer.Option(help="Preset for seeds, epochs and candidates: small, medium (default), large.")),
     ("time_limit", float | None, typer.Option(help="Stop starting new work after this many seconds.")),
     ("skip", list[str] | None, typer.Option(help="Skip a phase: single, pairs, aux, depth, subsets, estimators, selection (repeatable).")),
+    ("phase", list[str] | None, typer.Option(help="Run a phase the defaults leave out: estimators (tag, gradcos, rsa scored against the measured gains; stored, so a rerun does not recompute them). Repeatable.")),
     ("networks", int | None, typer.Option(help="Budget of networks for grouping; default: best over all.")),
     ("fdr", float | None, typer.Option(help="Call a measured gain real only under Benjamini-Hochberg false-discovery-rate control at this level over every measured comparison (e.g. 0.05); default 1 = off.")),
     ("selection_rows", str | None, typer.Option(help="Held-out rows of the selection stage: crossfit (default: folds of the training split, one per fresh seed) or carve (half the validation split, set aside before the search).")),
@@ -179,13 +180,15 @@ def overrides_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
         put("training", key, flags.get(key))
     for key in ("time_limit", "networks", "fdr", "storage", "selection_rows", "selection_rule"):
         put("search", key, flags.get(key))
-    if flags.get("skip"):
-        from taskscout.spec import PHASES
+    if flags.get("skip") or flags.get("phase"):
+        from taskscout.spec import DEFAULT_PHASES, PHASES
 
-        bad = [p for p in flags["skip"] if p not in PHASES]
-        if bad:
-            raise SpecError(f"--skip takes one of {list(PHASES)}; got {bad[0]!r}")
-        put("search", "phases", [p for p in PHASES if p not in flags["skip"]])
+        for flag in ("skip", "phase"):
+            bad = [p for p in flags.get(flag) or () if p not in PHASES]
+            if bad:
+                raise SpecError(f"--{flag} takes one of {list(PHASES)}; got {bad[0]!r}")
+        wanted = set(DEFAULT_PHASES) | set(flags.get("phase") or ())
+        put("search", "phases", [p for p in PHASES if p in wanted and p not in (flags.get("skip") or ())])
     return out
 
 

@@ -32,6 +32,10 @@ from taskscout.paths import path_problem
 TASK_TYPES = ("binary", "multiclass", "regression", "ordinal")
 AUX_KINDS = ("related", "adversarial", "hints", "quantization", "predict_inputs", "future")
 PHASES = ("single", "pairs", "aux", "depth", "subsets", "estimators", "selection")
+# The estimators (tag, gradcos, rsa) are diagnostics, run on request (`--phase estimators`): on a
+# 7-task planted table they took 125 of 211 s and did not change the recommendation once the
+# depth phase had run (docs/guide/search-cost.md).
+DEFAULT_PHASES = tuple(p for p in PHASES if p != "estimators")
 BUDGETS = ("small", "medium", "large")
 DEVICES = ("auto", "cpu", "cuda")
 MAX_SEED = 2**32 - 1
@@ -134,7 +138,7 @@ class SearchSettings:
     """What the search does and within which limits."""
 
     phases: tuple[str, ...] = _rule(
-        PHASES, f"a list drawn from {list(PHASES)}", lambda v: _str_tuple(v) and set(v) <= set(PHASES)
+        DEFAULT_PHASES, f"a list drawn from {list(PHASES)}", lambda v: _str_tuple(v) and set(v) <= set(PHASES)
     )
     time_limit: float | None = _rule(None, "seconds > 0", lambda v: v is None or (_is_num(v) and v > 0))
     storage: str | None = _rule(None, "an Optuna storage URL", _optional_str)
@@ -152,6 +156,9 @@ class SearchSettings:
     plateau_epsilon: float = _rule(0.01, "a float in (0, 1)", lambda v: _is_num(v) and 0 < v < 1)
     plateau_window: int = _rule(3, "an int >= 1", lambda v: _is_int(v) and v >= 1)
     stack_size: int = _rule(64, "an int in [1, 4096]", lambda v: _is_int(v) and 1 <= v <= 4096)
+    # Successive halving in the aux and depth phases: one seed first, the other seeds only for the
+    # candidates whose gain could still be real (search/halving.py); false trains every seed.
+    halving: bool = _rule(True, "true or false", lambda v: isinstance(v, bool))
     # Shared storage (several workers): each worker records a heartbeat for the models it trains
     # every heartbeat_interval seconds; models whose heartbeat is older than grace_period belong
     # to a dead worker and are trained again, at most max_retry times per model.

@@ -41,7 +41,6 @@ MAX_LINES = 80
 TOO_LONG_FOR_NOW = {
     "taskscout.grouping.recommend.recommend",  # shortened by the segments/selection/cost work
     "taskscout.training.stacked._train_stack",  # shortened by the segments/selection/cost work
-    "taskscout.search.runner._run_search",  # shortened by the segments/selection/cost work
     "taskscout.bench.run_bench",  # shortened by the segments/selection/cost work
 }
 

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from taskscout.cli import main, overrides_from_flags
+from taskscout.errors import SpecError
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 40
@@ -307,8 +308,17 @@ def test_overrides_from_flags_builds_the_nested_mapping():
     assert out["training"] == {"epochs": 5} and out["model"] == {"depth": 3}
     assert out["aux"] == {"kinds": ["related"], "caps": {"hints": 2}}
     assert out["data_options"] == {"groups": 2, "label_fraction": 0.5, "name": "x"}
-    assert out["search"]["phases"] == ["single", "pairs", "aux", "subsets", "estimators", "selection"]
+    assert out["search"]["phases"] == ["single", "pairs", "aux", "subsets", "selection"]  # estimators are opt-in
     assert "device" not in out
+
+
+def test_phase_adds_the_estimators_to_the_default_phases_and_skip_still_wins():
+    assert overrides_from_flags({"phase": ["estimators"]})["search"]["phases"] == [
+        "single", "pairs", "aux", "depth", "subsets", "estimators"]
+    assert overrides_from_flags({"phase": ["estimators"], "skip": ["aux", "estimators"]})["search"]["phases"] == [
+        "single", "pairs", "depth", "subsets"]
+    with pytest.raises(SpecError, match="--phase takes one of"):
+        overrides_from_flags({"phase": ["estimator"]})
 
 
 def test_a_task_with_many_classes_lists_the_first_twelve(capsys, tmp_path):

@@ -286,10 +286,13 @@ def _curves(run: RunFiles) -> list:
 
 def _agreement(run: RunFiles) -> list:
     aff, agr = run.get(rundir.AFFINITY), run.get(rundir.AGREEMENT)
+    not_run = _missing(f"The cheap estimators (tag, gradcos, rsa) were not run: they are diagnostics, off by default. "
+                       f"Run {run.search('with --phase estimators')} to score them against the measured gains; "
+                       f"their results are kept, so later runs show them without recomputing.")
     if agr is None:
-        return [_missing(f"No agreement.csv: run {run.search('without --skip estimators')}; it needs the measured pairs too.")]
+        return [not_run]
     panels = F.estimator_agreement(aff, agr, run.tasks)
-    blocks: list = []
+    blocks: list = [] if {"tag", "gradcos", "rsa"} & set(agr["method"].astype(str)) else [not_run]
     if any(p.pairs for p in panels):
         blocks.append(FigureBlock("estimator_agreement", F.draw_estimator_agreement([p for p in panels if p.pairs])))
     blocks.append(_table(

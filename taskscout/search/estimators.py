@@ -254,6 +254,48 @@ def run_estimators_phase(
     return {n: make_estimator(n, **dict(params.get(n, {}))).estimate(aproblem, progress=progress) for n in names}
 
 
+# An estimator's result is kept in the search study's user attributes under this prefix and its
+# name, with the heads and seeds it was computed on: the same search run again reuses it.
+ESTIMATOR_ATTR = "estimator_result:"
+
+
+def _frame_record(frame: pd.DataFrame) -> dict[str, Any]:
+    return {"columns": [str(c) for c in frame.columns], "data": frame.astype(object).values.tolist()}
+
+
+def _record_frame(record: Mapping[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame(record["data"], columns=record["columns"]).infer_objects()
+
+
+def _estimated_on(problem: Any, spec: StudySpec) -> dict[str, Any]:
+    return {"heads": [h.name for h in problem.heads], "main": list(problem.main), "seeds": list(model_seeds(spec))}
+
+
+def store_estimator(study: optuna.Study, result: EstimatorResult, problem: Any, spec: StudySpec) -> None:
+    """Keep `result` in `study` (see ESTIMATOR_ATTR)."""
+    c = result.compute
+    study.set_user_attr(ESTIMATOR_ATTR + result.method, {
+        **_estimated_on(problem, spec), "rows": _frame_record(result.rows),
+        "compute": [c.models, c.epochs, c.seconds],
+        "tables": {name: _frame_record(t) for name, t in result.tables.items()},
+    })
+
+
+def stored_estimators(study: optuna.Study, problem: Any, spec: StudySpec) -> dict[str, EstimatorResult]:
+    """The estimator results `study` keeps that were computed on this problem's heads and seeds."""
+    wanted = _estimated_on(problem, spec)
+    out = {}
+    rank = {n: i for i, n in enumerate(PHASE_ESTIMATORS)}
+    for key, value in sorted(study.user_attrs.items(), key=lambda kv: (rank.get(kv[0][len(ESTIMATOR_ATTR):], len(rank)), kv[0])):
+        if not key.startswith(ESTIMATOR_ATTR) or any(value.get(k) != v for k, v in wanted.items()):
+            continue
+        name = key[len(ESTIMATOR_ATTR):]
+        models, epochs, seconds = value["compute"]
+        out[name] = EstimatorResult(name, _record_frame(value["rows"]), Compute(int(models), int(epochs), float(seconds)),
+                                    tables={n: _record_frame(t) for n, t in value["tables"].items()})
+    return out
+
+
 def estimator_tables(
     *,
     measured: pd.DataFrame,

@@ -42,7 +42,10 @@ from taskscout.search.estimators import (
     missing_normalisers,
     run_estimators_phase,
     run_subsets_phase,
+    store_estimator,
+    stored_estimators,
 )
+from taskscout.search.halving import HALVED_PHASES, split_rungs
 from taskscout.search.plan import (
     PHASE_ORDER,
     PlannedModel,
@@ -231,6 +234,11 @@ def _record(store: Store, claim: Any, result: Any, problem: SearchProblem) -> bo
     return record_result(store, claim, attrs, encode_curves(result.curves), value)
 
 
+# What the summary says when the estimators phase was not asked for (and no earlier run kept its results).
+ESTIMATORS_NOTE = ("not run (diagnostics, off by default): add --phase estimators to score tag, gradcos and rsa "
+                   "against the measured gains; their results are kept, so later runs show them without recomputing")
+
+
 # How often a worker waiting for the end of a phase looks at the storage (a few small queries):
 # a phase's successor should not wait long for it.
 WAIT_POLL_SECONDS = 0.5
@@ -330,6 +338,62 @@ def _plan(phase: str, spec: StudySpec, problem: SearchProblem, store: Store) -> 
     raise ValueError(f"unknown phase {phase!r}; phases: {list(PHASE_ORDER)}")
 
 
+class _Rungs:
+    """Shows the rungs of a halved phase as one phase: the second `phase_started` extends the
+    first rung's bar instead of opening another, and only the last `phase_finished` is passed on."""
+
+    def __init__(self, progress: SearchProgress) -> None:
+        self.progress, self.total, self.started, self.last = progress, 0, False, False
+
+    def phase_started(self, phase: str, *, total: int, done: int) -> None:
+        if self.started:
+            self.progress.extend(total - self.total)
+            self.progress.reused(done - self.done)
+        else:
+            self.progress.phase_started(phase, total=total, done=done)
+        self.started, self.total, self.done = True, total, done
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        self.progress.advance(n)
+
+    def extend(self, n: int) -> None:
+        self.total += n
+        self.progress.extend(n)
+
+    def reused(self, n: int) -> None:
+        self.done += n
+        self.progress.reused(n)
+
+    def phase_finished(self, phase: str) -> None:
+        if self.last:
+            self.progress.phase_finished(phase)
+
+
+def _measure(store: Store, problem: SearchProblem, phase: str, *, spec: StudySpec, train_fn: Callable[..., Any],
+             progress: SearchProgress, deadline: float | None, shared: bool) -> PhaseOutcome:
+    """Plan and run one measured phase; aux and depth by successive halving (search/halving.py)
+    unless spec.search.halving is off: every candidate on the first seed, then the other seeds for
+    the candidates whose gain could still be real. Either way its models are fixed by the stored
+    losses, so a rerun plans and finds the same models."""
+    models = _plan(phase, spec, problem, store)
+    seeds = model_seeds(spec)
+    kw = {"spec": spec, "train_fn": train_fn, "deadline": deadline, "shared": shared}
+    if phase not in HALVED_PHASES or not spec.search.halving or len(seeds) < 2:
+        return run_phase(store, problem, phase, models, progress=progress, **kw)
+    shown = _Rungs(progress)
+    one = run_phase(store, problem, phase, [m for m in models if m.seed == seeds[0]], progress=shown, **kw)
+    if one.status != "done":
+        progress.phase_finished(phase)
+        return one
+    rungs = split_rungs(models, losses_frame(load_records(store)), seeds)
+    shown.last = True
+    two = run_phase(store, problem, phase, rungs.first + rungs.later, progress=shown, **kw)
+    trained = one.trained + two.trained
+    return dataclasses.replace(two, reused=two.planned - trained - two.remaining, trained=trained,
+                               seconds=one.seconds + two.seconds, note=rungs.note)
+
+
 def run_search(
     spec: StudySpec,
     *,
@@ -343,7 +407,9 @@ def run_search(
 ) -> SearchResult:
     """Run (or resume) the search of `spec` in spec.run_dir and return what it did.
 
-    Phases single, pairs, aux and depth run in that order when listed in spec.search.phases. No new
+    Phases single, pairs, aux and depth run in that order when listed in spec.search.phases, aux and
+    depth by successive halving unless spec.search.halving is off (`_measure`); a search that
+    finished with this very spec returns at once, training and recomputing nothing. No new
     stack starts after spec.search.time_limit seconds; the tables are then written from what is
     complete, and the same call later resumes. `train_fn` (default training.train_models) and
     `candidates_fn` (default auxgen.generate_candidates) can be replaced, e.g. by fakes in tests.
@@ -422,6 +488,11 @@ def _run_search(
     store = open_store(url, spec.name, fingerprint=settings, spec_json=spec.to_json(), fresh=fresh,
                        create=not join, liveness=liveness)
     opened.append(True)
+    done = None if fresh or create_only else _already_finished(store, spec, run_dir, finalize_run=finalize_run)
+    if done is not None:  # the same search, finished: nothing to train or recompute
+        store.close()
+        return SearchResult(run_dir=run_dir, study_name=spec.name, storage=url, phases=done[0], stopped_by_time_limit=False,
+                            seconds=time.monotonic() - start, tables=done[1], finalized=done[2], data_notes=ds.notes)
     if fresh:
         _clear_run_files(run_dir)
     screened: list[Any] = []
@@ -453,9 +524,8 @@ def _run_search(
         if stopped:
             outcomes.append(PhaseOutcome(phase, 0, 0, 0, 0, 0.0, "not started"))
             continue
-        models = _plan(phase, spec, problem, store)
-        outcome = run_phase(store, problem, phase, models, spec=spec, train_fn=train_fn,
-                            progress=progress, deadline=deadline, shared=shared)
+        outcome = _measure(store, problem, phase, spec=spec, train_fn=train_fn, progress=progress,
+                           deadline=deadline, shared=shared)
         outcomes.append(outcome)
         stopped = outcome.status == "stopped"
     store.close()
@@ -470,21 +540,9 @@ def _run_search(
         with finishing as finisher:
             elsewhere = not finisher
             if finisher:
-                records = load_records(store)
-                built = build_tables(records, spec)
-                if not stopped:
-                    outcomes += _beyond_pairs(spec, problem, records, built, url=url, train_fn=train_fn,
-                                              progress=progress)
-                else:
-                    outcomes += [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "not started")
-                                 for p in ("subsets", "estimators") if p in spec.search.phases]
-                tables = write_tables(run_dir, built)
-                if finalize_run and "selection" in spec.search.phases:
-                    outcomes.append(_selection(spec, problem, ds.split, store, stopped=stopped, train_fn=train_fn,
-                                               progress=progress, deadline=deadline, shared=shared))
-                unfinished = [o.phase for o in outcomes if o.status in ("stopped", "not started")]
-                store.study.set_user_attr(UNFINISHED_ATTR, unfinished)  # for `report --rebuild`
-                finalized = finalize(run_dir, unfinished=unfinished) if finalize_run else ()
+                tables, finalized = _finish(spec, problem, ds.split, store, outcomes, url=url, stopped=stopped,
+                                            train_fn=train_fn, progress=progress, finalize_run=finalize_run,
+                                            deadline=deadline, shared=shared)
     return SearchResult(run_dir=run_dir, study_name=spec.name, storage=url, phases=tuple(outcomes),
                         stopped_by_time_limit=stopped, seconds=time.monotonic() - start, tables=tables,
                         finalized=finalized, finished_elsewhere=elsewhere, data_notes=ds.notes)
@@ -510,6 +568,57 @@ def _selection(spec: StudySpec, problem: SearchProblem, split: Any, store: Store
     return outcome
 
 
+def _finish(spec: StudySpec, problem: SearchProblem, split: Any, store: Store, outcomes: list[PhaseOutcome], *,
+            url: str, stopped: bool, train_fn: Callable[..., Any], progress: SearchProgress, finalize_run: bool,
+            deadline: float | None, shared: bool) -> tuple[dict[str, Path], tuple[str, ...]]:
+    """After the measured phases: the subsets and estimators phases (their outcomes join
+    `outcomes`), the tables, the selection stage, and the later stages; the tables written and the
+    stages that ran."""
+    run_dir = Path(spec.run_dir)
+    records = load_records(store)
+    built = build_tables(records, spec)
+    if not stopped:
+        outcomes += _beyond_pairs(spec, problem, records, built, url=url, study=store.study,
+                                  train_fn=train_fn, progress=progress)
+    else:
+        outcomes += [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "not started")
+                     for p in ("subsets", "estimators") if p in spec.search.phases]
+    tables = write_tables(run_dir, built)
+    if finalize_run and "selection" in spec.search.phases:
+        outcomes.append(_selection(spec, problem, split, store, stopped=stopped, train_fn=train_fn,
+                                   progress=progress, deadline=deadline, shared=shared))
+    unfinished = [o.phase for o in outcomes if o.status in ("stopped", "not started")]
+    store.study.set_user_attr(UNFINISHED_ATTR, unfinished)  # for `report --rebuild`
+    finalized = finalize(run_dir, unfinished=unfinished) if finalize_run else ()
+    if not unfinished:
+        store.study.set_user_attr(FINISHED_ATTR, {
+            "spec": spec.to_json(), "complete": len(completed_keys(store)), "finalized": list(finalized),
+            "tables": sorted(tables), "phases": [dataclasses.asdict(o) for o in outcomes]})
+    return tables, finalized
+
+
+# A search that finished records here what it was and what it wrote; the same search run again
+# on the same storage and run directory returns that (`_already_finished`) instead of redoing it.
+FINISHED_ATTR = "finished_run"
+_FINISHED_FILES = {"recommendation": rundir.RECOMMENDATION, "report": rundir.REPORT}
+
+
+def _already_finished(store: Store, spec: StudySpec, run_dir: Path, *, finalize_run: bool
+                      ) -> tuple[tuple[PhaseOutcome, ...], dict[str, Path], tuple[str, ...]] | None:
+    """The phases (all reused), tables and later stages of the finished search `spec` when the
+    storage says it finished with this very spec and no model was added since, and the run
+    directory still holds what it wrote; else None. Nothing is trained or computed."""
+    mark = store.study.user_attrs.get(FINISHED_ATTR)
+    if not mark or mark["spec"] != spec.to_json() or (finalize_run and not mark["finalized"]):
+        return None
+    files = [*mark["tables"], rundir.SPEC, *(_FINISHED_FILES[s] for s in mark["finalized"])]
+    if not all((run_dir / f).exists() for f in files) or mark["complete"] != len(completed_keys(store)):
+        return None
+    phases = tuple(PhaseOutcome(**{**o, "reused": o["planned"] - o["remaining"], "trained": 0, "seconds": 0.0})
+                   for o in mark["phases"])
+    return phases, {name: run_dir / name for name in mark["tables"]}, tuple(mark["finalized"])
+
+
 def _beyond_pairs(
     spec: StudySpec,
     problem: SearchProblem,
@@ -517,22 +626,26 @@ def _beyond_pairs(
     tables: dict[str, Any],
     *,
     url: str,
+    study: Any,
     train_fn: Callable[..., Any],
     progress: SearchProgress,
 ) -> list[PhaseOutcome]:
     """The `subsets` and `estimators` phases, after the measured ones: Optuna-proposed task subsets
     with the surrogate fitted on them, and the cheap estimators; their rows join `tables` in place
     (affinity.csv with their `method`, compute.csv, agreement.csv, rsa_layers.csv,
-    subset_observations.csv). Subsets resume from their proposer study; the estimators rerun."""
+    subset_observations.csv). Subsets resume from their proposer study; the estimators' results are
+    kept in `study` (the search's), so a rerun reuses them, and shown when the phase is not asked for."""
     outcomes = []
     wanted = [p for p in ("subsets", "estimators") if p in spec.search.phases]
-    if len(problem.main) < 2 or not wanted:
+    if len(problem.main) < 2:
         return [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "skipped") for p in ("subsets", "estimators")]
     subsets = None
     results: dict[str, Any] = {}
     losses = losses_frame(records)
     missing = missing_normalisers(losses, problem.main, model_seeds(spec)) if "subsets" in wanted else []
-    if "subsets" in wanted and spec.search.subsets > 0 and missing:
+    if "subsets" not in wanted:
+        outcomes.append(PhaseOutcome("subsets", 0, 0, 0, 0, 0.0, "skipped"))
+    elif spec.search.subsets > 0 and missing:
         # a subset's score is its tasks' losses over their single-task losses: none could be scored
         cause = ("--skip single left them unmeasured" if "single" not in spec.search.phases
                  else "the single phase did not complete them")
@@ -540,7 +653,7 @@ def _beyond_pairs(
                                      note=f"it needs the single-task losses of every main task and seed, and "
                                           f"{cause} (e.g. {missing[0][0]} seed {missing[0][1]}); "
                                           f"run without --skip single to measure them"))
-    elif "subsets" in wanted and spec.search.subsets > 0:
+    elif spec.search.subsets > 0:
         began = time.monotonic()
         total = spec.search.subsets * spec.training.seeds
         progress.phase_started("subsets", total=total, done=0)
@@ -557,19 +670,10 @@ def _beyond_pairs(
         progress.phase_finished("subsets")
         outcomes.append(PhaseOutcome("subsets", planned, planned - n, n, 0, time.monotonic() - began, "done"))
     if "estimators" in wanted:
-        began = time.monotonic()
-        # Counted in models, as compute.csv counts them (rsa trains a model per head and seed); the
-        # bar grows as each estimator reports what it trained.
-        progress.phase_started("estimators", total=0, done=0)
-        bar = _Tally(progress, 0)
-        for name in PHASE_ESTIMATORS:
-            got = run_estimators_phase(spec, problem, names=(name,))
-            results.update(got)
-            trained = sum(r.compute.models for r in got.values())
-            bar.extend(trained)
-            bar.advance(trained)
-        progress.phase_finished("estimators")
-        outcomes.append(PhaseOutcome("estimators", bar.done, 0, bar.done, 0, time.monotonic() - began, "done"))
+        outcomes.append(_estimators_phase(spec, problem, study, results, progress))
+    else:  # diagnostics an earlier run computed on request are still shown
+        results.update(stored_estimators(study, problem, spec))
+        outcomes.append(PhaseOutcome("estimators", 0, 0, 0, 0, 0.0, "skipped", note=ESTIMATORS_NOTE if not results else ""))
     compute = tables[rundir.COMPUTE]
     extra = estimator_tables(measured=tables[rundir.AFFINITY], measured_compute=measured_compute(compute),
                              results=results, subsets=subsets)
@@ -577,6 +681,33 @@ def _beyond_pairs(
     tables[rundir.COMPUTE] = pd.concat([compute, extra.pop(rundir.COMPUTE)], ignore_index=True)
     tables.update(extra)
     return outcomes
+
+
+def _estimators_phase(spec: StudySpec, problem: SearchProblem, study: Any, results: dict[str, Any],
+                      progress: SearchProgress) -> PhaseOutcome:
+    """Run each cheap estimator that `study` does not keep yet (and keep it there); all of them,
+    stored or new, go into `results`."""
+    began = time.monotonic()
+    stored = {n: r for n, r in stored_estimators(study, problem, spec).items() if n in PHASE_ESTIMATORS}
+    results.update(stored)
+    # Counted in models, as compute.csv counts them (rsa trains a model per head and seed); the
+    # bar grows as each estimator reports what it trained.
+    reused = sum(r.compute.models for r in stored.values())
+    progress.phase_started("estimators", total=reused, done=reused)
+    bar = _Tally(progress, reused)
+    bar.done = reused
+    for name in PHASE_ESTIMATORS:
+        if name in stored:
+            continue
+        got = run_estimators_phase(spec, problem, names=(name,))
+        for r in got.values():
+            store_estimator(study, r, problem, spec)
+        results.update(got)
+        trained = sum(r.compute.models for r in got.values())
+        bar.extend(trained)
+        bar.advance(trained)
+    progress.phase_finished("estimators")
+    return PhaseOutcome("estimators", bar.done, reused, bar.done - reused, 0, time.monotonic() - began, "done")
 
 
 def finalize(run_dir: str | Path, *, unfinished: Sequence[str] = ()) -> tuple[str, ...]:

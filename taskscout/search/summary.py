@@ -34,8 +34,9 @@ def transfer_lines(affinity: pd.DataFrame, *, top: int = 3) -> list[str]:
                 f"[{_pct(r.ci_low)}, {_pct(r.ci_high)}]  {mark}")
 
     out = [f"gain(source -> target) = relative drop of the target's validation loss; 95% t interval over {n} seeds"]
-    pos = aff[aff["gain"] > 0].sort_values("gain", ascending=False).head(top)
-    neg = aff[aff["gain"] < 0].sort_values("gain").head(top)
+    full = aff[aff["n_seeds"] >= n]  # not the candidates successive halving left at one seed
+    pos = full[full["gain"] > 0].sort_values("gain", ascending=False).head(top)
+    neg = full[full["gain"] < 0].sort_values("gain").head(top)
     out.append("strongest positive transfers:" if len(pos) else "no positive transfer measured")
     out += [line(r) for r in pos.itertuples(index=False)]
     out.append("strongest negative transfers:" if len(neg) else "no negative transfer measured")

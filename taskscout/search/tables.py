@@ -136,9 +136,17 @@ def build_tables(records: Sequence[TrialRecord], spec: StudySpec) -> dict[str, p
         rundir.CURVE_FEATURES: curve_feature_frame(records, spec),
         rundir.AFFINITY: measured_affinity(losses, full_layer=full),
         rundir.GROUP_SCORES: group_scores(losses, full_layer=full, order=order),
-        rundir.DEPTH: depth_gains(losses, order=order),
+        rundir.DEPTH: _halved_out(depth_gains(losses, order=order), spec),
         rundir.COMPUTE: compute_frame(records),
     }
+
+
+def _halved_out(depth: pd.DataFrame, spec: StudySpec) -> pd.DataFrame:
+    """depth.csv without the layers successive halving left at one seed (search/halving.py): with
+    an interval of (-inf, inf) they would tie with every layer, and none of them can hold a real gain."""
+    if spec.training.seeds < 2:
+        return depth
+    return depth[depth["n_seeds"] > 1].reset_index(drop=True)
 
 
 def measured_compute(compute: pd.DataFrame) -> Compute:

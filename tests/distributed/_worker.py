@@ -74,7 +74,8 @@ FAKE_TASKS = ["g0_t0", "g0_t1", "g1_t0", "g1_t1"]
 def fake_settings(out: Path, storage: str | None = None) -> dict:
     """Four planted tasks in two groups, 2 seeds, depth 2: 8 single, 14 pair and (the two planted
     pairs gain, so) 8 depth models, trained two per stack."""
-    search = {"phases": ["single", "pairs", "depth"], "stack_size": 2, "heartbeat_interval": 1, "grace_period": 3}
+    search = {"phases": ["single", "pairs", "depth"], "stack_size": 2, "heartbeat_interval": 1, "grace_period": 3,
+              "halving": False}
     if storage:
         search["storage"] = storage
     return {

@@ -40,7 +40,7 @@ def test_create_only_then_status_then_a_finished_run(tmp_path: Path, capsys: pyt
     status = json.loads(capsys.readouterr().out)
     assert [(p["phase"], p["complete"], p["waiting"]) for p in status["phases"]] == [
         ("single", 0, 0), ("pairs", 0, 0), ("depth", 0, 0)]
-    spec = resolve_spec(None, fake_settings(out) | {"search": {"phases": ["single", "pairs", "depth"]}})
+    spec = resolve_spec(None, fake_settings(out) | {"search": {"phases": ["single", "pairs", "depth"], "halving": False}})
     run_search(spec, train_fn=PlantedTrainer())
     assert main(["status", *_flags(out)]) == 0
     lines = capsys.readouterr().out.splitlines()

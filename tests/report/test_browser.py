@@ -101,7 +101,7 @@ def test_every_section_and_plot_rendered(pages, key):
 def test_missing_files_are_explained_in_the_page(pages):
     sections = {s["id"]: s for s in pages["partial"]["dom"]["sections"]}
     assert "taskscout verify" in sections["verify"]["text"]
-    assert "--skip estimators" in sections["agreement"]["text"]
+    assert "--phase estimators" in sections["agreement"]["text"]
     assert "--skip single" in sections["curves"]["text"]
     assert sections["verify"]["missing"] == 1
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import plotly.offline
 import pytest
 
@@ -61,13 +62,21 @@ def test_user_strings_never_appear_unescaped(page):
     assert "\\u003cimg" not in payloads and "\\u003cb\\u003edelta" not in payloads
 
 
+def test_the_agreement_section_says_when_the_estimators_were_not_run(run_dir):
+    agreement = pd.read_csv(run_dir / rundir.AGREEMENT)
+    assert {"tag", "gradcos", "rsa"} & set(agreement["method"])
+    assert "--phase estimators" not in build_report(run_dir).read_text(encoding="utf-8")
+    agreement[agreement["method"] == "surrogate"].to_csv(run_dir / rundir.AGREEMENT, index=False)  # a default search's
+    assert "were not run: they are diagnostics, off by default" in build_report(run_dir).read_text(encoding="utf-8")
+
+
 def test_missing_optional_files_say_what_to_run(run_dir):
     for name in (rundir.AGREEMENT, rundir.DEPTH, rundir.VERIFY, rundir.CURVES, rundir.CURVE_FEATURES,
                  rundir.CANDIDATES, rundir.COMPUTE):
         (run_dir / name).unlink()
     page = build_report(run_dir).read_text(encoding="utf-8")
     assert "taskscout verify" in page
-    assert "--skip estimators" in page
+    assert "--phase estimators" in page
     assert "--skip depth" in page
     assert "--skip single" in page
     # The hint is the study's own (resumable) search command, shell-quoted, then HTML-escaped.

@@ -75,7 +75,7 @@ def make_spec(out: Path, **over):
         "tasks": TASKS, "out": str(out),
         "data_options": {"n_rows": 240, "n_inputs": 8, "groups": 2, "tasks_per_group": 2, "label_fraction": 0.5},
         "training": {"seeds": 3, "epochs": 4}, "model": {"depth": 2, "width": 8},
-        "search": {"phases": ["single", "pairs", "aux", "depth"], "stack_size": 5},
+        "search": {"phases": ["single", "pairs", "aux", "depth"], "stack_size": 5, "halving": False},
     }
     for section, values in over.items():
         if isinstance(values, dict):
