@@ -29,6 +29,8 @@ def planted_frame(
     shared: float = 0.9,
     classification: bool = True,
     seed: int = 0,
+    long_format: bool = False,
+    rows_per_segment: int = 500,
 ) -> pd.DataFrame:
     """A frame with inputs `x0..` and tasks `g{group}_t{i}` (or `ind_t{i}` for independent tasks).
 
@@ -36,10 +38,24 @@ def planted_frame(
     read-out); the others are regression. With `groups = 0` there are `independent_tasks` tasks
     (or `tasks_per_group` when that is 0), each on its own directions. The true group of each task
     is in `planted_groups(frame)`. Raises ValueError for an impossible parameter.
+
+    With `long_format` the same tasks become segments of one long table (`planted_segments`):
+    `rows_per_segment` rows per task, a column `segment` naming the task, and one target `y`
+    (all binary with `classification`, else all regression), labelled on `label_fraction` of
+    each segment's rows; `n_rows` is then ignored. Segments of one planted group share what is
+    worth learning; segments of different groups share nothing.
     """
     _check_options(n_rows=n_rows, n_inputs=n_inputs, groups=groups, tasks_per_group=tasks_per_group,
                    independent_tasks=independent_tasks, latent_dim=latent_dim, label_fraction=label_fraction,
-                   noise=noise, shared=shared, classification=classification, seed=seed)
+                   noise=noise, shared=shared, classification=classification, seed=seed,
+                   rows_per_segment=rows_per_segment)
+    if not isinstance(long_format, bool):
+        raise ValueError(f"long_format must be true or false. Got {long_format!r} instead.")
+    if long_format:
+        return planted_segments(n_inputs=n_inputs, groups=groups, tasks_per_group=tasks_per_group,
+                                independent_tasks=independent_tasks, latent_dim=latent_dim,
+                                label_fraction=label_fraction, noise=noise, shared=shared,
+                                classification=classification, seed=seed, rows_per_segment=rows_per_segment)
     rng = np.random.default_rng(seed)
     blocks = groups + independent_tasks if groups > 0 else independent_tasks or tasks_per_group
     needed = blocks * latent_dim
@@ -87,9 +103,33 @@ def planted_frame(
     return pd.DataFrame(columns)
 
 
+def planted_segments(*, rows_per_segment: int, label_fraction: float, classification: bool, seed: int,
+                     **options: object) -> pd.DataFrame:
+    """The long form of `planted_frame`: the planted tasks (all regression read-outs, thresholded
+    at 0 with `classification`) on rows of their own, one segment per task."""
+    wide = planted_frame(n_rows=0 + rows_per_segment * _n_tasks(options), label_fraction=1.0,
+                         classification=False, seed=seed, **options)  # type: ignore[arg-type]
+    tasks = [c for c in wide.columns if not c.startswith("x")]
+    inputs = [c for c in wide.columns if c.startswith("x")]
+    rng = np.random.default_rng([seed, 1])
+    parts = []
+    for i, task in enumerate(tasks):
+        block = wide.iloc[i * rows_per_segment:(i + 1) * rows_per_segment]
+        y = block[task].to_numpy(dtype=float)
+        y = (y > 0).astype(float) if classification else y
+        y[rng.random(len(y)) >= label_fraction] = np.nan
+        parts.append(pd.DataFrame({**{c: block[c].to_numpy() for c in inputs}, "segment": task, "y": y}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _n_tasks(options: dict) -> int:
+    groups, per, ind = int(options["groups"]), int(options["tasks_per_group"]), int(options["independent_tasks"])
+    return groups * per + ind if groups > 0 else ind or per
+
+
 def _check_options(**options: object) -> None:
     ints = {"n_rows": 10, "n_inputs": 1, "groups": 0, "tasks_per_group": 1, "independent_tasks": 0,
-            "latent_dim": 1, "seed": 0}
+            "latent_dim": 1, "seed": 0, "rows_per_segment": 10}
     for key, low in ints.items():
         v = options[key]
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low:
@@ -108,9 +148,10 @@ def _check_options(**options: object) -> None:
 
 
 def planted_groups(frame: pd.DataFrame) -> dict[str, str]:
-    """The true group label of each planted task column (independent tasks each alone)."""
+    """The true group label of each planted task column (independent tasks each alone); for a long
+    table (`long_format`), of each segment."""
     out = {}
-    for c in frame.columns:
+    for c in (pd.unique(frame["segment"]) if "segment" in frame.columns else frame.columns):
         if c.startswith("g") and "_t" in c:
             out[c] = c.split("_t")[0]
         elif c.startswith("ind_t"):

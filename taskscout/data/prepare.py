@@ -454,6 +454,12 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
     attrs = dict(frame.attrs)
     frame = frame.reset_index(drop=True)
     frame.attrs.update(attrs)
+    long = None
+    if spec.task_column or spec.targets:  # long format: one task column per (segment, target), see data/segments.py
+        from taskscout.data.segments import long_to_wide
+
+        long = long_to_wide(frame, spec)
+        frame, spec = long.frame, long.spec
     _require_columns(frame, spec.tasks, "task", source)
     _require_columns(frame, spec.inputs or (), "input", source)
     _require_columns(frame, [c for c in (spec.time_column, spec.entity_column) if c], "time/entity", source)
@@ -474,7 +480,7 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
         raise DataError(f"{source} has no input columns left after removing the tasks{also}; name inputs with --inputs")
 
     times = _parse_times(frame[spec.time_column], spec.time_column, source) if spec.time_column else None
-    split = make_split(frame, spec, times)
+    split = long.split(times) if long else make_split(frame, spec, times)
     train = split == TRAIN
 
     Y = np.empty((len(frame), len(spec.tasks)))
@@ -521,8 +527,9 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
     return Dataset(
         name=spec.name, frame=frame, X=X, feature_names=names, feature_sources=sources, inputs=tuple(inputs),
         Y=Y, tasks=tuple(infos), split=split, time_column=spec.time_column, entity_column=spec.entity_column,
-        notes=(*(_left_out_note(frame, c) for c in left_out), *stray_notes, *_unused_time_column_note(frame, spec)),
-        left_out=left_out,
+        notes=(*(_left_out_note(frame, c) for c in left_out), *stray_notes, *_unused_time_column_note(frame, spec),
+               *(long.tasks.notes if long else ())),
+        left_out=left_out, meta=long.meta() if long else {},
     )
 
 

@@ -198,6 +198,7 @@ def spec_from_config(config: Mapping[str, Any]):
         "main": list(data.get("main") or []), "inputs": data.get("inputs"), "task_types": dict(data.get("task_types") or {}),
         "time_column": data.get("time_column"), "entity_column": data.get("entity_column"),
         "data_options": dict(data.get("options") or {}), "seed": config["seed"],
+        "task_column": data.get("task_column"), "targets": data.get("targets"), "min_rows": data.get("min_rows"),
         "device": training.get("device", "auto"),
         "split": {"val": config["split"]["val"], "test": config["split"]["test"]},
         "aux": {k: aux[k] for k in ("kinds", "cap", "caps", "adversarial", "smooth_source", "horizon", "min_labelled") if k in aux},
