@@ -398,6 +398,8 @@ def default_inputs(frame: pd.DataFrame, spec: StudySpec) -> tuple[str, ...]:
     excluded |= {c for c in (spec.time_column, spec.entity_column, spec.aux.smooth_source) if c}
     if frame.attrs.get("time_column"):
         excluded.add(frame.attrs["time_column"])
+    if frame.attrs.get("task_column") and frame.attrs["task_column"] not in (spec.inputs or ()):
+        excluded.add(frame.attrs["task_column"])  # long format: the segment is not an input unless named
     return tuple(c for c in frame.columns if c not in excluded)
 
 

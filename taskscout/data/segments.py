@@ -263,9 +263,11 @@ def long_to_wide(frame: pd.DataFrame, spec: StudySpec) -> LongTable:
         if types[t] == "regression":
             _require_numbers(frame[t], t, spec)
     new = {name: out[st.target[name]].where(seg == st.segment[name]) for name in st.tasks}
-    out = pd.concat([out, pd.DataFrame(new)], axis=1)
+    # the targets live on in the task columns; the task column stays (an input only when named)
+    out = pd.concat([out.drop(columns=list(spec.targets)), pd.DataFrame(new)], axis=1)
     out.attrs.update(attrs)
-    out.attrs["label_columns"] = [*attrs.get("label_columns", ()), *spec.targets, spec.task_column]
+    out.attrs["label_columns"] = [c for c in attrs.get("label_columns", ()) if c not in spec.targets]
+    out.attrs["task_column"] = spec.task_column
     wide = dataclasses.replace(spec, tasks=st.tasks, main=st.main, task_column=None, targets=(),
                                task_types={n: types[st.target[n]] for n in st.tasks})
     return LongTable(out, wide, seg, st, spec)
