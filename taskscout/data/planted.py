@@ -115,7 +115,7 @@ def planted_segments(*, rows_per_segment: int, label_fraction: float, classifica
     parts = []
     for i, task in enumerate(tasks):
         block = wide.iloc[i * rows_per_segment:(i + 1) * rows_per_segment]
-        y = block[task].to_numpy(dtype=float)
+        y = block[task].to_numpy(dtype=float).copy()
         y = (y > 0).astype(float) if classification else y
         y[rng.random(len(y)) >= label_fraction] = np.nan
         parts.append(pd.DataFrame({**{c: block[c].to_numpy() for c in inputs}, "segment": task, "y": y}))
