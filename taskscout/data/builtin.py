@@ -113,7 +113,7 @@ def _load_vendored(name: str, categories: tuple[str, ...], options: dict[str, An
     with resources.files("taskscout.data").joinpath(f"files/{name}.csv.gz").open("rb") as fh:
         frame = pd.read_csv(fh, compression="gzip")
     for c in categories:
-        frame[c] = frame[c].map(lambda v: f"{c}{v}")
+        frame[c] = c + frame[c].astype(str)
     return frame
 
 

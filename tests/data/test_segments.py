@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from taskscout.data import build_dataset
-from taskscout.errors import DataError
 from taskscout.data import segments as seg
+from taskscout.errors import DataError
 from taskscout.spec import resolve_spec
 
 from ..test_cli_validate import _listing, assert_user_error, run

@@ -32,7 +32,7 @@ def test_long_format_search_recovers_the_planted_segment_groups(tmp_path):
     # group's segments together (label-only training: each model reads its segments' rows only).
     import json
 
-    from taskscout.data.planted import planted_groups, planted_frame
+    from taskscout.data.planted import planted_frame, planted_groups
     from taskscout.data.segments import resolve_segments
 
     options = {"long_format": True, "groups": 2, "tasks_per_group": 2, "rows_per_segment": 300,
