@@ -87,7 +87,7 @@ _PLANTED_OPTIONS = {
 
 
 def _load_planted(**options: Any) -> pd.DataFrame:
-    from taskscout.data.planted import planted_frame
+    from taskscout.data.planted import planted_frame, planted_segments
 
     unknown = sorted(set(options) - _PLANTED_OPTIONS)
     if unknown:
@@ -95,13 +95,20 @@ def _load_planted(**options: Any) -> pd.DataFrame:
             f"builtin:planted has no option {unknown[0]!r}{close_matches(unknown[0], _PLANTED_OPTIONS)}; "
             f"allowed: {', '.join(sorted(_PLANTED_OPTIONS))}"
         )
+    options = dict(options)
+    long_format = options.pop("long_format", False)
     try:
-        frame = planted_frame(**options)
+        if not isinstance(long_format, bool):
+            raise ValueError(f"long_format must be true or false. Got {long_format!r} instead.")
+        if long_format:  # one target 'y' per segment of the column 'segment'
+            frame = planted_segments(**{k: v for k, v in options.items() if k != "n_rows"})
+            frame.attrs["task_column"] = "segment"
+            return frame
+        if "rows_per_segment" in options:
+            raise ValueError("rows_per_segment is an option of the long format only (long_format = true).")
+        return planted_frame(**options)
     except (TypeError, ValueError) as e:
         raise DataError(f"builtin:planted: {e} Set it in [data_options] or with --option KEY=VALUE.") from None
-    if options.get("long_format"):  # one target 'y' per segment of 'segment'
-        frame.attrs["task_column"] = "segment"
-    return frame
 
 
 def _load_vendored(name: str, categories: tuple[str, ...], options: dict[str, Any]) -> pd.DataFrame:

@@ -29,8 +29,6 @@ def planted_frame(
     shared: float = 0.9,
     classification: bool = True,
     seed: int = 0,
-    long_format: bool = False,
-    rows_per_segment: int = 500,
 ) -> pd.DataFrame:
     """A frame with inputs `x0..` and tasks `g{group}_t{i}` (or `ind_t{i}` for independent tasks).
 
@@ -38,24 +36,10 @@ def planted_frame(
     read-out); the others are regression. With `groups = 0` there are `independent_tasks` tasks
     (or `tasks_per_group` when that is 0), each on its own directions. The true group of each task
     is in `planted_groups(frame)`. Raises ValueError for an impossible parameter.
-
-    With `long_format` the same tasks become segments of one long table (`planted_segments`):
-    `rows_per_segment` rows per task, a column `segment` naming the task, and one target `y`
-    (all binary with `classification`, else all regression), labelled on `label_fraction` of
-    each segment's rows; `n_rows` is then ignored. Segments of one planted group share what is
-    worth learning; segments of different groups share nothing.
     """
     _check_options(n_rows=n_rows, n_inputs=n_inputs, groups=groups, tasks_per_group=tasks_per_group,
                    independent_tasks=independent_tasks, latent_dim=latent_dim, label_fraction=label_fraction,
-                   noise=noise, shared=shared, classification=classification, seed=seed,
-                   rows_per_segment=rows_per_segment)
-    if not isinstance(long_format, bool):
-        raise ValueError(f"long_format must be true or false. Got {long_format!r} instead.")
-    if long_format:
-        return planted_segments(n_inputs=n_inputs, groups=groups, tasks_per_group=tasks_per_group,
-                                independent_tasks=independent_tasks, latent_dim=latent_dim,
-                                label_fraction=label_fraction, noise=noise, shared=shared,
-                                classification=classification, seed=seed, rows_per_segment=rows_per_segment)
+                   noise=noise, shared=shared, classification=classification, seed=seed)
     rng = np.random.default_rng(seed)
     blocks = groups + independent_tasks if groups > 0 else independent_tasks or tasks_per_group
     needed = blocks * latent_dim
@@ -103,12 +87,21 @@ def planted_frame(
     return pd.DataFrame(columns)
 
 
-def planted_segments(*, rows_per_segment: int, label_fraction: float, classification: bool, seed: int,
+def planted_segments(*, rows_per_segment: int = 500, label_fraction: float = 1.0, classification: bool = True,
+                     seed: int = 0, groups: int = 3, tasks_per_group: int = 3, independent_tasks: int = 0,
                      **options: object) -> pd.DataFrame:
-    """The long form of `planted_frame`: the planted tasks (all regression read-outs, thresholded
-    at 0 with `classification`) on rows of their own, one segment per task."""
-    wide = planted_frame(n_rows=0 + rows_per_segment * _n_tasks(options), label_fraction=1.0,
-                         classification=False, seed=seed, **options)  # type: ignore[arg-type]
+    """The planted tasks of `planted_frame` as segments of one long table: `rows_per_segment` rows
+    per task, a column `segment` naming the task, and one target `y` (all binary with
+    `classification`, else all regression), labelled on `label_fraction` of each segment's rows.
+    Segments of one planted group share what is worth learning; segments of different groups
+    share nothing. Other options (n_inputs, latent_dim, noise, shared) as in `planted_frame`."""
+    _check_options(n_rows=10, n_inputs=options.get("n_inputs", 48), groups=groups, tasks_per_group=tasks_per_group,
+                   independent_tasks=independent_tasks, latent_dim=options.get("latent_dim", 2),
+                   label_fraction=label_fraction, noise=options.get("noise", 0.1), shared=options.get("shared", 0.9),
+                   classification=classification, seed=seed, rows_per_segment=rows_per_segment)
+    counts = {"groups": groups, "tasks_per_group": tasks_per_group, "independent_tasks": independent_tasks}
+    wide = planted_frame(n_rows=rows_per_segment * _n_tasks(counts), label_fraction=1.0, classification=False,
+                         seed=seed, **counts, **options)  # type: ignore[arg-type]
     tasks = [c for c in wide.columns if not c.startswith("x")]
     inputs = [c for c in wide.columns if c.startswith("x")]
     rng = np.random.default_rng([seed, 1])
@@ -131,6 +124,8 @@ def _check_options(**options: object) -> None:
     ints = {"n_rows": 10, "n_inputs": 1, "groups": 0, "tasks_per_group": 1, "independent_tasks": 0,
             "latent_dim": 1, "seed": 0, "rows_per_segment": 10}
     for key, low in ints.items():
+        if key not in options:
+            continue
         v = options[key]
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low:
             raise ValueError(f"{key} must be an int >= {low}. Got {v!r} instead.")

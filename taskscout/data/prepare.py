@@ -456,12 +456,7 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
     attrs = dict(frame.attrs)
     frame = frame.reset_index(drop=True)
     frame.attrs.update(attrs)
-    long = None
-    if spec.task_column or spec.targets:  # long format: one task column per (segment, target), see data/segments.py
-        from taskscout.data.segments import long_to_wide
-
-        long = long_to_wide(frame, spec)
-        frame, spec = long.frame, long.spec
+    frame, spec, long = _long_format(frame, spec)
     _require_columns(frame, spec.tasks, "task", source)
     _require_columns(frame, spec.inputs or (), "input", source)
     _require_columns(frame, [c for c in (spec.time_column, spec.entity_column) if c], "time/entity", source)
@@ -533,6 +528,18 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
                *(long.tasks.notes if long else ())),
         left_out=left_out, meta=long.meta() if long else {},
     )
+
+
+def _long_format(frame: pd.DataFrame, spec: StudySpec) -> tuple[pd.DataFrame, StudySpec, Any]:
+    """A long table (a task column and targets, see data/segments.py) as the wide table of its
+    tasks, the spec naming them and the `LongTable` that splits it per segment; a wide table as it
+    is, with None."""
+    if not (spec.task_column or spec.targets):
+        return frame, spec, None
+    from taskscout.data.segments import long_to_wide
+
+    long = long_to_wide(frame, spec)
+    return long.frame, long.spec, long
 
 
 def _unused_time_column_note(frame: pd.DataFrame, spec: StudySpec) -> tuple[str, ...]:
