@@ -13,7 +13,7 @@ import torch
 from taskscout.device import resolve_device
 from taskscout.models import Head
 from taskscout.spec import ModelSettings, TrainingSettings
-from taskscout.training.inputs import _check_inputs, _DeviceData, _epoch_rows
+from taskscout.training.inputs import _batch_rows, _check_inputs, _DeviceData, _epoch_rows
 from taskscout.training.losses import _curves, _final_scores, head_row_loss
 from taskscout.training.model import build_model
 from taskscout.training.optimiser import _retain_freed_memory
@@ -73,6 +73,7 @@ def _train_one(data: _DeviceData, heads: Sequence[Head], plan: ModelPlan, *, mod
     B = min(training.batch_size, n_train)
     own_rows = data.model_rows(plan.targets)  # an epoch is one pass over the rows labelled for a target
     n_own = int(own_rows.sum())
+    B = _batch_rows(n_own, B)
     best, best_epoch, since, epochs_run = math.inf, 0, 0, 0
     best_state = copy.deepcopy(net.state_dict())
     train_curve, val_curve = [], []

@@ -15,7 +15,13 @@ from taskscout.errors import SpecError
 from taskscout.models import Head, StackedMLP, group_sizes, slot_layout
 from taskscout.parallel import Report, map_stacks
 from taskscout.spec import ModelSettings, TrainingSettings
-from taskscout.training.inputs import _check_inputs, _DeviceData, _epoch_rows
+from taskscout.training.inputs import (
+    _batch_rows,
+    _check_inputs,
+    _data_order,
+    _DeviceData,
+    _epoch_rows,
+)
 from taskscout.training.losses import _curves, _final_scores, _loss_scale, _StackLosses
 from taskscout.training.model import build_model
 from taskscout.training.optimiser import _adam, _fused_ok, _retain_freed_memory, preload_optimiser
@@ -98,7 +104,8 @@ def train_models(
 def _stacks(data: _DeviceData, heads: Sequence[Head], plans: Sequence[ModelPlan], batch_size: int, stack_size: int,
             workers: int) -> list[list[int]]:
     """The plans' indices cut into stacks. A stack holds one branch layer and one number of steps
-    per epoch (`ceil(rows / batch)` over the training rows labelled for some target of the model:
+    per epoch (`ceil(rows / batch)` over the training rows labelled for some target of the model,
+    with the batch of `inputs._batch_rows`:
     models whose rows differ in number train together when their step counts agree). Models with
     similar target sets share a stack so few padding slots are computed, and within a stack
     models with one row set and one seed sit together (they share batches, see `_LiveStack`);
@@ -108,7 +115,8 @@ def _stacks(data: _DeviceData, heads: Sequence[Head], plans: Sequence[ModelPlan]
     steps, row_set = [], []
     for p in plans:
         mask = data.model_rows(p.targets)
-        steps.append(-(-int(mask.sum()) // B))
+        m = int(mask.sum())
+        steps.append(-(-m // _batch_rows(m, B)))
         row_set.append(row_key.setdefault(np.packbits(mask).tobytes(), len(row_key)))
     buckets: dict[tuple[int, int], list[int]] = {}
     for i, p in enumerate(plans):
@@ -224,33 +232,44 @@ class _LiveStack:
         self.stopped, self.pruned = np.zeros(K, dtype=bool), np.zeros(K, dtype=bool)
         self.train_curve, self.val_curve = np.full((E, K, S), np.nan), np.full((E, K, S), np.nan)
 
-    def _batches(self, epoch: int) -> tuple[torch.Tensor, tuple[int, ...], torch.Tensor]:
-        """This epoch's rows (G, n) of each group of live models with one row set and one seed,
-        padded to the longest; the group sizes; each live model's group."""
+    def _batches(self, epoch: int) -> tuple[list[torch.Tensor], tuple[int, ...], torch.Tensor]:
+        """This epoch's batches: per step the rows (G, b) of each group of live models with one row
+        set and one seed (its own batch size, `_batch_rows`), padded to the longest; the group
+        sizes; each live model's group."""
         keys = [(int(self.row_sets[k]), int(self.seeds[k])) for k in self.alive]
         sizes = group_sizes(keys)
         first = np.cumsum((0,) + sizes[:-1])
-        orders = [_epoch_rows(self.data, int(self.seeds[self.alive[i]]), epoch,
-                              self.train_masks[self.row_sets[self.alive[i]]]) for i in first]
-        n = max(len(o) for o in orders)
-        rows = torch.full((len(orders), n), self.data.pad_row, dtype=torch.long)
-        for g, o in enumerate(orders):
-            rows[g, :len(o)] = o
+        n_train = len(self.data.train_rows_cpu)
+        perms = {s: _data_order(s, epoch, n_train) for s in {key[1] for key in keys}}
+        orders = [_epoch_rows(self.data, keys[i][1], epoch, self.train_masks[keys[i][0]], perms[keys[i][1]])
+                  for i in first]
+        per = [_batch_rows(len(o), self.B) for o in orders]
+        steps = max(-(-len(o) // b) for o, b in zip(orders, per, strict=True))
+        batches = []
+        for a in range(steps):
+            parts = [o[a * b:(a + 1) * b] for o, b in zip(orders, per, strict=True)]
+            width = max(len(p) for p in parts)
+            if all(len(p) == width for p in parts):
+                rows = torch.stack(parts)
+            else:
+                rows = torch.full((len(parts), width), self.data.pad_row, dtype=torch.long)
+                for g, part in enumerate(parts):
+                    rows[g, :len(part)] = part
+            batches.append(rows.to(self.data.device))
         group_of = torch.as_tensor(np.repeat(np.arange(len(sizes)), sizes), device=self.data.device)
-        return rows.to(self.data.device), sizes, group_of
+        return batches, sizes, group_of
 
     def train_epoch(self, epoch: int, cancel: threading.Event | None) -> np.ndarray:
         """One epoch of every live model; its mean training loss per slot (Ka, S), NaN where a
         target had no label."""
-        order, sizes, group_of = self._batches(epoch)
+        batches, sizes, group_of = self._batches(epoch)
         Ka, S, dt, dev = len(self.alive), self.layout.n_slots, self.data.dtype, self.data.device
         acc_sum = torch.zeros(Ka, S, dtype=dt, device=dev)
         acc_cnt = torch.zeros(Ka, S, dtype=dt, device=dev)
         live, losses = self.live, self.losses
-        for a in range(0, order.shape[1], self.B):
+        for rows in batches:
             if cancel is not None and cancel.is_set():
                 raise StackInterrupted
-            rows = order[:, a:a + self.B]
             xb = self.data.X.index_select(0, rows.reshape(-1)).view(len(sizes), rows.shape[1], -1)
             out, tape = live.forward_with_tape(xb, sizes=sizes)
             lsum, cnt, grad = losses.sums_with_grad(out, losses.gather(rows, group_of))

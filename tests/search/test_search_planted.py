@@ -32,18 +32,18 @@ def test_long_format_search_recovers_the_planted_segment_groups(tmp_path):
     # group's segments together (label-only training: each model reads its segments' rows only).
     import json
 
-    from taskscout.data.planted import planted_frame, planted_groups
+    from taskscout.data.planted import planted_groups, planted_segments
     from taskscout.data.segments import resolve_segments
 
-    options = {"long_format": True, "groups": 2, "tasks_per_group": 2, "rows_per_segment": 300,
+    options = {"groups": 2, "tasks_per_group": 2, "rows_per_segment": 300,
                "classification": False, "label_fraction": 1.0, "n_inputs": 16}
-    spec = resolve_spec("builtin:planted", {"targets": ["y"], "data_options": options, "out": str(tmp_path / "run"),
+    spec = resolve_spec("builtin:planted", {"targets": ["y"], "data_options": {"long_format": True, **options}, "out": str(tmp_path / "run"),
                                             "device": "cpu", "search": {"phases": ["single", "pairs"]}})
     spec = resolve_segments(spec)
     assert spec.task_column == "segment" and spec.tasks == ("g0_t0", "g0_t1", "g1_t0", "g1_t1")
     run_search(spec)
     rec = json.loads((tmp_path / "run" / rundir.RECOMMENDATION).read_text())
-    truth = planted_groups(planted_frame(**options))
+    truth = planted_groups(planted_segments(**options))
     found = sorted(sorted(g["tasks"]) for g in rec["groups"])
     assert found == [["g0_t0", "g0_t1"], ["g1_t0", "g1_t1"]]
     assert all(len({truth[t] for t in g}) == 1 for g in found)

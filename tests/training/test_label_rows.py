@@ -8,7 +8,7 @@ import torch
 from taskscout.models import Head
 from taskscout.spec import ModelSettings, TrainingSettings
 from taskscout.training import ModelPlan, train_models, train_sequential
-from taskscout.training.inputs import _data_order, _DeviceData, _epoch_rows
+from taskscout.training.inputs import MIN_STEPS, _batch_rows, _data_order, _DeviceData, _epoch_rows
 from taskscout.training.stacked import _stacks
 
 from .test_training import assert_same
@@ -114,7 +114,9 @@ def test_stacks_hold_one_step_count_and_dense_tables_stack_as_before():
     data = _DeviceData(X, Y, HEADS, split, dtype=torch.float64, device=torch.device("cpu"))
     B = 16
     chunks = _stacks(data, HEADS, PLANS, B, 64, 1)
-    steps = [-(-int(data.model_rows(p.targets).sum()) // B) for p in PLANS]
+    rows = [int(data.model_rows(p.targets).sum()) for p in PLANS]
+    steps = [-(-m // _batch_rows(m, B)) for m in rows]
+    assert len(set(steps)) > 1
     assert sorted(i for c in chunks for i in c) == list(range(len(PLANS)))
     for chunk in chunks:
         assert len({steps[i] for i in chunk}) == 1
@@ -132,7 +134,14 @@ def test_padding_rows_add_nothing():
     data = _DeviceData(X, Y, HEADS, split, dtype=torch.float64, device=torch.device("cpu"))
     B = 64
     rows = [int(data.model_rows(p.targets).sum()) for p in plans]
-    assert rows[0] != rows[1] and -(-rows[0] // B) == -(-rows[1] // B)
+    assert rows[0] != rows[1] and _batch_rows(rows[0], B) != _batch_rows(rows[1], B)
     kw = {"model": MODEL, "training": settings(batch_size=B), "device": "cpu", "dtype": torch.float64}
     assert_same(train_models(X, Y, HEADS, split, plans, parallel_stacks=1, **kw),
                 train_sequential(X, Y, HEADS, split, plans, **kw), 1e-9)
+
+
+def test_models_with_few_rows_take_min_steps_smaller_batches():
+    assert _batch_rows(10_000, 256) == 256 and _batch_rows(8 * 256, 256) == 256  # enough rows: as given
+    assert _batch_rows(300, 256) == 38 and -(-300 // 38) == MIN_STEPS  # a segment: MIN_STEPS batches
+    assert _batch_rows(600, 256) == 75  # ... and its pair too, so alone and together take the same steps
+    assert _batch_rows(5, 256) == 1
