@@ -85,13 +85,20 @@ class BenchResult:
     # what its stacks' worker processes added (`parallel.recorded_worker_memory`)
     memory_over_baseline_mib: float  # the part of it above this process's resident memory just before
     max_loss_difference: float  # largest |val loss stacked - sequential| over the timed models
+    label_fraction: float = 1.0  # each task labelled on this random fraction of the rows (drawn per task)
+    steps_run: int = 0  # training steps per model actually run: over the rows labelled for a target
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def bench_problem(*, models: int, inputs: int, tasks: int, batch: int, steps: int, epochs: int, seed: int = 0):
-    """Synthetic data and K plans: `steps` training steps in total over `epochs` epochs."""
+def bench_problem(*, models: int, inputs: int, tasks: int, batch: int, steps: int, epochs: int, seed: int = 0,
+                  label_fraction: float = 1.0):
+    """Synthetic data and K plans: `steps` training steps in total over `epochs` epochs when every
+    row is labelled. With `label_fraction` F < 1 each task is labelled on its own random F of the
+    rows (at least one training and one validation row), so a model trains on fewer rows."""
+    if not 0 < label_fraction <= 1:
+        raise SpecError(f"--label-fraction must be a number in (0, 1]. Got {label_fraction} instead.")
     if steps % epochs:
         raise SpecError(f"--steps ({steps}) must be a multiple of --epochs ({epochs}) so every epoch has whole batches")
     rng = np.random.default_rng(seed)
@@ -114,6 +121,11 @@ def bench_problem(*, models: int, inputs: int, tasks: int, batch: int, steps: in
     Y = np.stack(cols, 1)
     split = np.zeros(n, dtype=np.int8)
     split[n_train:] = 1
+    if label_fraction < 1:
+        for t in range(tasks):
+            hidden = rng.random(n) >= label_fraction
+            hidden[[int(rng.integers(n_train)), n_train + int(rng.integers(n_val))]] = False
+            Y[hidden, t] = np.nan
     return X, Y, heads, split
 
 
@@ -268,7 +280,7 @@ def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int 
               batch: int = 256, steps: int = 300, epochs: int = 3, branch_layer: int | None = None,
               sequential_models: int | None = None, device: str = "auto", dtype: torch.dtype = torch.float32,
               seed: int = 0, peak_seconds: float = 0.2, parallel_stacks: int | None = None,
-              seeds: int = 8, progress: Any = None) -> BenchResult:
+              seeds: int = 8, progress: Any = None, label_fraction: float = 1.0) -> BenchResult:
     """Train the same `models` models stacked and one by one; return the measured figures.
 
     `sequential_models` times only that many of the models in the sequential loop (its rate in
@@ -276,6 +288,8 @@ def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int 
     distinct seeds among the models (`bench_plans`; at most `models`). `parallel_stacks` is passed to
     `train_models` (default: automatic, one stack per torch thread on CPU). `progress` (a
     `search.SearchProgress`, e.g. the CLI's bars) is told of the two timed loops as they run.
+    `label_fraction` F labels each task on a random F of the rows (`bench_problem`): the models
+    then train on the rows labelled for one of their targets, in fewer steps.
     """
     for name, value, low in (("models", models, 1), ("inputs", inputs, 1), ("depth", depth, 1), ("width", width, 2),
                              ("tasks", tasks, 1), ("batch", batch, 1), ("steps", steps, 1), ("epochs", epochs, 1),
@@ -288,7 +302,7 @@ def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int 
     n_seq = models if sequential_models is None else max(1, min(models, sequential_models))
     dev = resolve_device(device)
     X, Y, heads, split = bench_problem(models=models, inputs=inputs, tasks=tasks, batch=batch, steps=steps,
-                                       epochs=epochs, seed=seed)
+                                       epochs=epochs, seed=seed, label_fraction=label_fraction)
     seeds = min(seeds, models)
     plans = bench_plans(models, tasks, b, seeds)
     model = ModelSettings(depth=depth, width=width)
@@ -301,25 +315,15 @@ def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int 
     wkw = {**kw, "training": warm}
     train_models(X, Y, heads, split, plans[:2], **wkw)
     train_sequential(X, Y, heads, split, plans[:1], **wkw)
-    peak_before = _peak_blocks(device=dev, dtype=dtype, seconds=peak_seconds)
-    with _PeakMemory(dev) as mem, recorded_worker_memory() as added:
-        _sync(dev)
-        t = time.perf_counter()
-        _phase(progress, "stacked", models)
-        stacked = train_models(X, Y, heads, split, plans, stack_size=models, parallel_stacks=parallel_stacks,
-                               progress=progress and progress.advance, **kw)
-        _sync(dev)
-        stacked_s = time.perf_counter() - t
-        _phase(progress, "stacked")
-    stacks = min(models, resolve_parallel_stacks(parallel_stacks, dev, None))
-    # At most `stacks` workers run at once; count the largest that many as if they peaked together.
-    peak_bytes = mem.peak + sum(sorted(added, reverse=True)[:stacks])
-    peak = _peak(peak_before, _peak_blocks(device=dev, dtype=dtype, seconds=peak_seconds))
+    stacked, stacked_s, peak, peak_bytes, baseline, stacks = _time_stacked(
+        X, Y, heads, split, plans, kw, parallel_stacks=parallel_stacks, peak_seconds=peak_seconds, progress=progress)
     layout = slot_layout(heads, [p.targets for p in plans])
     shape = {"models": models, "in_features": inputs, "depth": depth, "width": width, "branch_layer": b,
              "slots": layout.n_slots, "out_width": layout.out_width}
-    products = products_gflops(parallel_stacks=stacks, rows=batch, steps=steps, device=dev, dtype=dtype, seeds=seeds,
-                               **shape)
+    labelled = np.isfinite(Y).any(1)  # every model trains every task: the rows labelled for one of them
+    steps_run = epochs * -(-int(labelled[split == 0].sum()) // batch)
+    products = products_gflops(parallel_stacks=stacks, rows=batch, steps=steps_run, device=dev, dtype=dtype,
+                               seeds=seeds, **shape)
     _phase(progress, "sequential", n_seq)
     t = time.perf_counter()
     sequential = train_sequential(X, Y, heads, split, plans[:n_seq], progress=progress and progress.advance, **kw)
@@ -327,8 +331,8 @@ def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int 
     sequential_s = time.perf_counter() - t
     _phase(progress, "sequential")
 
-    n_val = int((split == 1).sum())
-    flops = (steps * stack_matmul_flops(rows=batch, backward=True, **shape)
+    n_val = int((labelled & (split == 1)).sum())
+    flops = (steps_run * stack_matmul_flops(rows=batch, backward=True, **shape)
              + (epochs + 1) * stack_matmul_flops(rows=n_val, backward=False, **shape))  # + the final scoring
     achieved = flops / stacked_s / 1e9
     diff = max(abs(a.loss["val"][t] - s.loss["val"][t]) for a, s in zip(stacked, sequential, strict=False)
@@ -343,6 +347,29 @@ def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int 
         sequential_models_per_s=seq_rate, stacked_models_per_s=stack_rate, speedup=stack_rate / seq_rate,
         achieved_gflops=achieved, matmul_peak_gflops=peak, fraction_of_peak=achieved / peak,
         products_gflops=products, products_fraction_of_peak=products / peak,
-        peak_memory_mib=peak_bytes / 2**20, memory_over_baseline_mib=(peak_bytes - mem.baseline) / 2**20,
-        max_loss_difference=float(diff),
+        peak_memory_mib=peak_bytes / 2**20, memory_over_baseline_mib=(peak_bytes - baseline) / 2**20,
+        max_loss_difference=float(diff), label_fraction=float(label_fraction), steps_run=steps_run,
     )
+
+
+def _time_stacked(X: np.ndarray, Y: np.ndarray, heads: list[Head], split: np.ndarray, plans: list[ModelPlan],
+                  kw: dict[str, Any], *, parallel_stacks: int | None, peak_seconds: float, progress: Any):
+    """The timed stacked run between two matmul-peak measurements: its results, seconds, the peak
+    GFLOP/s, the peak resident bytes (with its workers'), the resident bytes before it, and the
+    number of stacks that ran at once."""
+    dev, dtype, models = torch.device(kw["device"]), kw["dtype"], len(plans)
+    peak_before = _peak_blocks(device=dev, dtype=dtype, seconds=peak_seconds)
+    with _PeakMemory(dev) as mem, recorded_worker_memory() as added:
+        _sync(dev)
+        t = time.perf_counter()
+        _phase(progress, "stacked", models)
+        stacked = train_models(X, Y, heads, split, plans, stack_size=models, parallel_stacks=parallel_stacks,
+                               progress=progress and progress.advance, **kw)
+        _sync(dev)
+        stacked_s = time.perf_counter() - t
+        _phase(progress, "stacked")
+    stacks = min(models, resolve_parallel_stacks(parallel_stacks, dev, None))
+    # At most `stacks` workers run at once; count the largest that many as if they peaked together.
+    peak_bytes = mem.peak + sum(sorted(added, reverse=True)[:stacks])
+    peak = _peak(peak_before, _peak_blocks(device=dev, dtype=dtype, seconds=peak_seconds))
+    return stacked, stacked_s, peak, peak_bytes, mem.baseline, stacks

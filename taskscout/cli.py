@@ -105,6 +105,9 @@ _STUDY_FLAGS: list[tuple[str, Any, Any]] = [
     ("task_type", list[str] | None, typer.Option(help="Override a task's type: NAME=binary|multiclass|regression|ordinal (repeatable).")),
     ("time_column", str | None, typer.Option(help="Column with time stamps: splits by time, enables future-as-target.")),
     ("entity_column", str | None, typer.Option(help="Column naming the entity of each row (future targets never cross entities).")),
+    ("task_column", str | None, typer.Option(help="Long format: the column naming each row's segment (store, patient, ...); one task per segment and --target. --tasks/--main then name segment values.")),
+    ("target", list[str] | None, typer.Option(help="Long format: a column to predict per segment (repeatable).")),
+    ("min_rows", int | None, typer.Option(help="Long format: segments with fewer rows are left out, with a note (default 10).")),
     ("aux_kinds", str | None, typer.Option(help="Auxiliary kinds to try, comma-separated: related,adversarial,hints,quantization,predict_inputs,future.")),
     ("aux_cap", int | None, typer.Option(help="Auxiliary candidates kept per kind per main task.")),
     ("cap", list[str] | None, typer.Option(help="Cap for one kind: KIND=N (repeatable).")),
@@ -160,8 +163,9 @@ def overrides_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
 
     for key in ("tasks", "main", "inputs"):
         put(None, key, _csv(flags.get(key)))
-    for key in ("time_column", "entity_column", "budget", "device", "seed", "out", "name"):
+    for key in ("time_column", "entity_column", "budget", "device", "seed", "out", "name", "task_column", "min_rows"):
         put(None, key, flags.get(key))
+    put(None, "targets", flags.get("target") or None)
     if flags.get("task_type"):
         put(None, "task_types", _pairs(flags["task_type"], "--task-type"))
     if flags.get("option"):
@@ -214,6 +218,10 @@ def study_command(fn: Any) -> Any:
 
         flags = {name: kwargs.pop(name) for name, _, _ in _STUDY_FLAGS}
         spec = resolve_spec(kwargs.pop("source"), overrides_from_flags(flags))
+        if spec.task_column or spec.targets:  # long format: segment values become task names
+            from taskscout.data.segments import resolve_segments
+
+            spec = resolve_segments(spec)
         return fn(spec=spec, **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=[source, *own, *shared])  # type: ignore[attr-defined]
@@ -230,7 +238,7 @@ def datasets(as_json: JsonFlag = False) -> None:
 
     rows = [
         {"name": f"builtin:{d.name}", "description": d.description, "tasks": list(d.tasks),
-         "package": d.package, "time_column": d.time_column}
+         "package": d.package, "time_column": d.time_column, "task_column": d.task_column, "source": d.source or None}
         for d in BUILTINS.values()
     ]
     if as_json:
@@ -238,7 +246,12 @@ def datasets(as_json: JsonFlag = False) -> None:
         return
     for r in rows:
         typer.echo(f"{r['name']:<26} {r['description']}")
-        typer.echo(f"{'':<26} tasks: {', '.join(r['tasks'])}")
+        if r["task_column"]:  # long format: the tasks are per segment of the task column
+            typer.echo(f"{'':<26} task column: {r['task_column']}; targets: {', '.join(r['tasks'])} (--target NAME)")
+        else:
+            typer.echo(f"{'':<26} tasks: {', '.join(r['tasks'])}")
+        if r["source"]:
+            typer.echo(f"{'':<26} source: {r['source']}")
 
 
 @app.command()
@@ -268,6 +281,10 @@ def validate(
     for note in summary["notes"]:
         typer.echo(f"note       {note}")
     split_rule = f"by time ({spec.time_column}): test = latest rows" if spec.time_column else f"random by row (seed {spec.seed})"
+    if spec.task_column:
+        split_rule = f"per segment of {spec.task_column!r}, " + split_rule.replace("latest rows", "latest rows of each segment")
+        typer.echo(f"segments   {len(set(ds.meta['segment'].values()))} of {spec.task_column!r}, targets "
+                   f"{', '.join(spec.targets)}: {len(ds.tasks)} tasks (min_rows {spec.min_rows})")
     typer.echo(f"split      {split_rule}")
     typer.echo(f"main       {', '.join(spec.main_tasks)}")
     typer.echo(f"budget     {spec.budget} (seeds {spec.training.seeds}, epochs {spec.training.epochs}); device {spec.device}")
@@ -593,6 +610,7 @@ def bench(
     dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
     threads: Annotated[int | None, typer.Option(help="torch CPU threads; default: torch's choice.")] = None,
     parallel_stacks: Annotated[int | None, typer.Option(help="Stacks trained at once on CPU, one per thread, the K models split evenly; default: one per torch thread.")] = None,
+    label_fraction: Annotated[float, typer.Option(help="Label each task on a random fraction F of the rows (drawn per task): the models train on the rows labelled for one of their targets only, in fewer steps.")] = 1.0,
     as_json: JsonFlag = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars on stderr.")] = False,
 ) -> None:
@@ -604,6 +622,8 @@ def bench(
         raise SpecError(f"--threads must be an int >= 1. Got {threads} instead.")
     if parallel_stacks is not None and parallel_stacks < 1:
         raise SpecError(f"--parallel-stacks must be an int >= 1. Got {parallel_stacks} instead.")
+    if not 0 < label_fraction <= 1:
+        raise SpecError(f"--label-fraction must be a number in (0, 1]. Got {label_fraction} instead.")
 
     import torch
 
@@ -619,6 +639,7 @@ def bench(
             models=models, inputs=inputs, depth=depth, width=width, tasks=tasks, batch=batch, steps=steps,
             epochs=epochs, branch_layer=branch_layer, sequential_models=sequential_models, device=device,
             dtype=getattr(torch, dtype), parallel_stacks=parallel_stacks, seeds=seeds, progress=bars,
+            label_fraction=label_fraction,
         )
     r = result.to_dict()
     if as_json:
@@ -626,7 +647,8 @@ def bench(
         return
     typer.echo(f"device      {r['device']} ({r['threads']} threads, {r['dtype']}, OMP_WAIT_POLICY={r['omp_wait_policy'] or 'default'})")
     typer.echo(f"models      {r['models']} ({r['seeds']} seeds) x trunk {r['depth']}x{r['width']}, {r['inputs']} inputs, "
-               f"{r['tasks']} tasks, batch {r['batch']}, {r['steps']} steps over {r['epochs']} epochs")
+               f"{r['tasks']} tasks, batch {r['batch']}, {r['steps_run']} steps over {r['epochs']} epochs"
+               + (f" (labels on {r['label_fraction']:g} of the rows per task)" if r["label_fraction"] < 1 else ""))
     typer.echo(f"sequential  {r['sequential_models_per_s']:.2f} models/s ({r['sequential_models']} models in {r['sequential_seconds']:.1f} s)")
     typer.echo(f"stacked     {r['stacked_models_per_s']:.2f} models/s ({r['models']} models in {r['stacked_seconds']:.1f} s, "
                f"{r['parallel_stacks']} stack{'s' if r['parallel_stacks'] > 1 else ''} at once)")

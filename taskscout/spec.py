@@ -182,6 +182,11 @@ class StudySpec:
     )
     time_column: str | None = _rule(None, "a column name", _optional_str)
     entity_column: str | None = _rule(None, "a column name", _optional_str)
+    # Long format (data/segments.py): one task per value of task_column and target; `tasks` and
+    # `main` then name segment values or task names, and segments under min_rows rows are left out.
+    task_column: str | None = _rule(None, "a column name", _optional_str)
+    targets: tuple[str, ...] = _rule((), "a list of column names", _str_tuple)
+    min_rows: int = _rule(10, "an int >= 3", lambda v: _is_int(v) and v >= 3)
     budget: str = _rule("medium", f"one of {list(BUDGETS)}", lambda v: v in BUDGETS)
     device: str = _rule("auto", f"one of {list(DEVICES)}", lambda v: v in DEVICES)
     # Model seeds are seed*100 + k, stored as 64-bit integers and given to torch and numpy.
@@ -382,17 +387,46 @@ def resolve_spec(source: str | None, overrides: Mapping[str, Any] | None = None,
     return spec
 
 
+def check_long_format(spec: StudySpec) -> None:
+    """The rules of a long-format study (task_column and targets)."""
+    col = spec.task_column
+    if spec.targets and not col and not spec.data.startswith("builtin:"):  # a builtin may name its task column
+        raise SpecError("targets are given without a task column: long format needs --task-column COL "
+                        "(for a wide table name the target columns with --tasks)")
+    if not col:
+        return
+    if not spec.targets:
+        raise SpecError(f"task column '{col}' is given without a target: name the column to predict with --target Y")
+    if len(set(spec.targets)) != len(spec.targets):
+        raise SpecError(f"targets are listed more than once: {list(spec.targets)}")
+    if col in spec.targets:
+        raise SpecError(f"target '{col}' is the task column; the task column says which segment a row belongs to, "
+                        f"name another column as the target")
+    if col == spec.time_column:
+        raise SpecError(f"task column '{col}' is also the time column; the task column names segments and the time "
+                        f"column orders the rows within each, give two different columns")
+    for t in spec.task_types:
+        if t not in spec.targets:
+            raise SpecError(f"task_types names '{t}', which is not a target{close_matches(t, spec.targets)}; "
+                            f"in long format types are given per target")
+    for role, column in (("time_column", spec.time_column), ("entity_column", spec.entity_column)):
+        if column is not None and column in spec.targets:
+            raise SpecError(f"{role} '{column}' is also a target; a target cannot order or group the rows")
+
+
 def _check_consistency(spec: StudySpec) -> None:
-    if not spec.tasks:
-        raise SpecError("no tasks given: name the target columns with --tasks a,b,c or 'tasks = [...]'")
+    check_long_format(spec)
+    if not spec.tasks and not spec.task_column and not spec.targets:
+        raise SpecError("no tasks given: name the target columns with --tasks a,b,c or 'tasks = [...]' "
+                        "(or, for a long table, a --task-column and --target)")
     if len(set(spec.tasks)) != len(spec.tasks):
         raise SpecError(f"tasks are listed more than once: {list(spec.tasks)}")
     if len(set(spec.main)) != len(spec.main):
         raise SpecError(f"main tasks are listed more than once: {list(spec.main)}")
-    for m in spec.main:
+    for m in () if spec.task_column or spec.targets else spec.main:  # long format: checked against the data's segments
         if m not in spec.tasks:
             raise SpecError(f"main task '{m}' is not among the tasks {list(spec.tasks)}{close_matches(m, spec.tasks)}")
-    for t in spec.task_types:
+    for t in () if spec.task_column or spec.targets else spec.task_types:
         if t not in spec.tasks:
             raise SpecError(f"task_types names '{t}', which is not a task{close_matches(t, spec.tasks)}")
     if spec.split.val + spec.split.test >= 0.8:

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -151,3 +152,18 @@ def test_products_ceiling_reads_one_input_matrix_per_seed(monkeypatch):
     # two stacks of three models in seed order (0, 0, 0 | 1, 1, 1): one input matrix each,
     # for the first layer's forward product and weight gradient
     assert seen[2:] == [(1, (3,))] * 4
+
+
+def test_bench_label_fraction_trains_on_the_labelled_rows_only(capsys):
+    assert main(["bench", *TINY, "--steps", "8", "--label-fraction", "0.2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["label_fraction"] == 0.2 and out["max_loss_difference"] < 1e-4
+    assert 2 <= out["steps_run"] < 8  # fewer steps over the rows labelled for one of the 4 tasks
+    assert main(["bench", *TINY, "--json"]) == 0
+    dense = json.loads(capsys.readouterr().out)
+    assert dense["label_fraction"] == 1.0 and dense["steps_run"] == 4
+    X, Y, heads, split = bench_problem(models=2, inputs=3, tasks=2, batch=50, steps=4, epochs=2, label_fraction=0.1)
+    labelled = np.isfinite(Y)
+    assert 0.03 < labelled.mean() < 0.2 and labelled[split == 0].any(0).all() and labelled[split == 1].any(0).all()
+    assert main(["bench", *TINY, "--label-fraction", "0"]) == 2
+    assert "--label-fraction must be a number in (0, 1]" in capsys.readouterr().err

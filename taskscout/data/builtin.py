@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from taskscout.data.planted import planted_frame
+from taskscout.data.planted import planted_frame, planted_segments
 from taskscout.errors import DataError, close_matches
 
 
@@ -27,6 +27,8 @@ class BuiltinDataset:
     load: Callable[..., pd.DataFrame]
     time_column: str | None = None
     label_prefixes: tuple[str, ...] = ()  # every column starting with one of them is a label
+    task_column: str | None = None  # long format: the column naming each row's segment (then `tasks` are targets)
+    source: str = ""  # where the data comes from, and its licence
 
     def label_columns(self, frame: pd.DataFrame) -> list[str]:
         """Every label column of `frame`: never an input, even when a study does not name it as a task."""
@@ -81,7 +83,7 @@ def _load_seattle(**options: Any) -> pd.DataFrame:
 
 _PLANTED_OPTIONS = {
     "n_rows", "n_inputs", "groups", "tasks_per_group", "independent_tasks", "latent_dim",
-    "label_fraction", "noise", "shared", "classification", "seed",
+    "label_fraction", "noise", "shared", "classification", "seed", "long_format", "rows_per_segment",
 }
 
 
@@ -92,10 +94,41 @@ def _load_planted(**options: Any) -> pd.DataFrame:
             f"builtin:planted has no option {unknown[0]!r}{close_matches(unknown[0], _PLANTED_OPTIONS)}; "
             f"allowed: {', '.join(sorted(_PLANTED_OPTIONS))}"
         )
+    options = dict(options)
+    long_format = options.pop("long_format", False)
     try:
+        if not isinstance(long_format, bool):
+            raise ValueError(f"long_format must be true or false. Got {long_format!r} instead.")
+        if long_format:  # one target 'y' per segment of the column 'segment'
+            frame = planted_segments(**{k: v for k, v in options.items() if k != "n_rows"})
+            frame.attrs["task_column"] = "segment"
+            return frame
+        if "rows_per_segment" in options:
+            raise ValueError("rows_per_segment is an option of the long format only (long_format = true).")
         return planted_frame(**options)
     except (TypeError, ValueError) as e:
         raise DataError(f"builtin:planted: {e} Set it in [data_options] or with --option KEY=VALUE.") from None
+
+
+def _load_vendored(name: str, categories: tuple[str, ...], options: dict[str, Any]) -> pd.DataFrame:
+    """A table shipped inside taskscout (taskscout/data/files/NAME.csv.gz); integer codes of the
+    `categories` columns become text, so they are one-hot inputs rather than quantities."""
+    from importlib import resources
+
+    _no_options(name, options)
+    with resources.files("taskscout.data").joinpath(f"files/{name}.csv.gz").open("rb") as fh:
+        frame = pd.read_csv(fh, compression="gzip")
+    for c in categories:
+        frame[c] = c + frame[c].astype(str)
+    return frame
+
+
+def _load_school(**options: Any) -> pd.DataFrame:
+    return _load_vendored("school", ("Ethnicity", "School_Gender", "School_Denomination", "VR_BAND_Student"), options)
+
+
+def _load_parkinsons(**options: Any) -> pd.DataFrame:
+    return _load_vendored("parkinsons", (), options)
 
 
 register(BuiltinDataset(
@@ -110,6 +143,22 @@ register(BuiltinDataset(
     "planted", "Generated: tasks in planted groups with sparse labels (known answer)",
     tuple(f"g{g}_t{i}" for g in range(3) for i in range(3)), None, _load_planted,
     label_prefixes=("g", "ind_t"),
+))
+
+
+register(BuiltinDataset(
+    "school", "ILEA school exams 1985-87, long format: 15362 students of 139 schools (one task per school), "
+    "target ExamScore, 8 inputs (bundled)",
+    ("ExamScore",), None, _load_school, task_column="School",
+    source="Inner London Education Authority examination data (Goldstein 1991), as distributed with the "
+    "multi-task learning literature (Bakker & Heskes 2003; Evgeniou & Pontil 2004); no licence is stated with it",
+))
+register(BuiltinDataset(
+    "parkinsons", "Parkinsons telemonitoring, long format: 5875 voice recordings of 42 patients (one task per "
+    "patient), targets motor_UPDRS and total_UPDRS, 19 inputs (bundled)",
+    ("motor_UPDRS", "total_UPDRS"), None, _load_parkinsons, task_column="subject#",
+    source="UCI Machine Learning Repository, Parkinsons Telemonitoring (Tsanas, Little, McSharry & Ramig 2010); "
+    "licence CC BY 4.0",
 ))
 
 
@@ -129,4 +178,6 @@ def load_builtin(name: str, options: dict[str, Any] | None = None) -> pd.DataFra
     frame.attrs["label_columns"] = ds.label_columns(frame)
     if ds.time_column is not None:
         frame.attrs["time_column"] = ds.time_column
+    if ds.task_column is not None:
+        frame.attrs["task_column"] = ds.task_column
     return frame

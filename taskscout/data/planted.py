@@ -87,10 +87,45 @@ def planted_frame(
     return pd.DataFrame(columns)
 
 
+def planted_segments(*, rows_per_segment: int = 500, label_fraction: float = 1.0, classification: bool = True,
+                     seed: int = 0, groups: int = 3, tasks_per_group: int = 3, independent_tasks: int = 0,
+                     **options: object) -> pd.DataFrame:
+    """The planted tasks of `planted_frame` as segments of one long table: `rows_per_segment` rows
+    per task, a column `segment` naming the task, and one target `y` (all binary with
+    `classification`, else all regression), labelled on `label_fraction` of each segment's rows.
+    Segments of one planted group share what is worth learning; segments of different groups
+    share nothing. Other options (n_inputs, latent_dim, noise, shared) as in `planted_frame`."""
+    _check_options(n_rows=10, n_inputs=options.get("n_inputs", 48), groups=groups, tasks_per_group=tasks_per_group,
+                   independent_tasks=independent_tasks, latent_dim=options.get("latent_dim", 2),
+                   label_fraction=label_fraction, noise=options.get("noise", 0.1), shared=options.get("shared", 0.9),
+                   classification=classification, seed=seed, rows_per_segment=rows_per_segment)
+    counts = {"groups": groups, "tasks_per_group": tasks_per_group, "independent_tasks": independent_tasks}
+    wide = planted_frame(n_rows=rows_per_segment * _n_tasks(counts), label_fraction=1.0, classification=False,
+                         seed=seed, **counts, **options)  # type: ignore[arg-type]
+    tasks = [c for c in wide.columns if not c.startswith("x")]
+    inputs = [c for c in wide.columns if c.startswith("x")]
+    rng = np.random.default_rng([seed, 1])
+    parts = []
+    for i, task in enumerate(tasks):
+        block = wide.iloc[i * rows_per_segment:(i + 1) * rows_per_segment]
+        y = block[task].to_numpy(dtype=float).copy()
+        y = (y > 0).astype(float) if classification else y
+        y[rng.random(len(y)) >= label_fraction] = np.nan
+        parts.append(pd.DataFrame({**{c: block[c].to_numpy() for c in inputs}, "segment": task, "y": y}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _n_tasks(options: dict) -> int:
+    groups, per, ind = int(options["groups"]), int(options["tasks_per_group"]), int(options["independent_tasks"])
+    return groups * per + ind if groups > 0 else ind or per
+
+
 def _check_options(**options: object) -> None:
     ints = {"n_rows": 10, "n_inputs": 1, "groups": 0, "tasks_per_group": 1, "independent_tasks": 0,
-            "latent_dim": 1, "seed": 0}
+            "latent_dim": 1, "seed": 0, "rows_per_segment": 10}
     for key, low in ints.items():
+        if key not in options:
+            continue
         v = options[key]
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low:
             raise ValueError(f"{key} must be an int >= {low}. Got {v!r} instead.")
@@ -108,9 +143,10 @@ def _check_options(**options: object) -> None:
 
 
 def planted_groups(frame: pd.DataFrame) -> dict[str, str]:
-    """The true group label of each planted task column (independent tasks each alone)."""
+    """The true group label of each planted task column (independent tasks each alone); for a long
+    table (`long_format`), of each segment."""
     out = {}
-    for c in frame.columns:
+    for c in (pd.unique(frame["segment"]) if "segment" in frame.columns else frame.columns):
         if c.startswith("g") and "_t" in c:
             out[c] = c.split("_t")[0]
         elif c.startswith("ind_t"):

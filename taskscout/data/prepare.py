@@ -421,6 +421,8 @@ def default_inputs(frame: pd.DataFrame, spec: StudySpec) -> tuple[str, ...]:
     excluded |= {c for c in (spec.time_column, spec.entity_column, spec.aux.smooth_source) if c}
     if frame.attrs.get("time_column"):
         excluded.add(frame.attrs["time_column"])
+    if frame.attrs.get("task_column") and frame.attrs["task_column"] not in (spec.inputs or ()):
+        excluded.add(frame.attrs["task_column"])  # long format: the segment is not an input unless named
     return tuple(c for c in frame.columns if c not in excluded)
 
 
@@ -477,6 +479,7 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
     attrs = dict(frame.attrs)
     frame = frame.reset_index(drop=True)
     frame.attrs.update(attrs)
+    frame, spec, long = _long_format(frame, spec)
     _check_named_columns(frame, spec, source)
     used = [*spec.tasks, *(spec.inputs if spec.inputs is not None else default_inputs(frame, spec)),
             *spec.aux.adversarial, *([spec.aux.smooth_source] if spec.aux.smooth_source else [])]
@@ -485,7 +488,7 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
     notes = input_notes + notes
 
     times, time_notes = parse_times(frame[spec.time_column], spec.time_column, source) if spec.time_column else (None, ())
-    split = make_split(frame, spec, times)
+    split = long.split(times) if long else make_split(frame, spec, times)
     if times is not None:
         time_notes += boundary_notes(times, split, spec.time_column)
     train = split == TRAIN
@@ -507,8 +510,9 @@ def build_dataset(spec: StudySpec, frame: pd.DataFrame | None = None) -> Dataset
         name=spec.name, frame=frame, X=X, feature_names=names, feature_sources=sources, inputs=tuple(inputs),
         Y=Y, tasks=tuple(info for _, info in encoded), split=split, time_column=spec.time_column,
         entity_column=spec.entity_column,
-        notes=(*notes, *time_notes, *feature_notes, *_unused_time_column_note(frame, spec)),
-        left_out=left_out, times=times,
+        notes=(*notes, *time_notes, *feature_notes, *_unused_time_column_note(frame, spec),
+               *(long.tasks.notes if long else ())),
+        left_out=left_out, times=times, meta=long.meta() if long else {},
     )
 
 
@@ -582,6 +586,18 @@ def _encode_task(frame: pd.DataFrame, spec: StudySpec, name: str, split: np.ndar
             f"label more rows of the other class or drop the task"
         )
     return y, info
+
+
+def _long_format(frame: pd.DataFrame, spec: StudySpec) -> tuple[pd.DataFrame, StudySpec, Any]:
+    """A long table (a task column and targets, see data/segments.py) as the wide table of its
+    tasks, the spec naming them and the `LongTable` that splits it per segment; a wide table as it
+    is, with None."""
+    if not (spec.task_column or spec.targets):
+        return frame, spec, None
+    from taskscout.data.segments import long_to_wide
+
+    long = long_to_wide(frame, spec)
+    return long.frame, long.spec, long
 
 
 def _unused_time_column_note(frame: pd.DataFrame, spec: StudySpec) -> tuple[str, ...]:

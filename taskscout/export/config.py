@@ -117,6 +117,7 @@ def spec_from_config(config: TrainingConfig | Mapping[str, Any]) -> Any:
         "data": data.source, "name": c.study or "trained", "tasks": list(data.tasks), "main": list(data.main),
         "inputs": None if data.inputs is None else list(data.inputs), "task_types": dict(data.task_types),
         "time_column": data.time_column, "entity_column": data.entity_column, "data_options": dict(data.options),
+        "task_column": data.task_column, "targets": list(data.targets), "min_rows": data.min_rows,
         "seed": c.seed, "device": training.device, "split": {"val": c.split.val, "test": c.split.test},
         "aux": {k: v for k, v in _plain(c.auxiliary_generation).items() if v is not None},
         "model": _plain(c.model),

@@ -61,6 +61,9 @@ class DataSource:
     inputs: tuple[str, ...] | None = _same_rule(StudySpec, "inputs", None)
     time_column: str | None = _same_rule(StudySpec, "time_column", None)
     entity_column: str | None = _same_rule(StudySpec, "entity_column", None)
+    task_column: str | None = _same_rule(StudySpec, "task_column", None)
+    targets: tuple[str, ...] = _same_rule(StudySpec, "targets", ())
+    min_rows: int = _same_rule(StudySpec, "min_rows", 10)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class Split:
     val: float = rule(0.2, "a float in (0, 0.5)", lambda v: isinstance(v, float) and 0 < v < 0.5)
     test: float = rule(0.2, "a float in (0, 0.5)", lambda v: isinstance(v, float) and 0 < v < 0.5)
     by: str = rule("row", "row or time", lambda v: v in ("row", "time"))
+    per_segment: bool = rule(False, "true or false (long format: each segment split apart)", lambda v: isinstance(v, bool))
     seed: int = _same_rule(StudySpec, "seed", 0)
 
 

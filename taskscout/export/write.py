@@ -99,9 +99,11 @@ def export_config(run_dir: str | Path) -> dict[str, Any]:
             "main": list(spec.main), "task_types": dict(spec.task_types),
             "inputs": None if spec.inputs is None else list(spec.inputs),
             "time_column": spec.time_column, "entity_column": spec.entity_column,
+            "task_column": spec.task_column, "targets": list(spec.targets), "min_rows": spec.min_rows,
         },
         "preprocessing": dict(PREPROCESSING),
         "split": {"val": spec.split.val, "test": spec.split.test, "by": "time" if spec.time_column else "row",
+                  "per_segment": bool(spec.task_column),
                   "seed": spec.seed},
         "seed": spec.seed,
         "auxiliary_generation": {

@@ -34,6 +34,7 @@ from taskscout import rundir
 from taskscout.affinity.measured import measured_affinity, positive_pairs
 from taskscout.affinity.subsets import StackProgress, stored_compute
 from taskscout.data import build_dataset
+from taskscout.data.segments import resolve_segments
 from taskscout.errors import MissingResultsError
 from taskscout.grouping import recommend_run
 from taskscout.search.estimators import (
@@ -421,6 +422,7 @@ def run_search(
     the tables to the worker that completes the search. SQLite storage serves one process at a
     time; a second one on the same run directory is refused (SpecError)."""
     check_search_settings(spec)  # what `validate` refuses too: weighting, storage URL, run directory
+    spec = resolve_segments(spec)  # long format: tasks and main named as tasks (unchanged when wide)
     ds = build_dataset(spec)  # bad data or task columns: an error before anything is written
     # The study's settings are checked against the data as given (workers on other machines may
     # keep the file elsewhere); spec.json names it by its absolute path, so that later commands

@@ -96,23 +96,65 @@ def _label_matrix(Y: np.ndarray, heads: Sequence[Head]) -> tuple[np.ndarray, lis
 
 
 class _DeviceData:
-    """The data on the device once: inputs, the stacked-loss label matrix, raw targets, row sets."""
+    """The data on the device once: inputs, the stacked-loss label matrix, raw targets, row sets.
+
+    X and the label matrix carry one extra row after the data (`pad_row`): zero inputs and no
+    label, so a batch padded with it computes the same losses and gradients as without it."""
 
     def __init__(self, X: np.ndarray, Y: np.ndarray, heads: Sequence[Head], split: np.ndarray, *,
                  dtype: torch.dtype, device: torch.device) -> None:
         self.dtype, self.device = dtype, device
-        self.X = torch.as_tensor(X, dtype=dtype, device=device)
+        n = len(X)
+        self.pad_row = n
+        self.X = torch.as_tensor(np.concatenate([X, np.zeros((1, X.shape[1]), X.dtype)]), dtype=dtype, device=device)
         self.Y = torch.as_tensor(Y, dtype=dtype, device=device)
         lab, self.label_offsets = _label_matrix(Y, heads)
+        lab = np.concatenate([lab, np.zeros((1, lab.shape[1]))])
         self.labels = torch.as_tensor(lab, dtype=dtype, device=device)
         self.zero_column = lab.shape[1] - 1
         self.columns = _head_columns(heads)
         self.rows = {name: torch.as_tensor(np.flatnonzero(split == code), device=device)
                      for code, name in enumerate(SPLIT_NAMES)}
         self.train_rows_cpu = torch.as_tensor(np.flatnonzero(split == TRAIN))
+        # (n, heads): which rows are labelled for each head, per split as a row mask
+        labelled = np.stack([np.isfinite(Y[:, c:c + h.width]).all(1) for h, c in zip(heads, self.columns, strict=True)], 1)
+        self.labelled = {name: labelled[split == code] for code, name in enumerate(SPLIT_NAMES)}
+
+    def model_rows(self, targets: Sequence[int], split: str = "train") -> np.ndarray:
+        """Bool mask over the rows of `split`: those labelled for at least one of `targets` (the
+        rows a model of these targets reads; every row when each of them is labelled in each)."""
+        return self.labelled[split][:, list(targets)].any(1)
+
+
+MIN_STEPS = 8  # steps per epoch of a model with few rows (see `_batch_rows`)
+
+
+def _batch_rows(n_rows: int, batch_size: int) -> int:
+    """The batch size of a model that reads `n_rows` training rows per epoch: `batch_size`, or for
+    a model whose rows fill fewer than MIN_STEPS such batches (a segment of a long table, a
+    sparse task) its rows split into MIN_STEPS equal batches: with 300 rows and batches of 256 a
+    model would take 2 steps per epoch, and a pair of such segments 3, so a pair would train with
+    more steps than either alone and both far less than a dense model."""
+    if n_rows <= 0 or -(-n_rows // batch_size) >= MIN_STEPS:
+        return batch_size
+    return max(1, -(-n_rows // MIN_STEPS))
 
 
 def _data_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The permutation of the training rows a model with this seed sees in this epoch."""
     gen = torch.Generator().manual_seed((int(seed) * 100003 + epoch) % (2**62))
     return torch.randperm(n, generator=gen)
+
+
+def _epoch_rows(data: _DeviceData, seed: int, epoch: int, mask: np.ndarray,
+                order: torch.Tensor | None = None) -> torch.Tensor:
+    """The training rows (indices into X, on the CPU) a model reading the training rows in `mask`
+    sees in this epoch, in order: the seed's permutation of all training rows (`_data_order`) with
+    the rows outside `mask` left out. A row is therefore visited at the same place relative to
+    the other rows of its task whatever else the model reads: a task's rows come in one order
+    (fixed by seed and epoch) alone and with any partner. `order` is `_data_order`'s permutation
+    when the caller has it already."""
+    order = _data_order(seed, epoch, len(data.train_rows_cpu)) if order is None else order
+    if not mask.all():
+        order = order[torch.as_tensor(mask)[order]]
+    return data.train_rows_cpu[order]

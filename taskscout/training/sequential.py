@@ -13,7 +13,7 @@ import torch
 from taskscout.data import Head
 from taskscout.device import resolve_device
 from taskscout.spec import ModelSettings, TrainingSettings
-from taskscout.training.inputs import _check_inputs, _data_order, _DeviceData
+from taskscout.training.inputs import _batch_rows, _check_inputs, _DeviceData, _epoch_rows
 from taskscout.training.losses import _curves, _final_scores, head_row_loss
 from taskscout.training.model import build_model
 from taskscout.training.optimiser import _retain_freed_memory
@@ -71,14 +71,17 @@ def _train_one(data: _DeviceData, heads: Sequence[Head], plan: ModelPlan, *, mod
     cols = [data.Y[:, data.columns[t]:data.columns[t] + heads[t].width] for t in plan.targets]
     n_train = len(data.train_rows_cpu)
     B = min(training.batch_size, n_train)
+    own_rows = data.model_rows(plan.targets)  # an epoch is one pass over the rows labelled for a target
+    n_own = int(own_rows.sum())
+    B = _batch_rows(n_own, B)
     best, best_epoch, since, epochs_run = math.inf, 0, 0, 0
     best_state = copy.deepcopy(net.state_dict())
     train_curve, val_curve = [], []
     val_rows = data.rows["val"]
     for epoch in range(1, training.epochs + 1):
-        order = data.train_rows_cpu[_data_order(plan.seed, epoch, n_train)].to(dev)
+        order = _epoch_rows(data, plan.seed, epoch, own_rows).to(dev)
         acc_sum, acc_cnt = torch.zeros(T, dtype=dt, device=dev), torch.zeros(T, dtype=dt, device=dev)
-        for a in range(0, n_train, B):
+        for a in range(0, n_own, B):
             rows = order[a:a + B]
             outs = net(data.X.index_select(0, rows))
             sums, counts = [], []

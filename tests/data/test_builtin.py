@@ -52,7 +52,7 @@ def test_planted_takes_options_and_refuses_unknown_ones():
 
 
 def test_unknown_builtin_lists_the_available_ones():
-    with pytest.raises(DataError, match=r"unknown data set 'builtin:yaest' \(did you mean 'yeast'\?\).*planted, seattle-weather, yeast"):
+    with pytest.raises(DataError, match=r"unknown data set 'builtin:yaest' \(did you mean 'yeast'\?\).*parkinsons, planted, school, seattle-weather, yeast"):
         load_frame("builtin:yaest")
 
 
@@ -63,5 +63,44 @@ def test_datasets_command_lists_all_three(capsys):
         assert name in out
     assert main(["datasets", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {r["name"] for r in rows} == {"builtin:yeast", "builtin:seattle-weather", "builtin:planted"}
+    assert {r["name"] for r in rows} == {"builtin:yeast", "builtin:seattle-weather", "builtin:planted",
+                                         "builtin:school", "builtin:parkinsons"}
     assert next(r for r in rows if r["name"] == "builtin:seattle-weather")["time_column"] == "date"
+
+
+def test_school_and_parkinsons_are_bundled_long_tables_with_their_source(capsys):
+    school = load_frame("builtin:school")
+    assert school.shape == (15362, 10) and school["School"].nunique() == 139
+    assert school.attrs["task_column"] == "School" and school.attrs["label_columns"] == ["ExamScore"]
+    assert set(school["Ethnicity"].str[:9]) == {"Ethnicity"}  # category codes are text: one-hot inputs
+    park = load_frame("builtin:parkinsons")
+    assert park.shape == (5875, 22) and park["subject#"].nunique() == 42
+    assert park.attrs["label_columns"] == ["motor_UPDRS", "total_UPDRS"]
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert "task column: School; targets: ExamScore" in out and "CC BY 4.0" in out and "ILEA" in out
+    with pytest.raises(DataError, match="takes no data_options"):
+        load_frame("builtin:school", {"n": 1})
+
+
+def test_parkinsons_with_one_target_has_42_patient_tasks_and_the_other_target_is_no_input():
+    from taskscout.data import build_dataset
+    from taskscout.spec import resolve_spec
+
+    ds = build_dataset(resolve_spec("builtin:parkinsons", {"targets": ["total_UPDRS"]}))
+    assert len(ds.tasks) == 42 and ds.task_names[:3] == ("1", "2", "3")
+    assert "motor_UPDRS" not in ds.inputs and "subject#" not in ds.inputs and len(ds.inputs) == 19
+    both = build_dataset(resolve_spec("builtin:parkinsons", {"targets": ["motor_UPDRS", "total_UPDRS"], "tasks": ["7"]}))
+    assert both.task_names == ("7:motor_UPDRS", "7:total_UPDRS")
+
+
+def test_planted_long_format_has_one_segment_per_planted_task():
+    from taskscout.data.planted import planted_groups
+
+    frame = load_frame("builtin:planted", {"long_format": True, "rows_per_segment": 40, "label_fraction": 0.5})
+    assert len(frame) == 9 * 40 and frame.attrs["task_column"] == "segment"
+    assert list(pd.unique(frame["segment"])) == [f"g{g}_t{i}" for g in range(3) for i in range(3)]
+    assert set(frame["y"].dropna()) == {0.0, 1.0} and 0.3 < frame["y"].notna().mean() < 0.7
+    assert planted_groups(frame)["g1_t2"] == "g1"
+    with pytest.raises(DataError, match="rows_per_segment must be an int >= 10"):
+        load_frame("builtin:planted", {"long_format": True, "rows_per_segment": 2})

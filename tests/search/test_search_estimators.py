@@ -44,7 +44,7 @@ def test_phases_give_the_tables_grouping_and_report_read(tmp_path):
                               planned=announced.append)
     # every model the progress display counts was announced: 4 subsets x 2 seeds, then confirmation
     assert sum(finished) == 4 * 2 + sum(announced)
-    assert len(phase.run.objectives) == 4
+    assert len(phase.run.objectives) >= 4  # the 4 sampled subsets, and any confirmation subset announced
     groups = set(phase.observations["group"])
     assert set(TASKS) <= groups  # single-task anchors
     assert "g0_t0|g0_t1" in groups  # the measured pairs join the surrogate's data

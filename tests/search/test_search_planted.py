@@ -24,3 +24,28 @@ def test_measured_gains_are_positive_inside_planted_groups_and_not_across(tmp_pa
     assert inside["gain"].min() > across["gain"].max()
     assert (inside["ci_low"] > 0).sum() >= 2  # real gains inside groups ...
     assert (across["ci_low"] < 0).all()  # ... and no real gain across them
+
+
+@pytest.mark.slow
+def test_long_format_search_recovers_the_planted_segment_groups(tmp_path):
+    # Four segments of one long table, two planted groups of two: every measured gain inside a
+    # planted group exceeds every gain across groups (label-only training: each model reads its
+    # segments' rows only).
+    from taskscout.data.planted import planted_groups, planted_segments
+    from taskscout.data.segments import resolve_segments
+
+    options = {"groups": 2, "tasks_per_group": 2, "rows_per_segment": 500, "classification": False,
+               "label_fraction": 1.0, "n_inputs": 8}
+    spec = resolve_spec("builtin:planted", {"targets": ["y"], "data_options": {"long_format": True, **options},
+                                            "out": str(tmp_path / "run"), "device": "cpu",
+                                            "search": {"phases": ["single", "pairs"]}})
+    spec = resolve_segments(spec)
+    assert spec.task_column == "segment" and spec.tasks == ("g0_t0", "g0_t1", "g1_t0", "g1_t1")
+    run_search(spec, finalize_run=False)
+    truth = planted_groups(planted_segments(**options))
+    aff = pd.read_csv(tmp_path / "run" / rundir.AFFINITY)
+    same = [truth[s] == truth[t] for s, t in zip(aff["source"], aff["target"], strict=True)]
+    inside, across = aff[same], aff[[not x for x in same]]
+    assert len(inside) == 4 and len(across) == 8
+    assert (inside["gain"] > 0).all()
+    assert inside["gain"].min() > across["gain"].max()
