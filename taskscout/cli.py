@@ -219,7 +219,7 @@ def study_command(fn: Any) -> Any:
         flags = {name: kwargs.pop(name) for name, _, _ in _STUDY_FLAGS}
         spec = resolve_spec(kwargs.pop("source"), overrides_from_flags(flags))
         if spec.task_column or spec.targets:  # long format: segment values become task names
-            from taskscout.data.segments import resolve_segments
+            from taskscout.data.prepare import resolve_segments
 
             spec = resolve_segments(spec)
         return fn(spec=spec, **kwargs)

@@ -35,14 +35,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
 # __version__. It is therefore not a stage of its own, and imports of it are not checked.
 FRONT_DOOR = "taskscout"
 
-# Functions longer than MAX_LINES that other work in progress rewrites; the lead removes this list
-# when that work is merged.
 MAX_LINES = 80
-TOO_LONG_FOR_NOW = {
-    "taskscout.grouping.recommend.recommend",  # shortened by the segments/selection/cost work
-    "taskscout.training.stacked._train_stack",  # shortened by the segments/selection/cost work
-    "taskscout.bench.run_bench",  # shortened by the segments/selection/cost work
-}
 
 
 def _modules() -> dict[str, Path]:
@@ -219,10 +212,8 @@ def _functions() -> list[tuple[str, int, str]]:
 def test_no_function_is_longer_than_80_lines():
     functions = _functions()
     assert len(functions) > 500  # the walk sees the code base
-    long = [f"{where}: {name} has {n} lines" for name, n, where in functions if n > MAX_LINES and name not in TOO_LONG_FOR_NOW]
+    long = [f"{where}: {name} has {n} lines" for name, n, where in functions if n > MAX_LINES]
     assert not long, f"functions over {MAX_LINES} lines (split them):\n" + "\n".join(long)
-    names = {name for name, _, _ in functions}
-    assert TOO_LONG_FOR_NOW <= names, f"allow-listed but gone: {sorted(TOO_LONG_FOR_NOW - names)}"
 
 
 @pytest.mark.parametrize("module", ["taskscout.report", "taskscout.export"])

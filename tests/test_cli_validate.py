@@ -314,9 +314,9 @@ def test_overrides_from_flags_builds_the_nested_mapping():
 
 def test_phase_adds_the_estimators_to_the_default_phases_and_skip_still_wins():
     assert overrides_from_flags({"phase": ["estimators"]})["search"]["phases"] == [
-        "single", "pairs", "aux", "depth", "subsets", "estimators"]
+        "single", "pairs", "aux", "depth", "subsets", "estimators", "selection"]
     assert overrides_from_flags({"phase": ["estimators"], "skip": ["aux", "estimators"]})["search"]["phases"] == [
-        "single", "pairs", "depth", "subsets"]
+        "single", "pairs", "depth", "subsets", "selection"]
     with pytest.raises(SpecError, match="--phase takes one of"):
         overrides_from_flags({"phase": ["estimator"]})
 

@@ -12,6 +12,7 @@ validation just before).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 from collections.abc import Iterable
@@ -34,19 +35,24 @@ from taskscout.data.checks import (
     refuse_nested,
     unique_feature_names,
 )
+from taskscout.data.segments import long_to_wide, segment_tasks, with_task_column
+from taskscout.data.targets import (
+    ORDINAL_MAX_LEVELS,
+    SPLIT_NAMES,
+    TEST,
+    TRAIN,
+    VAL,
+    infer_task_type,
+    refuse_stray_text,
+    stray_text,
+)
 from taskscout.data.times import boundary_notes, parse_times
 from taskscout.errors import DataError, close_matches
 from taskscout.paths import path_problem
 from taskscout.spec import StudySpec
 
-TRAIN, VAL, TEST = 0, 1, 2
-SPLIT_NAMES = ("train", "val", "test")
-ORDINAL_MAX_LEVELS = 10  # integer targets with 3..10 levels are inferred ordinal
 ORDINAL_GIVEN_MAX_LEVELS = 50  # --task-type NAME=ordinal accepts at most this many levels
 MAX_DATE_CATEGORIES = 20  # a text input of more dates than this is left out of the default inputs
-# A text task column with at least this share of cells that are numbers is taken for a numeric
-# column with stray cells (a typo, "n/a"), not for classes: its type is not guessed.
-NUMERIC_TASK_MIN_SHARE = 0.9
 # The metric of each task type: AUC, accuracy, or RMSE in the target's own units.
 METRIC_NAMES = {"binary": "auc", "multiclass": "accuracy", "ordinal": "accuracy", "soft": "accuracy",
                 "regression": "rmse"}
@@ -223,44 +229,6 @@ def load_frame(source: str, options: dict[str, Any] | None = None) -> pd.DataFra
 
 
 # ---------------------------------------------------------------- targets
-
-
-def infer_task_type(values: pd.Series) -> str:
-    """binary for two values, multiclass for non-numeric, ordinal for few integer levels, else regression."""
-    labelled = values.dropna()
-    uniq = pd.unique(labelled)
-    if len(uniq) <= 2:
-        return "binary"
-    if not pd.api.types.is_numeric_dtype(labelled) or pd.api.types.is_bool_dtype(labelled):
-        return "multiclass"
-    as_float = labelled.astype(float)
-    if np.all(np.mod(as_float, 1) == 0) and len(uniq) <= ORDINAL_MAX_LEVELS:
-        return "ordinal"
-    return "regression"
-
-
-def stray_text(values: pd.Series) -> pd.Series | None:
-    """The non-empty cells of a text column that do not parse as numbers, when the column is
-    otherwise numbers (NUMERIC_TASK_MIN_SHARE of its non-empty cells); None for any other column."""
-    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        return None
-    present = values.dropna()
-    stray = pd.to_numeric(present, errors="coerce").isna()
-    if len(present) and stray.any() and 1 - stray.mean() >= NUMERIC_TASK_MIN_SHARE:
-        return present[stray]
-    return None
-
-
-def refuse_stray_text(values: pd.Series, *, name: str, source: str = "the data") -> None:
-    """Raise DataError when a text task column is nearly all numbers (NUMERIC_TASK_MIN_SHARE of its
-    non-empty cells): inferring classes would make a class of every number."""
-    stray = stray_text(values)
-    if stray is not None:
-        raise DataError(
-            f"column {name!r} of {source} holds numbers except {len(stray)} of its {int(values.notna().sum())} non-empty cells, "
-            f"such as {stray.iloc[0]!r}; clean those cells (an empty cell means unlabelled), "
-            f"or pass --task-type {name}=multiclass if its values are categories"
-        )
 
 
 def refuse_identifier_task(values: pd.Series, *, name: str, source: str = "the data") -> None:
@@ -588,14 +556,25 @@ def _encode_task(frame: pd.DataFrame, spec: StudySpec, name: str, split: np.ndar
     return y, info
 
 
+def resolve_segments(spec: StudySpec, frame: pd.DataFrame | None = None) -> StudySpec:
+    """`spec` with its task column (a bundled table's own when not given) and with its tasks and
+    main tasks named as tasks (segment values expanded to the tasks of their targets); unchanged
+    for a wide table. Applying it again changes nothing."""
+    if not spec.task_column and not spec.targets:
+        return spec
+    if frame is None:
+        frame = load_frame(spec.data, spec.data_options)
+    spec = with_task_column(spec, frame)
+    st = segment_tasks(frame, spec)
+    return dataclasses.replace(spec, tasks=st.tasks, main=st.main)
+
+
 def _long_format(frame: pd.DataFrame, spec: StudySpec) -> tuple[pd.DataFrame, StudySpec, Any]:
     """A long table (a task column and targets, see data/segments.py) as the wide table of its
     tasks, the spec naming them and the `LongTable` that splits it per segment; a wide table as it
     is, with None."""
     if not (spec.task_column or spec.targets):
         return frame, spec, None
-    from taskscout.data.segments import long_to_wide
-
     long = long_to_wide(frame, spec)
     return long.frame, long.spec, long
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from taskscout.data.targets import SPLIT_NAMES, TEST, VAL, infer_task_type, refuse_stray_text
 from taskscout.errors import DataError, close_matches
 from taskscout.spec import StudySpec, check_long_format
 
@@ -196,21 +197,6 @@ def with_task_column(spec: StudySpec, frame: pd.DataFrame) -> StudySpec:
     return spec
 
 
-def resolve_segments(spec: StudySpec, frame: pd.DataFrame | None = None) -> StudySpec:
-    """`spec` with its task column (a bundled table's own when not given) and with its tasks and
-    main tasks named as tasks (segment values expanded to the tasks of their targets); unchanged
-    for a wide table. Applying it again changes nothing."""
-    if not spec.task_column and not spec.targets:
-        return spec
-    if frame is None:
-        from taskscout.data.prepare import load_frame
-
-        frame = load_frame(spec.data, spec.data_options)
-    spec = with_task_column(spec, frame)
-    st = segment_tasks(frame, spec)
-    return dataclasses.replace(spec, tasks=st.tasks, main=st.main)
-
-
 @dataclass(frozen=True, eq=False)
 class LongTable:
     """A long table turned wide: the frame with one column per task, the spec naming those
@@ -226,7 +212,6 @@ class LongTable:
         """The per-segment split (`segment_split`), checked: every task has labelled rows in every
         split."""
         split = segment_split(self.segment_of_row, self.long_spec, times)
-        from taskscout.data.prepare import SPLIT_NAMES
 
         for name in self.tasks.tasks:
             labelled = self.frame[name].notna().to_numpy()
@@ -275,7 +260,6 @@ def long_to_wide(frame: pd.DataFrame, spec: StudySpec) -> LongTable:
 
 def _target_type(values: pd.Series, target: str, spec: StudySpec) -> str:
     """A target's type, inferred on the whole column (so every segment's task has the same one)."""
-    from taskscout.data.prepare import infer_task_type, refuse_stray_text
 
     refuse_stray_text(values, name=target, source=spec.data)
     return infer_task_type(values)
@@ -294,7 +278,6 @@ def segment_split(segments: np.ndarray, spec: StudySpec, times: pd.Series | None
     """A train/val/test split made in each segment alone: seeded by row within the segment (the
     seed and the segment's label fix it, whatever other segments the study has), or with a time
     column its latest rows are its test rows and those just before its validation rows."""
-    from taskscout.data.prepare import TEST, VAL
 
     split = np.zeros(len(segments), dtype=np.int8)
     for label in pd.unique(segments):

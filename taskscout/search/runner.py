@@ -34,7 +34,7 @@ from taskscout import rundir
 from taskscout.affinity.measured import measured_affinity, positive_pairs
 from taskscout.affinity.subsets import StackProgress, stored_compute
 from taskscout.data import build_dataset
-from taskscout.data.segments import resolve_segments
+from taskscout.data.prepare import resolve_segments
 from taskscout.errors import MissingResultsError
 from taskscout.grouping import recommend_run
 from taskscout.search.estimators import (
@@ -463,6 +463,26 @@ def _remove_new_dirs(run_dir: Path, top: Path) -> None:
             return
 
 
+def _search_problem(spec: StudySpec, ds: Any, run_dir: Path,
+                    candidates_fn: Callable[[Any, StudySpec], Sequence[Any]] | None) -> SearchProblem:
+    """The problem every phase trains on: the main tasks, the screened auxiliary candidates (their
+    records written to candidates.json) and the split the phases see (with "carve", the selection
+    rows hidden)."""
+    screened: list[Any] = []
+    if "aux" in spec.search.phases:
+        from taskscout.auxgen import candidate_records
+
+        candidates = list((candidates_fn or _generate_candidates)(ds, spec))
+        rundir.write_json(run_dir / rundir.CANDIDATES, candidate_records(ds, candidates))
+        screened = [c for c in candidates if c.dropped is None and set(c.serves) & set(spec.main_tasks)]
+    problem = build_problem(ds, spec.main_tasks, screened)
+    if "selection" in spec.search.phases:  # "carve": the selection rows are hidden from every phase
+        from taskscout.search.selection import search_split
+
+        problem = dataclasses.replace(problem, split=search_split(ds.split, spec.search.selection_rows, spec.seed))
+    return problem
+
+
 def _run_search(
     spec: StudySpec,
     ds: Any,
@@ -497,18 +517,7 @@ def _run_search(
                             seconds=time.monotonic() - start, tables=done[1], finalized=done[2], data_notes=ds.notes)
     if fresh:
         _clear_run_files(run_dir)
-    screened: list[Any] = []
-    if "aux" in spec.search.phases:
-        from taskscout.auxgen import candidate_records
-
-        candidates = list((candidates_fn or _generate_candidates)(ds, spec))
-        rundir.write_json(run_dir / rundir.CANDIDATES, candidate_records(ds, candidates))
-        screened = [c for c in candidates if c.dropped is None and set(c.serves) & set(spec.main_tasks)]
-    problem = build_problem(ds, spec.main_tasks, screened)
-    if "selection" in spec.search.phases:  # "carve": the selection rows are hidden from every phase
-        from taskscout.search.selection import search_split
-
-        problem = dataclasses.replace(problem, split=search_split(ds.split, spec.search.selection_rows, spec.seed))
+    problem = _search_problem(spec, ds, run_dir, candidates_fn)
     rundir.write_text(run_dir / rundir.SPEC, spec.to_json() + "\n")
     if create_only:
         store.close()

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taskscout.data import build_dataset
+from taskscout.data import build_dataset, prepare
 from taskscout.data import segments as seg
 from taskscout.errors import DataError
 from taskscout.spec import resolve_spec
@@ -61,12 +61,12 @@ def test_one_target_names_tasks_by_segment_value_and_leaves_small_segments_out(w
 
 def test_several_targets_name_tasks_segment_colon_target(workdir):
     spec = spec_of(targets=["sales", "churn"], tasks=["north", "south:churn"], main=["north:sales"])
-    spec = seg.resolve_segments(spec)
+    spec = prepare.resolve_segments(spec)
     assert spec.tasks == ("north:sales", "north:churn", "south:churn")
     assert spec.main == ("north:sales",)
     ds = build_dataset(spec)
     assert [t.type for t in ds.tasks] == ["regression", "binary", "binary"]
-    assert seg.resolve_segments(spec) == spec  # resolving again changes nothing (spec.json round trip)
+    assert prepare.resolve_segments(spec) == spec  # resolving again changes nothing (spec.json round trip)
 
 
 def test_segment_labels_write_numbers_without_a_trailing_zero():

@@ -87,7 +87,8 @@ def test_config_schema(config, planted):
     data = config["data"]
     assert data["source"] == "builtin:planted" and data["tasks"] == TASKS and data["inputs"] is None
     assert data["options"] == {"n_rows": 300, "n_inputs": 12, "groups": 2, "tasks_per_group": 2}
-    assert config["split"] == {"val": 0.2, "test": 0.2, "by": "row", "seed": 3} and config["seed"] == 3
+    assert config["split"] == {"val": 0.2, "test": 0.2, "by": "row", "per_segment": False, "seed": 3} and config["seed"] == 3
+    assert (data["task_column"], data["targets"], data["min_rows"]) == (None, [], 10)  # wide: no segments
     assert config["preprocessing"]["version"] == 1
     assert config["auxiliary_generation"]["kinds"] == ["related", "predict_inputs"]
     assert config["model"] == {"depth": 2, "width": 8, "adversarial_lambda": 1.0}

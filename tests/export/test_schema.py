@@ -14,9 +14,10 @@ from taskscout.spec import TrainingSettings
 CONFIG = {
     "schema_version": 1, "taskscout_version": "0.1.0", "study": "hand",
     "data": {"source": "builtin:planted", "options": {"n_rows": 300}, "tasks": ["g0_t0", "g0_t1", "g1_t0"],
-             "main": [], "task_types": {}, "inputs": None, "time_column": None, "entity_column": None},
+             "main": [], "task_types": {}, "inputs": None, "time_column": None, "entity_column": None,
+             "task_column": None, "targets": [], "min_rows": 10},
     "preprocessing": {"version": 1},
-    "split": {"val": 0.2, "test": 0.2, "by": "row", "seed": 0},
+    "split": {"val": 0.2, "test": 0.2, "by": "row", "per_segment": False, "seed": 0},
     "seed": 0,
     "auxiliary_generation": {"kinds": ["related"], "cap": 1, "caps": {}, "adversarial": [], "smooth_source": None,
                              "horizon": 1, "min_labelled": 20},

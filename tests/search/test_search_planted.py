@@ -32,7 +32,7 @@ def test_long_format_search_recovers_the_planted_segment_groups(tmp_path):
     # planted group exceeds every gain across groups (label-only training: each model reads its
     # segments' rows only).
     from taskscout.data.planted import planted_groups, planted_segments
-    from taskscout.data.segments import resolve_segments
+    from taskscout.data.prepare import resolve_segments
 
     options = {"groups": 2, "tasks_per_group": 2, "rows_per_segment": 500, "classification": False,
                "label_fraction": 1.0, "n_inputs": 8}
