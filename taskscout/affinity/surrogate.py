@@ -26,6 +26,7 @@ The Optuna part (which subsets to train next) lives in the search package
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
@@ -48,6 +49,14 @@ from taskscout.errors import DataError
 GRID = tuple(float(a) for a in np.logspace(-3, 3, 13))  # prior precisions tried (relative to noise)
 A0 = B0 = 1e-3  # weak inverse-gamma prior on the noise variance
 ALPHA_INTERCEPT = 1e-4  # the intercept is left nearly free
+
+
+@functools.lru_cache(maxsize=256)
+def _t_quantile(level: float, dof: float) -> float:
+    """The two-sided Student t quantile at `level` (scipy's ppf is slow enough to matter per group)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2, dof))
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,21 +84,22 @@ class TaskSurrogate:
         """Posterior mean of the noise variance sigma^2 (per observation)."""
         return self.b_n / (self.a_n - 1.0) if self.a_n > 1 else math.inf
 
+    @functools.cached_property
+    def covariance(self) -> np.ndarray:
+        """The inverse of `precision` (noise-scaled posterior covariance), computed once."""
+        return np.linalg.inv(self.precision)
+
+    @functools.cached_property
+    def _term_members(self) -> tuple[tuple[str, ...], ...]:
+        return tuple(tuple(term.split("*")) if term else () for term in self.terms)
+
     def design(self, members: Iterable[str]) -> np.ndarray:
         """The feature vector of a subset (its tasks; the task itself may or may not be listed)."""
         s = set(members)
-        x = np.empty(len(self.terms))
-        for k, term in enumerate(self.terms):
-            if term == "":
-                x[k] = 1.0
-            else:
-                x[k] = float(all(p in s for p in term.split("*")))
-        return x
+        return np.array([float(all(p in s for p in parts)) for parts in self._term_members])
 
     def _t(self, level: float) -> float:
-        from scipy import stats
-
-        return float(stats.t.ppf(0.5 + level / 2, self.dof))
+        return _t_quantile(level, self.dof)
 
     def predict(self, members: Iterable[str], *, level: float = 0.95, observation: bool = False) -> tuple[float, float, float]:
         """(mean, low, high): the subset's expected normalised loss for this task and its interval.
@@ -99,7 +109,7 @@ class TaskSurrogate:
         """
         x = self.design(members)
         mean = float(x @ self.mean)
-        var = float(x @ np.linalg.solve(self.precision, x)) + (1.0 if observation else 0.0)
+        var = float(x @ self.covariance @ x) + (1.0 if observation else 0.0)
         half = self._t(level) * math.sqrt(self.b_n / self.a_n * var)
         return mean, mean - half, mean + half
 
@@ -108,8 +118,7 @@ class TaskSurrogate:
         if term not in self.terms:
             return 0.0, math.nan, math.nan
         k = self.terms.index(term)
-        cov = np.linalg.inv(self.precision)
-        half = self._t(level) * math.sqrt(self.b_n / self.a_n * cov[k, k])
+        half = self._t(level) * math.sqrt(self.b_n / self.a_n * self.covariance[k, k])
         m = float(self.mean[k])
         return m, m - half, m + half
 
@@ -161,13 +170,15 @@ class Surrogate:
         return pd.DataFrame(rows, columns=list(rundir.AFFINITY_COLUMNS))
 
 
-def _posterior(X: np.ndarray, y: np.ndarray, prior: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float, float]:
-    """Conjugate NIG posterior and log evidence for prior precisions `prior` (diagonal)."""
-    n = len(y)
-    precision = X.T @ X + np.diag(prior)
-    mean = np.linalg.solve(precision, X.T @ y)
+def _posterior(gram: tuple[np.ndarray, np.ndarray, float, int],
+               prior: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float, float]:
+    """Conjugate NIG posterior and log evidence for prior precisions `prior` (diagonal), from
+    `gram` = (X'X, X'y, y'y, n), which the grid of priors shares."""
+    xtx, xty, yy, n = gram
+    precision = xtx + np.diag(prior)
+    mean = np.linalg.solve(precision, xty)
     a_n = A0 + n / 2.0
-    b_n = B0 + 0.5 * float(y @ y - mean @ precision @ mean)
+    b_n = B0 + 0.5 * float(yy - mean @ xty)
     b_n = max(b_n, 1e-12)
     _, logdet_n = np.linalg.slogdet(precision)
     log_ev = (
@@ -181,10 +192,11 @@ def _fit_terms(task: str, terms: list[str], X: np.ndarray, y: np.ndarray, counts
     kinds = np.array([0 if t == "" else (2 if "*" in t else 1) for t in terms])
     best: TaskSurrogate | None = None
     pair_grid = GRID if (kinds == 2).any() else (1.0,)
+    gram = (X.T @ X, X.T @ y, float(y @ y), len(y))
     for a_main in GRID:
         for a_pair in pair_grid:
             prior = np.where(kinds == 0, ALPHA_INTERCEPT, np.where(kinds == 1, a_main, a_pair))
-            mean, precision, a_n, b_n, log_ev = _posterior(X, y, prior)
+            mean, precision, a_n, b_n, log_ev = _posterior(gram, prior)
             if best is None or log_ev > best.log_evidence:
                 best = TaskSurrogate(
                     task=task, terms=tuple(terms), mean=mean, precision=precision, a_n=a_n, b_n=b_n,

@@ -14,9 +14,9 @@ from taskscout.errors import SpecError
 from taskscout.grouping._tables import _require_columns
 from taskscout.grouping.choices import BranchChoice, choose_auxiliaries, choose_branch_layer
 from taskscout.grouping.graph import build_graph, save_graphml
-from taskscout.grouping.scores import SCORE_SOURCES, GroupScorer, TaskScore
+from taskscout.grouping.scores import SCORE_SOURCES, GroupScorer, ScoreFn, TaskScore
 from taskscout.grouping.solve import choose_grouping
-from taskscout.grouping.subset_scores import with_subset_scores
+from taskscout.grouping.subset_scores import subset_predictor, with_subset_scores
 
 # ---------------------------------------------------------------- baselines
 
@@ -76,6 +76,7 @@ def recommend(
     aux_cap: int = 3,
     max_group_size: int | None = None,
     fdr: float = 1.0,
+    predict: ScoreFn | None = None,
 ) -> dict[str, Any]:
     """The recommendation.json object (schema_version 1, rundir.py and DESIGN.md) for `spec_tasks`.
 
@@ -83,7 +84,8 @@ def recommend(
     `baselines` maps "single_task_loss" and "all_together_loss" to per-task losses (see
     `baselines_from_trials`). Groups cover every task; a task with no real gain anywhere is a group
     of its own. The Pareto front lists, per budget of networks, the best total normalised loss
-    with real gains only.
+    with real gains only. `predict` scores on demand the groups no table row holds (the subsets
+    surrogate: `subset_scores.subset_predictor`).
     """
     tasks = tuple(spec_tasks)
     if len(set(tasks)) != len(tasks) or not tasks:
@@ -95,7 +97,8 @@ def recommend(
         str(c["name"]): tuple((c.get("provenance") or {}).get("columns", ()))
         for c in candidates or () if c.get("kind") == "related"
     }
-    scorer = GroupScorer.from_tables(tasks=tasks, group_scores=group_scores, affinity=affinity, fdr=fdr)
+    scorer = GroupScorer.from_tables(tasks=tasks, group_scores=group_scores, affinity=affinity, fdr=fdr,
+                                     predict=predict)
     choice = choose_grouping(tasks, scorer, networks=networks, max_group_size=max_group_size)
     g = choice.grouping
     verdicts = {k: sc.discovered for k, sc in scorer.aux_rows.items()} if fdr < 1.0 else None
@@ -292,15 +295,18 @@ def recommend_run(
     )
     if similarity is None and (d / rundir.RSA_LAYERS).exists():
         similarity = pd.read_csv(d / rundir.RSA_LAYERS)
+    predict = None
     if (d / rundir.SUBSET_OBSERVATIONS).exists():
-        group_scores = with_subset_scores(group_scores, pd.read_csv(d / rundir.SUBSET_OBSERVATIONS), tasks)
+        observations = pd.read_csv(d / rundir.SUBSET_OBSERVATIONS)
+        group_scores = with_subset_scores(group_scores, observations, tasks, surrogate=False)
+        predict = subset_predictor(group_scores, observations, tasks)
     aux_kinds = {str(c["name"]): str(c.get("kind", "unknown")) for c in candidates}
     save_graphml(build_graph(affinity, tasks=tasks, aux_kinds=aux_kinds), d / rundir.GRAPH)
     rec = recommend(
         spec_tasks=tasks, affinity=affinity, group_scores=group_scores, depth=depth, similarity=similarity,
         candidates=candidates, baselines=baselines, depth_L=spec.model.depth,
         networks=networks if networks is not None else spec.search.networks, aux_cap=aux_cap,
-        fdr=spec.search.fdr,
+        fdr=spec.search.fdr, predict=predict,
     )
     if unfinished:
         why = (f"the search stopped at its time limit before finishing the phase(s) {', '.join(unfinished)}: "
