@@ -141,6 +141,9 @@ class SearchSettings:
     # comparison); 1 = off: each gain is judged by its own 95% interval.
     fdr: float = _rule(1.0, "a float in (0, 1]", lambda v: _is_num(v) and 0 < v <= 1)
     subsets: int = _rule(24, "an int >= 0", lambda v: _is_int(v) and v >= 0)
+    # When all pairs x seeds would exceed this many models, the pairs phase trains sampled task
+    # subsets instead (models linear in the number of tasks; taskscout.affinity.sampled).
+    max_models: int = _rule(2000, "an int >= 1", lambda v: _is_int(v) and v >= 1)
     plateau_epsilon: float = _rule(0.01, "a float in (0, 1)", lambda v: _is_num(v) and 0 < v < 1)
     plateau_window: int = _rule(3, "an int >= 1", lambda v: _is_int(v) and v >= 1)
     stack_size: int = _rule(64, "an int in [1, 4096]", lambda v: _is_int(v) and 1 <= v <= 4096)

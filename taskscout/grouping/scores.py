@@ -13,7 +13,7 @@ from taskscout.errors import SpecError
 from taskscout.grouping._tables import _key, _num, _require_columns, _split_group
 from taskscout.grouping.graph import _method_order
 
-SCORE_SOURCES = ("measured", "surrogate", "hoa", "single")  # best evidence first
+SCORE_SOURCES = ("measured", "surrogate", "sampled", "hoa", "single")  # best evidence first
 
 
 # ---------------------------------------------------------------- group scores
@@ -116,7 +116,7 @@ class GroupScorer:
         aux_rows: dict[tuple[str, str], TaskScore] = {}
         if affinity is not None and len(affinity):
             _require_columns(affinity, rundir.AFFINITY_COLUMNS, "affinity")
-            usable = affinity[affinity["method"].isin(("measured", "surrogate"))]
+            usable = affinity[affinity["method"].isin(("measured", "surrogate", "sampled"))]
             records = sorted(usable.to_dict("records"), key=lambda r: _method_order(str(r["method"])))
             for r in records:
                 s, t = str(r["source"]), str(r["target"])

@@ -36,7 +36,9 @@ from taskscout.search.plan import (
     plan_aux,
     plan_depth,
     plan_pairs,
+    plan_sampled,
     plan_single,
+    uses_sampled,
 )
 from taskscout.search.problem import SearchProblem, build_problem
 from taskscout.search.storage import (
@@ -310,6 +312,8 @@ def _plan(phase: str, spec: StudySpec, problem: SearchProblem, store: Store) -> 
     main, seeds, depth = spec.main_tasks, model_seeds(spec), spec.model.depth
     if phase == "single":
         return plan_single(main, seeds, depth)
+    if phase == "pairs" and uses_sampled(spec):
+        return plan_sampled(main, seeds, depth, max_models=spec.search.max_models, seed=spec.seed)
     if phase == "pairs":
         return plan_pairs(main, seeds, depth)
     if phase == "aux":
@@ -445,7 +449,8 @@ def _run_search(
             outcomes.append(PhaseOutcome(phase, 0, 0, 0, 0, 0.0, "not started"))
             continue
         models = _plan(phase, spec, problem, store)
-        outcome = run_phase(store, problem, phase, models, spec=spec, train_fn=train_fn,
+        label = "sampled" if phase == "pairs" and uses_sampled(spec) else phase  # what the bar and summary say
+        outcome = run_phase(store, problem, label, models, spec=spec, train_fn=train_fn,
                             progress=progress, deadline=deadline, shared=shared)
         outcomes.append(outcome)
         stopped = outcome.status == "stopped"
