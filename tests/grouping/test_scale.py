@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from taskscout.grouping import EXACT_MAX_TASKS, TaskScore, choose_grouping, solve_grouping
-from taskscout.grouping.scale import local_moves, pair_affinity, spectral_partitions
-from taskscout.grouping.scale import _BlockCost
+from taskscout.grouping.scale import _BlockCost, local_moves, pair_affinity, spectral_partitions
 
 
 def _additive(tasks, groups, *, inside, across, noise, hw, seed):

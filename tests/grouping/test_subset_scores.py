@@ -131,7 +131,7 @@ def _block_data(n_tasks: int, seed: int = 0):
     gs = []
     subsets = [tuple(p) for p in itertools.combinations(range(n_tasks), 2)]
     subsets += [tuple(sorted(rng.choice(n_tasks, size=4, replace=False))) for _ in range(2 * n_tasks)]
-    for k, members in enumerate(subsets):
+    for members in subsets:
         key = rundir.group_key([tasks[j] for j in members], tasks)
         for i in members:
             vals = [loss(members, i) + rng.normal(0, 0.02) for _ in range(3)]

@@ -237,4 +237,4 @@ def test_many_tasks_heatmap_ordered_by_group_and_graph_of_real_edges_by_group(tm
     first = [angle[t] for t in rec["tasks"][:MANY_PER_GROUP]]  # a group is one arc: consecutive on the circle
     step = 2 * math.pi / len(g.nodes)
     assert all(abs(abs(a - b) - step) < 1e-9 or abs(abs(a - b) - (2 * math.pi - step)) < 1e-9
-               for a, b in zip(first, first[1:]))
+               for a, b in zip(first, first[1:], strict=False))
