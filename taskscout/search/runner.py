@@ -511,6 +511,12 @@ def _beyond_pairs(
     wanted = [p for p in ("subsets", "estimators") if p in spec.search.phases]
     if len(problem.main) < 2 or not wanted:
         return [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "skipped") for p in ("subsets", "estimators")]
+    if uses_sampled(spec):
+        # The sampled phase measured task subsets already; the Optuna subsets, their surrogate (with
+        # its T^2 interaction terms) and the estimators' agreement with measured pairs have no place here.
+        note = (f"the search trained sampled subsets instead of pairs ({len(problem.main)} tasks: all pairs x seeds "
+                f"exceed search.max_models = {spec.search.max_models})")
+        return [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "skipped", note=note) for p in wanted]
     subsets = None
     results: dict[str, Any] = {}
     losses = losses_frame(records)
