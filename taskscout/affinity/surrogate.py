@@ -90,13 +90,28 @@ class TaskSurrogate:
         return np.linalg.inv(self.precision)
 
     @functools.cached_property
-    def _term_members(self) -> tuple[tuple[str, ...], ...]:
-        return tuple(tuple(term.split("*")) if term else () for term in self.terms)
+    def _term_index(self) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+        """Each task named in a term -> a column; per term its first and second task's column
+        (the intercept: column 0, always in; a main effect names its task twice)."""
+        names: dict[str, int] = {"": 0}
+        first, second = [], []
+        for term in self.terms:
+            parts = term.split("*") if term else [""]
+            cols = [names.setdefault(p, len(names)) for p in parts]
+            first.append(cols[0])
+            second.append(cols[-1])
+        return names, np.array(first, dtype=int), np.array(second, dtype=int)
 
     def design(self, members: Iterable[str]) -> np.ndarray:
         """The feature vector of a subset (its tasks; the task itself may or may not be listed)."""
-        s = set(members)
-        return np.array([float(all(p in s for p in parts)) for parts in self._term_members])
+        names, first, second = self._term_index
+        inside = np.zeros(len(names), dtype=bool)
+        inside[0] = True
+        for m in members:
+            k = names.get(m)
+            if k is not None:
+                inside[k] = True
+        return (inside[first] & inside[second]).astype(float)
 
     def _t(self, level: float) -> float:
         return _t_quantile(level, self.dof)
@@ -174,13 +189,16 @@ def _posterior(gram: tuple[np.ndarray, np.ndarray, float, int],
                prior: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float, float]:
     """Conjugate NIG posterior and log evidence for prior precisions `prior` (diagonal), from
     `gram` = (X'X, X'y, y'y, n), which the grid of priors shares."""
+    from scipy.linalg import cho_factor, cho_solve
+
     xtx, xty, yy, n = gram
     precision = xtx + np.diag(prior)
-    mean = np.linalg.solve(precision, xty)
+    factor = cho_factor(precision, lower=True, check_finite=False)  # one factorisation: solve and log det
+    mean = cho_solve(factor, xty, check_finite=False)
     a_n = A0 + n / 2.0
     b_n = B0 + 0.5 * float(yy - mean @ xty)
     b_n = max(b_n, 1e-12)
-    _, logdet_n = np.linalg.slogdet(precision)
+    logdet_n = 2.0 * float(np.log(np.diag(factor[0])).sum())
     log_ev = (
         -0.5 * n * math.log(2 * math.pi) + 0.5 * float(np.log(prior).sum()) - 0.5 * logdet_n
         + A0 * math.log(B0) - a_n * math.log(b_n) + math.lgamma(a_n) - math.lgamma(A0)
