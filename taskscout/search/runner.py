@@ -449,8 +449,7 @@ def _run_search(
             outcomes.append(PhaseOutcome(phase, 0, 0, 0, 0, 0.0, "not started"))
             continue
         models = _plan(phase, spec, problem, store)
-        label = "sampled" if phase == "pairs" and uses_sampled(spec) else phase  # what the bar and summary say
-        outcome = run_phase(store, problem, label, models, spec=spec, train_fn=train_fn,
+        outcome = run_phase(store, problem, _label(phase, spec), models, spec=spec, train_fn=train_fn,
                             progress=progress, deadline=deadline, shared=shared)
         outcomes.append(outcome)
         stopped = outcome.status == "stopped"
@@ -512,11 +511,7 @@ def _beyond_pairs(
     if len(problem.main) < 2 or not wanted:
         return [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "skipped") for p in ("subsets", "estimators")]
     if uses_sampled(spec):
-        # The sampled phase measured task subsets already; the Optuna subsets, their surrogate (with
-        # its T^2 interaction terms) and the estimators' agreement with measured pairs have no place here.
-        note = (f"the search trained sampled subsets instead of pairs ({len(problem.main)} tasks: all pairs x seeds "
-                f"exceed search.max_models = {spec.search.max_models})")
-        return [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "skipped", note=note) for p in wanted]
+        return _skipped_by_sampling(spec, wanted)
     subsets = None
     results: dict[str, Any] = {}
     losses = losses_frame(records)
@@ -566,6 +561,21 @@ def _beyond_pairs(
     tables[rundir.COMPUTE] = pd.concat([compute, extra.pop(rundir.COMPUTE)], ignore_index=True)
     tables.update(extra)
     return outcomes
+
+
+def _label(phase: str, spec: StudySpec) -> str:
+    """The name the progress bar and the summary give a phase: "sampled" for a pairs phase that
+    trains sampled subsets (many tasks)."""
+    return "sampled" if phase == "pairs" and uses_sampled(spec) else phase
+
+
+def _skipped_by_sampling(spec: StudySpec, wanted: Sequence[str]) -> list[PhaseOutcome]:
+    """The subsets and estimators phases of a search that trained sampled subsets: skipped. The
+    sampled phase measured task subsets already; the Optuna subsets' surrogate (with its T^2
+    interaction terms) and the estimators' agreement with measured pairs have no place there."""
+    note = (f"the search trained sampled subsets instead of pairs ({len(spec.main_tasks)} tasks: all pairs x seeds "
+            f"exceed search.max_models = {spec.search.max_models})")
+    return [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "skipped", note=note) for p in wanted]
 
 
 def finalize(run_dir: str | Path, *, unfinished: Sequence[str] = ()) -> tuple[str, ...]:
