@@ -78,6 +78,7 @@ from taskscout.grouping.subset_scores import (
     anchored_predictions,
     groups_to_measure,
     observed_group_scores,
+    sampled_predictor,
     with_subset_scores,
 )
 
@@ -86,6 +87,6 @@ __all__ = [
     "AuxChoice", "BranchChoice", "BudgetChoice", "GroupScorer", "Grouping", "ScoreFn", "TaskScore", "Transfer",
     "anchored_predictions", "baselines_from_trials", "build_graph", "choose_auxiliaries", "choose_branch_layer",
     "choose_grouping", "control_false_discoveries", "difference_is_inside_intervals", "groups_to_measure",
-    "load_graphml", "negative_transfer_edges", "observed_group_scores", "recommend", "recommend_run",
+    "load_graphml", "negative_transfer_edges", "observed_group_scores", "recommend", "recommend_run", "sampled_predictor",
     "save_graphml", "solve_grouping", "strongest_partners", "with_subset_scores", "write_recommendation",
 ]

@@ -16,7 +16,7 @@ from taskscout.grouping.choices import BranchChoice, choose_auxiliaries, choose_
 from taskscout.grouping.graph import build_graph, save_graphml
 from taskscout.grouping.scores import SCORE_SOURCES, GroupScorer, ScoreFn, TaskScore
 from taskscout.grouping.solve import choose_grouping
-from taskscout.grouping.subset_scores import subset_predictor, with_subset_scores
+from taskscout.grouping.subset_scores import sampled_predictor, subset_predictor, with_subset_scores
 
 # ---------------------------------------------------------------- baselines
 
@@ -300,6 +300,7 @@ def recommend_run(
         observations = pd.read_csv(d / rundir.SUBSET_OBSERVATIONS)
         group_scores = with_subset_scores(group_scores, observations, tasks, surrogate=False)
         predict = subset_predictor(group_scores, observations, tasks)
+    predict = predict or sampled_predictor(affinity, tasks)  # a search over many tasks: sampled subsets
     aux_kinds = {str(c["name"]): str(c.get("kind", "unknown")) for c in candidates}
     save_graphml(build_graph(affinity, tasks=tasks, aux_kinds=aux_kinds), d / rundir.GRAPH)
     rec = recommend(

@@ -166,3 +166,18 @@ def test_confirmation_cost_does_not_grow_with_the_number_of_possible_groups(monk
         assert found[0] == tasks[:5]  # the first block, never measured whole, is what to measure
     assert 0 < made[28] < 8 * made[14]
     assert made[28] < 8 * 28**2 < math.comb(28, 4)
+
+
+def test_sampled_predictor_sums_the_partners_gains():
+    from taskscout.grouping import sampled_predictor
+
+    from .conftest import _affinity
+
+    aff = _affinity([("a", "c", 0.10, 0.07, 0.13, 4, "sampled"), ("b", "c", 0.05, 0.01, 0.09, 5, "sampled"),
+                     ("a", "b", 0.2, 0.1, 0.3, 4, "measured")])
+    predict = sampled_predictor(aff, ("a", "b", "c"))
+    s = predict(("a", "b", "c"), "c")
+    assert (s.norm_loss, s.source, s.n_seeds) == (pytest.approx(0.85), "sampled", 4)
+    assert s.ci_low == pytest.approx(0.85 - 0.05) and s.ci_high == pytest.approx(0.85 + 0.05)  # hypot(0.03, 0.04)
+    assert predict(("a", "c"), "a") is None  # c -> a was not estimated
+    assert sampled_predictor(aff[aff["method"] == "measured"], ("a", "b", "c")) is None
