@@ -672,12 +672,16 @@ def status(
     """Progress of a search, read from its storage: models per phase complete, training now (and
     by which workers), queued and failed. Works while workers run, from any machine."""
     from taskscout.search import PHASE_ORDER, storage_url
+    from taskscout.search.plan import uses_sampled
     from taskscout.search.storage import mask_url, open_existing, phase_progress
     from taskscout.search.workers import live_workers
 
     url = storage_url(spec)
     store = open_existing(url, url, spec.name)
-    rows = phase_progress(store, [p for p in PHASE_ORDER if p in spec.search.phases])
+    phases = [p for p in PHASE_ORDER if p in spec.search.phases]
+    if "pairs" in phases and uses_sampled(spec):  # many tasks: sampled subsets instead of pairs
+        phases[phases.index("pairs")] = "sampled"
+    rows = phase_progress(store, phases)
     alive = live_workers(store.storage, store.study_id, spec.search.grace_period)
     if as_json:
         phases = [vars(r) | {"workers": list(r.workers)} for r in rows]

@@ -153,6 +153,9 @@ class SearchSettings:
     selection_rule: str = _rule("total", "one of ['total', 'per-task']", lambda v: v in ("total", "per-task"))
     # Fresh seeds per finalist; None: as many as 30% of the single and pairs phases' models pay for (3..10).
     selection_seeds: int | None = _rule(None, "an int in [2, 100]", lambda v: v is None or (_is_int(v) and 2 <= v <= 100))
+    # When all pairs x seeds would exceed this many models, the pairs phase trains sampled task
+    # subsets instead (models linear in the number of tasks; taskscout.affinity.sampled).
+    max_models: int = _rule(2000, "an int >= 1", lambda v: _is_int(v) and v >= 1)
     plateau_epsilon: float = _rule(0.01, "a float in (0, 1)", lambda v: _is_num(v) and 0 < v < 1)
     plateau_window: int = _rule(3, "an int >= 1", lambda v: _is_int(v) and v >= 1)
     stack_size: int = _rule(64, "an int in [1, 4096]", lambda v: _is_int(v) and 1 <= v <= 4096)

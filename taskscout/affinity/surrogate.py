@@ -26,6 +26,7 @@ Which subsets to train (Optuna proposals, pruning) and their training live in
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
@@ -48,6 +49,14 @@ from taskscout.errors import DataError
 GRID = tuple(float(a) for a in np.logspace(-3, 3, 13))  # prior precisions tried (relative to noise)
 A0 = B0 = 1e-3  # weak inverse-gamma prior on the noise variance
 ALPHA_INTERCEPT = 1e-4  # the intercept is left nearly free
+
+
+@functools.lru_cache(maxsize=256)
+def _t_quantile(level: float, dof: float) -> float:
+    """The two-sided Student t quantile at `level` (scipy's ppf is slow enough to matter per group)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2, dof))
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,21 +84,37 @@ class TaskSurrogate:
         """Posterior mean of the noise variance sigma^2 (per observation)."""
         return self.b_n / (self.a_n - 1.0) if self.a_n > 1 else math.inf
 
+    @functools.cached_property
+    def covariance(self) -> np.ndarray:
+        """The inverse of `precision` (noise-scaled posterior covariance), computed once."""
+        return np.linalg.inv(self.precision)
+
+    @functools.cached_property
+    def _term_index(self) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+        """Each task named in a term -> a column; per term its first and second task's column
+        (the intercept: column 0, always in; a main effect names its task twice)."""
+        names: dict[str, int] = {"": 0}
+        first, second = [], []
+        for term in self.terms:
+            parts = term.split("*") if term else [""]
+            cols = [names.setdefault(p, len(names)) for p in parts]
+            first.append(cols[0])
+            second.append(cols[-1])
+        return names, np.array(first, dtype=int), np.array(second, dtype=int)
+
     def design(self, members: Iterable[str]) -> np.ndarray:
         """The feature vector of a subset (its tasks; the task itself may or may not be listed)."""
-        s = set(members)
-        x = np.empty(len(self.terms))
-        for k, term in enumerate(self.terms):
-            if term == "":
-                x[k] = 1.0
-            else:
-                x[k] = float(all(p in s for p in term.split("*")))
-        return x
+        names, first, second = self._term_index
+        inside = np.zeros(len(names), dtype=bool)
+        inside[0] = True
+        for m in members:
+            k = names.get(m)
+            if k is not None:
+                inside[k] = True
+        return (inside[first] & inside[second]).astype(float)
 
     def _t(self, level: float) -> float:
-        from scipy import stats
-
-        return float(stats.t.ppf(0.5 + level / 2, self.dof))
+        return _t_quantile(level, self.dof)
 
     def predict(self, members: Iterable[str], *, level: float = 0.95, observation: bool = False) -> tuple[float, float, float]:
         """(mean, low, high): the subset's expected normalised loss for this task and its interval.
@@ -99,7 +124,7 @@ class TaskSurrogate:
         """
         x = self.design(members)
         mean = float(x @ self.mean)
-        var = float(x @ np.linalg.solve(self.precision, x)) + (1.0 if observation else 0.0)
+        var = float(x @ self.covariance @ x) + (1.0 if observation else 0.0)
         half = self._t(level) * math.sqrt(self.b_n / self.a_n * var)
         return mean, mean - half, mean + half
 
@@ -108,8 +133,7 @@ class TaskSurrogate:
         if term not in self.terms:
             return 0.0, math.nan, math.nan
         k = self.terms.index(term)
-        cov = np.linalg.inv(self.precision)
-        half = self._t(level) * math.sqrt(self.b_n / self.a_n * cov[k, k])
+        half = self._t(level) * math.sqrt(self.b_n / self.a_n * self.covariance[k, k])
         m = float(self.mean[k])
         return m, m - half, m + half
 
@@ -161,15 +185,20 @@ class Surrogate:
         return pd.DataFrame(rows, columns=list(rundir.AFFINITY_COLUMNS))
 
 
-def _posterior(X: np.ndarray, y: np.ndarray, prior: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float, float]:
-    """Conjugate NIG posterior and log evidence for prior precisions `prior` (diagonal)."""
-    n = len(y)
-    precision = X.T @ X + np.diag(prior)
-    mean = np.linalg.solve(precision, X.T @ y)
+def _posterior(gram: tuple[np.ndarray, np.ndarray, float, int],
+               prior: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float, float]:
+    """Conjugate NIG posterior and log evidence for prior precisions `prior` (diagonal), from
+    `gram` = (X'X, X'y, y'y, n), which the grid of priors shares."""
+    from scipy.linalg import cho_factor, cho_solve
+
+    xtx, xty, yy, n = gram
+    precision = xtx + np.diag(prior)
+    factor = cho_factor(precision, lower=True, check_finite=False)  # one factorisation: solve and log det
+    mean = cho_solve(factor, xty, check_finite=False)
     a_n = A0 + n / 2.0
-    b_n = B0 + 0.5 * float(y @ y - mean @ precision @ mean)
+    b_n = B0 + 0.5 * float(yy - mean @ xty)
     b_n = max(b_n, 1e-12)
-    _, logdet_n = np.linalg.slogdet(precision)
+    logdet_n = 2.0 * float(np.log(np.diag(factor[0])).sum())
     log_ev = (
         -0.5 * n * math.log(2 * math.pi) + 0.5 * float(np.log(prior).sum()) - 0.5 * logdet_n
         + A0 * math.log(B0) - a_n * math.log(b_n) + math.lgamma(a_n) - math.lgamma(A0)
@@ -181,10 +210,11 @@ def _fit_terms(task: str, terms: list[str], X: np.ndarray, y: np.ndarray, counts
     kinds = np.array([0 if t == "" else (2 if "*" in t else 1) for t in terms])
     best: TaskSurrogate | None = None
     pair_grid = GRID if (kinds == 2).any() else (1.0,)
+    gram = (X.T @ X, X.T @ y, float(y @ y), len(y))
     for a_main in GRID:
         for a_pair in pair_grid:
             prior = np.where(kinds == 0, ALPHA_INTERCEPT, np.where(kinds == 1, a_main, a_pair))
-            mean, precision, a_n, b_n, log_ev = _posterior(X, y, prior)
+            mean, precision, a_n, b_n, log_ev = _posterior(gram, prior)
             if best is None or log_ev > best.log_evidence:
                 best = TaskSurrogate(
                     task=task, terms=tuple(terms), mean=mean, precision=precision, a_n=a_n, b_n=b_n,

@@ -93,6 +93,7 @@ from taskscout.grouping.subset_scores import (
     anchored_predictions,
     groups_to_measure,
     observed_group_scores,
+    sampled_predictor,
     with_subset_scores,
 )
 from taskscout.recommendation import Recommendation, read_recommendation
@@ -103,7 +104,7 @@ __all__ = [
     "Transfer", "read_recommendation",
     "anchored_predictions", "baselines_from_trials", "build_graph", "choose_auxiliaries", "choose_branch_layer",
     "choose_grouping", "control_false_discoveries", "difference_is_inside_intervals", "groups_to_measure",
-    "load_graphml", "negative_transfer_edges", "observed_group_scores", "recommend", "recommend_run",
+    "load_graphml", "negative_transfer_edges", "observed_group_scores", "recommend", "recommend_run", "sampled_predictor",
     "save_graphml", "solve_grouping", "strongest_partners", "with_subset_scores", "write_recommendation",
     "Candidate", "CandidateScore", "Network", "Selection", "choose", "select", "selection_candidates",
     "selection_candidates_run",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -32,7 +33,17 @@ def _split_group(name: str) -> tuple[str, ...]:
 
 def _key(tasks: Iterable[str], order: Sequence[str]) -> tuple[str, ...]:
     """A group as a tuple of task names in study order (the hashable twin of rundir.group_key)."""
-    return tuple(rundir.group_key(tasks, order).split(rundir.GROUP_SEP))
+    if not isinstance(order, tuple):
+        return tuple(rundir.group_key(tasks, order).split(rundir.GROUP_SEP))
+    rank = _rank(order)  # solvers call this O(T^3) times: the study order's ranks are built once
+    n = len(rank)
+    ordered = sorted(tasks, key=lambda t: (rank.get(t, n), t))
+    return tuple(rundir.GROUP_SEP.join(ordered).split(rundir.GROUP_SEP))
+
+
+@functools.lru_cache(maxsize=64)
+def _rank(order: tuple[str, ...]) -> dict[str, int]:
+    return {t: i for i, t in enumerate(order)}
 
 
 def _num(v: Any) -> float:

@@ -31,7 +31,7 @@ class Transfer:
     real: bool
 
 
-_METHOD_RANK = {"measured": 0, "surrogate": 1}
+_METHOD_RANK = {"measured": 0, "surrogate": 1, "sampled": 2}
 
 
 def _method_order(method: str) -> tuple[int, str]:

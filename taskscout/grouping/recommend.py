@@ -16,7 +16,7 @@ from taskscout.errors import SpecError
 from taskscout.grouping._tables import _require_columns
 from taskscout.grouping.choices import BranchChoice, choose_auxiliaries, choose_branch_layer
 from taskscout.grouping.graph import build_graph, save_graphml
-from taskscout.grouping.scores import ALONE, SCORE_SOURCES, GroupScorer, TaskScore
+from taskscout.grouping.scores import ALONE, SCORE_SOURCES, GroupScorer, ScoreFn, TaskScore
 from taskscout.grouping.selection import (
     RECOMMENDED,
     SEPARATE,
@@ -26,7 +26,7 @@ from taskscout.grouping.selection import (
     Selection,
 )
 from taskscout.grouping.solve import BudgetChoice, Grouping, choose_grouping, solve_grouping
-from taskscout.grouping.subset_scores import with_subset_scores
+from taskscout.grouping.subset_scores import sampled_predictor, subset_predictor, with_subset_scores
 from taskscout.spec import spec_from_json
 
 # ---------------------------------------------------------------- baselines
@@ -93,6 +93,7 @@ def _context(
     *, spec_tasks: Sequence[str], affinity: pd.DataFrame, group_scores: pd.DataFrame | None,
     depth: pd.DataFrame | None, similarity: pd.DataFrame | None, candidates: Sequence[Mapping[str, Any]] | None,
     depth_L: int, networks: int | None, aux_cap: int, max_group_size: int | None, fdr: float,
+    predict: ScoreFn | None = None,
 ) -> _Context:
     tasks = tuple(spec_tasks)
     if len(set(tasks)) != len(tasks) or not tasks:
@@ -104,7 +105,8 @@ def _context(
         str(c["name"]): tuple((c.get("provenance") or {}).get("columns", ()))
         for c in candidates or () if c.get("kind") == "related"
     }
-    scorer = GroupScorer.from_tables(tasks=tasks, group_scores=group_scores, affinity=affinity, fdr=fdr)
+    scorer = GroupScorer.from_tables(tasks=tasks, group_scores=group_scores, affinity=affinity, fdr=fdr,
+                                     predict=predict)
     choice = choose_grouping(tasks, scorer, networks=networks, max_group_size=max_group_size)
     verdicts = {k: sc.discovered for k, sc in scorer.aux_rows.items()} if fdr < 1.0 else None
     aux = choose_auxiliaries(affinity, tasks=tasks, aux_kinds=aux_kinds, cap=aux_cap, discovered=verdicts)
@@ -268,6 +270,7 @@ def recommend(
     max_group_size: int | None = None,
     fdr: float = 1.0,
     selection: Selection | None = None,
+    predict: ScoreFn | None = None,
 ) -> dict[str, Any]:
     """The recommendation.json object (schema_version 1, rundir.py and DESIGN.md) for `spec_tasks`.
 
@@ -276,11 +279,12 @@ def recommend(
     `baselines_from_trials`). Groups cover every task; a task with no real gain anywhere is a group
     of its own. The Pareto front lists, per budget of networks, the best total normalised loss
     with real gains only. With `selection` (the selection stage's result) the grouping is the
-    candidate it chose, and the object gets its `selection` block.
+    candidate it chose, and the object gets its `selection` block. `predict` scores on demand the
+    groups no table row holds (the subsets surrogate: `subset_scores.subset_predictor`).
     """
     ctx = _context(spec_tasks=spec_tasks, affinity=affinity, group_scores=group_scores, depth=depth,
                    similarity=similarity, candidates=candidates, depth_L=depth_L, networks=networks,
-                   aux_cap=aux_cap, max_group_size=max_group_size, fdr=fdr)
+                   aux_cap=aux_cap, max_group_size=max_group_size, fdr=fdr, predict=predict)
     tasks, choice = ctx.tasks, ctx.choice
     g = choice.grouping
     if selection is not None and RECOMMENDED not in selection.candidate.names:
@@ -342,6 +346,7 @@ def selection_candidates(
     depth: pd.DataFrame | None = None, similarity: pd.DataFrame | None = None,
     candidates: Sequence[Mapping[str, Any]] | None = None, depth_L: int, networks: int | None = None,
     aux_cap: int = 3, max_group_size: int | None = None, fdr: float = 1.0, subset_groups: int = 2,
+    predict: ScoreFn | None = None,
 ) -> tuple[Candidate, ...]:
     """The selection stage's finalists, as `recommend` would describe each (branch layers and
     auxiliaries from the same tables): all-together, the solver's recommendation, the best grouping
@@ -350,7 +355,7 @@ def selection_candidates(
     all-separate. Duplicates (the same networks) keep their first name."""
     ctx = _context(spec_tasks=spec_tasks, affinity=affinity, group_scores=group_scores, depth=depth,
                    similarity=similarity, candidates=candidates, depth_L=depth_L, networks=networks,
-                   aux_cap=aux_cap, max_group_size=max_group_size, fdr=fdr)
+                   aux_cap=aux_cap, max_group_size=max_group_size, fdr=fdr, predict=predict)
     tasks = ctx.tasks
     named: list[tuple[str, str, Grouping]] = [
         (TOGETHER, "every task in one network, the whole trunk shared, no auxiliaries", _plain(ctx, [tasks])),
@@ -419,12 +424,16 @@ def _run_inputs(run_dir: str | Path, similarity: pd.DataFrame | None) -> tuple[P
     candidates = rundir.read_json(d / rundir.CANDIDATES) if (d / rundir.CANDIDATES).exists() else []
     if similarity is None and (d / rundir.RSA_LAYERS).exists():
         similarity = pd.read_csv(d / rundir.RSA_LAYERS)
+    predict = None
     if (d / rundir.SUBSET_OBSERVATIONS).exists():
-        group_scores = with_subset_scores(group_scores, pd.read_csv(d / rundir.SUBSET_OBSERVATIONS), tasks)
+        observations = pd.read_csv(d / rundir.SUBSET_OBSERVATIONS)
+        group_scores = with_subset_scores(group_scores, observations, tasks, surrogate=False)
+        predict = subset_predictor(group_scores, observations, tasks)
+    predict = predict or sampled_predictor(affinity, tasks)  # a search over many tasks: sampled subsets
     aux_kinds = {str(c["name"]): str(c.get("kind", "unknown")) for c in candidates}
     save_graphml(build_graph(affinity, tasks=tasks, aux_kinds=aux_kinds), d / rundir.GRAPH)
     inputs = dict(spec_tasks=tasks, affinity=affinity, group_scores=group_scores, depth=depth, similarity=similarity,
-                  candidates=candidates, depth_L=spec.model.depth, fdr=spec.search.fdr)
+                  candidates=candidates, depth_L=spec.model.depth, fdr=spec.search.fdr, predict=predict)
     return d, spec, inputs
 
 

@@ -13,7 +13,7 @@ from taskscout.errors import SpecError
 from taskscout.grouping._tables import _key, _num, _require_columns, _split_group
 from taskscout.grouping.graph import _method_order
 
-SCORE_SOURCES = ("measured", "surrogate", "hoa", "single")  # best evidence first
+SCORE_SOURCES = ("measured", "surrogate", "sampled", "hoa", "single")  # best evidence first
 
 
 # ---------------------------------------------------------------- group scores
@@ -74,6 +74,9 @@ class GroupScorer:
     pair_rows: Mapping[tuple[str, str], TaskScore] = field(default_factory=dict)  # (partner, task)
     # measured gains of auxiliaries (sources that are not tasks) on tasks: (auxiliary, task)
     aux_rows: Mapping[tuple[str, str], TaskScore] = field(default_factory=dict)
+    # scores on demand for groups no row holds (the subsets surrogate, `subset_scores.SurrogateScores`):
+    # consulted after the measured rows and before HOA, so no table of every group is ever built
+    predict: ScoreFn | None = None
 
     @classmethod
     def from_tables(
@@ -83,10 +86,12 @@ class GroupScorer:
         group_scores: pd.DataFrame | None = None,
         affinity: pd.DataFrame | None = None,
         fdr: float = 1.0,
+        predict: ScoreFn | None = None,
     ) -> GroupScorer:
         """Index group_scores.csv rows, the measured (else surrogate) pairwise gains and the
         auxiliaries' measured gains; with `fdr` < 1, a measured gain (auxiliaries' included) is
-        real only as a discovery at that false-discovery rate (`control_false_discoveries`)."""
+        real only as a discovery at that false-discovery rate (`control_false_discoveries`).
+        `predict(group, task)` scores, on demand, the groups none of those rows holds."""
         tasks = tuple(tasks)
         main = set(tasks)
         group_rows: dict[tuple[tuple[str, ...], str], TaskScore] = {}
@@ -111,7 +116,7 @@ class GroupScorer:
         aux_rows: dict[tuple[str, str], TaskScore] = {}
         if affinity is not None and len(affinity):
             _require_columns(affinity, rundir.AFFINITY_COLUMNS, "affinity")
-            usable = affinity[affinity["method"].isin(("measured", "surrogate"))]
+            usable = affinity[affinity["method"].isin(("measured", "surrogate", "sampled"))]
             records = sorted(usable.to_dict("records"), key=lambda r: _method_order(str(r["method"])))
             for r in records:
                 s, t = str(r["source"]), str(r["target"])
@@ -128,12 +133,14 @@ class GroupScorer:
         if fdr < 1.0:
             group_rows, pair_rows, aux_rows = control_false_discoveries(group_rows, pair_rows, tasks, level=fdr,
                                                                         aux_rows=aux_rows)
-        return cls(tasks=tasks, group_rows=group_rows, pair_rows=pair_rows, aux_rows=aux_rows)
+        return cls(tasks=tasks, group_rows=group_rows, pair_rows=pair_rows, aux_rows=aux_rows, predict=predict)
 
     def _pair(self, partner: str, task: str) -> TaskScore | None:
         key = (_key((partner, task), self.tasks), task)
         row = self.group_rows.get(key)
         aff = self.pair_rows.get((partner, task))
+        if row is None and self.predict is not None and (aff is None or aff.source != "measured"):
+            row = self.predict(key[0], task)
         if row is not None and (row.source == "measured" or aff is None or aff.source != "measured"):
             return row
         return aff
@@ -148,6 +155,8 @@ class GroupScorer:
         if len(members) == 2:
             return self._pair(members[0] if members[1] == task else members[1], task)
         row = self.group_rows.get((members, task))
+        if row is None and self.predict is not None:
+            row = self.predict(members, task)
         if row is not None:
             return row
         partners = [self._pair(j, task) for j in members if j != task]

@@ -264,6 +264,7 @@ def solve_grouping(
     budgets: Sequence[int] | None = None,
     max_group_size: int | None = None,
     only_real: bool = True,
+    method: str = "auto",
 ) -> dict[int, Grouping | None]:
     """The best grouping for each budget N (max networks), or None where no grouping fits N.
 
@@ -273,11 +274,12 @@ def solve_grouping(
     scored groups of 2..`max_group_size` tasks (default: all tasks).
 
     Up to EXACT_MAX_TASKS tasks the answer is exact (branch and bound, `_solve_exact`).
-    Above that it is greedy: start with every task alone and repeatedly merge the two blocks whose
-    union, trained as one network, changes the total normalised loss least (most negative first);
-    each visited partition is a solution with one network fewer, and budget N gets the best
-    visited partition with at most N networks. The greedy never overlaps networks and can miss
-    the optimum; it is O(T^3) score look-ups.
+    Above that (or with `method="scalable"`) it is the scalable path (`scale.scalable_partitions`):
+    candidate partitions from the greedy agglomeration (start with every task alone and repeatedly
+    merge the two blocks whose union, trained as one network, changes the total normalised loss
+    least), from spectral clustering of the pair-gain graph, and local moves on the best of them;
+    budget N gets the best candidate with at most N networks. It never overlaps networks and can
+    miss the optimum; its cost is polynomial (O(T^3) score look-ups).
     """
     tasks = tuple(tasks)
     if not tasks:
@@ -288,7 +290,9 @@ def solve_grouping(
             raise SpecError(f"a budget of networks must be an int >= 1. Got {b!r} instead.")
     size = len(tasks) if max_group_size is None else max(1, min(max_group_size, len(tasks)))
     out: dict[int, Grouping | None] = {}
-    if len(tasks) <= EXACT_MAX_TASKS:
+    if method not in ("auto", "exact", "scalable"):
+        raise SpecError(f"method must be 'auto', 'exact' or 'scalable'. Got {method!r} instead.")
+    if method == "exact" or (method == "auto" and len(tasks) <= EXACT_MAX_TASKS):
         candidates = _candidate_groups(tasks, score, max_group_size=size, only_real=only_real)
         capped = {b: min(b, len(tasks)) for b in budgets}
         raw = _solve_exact(tasks, candidates, sorted(set(capped.values())))
@@ -296,8 +300,12 @@ def solve_grouping(
             nets = raw[capped[b]]
             out[b] = None if nets is None else _grouping_from_networks(tasks, nets, score, only_real=only_real)
         return out
+    from taskscout.grouping.scale import scalable_partitions
+
     path = _solve_greedy(tasks, score, max_group_size=size, only_real=only_real)
-    visited = [_grouping_from_networks(tasks, p, score, only_real=only_real) for p in path]
+    found = scalable_partitions(tasks, score, greedy=path, only_real=only_real)
+    visited = [_grouping_from_networks(tasks, p, score, only_real=only_real) for p in found
+               if max(len(b) for b in p) <= size]
     for b in budgets:
         fits = [g for g in visited if g.networks <= b]
         out[b] = min(fits, key=lambda g: (round(g.total, 12), g.networks)) if fits else None
@@ -315,7 +323,8 @@ class BudgetChoice:
 
 
 def choose_grouping(
-    tasks: Sequence[str], score: ScoreFn, *, networks: int | None = None, max_group_size: int | None = None
+    tasks: Sequence[str], score: ScoreFn, *, networks: int | None = None, max_group_size: int | None = None,
+    method: str = "auto",
 ) -> BudgetChoice:
     """Solve every budget 1..T and pick one: the requested budget, or by default the smallest
     number of networks whose total is not clearly worse than the best total (the difference is
@@ -328,7 +337,7 @@ def choose_grouping(
     tasks = tuple(tasks)
     if networks is not None and (not isinstance(networks, int) or networks < 1):
         raise SpecError(f"'networks' must be an int >= 1 or unset. Got {networks!r} instead.")
-    solved = solve_grouping(tasks, score, max_group_size=max_group_size)
+    solved = solve_grouping(tasks, score, max_group_size=max_group_size, method=method)
     front = {n: g for n, g in solved.items() if g is not None}
     reasons: list[str] = []
     smallest = min(front)  # N = T (every task alone) is always feasible
@@ -348,7 +357,8 @@ def choose_grouping(
     elif networks in front or networks >= len(tasks):
         grouping = front[min(networks, len(tasks))]
     else:
-        relaxed = solve_grouping(tasks, score, budgets=[networks], max_group_size=max_group_size, only_real=False)[networks]
+        relaxed = solve_grouping(tasks, score, budgets=[networks], max_group_size=max_group_size, only_real=False,
+                                 method=method)[networks]
         if relaxed is None:
             raise MissingResultsError(
                 f"no grouping fits in {networks} network(s): the groups it would need have no scores; "

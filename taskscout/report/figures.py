@@ -34,6 +34,8 @@ PALETTE = (
 POSITIVE, NEGATIVE = "#2166ac", "#b2182b"
 MAX_EDGE_WIDTH = 8.0  # pixels, for the largest |gain| in the graph
 MIN_EDGE_WIDTH = 1.0
+HEATMAP_LABELS_MAX = 30  # above this many tasks the heatmap's cells carry no text (hover shows it)
+GRAPH_ALL_EDGES_MAX = 20  # above this many tasks the graph is laid out by group and shows real edges only
 
 
 def text(value: Any) -> str:
@@ -116,6 +118,40 @@ def _measured(affinity: pd.DataFrame) -> pd.DataFrame:
     a["source"] = a["source"].astype(str)
     a["target"] = a["target"].astype(str)
     return a[a["method"].astype(str) == MEASURED]
+
+
+def _pairwise(affinity: pd.DataFrame) -> pd.DataFrame:
+    """Measured pairwise gains, and the sampled-subset estimates (method "sampled") of the pairs
+    nobody measured: a search over many tasks trains sampled subsets instead of pairs."""
+    measured = _measured(affinity)
+    if affinity is None or affinity.empty:
+        return measured
+    sampled = affinity[affinity["method"].astype(str) == "sampled"].copy()
+    if sampled.empty:
+        return measured
+    sampled["source"], sampled["target"] = sampled["source"].astype(str), sampled["target"].astype(str)
+    have = set(zip(measured["source"], measured["target"], strict=True))
+    sampled = sampled[[(a, b) not in have for a, b in zip(sampled["source"], sampled["target"], strict=True)]]
+    return pd.concat([measured, sampled], ignore_index=True) if len(measured) else sampled
+
+
+def group_order(tasks: Sequence[str], recommendation: Recommendation | None
+                ) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
+    """Tasks ordered by the group that serves them (groups in recommendation order, study order
+    inside), and the [start, end) span of every group of two or more tasks in that order."""
+    tasks = tuple(tasks)
+    assignment = recommendation.assignment if recommendation is not None else {}
+    if not assignment:
+        return tasks, ()
+    key = {t: (int(assignment[t]) if assignment.get(t) is not None else len(tasks), k) for k, t in enumerate(tasks)}
+    ordered = tuple(sorted(tasks, key=lambda t: key[t]))
+    spans, start = [], 0
+    for k in range(1, len(ordered) + 1):
+        if k == len(ordered) or key[ordered[k]][0] != key[ordered[start]][0]:
+            if k - start >= 2 and key[ordered[start]][0] < len(tasks):
+                spans.append((start, k))
+            start = k
+    return ordered, tuple(spans)
 
 
 # ---------------------------------------------------------------- summary
@@ -212,22 +248,25 @@ class AffinityMatrix(NamedTuple):
     ci_high: np.ndarray
     n_seeds: np.ndarray
     significant: np.ndarray  # bool: the interval excludes zero
+    blocks: tuple[tuple[int, int], ...] = ()  # [start, end) of each recommended group of 2+ tasks
 
 
-def affinity_matrix(affinity: pd.DataFrame, tasks: Sequence[str]) -> AffinityMatrix:
-    """Measured pairwise gains as a target x source matrix in study order."""
-    tasks = tuple(tasks)
+def affinity_matrix(affinity: pd.DataFrame, tasks: Sequence[str],
+                    recommendation: Recommendation | None = None) -> AffinityMatrix:
+    """Pairwise gains (measured, else sampled-subset estimates) as a target x source matrix, in
+    study order, or with a `recommendation` ordered by its groups (`group_order`)."""
+    tasks, blocks = group_order(tasks, recommendation)
     n = len(tasks)
     idx = {t: i for i, t in enumerate(tasks)}
     gain, lo, hi, seeds = (np.full((n, n), np.nan) for _ in range(4))
     sig = np.zeros((n, n), dtype=bool)
-    for r in _measured(affinity).itertuples(index=False):
+    for r in _pairwise(affinity).itertuples(index=False):
         i, j = idx.get(r.target), idx.get(r.source)
         if i is None or j is None or i == j:
             continue
         gain[i, j], lo[i, j], hi[i, j], seeds[i, j] = _num(r.gain), _num(r.ci_low), _num(r.ci_high), _num(r.n_seeds)
         sig[i, j] = significant(r.ci_low, r.ci_high)
-    return AffinityMatrix(tasks, gain, lo, hi, seeds, sig)
+    return AffinityMatrix(tasks, gain, lo, hi, seeds, sig, blocks)
 
 
 def _none_nan(a: np.ndarray) -> list:
@@ -240,7 +279,8 @@ def draw_affinity_heatmap(m: AffinityMatrix) -> go.Figure:
     span = float(np.abs(finite).max()) if finite.size and np.abs(finite).max() > 0 else 1.0
     n = len(m.tasks)
     labels = [
-        [("" if not np.isfinite(m.gain[i, j]) else f"{m.gain[i, j]:+.2f}" + (" ★" if m.significant[i, j] else ""))
+        [("" if not np.isfinite(m.gain[i, j]) or n > HEATMAP_LABELS_MAX
+          else f"{m.gain[i, j]:+.2f}" + (" ★" if m.significant[i, j] else ""))
          for j in range(n)] for i in range(n)
     ]
     custom = [
@@ -255,10 +295,17 @@ def draw_affinity_heatmap(m: AffinityMatrix) -> go.Figure:
         hovertemplate="target %{y}<br>source %{x}<br>gain %{z:+.3f} %{customdata[0]}"
                       "<br>seeds %{customdata[1]}<br>%{customdata[2]}<extra></extra>",
     ))
-    fig.update_xaxes(title_text="source (trained alongside)", side="bottom", type="category")
-    fig.update_yaxes(title_text="target (whose loss is measured)", autorange="reversed", type="category")
-    return _layout(fig, title="Gain of the target from training with the source (★: interval excludes 0)",
-                   height=max(380, 60 * n + 160))
+    for a, b in m.blocks:  # the recommended groups, outlined on the diagonal
+        fig.add_shape(type="rect", x0=a - 0.5, x1=b - 0.5, y0=a - 0.5, y1=b - 0.5, xref="x", yref="y",
+                      line={"color": "black", "width": 2}, fillcolor="rgba(0,0,0,0)")
+    small = n <= HEATMAP_LABELS_MAX
+    fig.update_xaxes(title_text="source (trained alongside)", side="bottom", type="category",
+                     showticklabels=small or n <= 2 * HEATMAP_LABELS_MAX)
+    fig.update_yaxes(title_text="target (whose loss is measured)", autorange="reversed", type="category",
+                     showticklabels=small or n <= 2 * HEATMAP_LABELS_MAX)
+    title = "Gain of the target from training with the source (★: interval excludes 0)" if small else (
+        "Gain of the target from training with the source; outlined: the recommended groups (hover for values)")
+    return _layout(fig, title=title, height=max(380, min(60 * n + 160, 12 * n + 520)))
 
 
 # ---------------------------------------------------------------- task-affinity graph
@@ -290,10 +337,17 @@ class AffinityGraph(NamedTuple):
 
 def affinity_graph(affinity: pd.DataFrame, recommendation: Recommendation | None,
                    tasks: Sequence[str]) -> AffinityGraph:
-    """Tasks on a circle (first task at the top, clockwise), one directed edge per measured gain."""
+    """Tasks on a circle (first task at the top, clockwise), one directed edge per measured gain.
+
+    Above GRAPH_ALL_EDGES_MAX tasks the circle is laid out by group (each recommended group an
+    arc of its own) and only real edges (interval excluding zero) are drawn: thousands of
+    within-noise edges would hide the structure and weigh megabytes."""
     tasks = tuple(tasks)
     assignment = recommendation.assignment if recommendation is not None else {}
     n = len(tasks)
+    many = n > GRAPH_ALL_EDGES_MAX
+    if many:
+        tasks = group_order(tasks, recommendation)[0]
     nodes = tuple(
         GraphNode(t, round(math.cos(math.pi / 2 - 2 * math.pi * k / n), 12),
                   round(math.sin(math.pi / 2 - 2 * math.pi * k / n), 12),
@@ -301,8 +355,9 @@ def affinity_graph(affinity: pd.DataFrame, recommendation: Recommendation | None
         for k, t in enumerate(tasks)
     )
     rows = [
-        r for r in _measured(affinity).itertuples(index=False)
+        r for r in _pairwise(affinity).itertuples(index=False)
         if r.source in tasks and r.target in tasks and r.source != r.target and _finite(r.gain)
+        and (not many or significant(r.ci_low, r.ci_high))
     ]
     top = max((abs(float(r.gain)) for r in rows), default=0.0)
     edges = tuple(
@@ -339,19 +394,25 @@ def draw_affinity_graph(g: AffinityGraph) -> go.Figure:
     by_group: dict[int | None, list[GraphNode]] = {}
     for n in g.nodes:
         by_group.setdefault(n.group, []).append(n)
+    many = len(g.nodes) > GRAPH_ALL_EDGES_MAX
     for gi, members in sorted(by_group.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
         label = (f"group {gi + 1}: " + ", ".join(text(t) for t in g.groups[gi])) if gi is not None and gi < len(g.groups) else "no group"
+        if many and gi is not None and gi < len(g.groups):
+            label = f"group {gi + 1} ({len(g.groups[gi])} tasks)"
         fig.add_trace(go.Scatter(
-            x=[n.x for n in members], y=[n.y for n in members], mode="markers+text",
-            marker={"size": 26, "color": colour(gi), "line": {"width": 2, "color": "white"}},
+            x=[n.x for n in members], y=[n.y for n in members], mode="markers" if many else "markers+text",
+            marker={"size": 12 if many else 26, "color": colour(gi), "line": {"width": 2, "color": "white"}},
             text=[text(n.task) for n in members],
             textposition=["top center" if n.y >= 0 else "bottom center" for n in members],
             hovertext=[f"{text(n.task)}<br>{label}" for n in members], hoverinfo="text", name=label,
         ))
     fig.update_xaxes(visible=False, range=[-1.5, 1.5])
     fig.update_yaxes(visible=False, range=[-1.4, 1.4], scaleanchor="x")
-    return _layout(fig, title="Task-affinity graph: arrow source → target, width = |gain|, dashed = negative, faint = within noise",
-                   height=max(560, 45 * len(g.nodes) + 280), legend={"orientation": "h", "y": -0.05})
+    title = ("Task-affinity graph: arrow source → target, width = |gain|, dashed = negative, faint = within noise"
+             if not many else "Task-affinity graph by recommended group: real gains only (interval excludes 0), "
+                              "arrow source → target, width = |gain|, dashed = negative; hover a node for its name")
+    return _layout(fig, title=title, height=min(max(560, 45 * len(g.nodes) + 280), 1100),
+                   legend={"orientation": "h", "y": -0.05})
 
 
 # ---------------------------------------------------------------- grouping: branch tree and Pareto front

@@ -72,11 +72,18 @@ def _code(cmd: str) -> str:
     return f"<code>{esc(cmd)}</code>"
 
 
+TABLE_OPEN_ROWS = 30  # a longer table is collapsed under a <details> summary (one click opens it)
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
-    """An HTML table; every cell is escaped text."""
+    """An HTML table; every cell is escaped text. Tables of more than TABLE_OPEN_ROWS rows come
+    collapsed, with their row count in the summary line."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    table = f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    if len(rows) > TABLE_OPEN_ROWS:
+        return f"<details><summary>{len(rows)} rows (click to show)</summary>{table}</details>"
+    return table
 
 
 class RunFiles:
@@ -197,7 +204,7 @@ def _selection_table(sel: dict | None) -> list:
 
 def _affinity(run: RunFiles) -> list:
     aff = run.get(rundir.AFFINITY)
-    m = F.affinity_matrix(aff, run.tasks) if aff is not None else None
+    m = F.affinity_matrix(aff, run.tasks, run.get(rundir.RECOMMENDATION)) if aff is not None else None
     if m is None or not (m.gain == m.gain).any():
         return [_missing(f"No measured pairwise gains (affinity.csv): run {run.search('without --skip pairs')}.")]
     return ["<p>Rows are targets, columns sources: a cell is the relative drop in the target's validation loss "

@@ -13,6 +13,13 @@ Phases (models of single, pairs and aux share the whole trunk: branch_layer = L)
 - aux: every main task with each screened auxiliary that serves it, once per seed;
 - depth: every pair with a real gain in either direction, at each branch layer 0..L-1 (L is the
   pairs phase itself).
+
+Many tasks: when the pairs phase would train more than `search.max_models` models (all pairs
+and the all-together model, times the seeds), it trains sampled task subsets instead
+(`plan_sampled`, models of phase "sampled"): n = 4T random subsets of k tasks (fewer when
+max_models // seeds is smaller, then larger k; `affinity.sampled.subset_design`) plus the
+all-together model, each with every seed. Like every model they go through the storage, so
+distributed workers share them and a rerun reuses them.
 """
 
 from __future__ import annotations
@@ -73,6 +80,29 @@ def plan_pairs(main: Sequence[str], seeds: Sequence[int], depth: int) -> list[Pl
     if len(main) > 2:
         groups.append(tuple(main))
     return [PlannedModel("pairs", g, (), s, depth) for s in seeds for g in groups]
+
+
+def pair_models(n_tasks: int, seeds: int) -> int:
+    """Models the pairs phase trains on `n_tasks` main tasks: all pairs and all-together, per seed."""
+    pairs = n_tasks * (n_tasks - 1) // 2
+    return (pairs + (1 if n_tasks > 2 else 0)) * seeds
+
+
+def uses_sampled(spec: StudySpec) -> bool:
+    """Whether the pairs phase trains sampled subsets: all pairs x seeds exceed search.max_models."""
+    return len(spec.main_tasks) >= 3 and pair_models(len(spec.main_tasks), spec.training.seeds) > spec.search.max_models
+
+
+def plan_sampled(
+    main: Sequence[str], seeds: Sequence[int], depth: int, *, max_models: int, seed: int = 0
+) -> list[PlannedModel]:
+    """Sampled subsets (module docstring) and the all-together model, each with every seed; the
+    subsets are drawn from `seed` (the study seed), so every worker plans the same ones."""
+    from taskscout.affinity.sampled import subset_design
+
+    design = subset_design(main, seeds=len(seeds), max_models=max_models - len(seeds), seed=seed)
+    groups = [*design.subsets, tuple(main)]
+    return [PlannedModel("sampled", tuple(g), (), s, depth) for s in seeds for g in groups]
 
 
 def plan_aux(

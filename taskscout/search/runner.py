@@ -54,7 +54,9 @@ from taskscout.search.plan import (
     plan_aux,
     plan_depth,
     plan_pairs,
+    plan_sampled,
     plan_single,
+    uses_sampled,
 )
 from taskscout.search.preflight import check_search_settings
 from taskscout.search.problem import SearchProblem, build_problem
@@ -329,6 +331,8 @@ def _plan(phase: str, spec: StudySpec, problem: SearchProblem, store: Store) -> 
     main, seeds, depth = spec.main_tasks, model_seeds(spec), spec.model.depth
     if phase == "single":
         return plan_single(main, seeds, depth)
+    if phase == "pairs" and uses_sampled(spec):
+        return plan_sampled(main, seeds, depth, max_models=spec.search.max_models, seed=spec.seed)
     if phase == "pairs":
         return plan_pairs(main, seeds, depth)
     if phase == "aux":
@@ -381,7 +385,7 @@ def _measure(store: Store, problem: SearchProblem, phase: str, *, spec: StudySpe
     seeds = model_seeds(spec)
     kw = {"spec": spec, "train_fn": train_fn, "deadline": deadline, "shared": shared}
     if phase not in HALVED_PHASES or not spec.search.halving or len(seeds) < 2:
-        return run_phase(store, problem, phase, models, progress=progress, **kw)
+        return run_phase(store, problem, _label(phase, spec), models, progress=progress, **kw)
     shown = _Rungs(progress)
     one = run_phase(store, problem, phase, [m for m in models if m.seed == seeds[0]], progress=shown, **kw)
     if one.status != "done":
@@ -650,6 +654,8 @@ def _beyond_pairs(
     wanted = [p for p in ("subsets", "estimators") if p in spec.search.phases]
     if len(problem.main) < 2:
         return [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "skipped") for p in ("subsets", "estimators")]
+    if uses_sampled(spec):
+        return _skipped_by_sampling(spec, wanted)
     subsets = None
     results: dict[str, Any] = {}
     losses = losses_frame(records)
@@ -719,6 +725,21 @@ def _estimators_phase(spec: StudySpec, problem: SearchProblem, study: Any, resul
         bar.advance(trained)
     progress.phase_finished("estimators")
     return PhaseOutcome("estimators", bar.done, reused, bar.done - reused, 0, time.monotonic() - began, "done")
+
+
+def _label(phase: str, spec: StudySpec) -> str:
+    """The name the progress bar and the summary give a phase: "sampled" for a pairs phase that
+    trains sampled subsets (many tasks)."""
+    return "sampled" if phase == "pairs" and uses_sampled(spec) else phase
+
+
+def _skipped_by_sampling(spec: StudySpec, wanted: Sequence[str]) -> list[PhaseOutcome]:
+    """The subsets and estimators phases of a search that trained sampled subsets: skipped. The
+    sampled phase measured task subsets already; the Optuna subsets' surrogate (with its T^2
+    interaction terms) and the estimators' agreement with measured pairs have no place there."""
+    note = (f"the search trained sampled subsets instead of pairs ({len(spec.main_tasks)} tasks: all pairs x seeds "
+            f"exceed search.max_models = {spec.search.max_models})")
+    return [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "skipped", note=note) for p in wanted]
 
 
 def finalize(run_dir: str | Path, *, unfinished: Sequence[str] = ()) -> tuple[str, ...]:

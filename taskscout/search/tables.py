@@ -123,6 +123,23 @@ def compute_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(rundir.COMPUTE_COLUMNS))
 
 
+def sampled_affinity_rows(records: Sequence[TrialRecord], losses: pd.DataFrame, spec: StudySpec) -> pd.DataFrame:
+    """affinity.csv rows of method "sampled" from the sampled subsets' models (none without them):
+    each subset task's loss over its single-task loss on the same seed (`affinity.sampled`)."""
+    from taskscout.affinity.measured import paired_with_alone
+    from taskscout.affinity.sampled import sampled_affinity
+
+    main = tuple(spec.main_tasks)
+    subsets = {tuple(r.model.tasks) for r in records if r.model.phase == "sampled" and len(r.model.tasks) < len(main)}
+    rows = paired_with_alone(losses)
+    rows = rows[[tuple(t) in subsets for t in rows["tasks"]]] if len(rows) else rows
+    if len(subsets) < 2 or rows.empty:
+        return pd.DataFrame(columns=list(rundir.AFFINITY_COLUMNS))
+    observations = pd.DataFrame({"group": [rundir.group_key(t, main) for t in rows["tasks"]], "task": rows["task"],
+                                 "seed": rows["seed"], "norm_loss": rows["loss"] / rows["alone"]})
+    return sampled_affinity(observations, main, seed=spec.seed).affinity_rows()
+
+
 def build_tables(records: Sequence[TrialRecord], spec: StudySpec) -> dict[str, pd.DataFrame]:
     """Every table of the search, keyed by its run-directory file name (the selection stage's
     models are left out: their rows and seeds take no part in measuring gains)."""
@@ -130,11 +147,15 @@ def build_tables(records: Sequence[TrialRecord], spec: StudySpec) -> dict[str, p
     losses = losses_frame(records)
     order = list(spec.tasks)
     full = spec.model.depth
+    affinity = measured_affinity(losses, full_layer=full)
+    sampled = sampled_affinity_rows(records, losses, spec)
+    if len(sampled):
+        affinity = pd.concat([affinity, sampled], ignore_index=True)
     return {
         rundir.TRIALS: trials_frame(records),
         rundir.CURVES: curves_frame(records),
         rundir.CURVE_FEATURES: curve_feature_frame(records, spec),
-        rundir.AFFINITY: measured_affinity(losses, full_layer=full),
+        rundir.AFFINITY: affinity,
         rundir.GROUP_SCORES: group_scores(losses, full_layer=full, order=order),
         rundir.DEPTH: _halved_out(depth_gains(losses, order=order), spec),
         rundir.COMPUTE: compute_frame(records),
@@ -165,7 +186,7 @@ def carry_estimator_rows(run_dir: str | Path, tables: dict[str, pd.DataFrame]) -
     if not aff_path.exists():
         return
     old = pd.read_csv(aff_path)
-    kept = old[old["method"] != MEASURED]
+    kept = old[~old["method"].isin((MEASURED, "sampled"))]  # sampled rows are rebuilt from the trials too
     if kept.empty:
         return
     old_compute = pd.read_csv(compute_path) if compute_path.exists() else pd.DataFrame(columns=list(rundir.COMPUTE_COLUMNS))

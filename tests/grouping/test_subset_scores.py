@@ -112,3 +112,72 @@ def test_groups_to_measure_tries_a_group_its_noisy_pairs_hide():
     # HOA (a's mean over its pairs: hurt by c) and the pair graph (a|c does not help on average)
     # both miss a|b|c; the surrogate, anchored on the measured pairs, proposes it
     assert groups_to_measure(tasks, group_scores=gs, observations=obs)[0] == ("a", "b", "c")
+
+
+def _block_data(n_tasks: int, seed: int = 0):
+    """Pairs measured and 2T random 4-task subsets on tasks in blocks of 5: a partner in the block
+    lowers a task's normalised loss by 0.05, another raises it by 0.01 (noise 0.02)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    tasks = tuple(f"t{i:03d}" for i in range(n_tasks))
+    block = np.arange(n_tasks) // 5
+
+    def loss(members, i):
+        mates = sum(block[j] == block[i] for j in members if j != i)
+        return 1 - 0.05 * mates + 0.01 * (len(members) - 1 - mates)
+
+    obs = [(t, t, s, 1.0) for t in tasks for s in range(3)]
+    gs = []
+    subsets = [tuple(p) for p in itertools.combinations(range(n_tasks), 2)]
+    subsets += [tuple(sorted(rng.choice(n_tasks, size=4, replace=False))) for _ in range(2 * n_tasks)]
+    for members in subsets:
+        key = rundir.group_key([tasks[j] for j in members], tasks)
+        for i in members:
+            vals = [loss(members, i) + rng.normal(0, 0.02) for _ in range(3)]
+            obs += [(key, tasks[i], s, v) for s, v in enumerate(vals)]
+            if len(members) == 2:
+                m = sum(vals) / 3
+                gs.append((key, tasks[i], m, m - 0.05, m + 0.05, 3, "measured"))
+    return (tasks, pd.DataFrame(gs, columns=list(rundir.GROUP_SCORE_COLUMNS)),
+            pd.DataFrame(obs, columns=list(rundir.SUBSET_OBSERVATION_COLUMNS)))
+
+
+def test_confirmation_cost_does_not_grow_with_the_number_of_possible_groups(monkeypatch):
+    """groups_to_measure asks the surrogate for a polynomial number of predictions: from 14 to 28
+    tasks the groups of up to 4 tasks grow 17-fold (1,456 -> 24,129) and all groups 16,384-fold;
+    the predictions grow less than 8-fold (T^3) and stay below 8 T^2."""
+    from taskscout.affinity.surrogate import TaskSurrogate
+
+    calls = []
+    predict = TaskSurrogate.predict
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(TaskSurrogate, "predict", counted)
+    made = {}
+    for n in (14, 28):
+        tasks, gs, obs = _block_data(n)
+        calls.clear()
+        found = groups_to_measure(tasks, group_scores=gs, observations=obs)
+        made[n] = len(calls)
+        assert found[0] == tasks[:5]  # the first block, never measured whole, is what to measure
+    assert 0 < made[28] < 8 * made[14]
+    assert made[28] < 8 * 28**2 < math.comb(28, 4)
+
+
+def test_sampled_predictor_sums_the_partners_gains():
+    from taskscout.grouping import sampled_predictor
+
+    from .conftest import _affinity
+
+    aff = _affinity([("a", "c", 0.10, 0.07, 0.13, 4, "sampled"), ("b", "c", 0.05, 0.01, 0.09, 5, "sampled"),
+                     ("a", "b", 0.2, 0.1, 0.3, 4, "measured")])
+    predict = sampled_predictor(aff, ("a", "b", "c"))
+    s = predict(("a", "b", "c"), "c")
+    assert (s.norm_loss, s.source, s.n_seeds) == (pytest.approx(0.85), "sampled", 4)
+    assert s.ci_low == pytest.approx(0.85 - 0.05) and s.ci_high == pytest.approx(0.85 + 0.05)  # hypot(0.03, 0.04)
+    assert predict(("a", "c"), "a") is None  # c -> a was not estimated
+    assert sampled_predictor(aff[aff["method"] == "measured"], ("a", "b", "c")) is None

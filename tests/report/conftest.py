@@ -179,3 +179,65 @@ def write_run_dir(d: Path) -> Path:
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return write_run_dir(tmp_path / "run")
+
+
+MANY_GROUPS, MANY_PER_GROUP = 10, 10  # the 100-task run directory: 10 recommended groups of 10
+
+
+def write_many_run_dir(d: Path) -> Path:
+    """A run directory of a 100-task search that trained sampled subsets instead of pairs: sampled
+    gains (+0.03, interval excluding zero, inside each of 10 groups; -0.005 within noise across),
+    single-task models with curves, a recommendation of the 10 groups, compute and verify."""
+    import numpy as np
+
+    d.mkdir(parents=True, exist_ok=True)
+    tasks = [f"g{g}_t{i}" for g in range(MANY_GROUPS) for i in range(MANY_PER_GROUP)]
+    spec = resolve_spec(None, {"data": "builtin:planted", "tasks": tasks, "name": "many", "budget": "small",
+                               "model": {"depth": 2, "width": 8}, "training": {"epochs": EPOCHS}})
+    rundir.write_text(d / rundir.SPEC, spec.to_json())
+    rundir.write_json(d / rundir.CANDIDATES, [])
+    trials, curves = [], []
+    for t in tasks:
+        for s in SEEDS:
+            trial = len(trials)
+            trials.append({
+                "trial": trial, "phase": "single", "key": f"single:{t}:{s}", "tasks": [t], "main": [t], "aux": [],
+                "branch_layer": 2, "seed": s, "state": "COMPLETE", "val_loss": json.dumps({t: 0.5}),
+                "val_metric": json.dumps({t: 0.7}), "test_loss": "{}", "test_metric": "{}", "epochs": EPOCHS,
+                "best_epoch": 5, "seconds": 0.1, "finished": pd.Timestamp("2025-01-01") + pd.Timedelta(seconds=trial),
+            })
+            curves += [(trial, t, e, split, 1.0 - 0.05 * min(e, 6)) for e in range(1, EPOCHS + 1) for split in ("val", "train")]
+    rundir.write_parquet(d / rundir.TRIALS, pd.DataFrame(trials, columns=list(rundir.TRIAL_COLUMNS)))
+    rundir.write_parquet(d / rundir.CURVES, pd.DataFrame(curves, columns=list(rundir.CURVE_COLUMNS)))
+    group = {t: k // MANY_PER_GROUP for k, t in enumerate(tasks)}
+    rng = np.random.default_rng(0)
+    aff = []
+    for s in tasks:
+        for t in tasks:
+            if s != t:
+                g = 0.03 if group[s] == group[t] else -0.005 + 0.002 * float(rng.normal())
+                hw = 0.01 if group[s] == group[t] else 0.02
+                aff.append((s, t, g, g - hw, g + hw, 4, "sampled"))
+    rundir.write_csv(d / rundir.AFFINITY, pd.DataFrame(aff, columns=list(rundir.AFFINITY_COLUMNS)))
+    members = [tasks[k * MANY_PER_GROUP:(k + 1) * MANY_PER_GROUP] for k in range(MANY_GROUPS)]
+    rundir.write_json(d / rundir.RECOMMENDATION, {
+        "schema_version": 1, "tasks": tasks,
+        "groups": [{"tasks": m, "serves": m, "branch_layer": 2, "branch_source": "default", "score_source": "sampled",
+                    "aux": [], "expected_gain": {t: 0.27 for t in m}, "ci": {t: [0.2, 0.34] for t in m}} for m in members],
+        "assignment": {t: group[t] for t in tasks}, "auxiliaries": {t: [] for t in tasks},
+        "baselines": {"single_task_loss": {t: 0.5 for t in tasks}, "all_together_loss": {t: 0.45 for t in tasks}},
+        "budget": {"networks": MANY_GROUPS, "requested": None},
+        "pareto": [{"networks": n, "total_normalised_loss": 73.0 + abs(n - MANY_GROUPS), "ci": [72.0, 75.0],
+                    "groups": members} for n in range(1, 21)],
+        "verdict": "Train 10 networks: the 10 groups.", "reasons": ["sampled subsets"],
+    })
+    rundir.write_csv(d / rundir.COMPUTE, pd.DataFrame([("single", 200, 2000, 20.0), ("sampled", 1203, 12030, 300.0)],
+                                                      columns=list(rundir.COMPUTE_COLUMNS)))
+    rundir.write_json(d / rundir.VERIFY, {
+        "tasks": {t: {s: {"loss": 0.5, "metric": 0.7, "metric_name": "auc"} for s in ("recommended", "separate", "together")}
+                  for t in tasks},
+        "gain_vs_separate": {t: [0.02, 0.0, 0.04] for t in tasks},
+        "gain_vs_together": {t: [0.04, 0.01, 0.07] for t in tasks},
+        "verdict": "The recommendation beats all-separate.",
+    })
+    return d

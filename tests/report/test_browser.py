@@ -117,3 +117,41 @@ def test_user_strings_render_as_literal_text(pages):
         assert EVIL in figures[fig] and BOLD in figures[fig]
     summary = next(s for s in dom["sections"] if s["id"] == "summary")
     assert EVIL in summary["text"] and BOLD in summary["text"]
+
+
+MANY_INSPECT = """
+JSON.stringify({
+  bytes: document.documentElement.outerHTML.length,
+  details: document.querySelectorAll('details').length,
+  openDetails: document.querySelectorAll('details[open]').length,
+  heatmapOutlines: document.querySelectorAll('#fig-affinity_heatmap .shapelayer path').length,
+  graphTraces: document.getElementById('fig-affinity_graph').data.length,
+  svgs: [...document.querySelectorAll('.plotly-graph-div')].map(d => d.querySelectorAll('.main-svg').length),
+})
+"""
+
+
+@pytest.fixture(scope="module")
+def many_page(tmp_path_factory):
+    from .conftest import write_many_run_dir
+
+    path = build_report(write_many_run_dir(tmp_path_factory.mktemp("many") / "run"))
+    with Browser() as b:
+        b.open(path)
+        b.evaluate(WAIT_FOR_PLOTS)
+        b.settle(0.5)
+        return {"dom": json.loads(b.evaluate(MANY_INSPECT)), "problems": b.problems(), "size": path.stat().st_size}
+
+
+def test_a_hundred_task_report_renders_readably(many_page):
+    from .conftest import MANY_GROUPS, MANY_PER_GROUP
+
+    dom = many_page["dom"]
+    assert many_page["problems"] == []
+    assert many_page["size"] < 10 * 2**20  # the page stays under 10 MB
+    assert dom["svgs"] and all(n >= 1 for n in dom["svgs"])
+    assert dom["heatmapOutlines"] == MANY_GROUPS  # each recommended group outlined on the heatmap
+    # only real edges: the 10 x 10 x 9 within-group gains (interval excludes 0), none of the noise,
+    # plus one node trace per group
+    assert dom["graphTraces"] == MANY_GROUPS * MANY_PER_GROUP * (MANY_PER_GROUP - 1) + MANY_GROUPS
+    assert dom["details"] >= 1 and dom["openDetails"] == 0  # long tables come collapsed

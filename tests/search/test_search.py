@@ -700,3 +700,33 @@ def test_a_search_error_before_any_phase_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: task column 'nope'") and err.count("\n") == 1
+
+
+def test_many_tasks_train_sampled_subsets_through_the_store_instead_of_pairs(tmp_path):
+    """8 tasks, 3 seeds: all pairs would be (28 + 1) x 3 = 87 models, over search.max_models = 60,
+    so the pairs phase trains 19 sampled subsets of 4 tasks and the all-together model, 3 seeds
+    each, as models of phase "sampled" in the storage (reused by a rerun); affinity.csv gets their
+    "sampled" gains, which tell the planted pairs from the others."""
+    from taskscout.grouping import recommend_run
+    from taskscout.search.plan import uses_sampled
+
+    tasks = [f"g{g}_t{i}" for g in range(4) for i in range(2)]
+    spec = make_spec(tmp_path / "many", tasks=tasks, search={"phases": ["single", "pairs"], "max_models": 60},
+                     data_options={"n_rows": 240, "n_inputs": 8, "groups": 4, "tasks_per_group": 2,
+                                   "label_fraction": 0.5})
+    assert uses_sampled(spec)
+    fake = FakeTrainer()
+    result = run_search(spec, train_fn=fake, finalize_run=False)
+    assert [(p.phase, p.planned, p.status) for p in result.phases[:2]] == [("single", 24, "done"), ("sampled", 60, "done")]
+    trials = pd.read_parquet(spec.run_dir / rundir.TRIALS)
+    sampled = trials[trials["phase"] == "sampled"]
+    assert len(sampled) == 60 and set(sampled["tasks"].map(len)) == {4, 8}
+    aff = pd.read_csv(spec.run_dir / rundir.AFFINITY)
+    rows = aff[aff["method"] == "sampled"]
+    assert len(rows) and not len(aff[aff["method"] == "measured"])
+    same = rows["source"].str[:2] == rows["target"].str[:2]
+    assert rows[same]["gain"].mean() > 0.1 > 0.0 > rows[~same]["gain"].mean()
+    again = run_search(spec, train_fn=FakeTrainer(), finalize_run=False)
+    assert again.trained == 0  # the sampled models are in the storage: a rerun reuses them
+    rec = recommend_run(spec.run_dir)
+    assert sorted(tuple(g["tasks"]) for g in rec["groups"]) == sorted(tuple(tasks[2 * g:2 * g + 2]) for g in range(4))

@@ -1,0 +1,80 @@
+"""Tests for taskscout.grouping.scale: the scalable grouping against planted groups and the exact solver."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from taskscout.grouping import EXACT_MAX_TASKS, TaskScore, choose_grouping, solve_grouping
+from taskscout.grouping.scale import _BlockCost, local_moves, pair_affinity, spectral_partitions
+
+
+def _additive(tasks, groups, *, inside, across, noise, hw, seed):
+    """A scorer under the additive model: task i in G has normalised loss 1 - sum_j a(j -> i),
+    a = `inside` within a planted group, `across` between groups, each with noise; +-hw per partner."""
+    rng = np.random.default_rng(seed)
+    member = {t: g for g, grp in enumerate(groups) for t in grp}
+    index = {t: k for k, t in enumerate(tasks)}
+    a = np.array([[inside if member[s] == member[t] else across for t in tasks] for s in tasks])
+    a = a + noise * rng.normal(size=a.shape)
+
+    def score(group, task):
+        others = [index[j] for j in group if j != task]
+        m = 1.0 - float(sum(a[j, index[task]] for j in others))
+        h = hw * np.sqrt(len(others))
+        return TaskScore(m, m - h, m + h, "surrogate", 3)
+
+    return score
+
+
+def _planted(n_groups, size):
+    groups = [tuple(f"g{g:02d}_t{i}" for i in range(size)) for g in range(n_groups)]
+    return tuple(t for g in groups for t in g), groups
+
+
+@pytest.mark.parametrize("n_groups,size,seed", [(8, 5, 0), (10, 10, 1), (6, 4, 2)])
+def test_recovers_planted_groups_above_the_exact_limit(n_groups, size, seed):
+    tasks, groups = _planted(n_groups, size)
+    assert len(tasks) > EXACT_MAX_TASKS
+    score = _additive(tasks, groups, inside=0.03, across=-0.004, noise=0.006, hw=0.008, seed=seed)
+    choice = choose_grouping(tasks, score)
+    assert sorted(choice.grouping.groups) == sorted(groups)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_scalable_path_returns_the_exact_grouping_on_twelve_tasks(seed):
+    rng = np.random.default_rng(seed)
+    sizes = [(4, 4, 4), (3, 3, 3, 3), (6, 6), (5, 4, 3), (2, 5, 5), (3, 3, 6)][seed]
+    cut = np.cumsum((0, *sizes))
+    tasks = tuple(f"t{i:02d}" for i in range(12))
+    order = rng.permutation(12)
+    groups = [tuple(sorted(tasks[order[k]] for k in range(cut[g], cut[g + 1]))) for g in range(len(sizes))]
+    score = _additive(tasks, groups, inside=0.06, across=-0.01, noise=0.01, hw=0.015, seed=seed)
+    exact = choose_grouping(tasks, score, method="exact").grouping
+    scalable = choose_grouping(tasks, score, method="scalable").grouping
+    assert scalable.groups == exact.groups
+    assert sorted(exact.groups) == sorted(groups)
+
+
+def test_spectral_partitions_split_the_blocks_of_a_block_graph():
+    block = np.arange(12) // 4
+    w = np.where(block[:, None] == block[None, :], 0.1, 0.0)
+    np.fill_diagonal(w, 0.0)
+    labels = spectral_partitions(w, max_clusters=4)
+    three = labels[1]  # c = 3
+    assert len(set(three)) == 3 and all(len({three[i] for i in range(4 * b, 4 * b + 4)}) == 1 for b in range(3))
+
+
+def test_local_moves_fix_a_misplaced_task_and_pair_affinity_reads_the_scores():
+    tasks, groups = _planted(3, 4)
+    score = _additive(tasks, groups, inside=0.05, across=-0.01, noise=0.0, hw=0.01, seed=0)
+    start = [groups[0][:3], (groups[0][3], *groups[1]), groups[2]]  # one task in the wrong block
+    fixed = local_moves(tasks, [tuple(sorted(b, key=tasks.index)) for b in start], _BlockCost(tasks, score, True))
+    assert sorted(fixed) == sorted(groups)
+    w = pair_affinity(tasks, score)
+    assert w[0, 1] == pytest.approx(0.05) and w[0, 4] == pytest.approx(-0.01) and w[0, 0] == 0.0
+
+
+def test_method_is_checked():
+    with pytest.raises(Exception, match="method"):
+        solve_grouping(("a", "b"), lambda g, t: None, method="fast")
