@@ -11,6 +11,7 @@ import numpy as np
 
 from taskscout.errors import MissingResultsError, SpecError
 from taskscout.grouping._tables import _EPS, _key
+from taskscout.grouping.scale import scalable_partitions
 from taskscout.grouping.scores import ALONE, ScoreFn, TaskScore
 
 EXACT_MAX_TASKS = 12  # branch and bound above this is too slow for an interactive tool
@@ -300,8 +301,6 @@ def solve_grouping(
             nets = raw[capped[b]]
             out[b] = None if nets is None else _grouping_from_networks(tasks, nets, score, only_real=only_real)
         return out
-    from taskscout.grouping.scale import scalable_partitions
-
     path = _solve_greedy(tasks, score, max_group_size=size, only_real=only_real)
     found = scalable_partitions(tasks, score, greedy=path, only_real=only_real)
     visited = [_grouping_from_networks(tasks, p, score, only_real=only_real) for p in found

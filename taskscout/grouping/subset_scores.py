@@ -14,6 +14,7 @@ from scipy import stats
 
 from taskscout import rundir
 from taskscout.affinity.surrogate import fit_surrogate
+from taskscout.errors import DataError
 from taskscout.grouping._tables import _key, _require_columns, _split_group
 from taskscout.grouping.scores import ALONE, GroupScorer, ScoreFn, TaskScore
 from taskscout.grouping.solve import EXACT_MAX_TASKS, choose_grouping, solve_grouping
@@ -84,8 +85,6 @@ def subset_predictor(
     """The anchored surrogate fitted on `observations` (None when there is nothing to fit), ready
     to score groups on demand (`GroupScorer.from_tables(..., predict=...)`); `known` holds the
     measured group scores it anchors on."""
-    from taskscout.errors import DataError
-
     if observations.empty or len(tasks) < 2:
         return None
     try:

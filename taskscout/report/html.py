@@ -169,7 +169,7 @@ def _summary(run: RunFiles) -> list:
         blocks.append(_missing(f"No recommendation.json yet: run {run.search()} to the end."))
         return blocks
     blocks.append(f'<p class="verdict">{esc(s.verdict)}</p>')
-    blocks += _selection_table(run.get(rundir.RECOMMENDATION).get("selection"))
+    blocks += _selection_table(run.recommendation.selection)
     if s.reasons:
         blocks.append("<ul>" + "".join(f"<li>{esc(r)}</li>" for r in s.reasons) + "</ul>")
     rows = [
@@ -204,7 +204,7 @@ def _selection_table(sel: dict | None) -> list:
 
 def _affinity(run: RunFiles) -> list:
     aff = run.get(rundir.AFFINITY)
-    m = F.affinity_matrix(aff, run.tasks, run.get(rundir.RECOMMENDATION)) if aff is not None else None
+    m = F.affinity_matrix(aff, run.tasks, run.recommendation) if aff is not None else None
     if m is None or not (m.gain == m.gain).any():
         return [_missing(f"No measured pairwise gains (affinity.csv): run {run.search('without --skip pairs')}.")]
     return ["<p>Rows are targets, columns sources: a cell is the relative drop in the target's validation loss "

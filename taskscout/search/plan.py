@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from taskscout.affinity.sampled import subset_design
 from taskscout.spec import StudySpec
 
 PHASE_ORDER: tuple[str, ...] = ("single", "pairs", "aux", "depth")
@@ -98,8 +99,6 @@ def plan_sampled(
 ) -> list[PlannedModel]:
     """Sampled subsets (module docstring) and the all-together model, each with every seed; the
     subsets are drawn from `seed` (the study seed), so every worker plans the same ones."""
-    from taskscout.affinity.sampled import subset_design
-
     design = subset_design(main, seeds=len(seeds), max_models=max_models - len(seeds), seed=seed)
     groups = [*design.subsets, tuple(main)]
     return [PlannedModel("sampled", tuple(g), (), s, depth) for s in seeds for g in groups]

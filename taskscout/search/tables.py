@@ -25,7 +25,14 @@ import pandas as pd
 from taskscout import rundir
 from taskscout.affinity.agreement import MEASURED, agreement_table
 from taskscout.affinity.base import Compute, EstimatorResult
-from taskscout.affinity.measured import LOSS_COLUMNS, depth_gains, group_scores, measured_affinity
+from taskscout.affinity.measured import (
+    LOSS_COLUMNS,
+    depth_gains,
+    group_scores,
+    measured_affinity,
+    paired_with_alone,
+)
+from taskscout.affinity.sampled import sampled_affinity
 from taskscout.curves import mean_curve_features
 from taskscout.errors import MissingResultsError
 from taskscout.search.plan import PHASE_ORDER, SELECTION_PHASE
@@ -126,9 +133,6 @@ def compute_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
 def sampled_affinity_rows(records: Sequence[TrialRecord], losses: pd.DataFrame, spec: StudySpec) -> pd.DataFrame:
     """affinity.csv rows of method "sampled" from the sampled subsets' models (none without them):
     each subset task's loss over its single-task loss on the same seed (`affinity.sampled`)."""
-    from taskscout.affinity.measured import paired_with_alone
-    from taskscout.affinity.sampled import sampled_affinity
-
     main = tuple(spec.main_tasks)
     subsets = {tuple(r.model.tasks) for r in records if r.model.phase == "sampled" and len(r.model.tasks) < len(main)}
     rows = paired_with_alone(losses)

@@ -229,16 +229,16 @@ def test_many_tasks_heatmap_ordered_by_group_and_graph_of_real_edges_by_group(tm
     from .conftest import MANY_GROUPS, MANY_PER_GROUP, write_many_run_dir
 
     d = write_many_run_dir(tmp_path / "many")
-    aff, rec = pd.read_csv(d / rundir.AFFINITY), rundir.read_json(d / rundir.RECOMMENDATION)
-    shuffled = sorted(rec["tasks"], key=lambda t: (t.split("_")[1], t))  # study order interleaves the groups
+    aff, rec = pd.read_csv(d / rundir.AFFINITY), read_recommendation(d)
+    shuffled = sorted(rec.tasks, key=lambda t: (t.split("_")[1], t))  # study order interleaves the groups
     m = F.affinity_matrix(aff, shuffled, rec)
-    assert m.tasks == tuple(rec["tasks"])  # rows ordered by recommended group
+    assert m.tasks == tuple(rec.tasks)  # rows ordered by recommended group
     assert m.blocks == tuple((k * MANY_PER_GROUP, (k + 1) * MANY_PER_GROUP) for k in range(MANY_GROUPS))
     assert m.gain[0, 1] == pytest.approx(0.03) and m.significant[0, 1] and not m.significant[0, MANY_PER_GROUP]
     g = F.affinity_graph(aff, rec, shuffled)
     assert len(g.edges) == MANY_GROUPS * MANY_PER_GROUP * (MANY_PER_GROUP - 1) and all(e.significant for e in g.edges)
     angle = {n.task: math.atan2(n.y, n.x) for n in g.nodes}
-    first = [angle[t] for t in rec["tasks"][:MANY_PER_GROUP]]  # a group is one arc: consecutive on the circle
+    first = [angle[t] for t in rec.tasks[:MANY_PER_GROUP]]  # a group is one arc: consecutive on the circle
     step = 2 * math.pi / len(g.nodes)
     assert all(abs(abs(a - b) - step) < 1e-9 or abs(abs(a - b) - (2 * math.pi - step)) < 1e-9
                for a, b in zip(first, first[1:], strict=False))
