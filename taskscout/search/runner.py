@@ -343,12 +343,13 @@ def _plan(phase: str, spec: StudySpec, problem: SearchProblem, store: Store) -> 
     raise ValueError(f"unknown phase {phase!r}; phases: {list(PHASE_ORDER)}")
 
 
-class _Rungs:
+class _Rungs(_Tally):
     """Shows the rungs of a halved phase as one phase: the second `phase_started` extends the
     first rung's bar instead of opening another, and only the last `phase_finished` is passed on."""
 
     def __init__(self, progress: SearchProgress) -> None:
-        self.progress, self.total, self.started, self.last = progress, 0, False, False
+        super().__init__(progress, 0)
+        self.started, self.last = False, False
 
     def phase_started(self, phase: str, *, total: int, done: int) -> None:
         if self.started:
@@ -357,14 +358,6 @@ class _Rungs:
         else:
             self.progress.phase_started(phase, total=total, done=done)
         self.started, self.total, self.done = True, total, done
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        self.progress.advance(n)
-
-    def extend(self, n: int) -> None:
-        self.total += n
-        self.progress.extend(n)
 
     def reused(self, n: int) -> None:
         self.done += n
