@@ -159,6 +159,222 @@ class FrontPoint:
                 "ci": _interval_out(self.ci), "groups": [list(g) for g in self.groups]}
 
 
+# ---------------------------------------------------------------- the selection block
+# The selection stage's result (grouping.selection computes it, search.selection writes it). The
+# dataclasses live here, in a module that imports neither numpy nor scipy, so that the report and
+# export read a typed block without loading the grouping stage's libraries.
+
+SEPARATE, TOGETHER, RECOMMENDED = "all-separate", "all-together", "recommended"
+BASELINES = (SEPARATE, TOGETHER)
+RULES = ("total", "per-task")
+ROWS = ("crossfit", "carve")
+
+Triple = tuple[float, float, float]  # mean, 95% low, 95% high (NaN where there is none)
+
+
+@dataclass(frozen=True)
+class Network:
+    """One network of a candidate: the tasks it trains, those it serves, its branch layer, its auxiliaries."""
+
+    tasks: tuple[str, ...]
+    serves: tuple[str, ...]
+    branch_layer: int
+    aux: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tasks": list(self.tasks), "serves": list(self.serves), "branch_layer": self.branch_layer,
+                "aux": list(self.aux)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Network:
+        return cls(_strs(d["tasks"]), _strs(d["serves"]), _int(d["branch_layer"]), _strs(d.get("aux", ())))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A whole grouping the selection stage retrains: every task is served by exactly one network."""
+
+    name: str
+    networks: tuple[Network, ...]
+    origin: str  # why it is a finalist, in words
+    aliases: tuple[str, ...] = ()  # other finalists' names with the very same networks
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+    def serving(self, task: str) -> Network:
+        return next(n for n in self.networks if task in n.serves)
+
+    @property
+    def signature(self) -> frozenset[tuple[tuple[str, ...], tuple[str, ...], int, tuple[str, ...]]]:
+        """What makes two candidates the same networks (their names aside)."""
+        return frozenset((n.tasks, n.serves, n.branch_layer, n.aux) for n in self.networks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "aliases": list(self.aliases), "origin": self.origin,
+                "networks": [n.to_dict() for n in self.networks]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Candidate:
+        return cls(_str(d["name"]), tuple(Network.from_dict(n) for n in d["networks"]), _str(d.get("origin", "")),
+                   _strs(d.get("aliases", ())))
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    """A candidate's held-out total normalised loss, and its paired difference to the better baseline."""
+
+    candidate: Candidate
+    totals: Mapping[int, float]  # seed -> total normalised loss
+    total: Triple  # mean over seeds and its 95% interval
+    vs_best_baseline: Triple  # total minus the better baseline's total, per seed: mean and interval
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.candidate.to_dict(), "totals": {str(s): _out(v) for s, v in self.totals.items()},
+                "total": _triple_out(self.total), "vs_best_baseline": _triple_out(self.vs_best_baseline)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CandidateScore:
+        return cls(Candidate.from_dict(d), {int(s): _num(v) for s, v in d["totals"].items()},
+                   _triple(d["total"]), _triple(d["vs_best_baseline"]))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The selection stage's result: the `selection` block of recommendation.json (and selection.json)."""
+
+    rule: str  # "total" (the default) or "per-task" (the solver's per-task-gated choice stands)
+    rows: str  # "crossfit" or "carve"
+    rows_detail: str
+    seeds: tuple[int, ...]
+    scores: tuple[CandidateScore, ...]
+    chosen: str
+    best_baseline: str
+    gain_vs_separate: Triple  # relative drop of the total against all-separate, per seed: mean and interval
+    gain_vs_together: Triple
+    reasons: tuple[str, ...]
+    models: int = 0  # selection models trained or reused
+    budget_fraction: float = math.nan  # the stage's training seconds over the single and pairs phases'
+    compute_fraction: float = math.nan  # the same in training row-epochs (rows read x epochs run)
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES or self.rows not in ROWS:
+            raise ValueError(f"rule must be one of {list(RULES)} and rows one of {list(ROWS)}; "
+                             f"got {self.rule!r}, {self.rows!r}")
+        if not any(self.chosen in s.candidate.names for s in self.scores):
+            raise ValueError(f"the chosen candidate {self.chosen!r} is not among the candidates")
+
+    def score(self, name: str) -> CandidateScore:
+        """The score of the candidate called `name` (or with `name` among its aliases)."""
+        return next(s for s in self.scores if name in s.candidate.names)
+
+    @property
+    def candidate(self) -> Candidate:
+        return self.score(self.chosen).candidate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule, "rows": self.rows, "rows_detail": self.rows_detail, "seeds": list(self.seeds),
+            "candidates": [s.to_dict() for s in self.scores], "chosen": self.chosen,
+            "best_baseline": self.best_baseline, "gain_vs_separate": _triple_out(self.gain_vs_separate),
+            "gain_vs_together": _triple_out(self.gain_vs_together), "reasons": list(self.reasons),
+            "models": self.models, "budget_fraction": _out(self.budget_fraction),
+            "compute_fraction": _out(self.compute_fraction),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Selection:
+        """Parse a selection block; ValueError (or KeyError, TypeError) when it is not one."""
+        unknown = sorted(set(d) - set(_SELECTION_KEYS))
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}")
+        return cls(
+            rule=_str(d["rule"]), rows=_str(d["rows"]), rows_detail=_str(d.get("rows_detail", "")),
+            seeds=tuple(_int(s) for s in d["seeds"]),
+            scores=tuple(CandidateScore.from_dict(c) for c in d["candidates"]), chosen=_str(d["chosen"]),
+            best_baseline=_str(d["best_baseline"]), gain_vs_separate=_triple(d["gain_vs_separate"]),
+            gain_vs_together=_triple(d["gain_vs_together"]), reasons=_strs(d.get("reasons", ())),
+            models=_int(d.get("models", 0)), budget_fraction=_num(d.get("budget_fraction")),
+            compute_fraction=_num(d.get("compute_fraction")),
+        )
+
+    def side_by_side(self) -> str:
+        """The candidates in one line: name, networks, held-out total with its interval; the chosen one marked."""
+        parts = []
+        for s in self.scores:
+            mark = "*" if s.candidate.name == self.chosen else ""
+            lo, hi = s.total[1:]
+            iv = "" if not (math.isfinite(lo) and math.isfinite(hi)) or lo == hi else f" [{lo:.2f}, {hi:.2f}]"
+            parts.append(f"{mark}{s.candidate.name} ({len(s.candidate.networks)} net) {s.total[0]:.2f}{iv}")
+        return "; ".join(parts)
+
+    def beat_text(self) -> str:
+        """Which baseline the choice beat on the held-out rows, and by how much."""
+        gain = self.gain_vs_separate if self.best_baseline == SEPARATE else self.gain_vs_together
+        other = self.gain_vs_together if self.best_baseline == SEPARATE else self.gain_vs_separate
+        other_name = TOGETHER if self.best_baseline == SEPARATE else SEPARATE
+        if self.chosen == self.best_baseline:
+            return (f"the choice is the better baseline, {self.best_baseline}: "
+                    f"{_pct(other[0])} {_iv(other)} against {other_name}")
+        return (f"against the better baseline, {self.best_baseline}: {_pct(gain[0])} {_iv(gain)}; "
+                f"against {other_name}: {_pct(other[0])} {_iv(other)}")
+
+
+_SELECTION_KEYS = ("rule", "rows", "rows_detail", "seeds", "candidates", "chosen", "best_baseline",
+                   "gain_vs_separate", "gain_vs_together", "reasons", "models", "budget_fraction",
+                   "compute_fraction")
+
+
+def _num(v: Any) -> float:
+    if v is None:
+        return math.nan
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"expected a number or null, got {v!r}")
+    return float(v)
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"expected an int, got {v!r}")
+    return v
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"expected a string, got {v!r}")
+    return v
+
+
+def _strs(v: Any) -> tuple[str, ...]:
+    if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)):
+        raise TypeError(f"expected a list of strings, got {v!r}")
+    return tuple(_str(x) for x in v)
+
+
+def _out(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _triple(v: Any) -> Triple:
+    if isinstance(v, (str, bytes)) or len(v) != 3:
+        raise ValueError(f"expected [mean, low, high], got {v!r}")
+    a, b, c = (_num(x) for x in v)
+    return (a, b, c)
+
+
+def _triple_out(t: Triple) -> list[float | None]:
+    return [_out(x) for x in t]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+.1f}%" if math.isfinite(x) else "n/a"
+
+
+def _iv(t: Triple) -> str:
+    return f"[{_pct(t[1])}, {_pct(t[2])}]" if math.isfinite(t[1]) and math.isfinite(t[2]) else "(no interval)"
+
+
 @dataclass(frozen=True)
 class Recommendation:
     """Which networks to train (recommendation.json, schema_version 1; DESIGN.md).
@@ -186,8 +402,8 @@ class Recommendation:
     pareto: tuple[FrontPoint, ...] = ()
     verdict: str = ""
     reasons: tuple[str, ...] = ()
-    # The final selection among whole groupings, kept as the raw block of recommendation.json.
-    selection: Mapping[str, Any] | None = None
+    # The final selection among whole groupings (the selection stage), when the search ran it.
+    selection: Selection | None = None
 
     def served_by(self, task: str) -> Group:
         """The group whose network serves `task`."""
@@ -213,7 +429,7 @@ class Recommendation:
             "reasons": list(self.reasons),
         }
         if self.selection is not None:
-            out["selection"] = dict(self.selection)
+            out["selection"] = self.selection.to_dict()
         return out
 
     @classmethod
@@ -256,10 +472,15 @@ _GROUP_KEYS = ("tasks", "serves", "branch_layer", "branch_source", "score_source
                "expected_gain", "ci")
 
 
-def _selection(r: _Reader, value: Any) -> Mapping[str, Any]:
+def _selection(r: _Reader, value: Any) -> Selection:
     if not isinstance(value, Mapping):
         raise r.fail("selection", "a mapping", value)
-    return dict(value)
+    try:
+        return Selection.from_dict(value)
+    except (KeyError, TypeError, ValueError, StopIteration) as e:
+        what = f"no {e.args[0]!r}" if isinstance(e, KeyError) else str(e)
+        raise r.fail("selection", "the selection stage's block (rule, rows, seeds, candidates with their "
+                                  "networks and totals, chosen, best_baseline, gains, reasons)", what) from None
 
 
 def _list(r: _Reader, value: Any, key: str) -> list[Any]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,9 @@ from taskscout.recommendation import (
     AuxiliaryChoice,
     Group,
     GroupAuxiliary,
+    Network,
     Recommendation,
+    Selection,
     read_recommendation,
 )
 
@@ -81,9 +86,63 @@ def test_hand_written_json_round_trips_exactly():
     assert rec.groups[0].aux == (GroupAuxiliary("a__ordinal", "quantization", ("a",), {"a": 0.12}, {"a": (0.08, 0.16)}),)
     assert rec.groups[1].expected_gain == {"c": None} and rec.groups[1].ci == {"c": None}
     assert rec.baselines["all_together_loss"] == {"a": 0.45}
-    with_selection = {**HAND_WRITTEN, "selection": {"chosen": "recommended", "candidates": [{"name": "all-separate"}]}}
+    with_selection = {**HAND_WRITTEN, "selection": copy.deepcopy(SELECTION)}
     rec = Recommendation.from_dict(with_selection)
-    assert rec.selection == with_selection["selection"] and rec.to_dict() == with_selection
+    assert rec.to_dict() == with_selection
+    assert isinstance(rec.selection, Selection) and rec.selection.chosen == "recommended"
+    assert rec.selection.candidate.networks == (Network(("a", "b"), ("a", "b"), 1, ("a__ordinal",)), Network(("c",), ("c",), 2))
+    assert rec.selection.score("front:2").totals == {20000: 2.7, 20001: 2.8}
+    assert math.isnan(rec.selection.compute_fraction) and rec.selection.budget_fraction == 0.21
+
+
+def _network(tasks, branch=2, aux=()):
+    return {"tasks": list(tasks), "serves": list(tasks), "branch_layer": branch, "aux": list(aux)}
+
+
+SELECTION = {
+    "rule": "total", "rows": "crossfit", "rows_detail": "cross-fitted over 5 folds", "seeds": [20000, 20001],
+    "candidates": [
+        {"name": "all-together", "aliases": [], "origin": "every task in one network",
+         "networks": [_network("abc")], "totals": {"20000": 2.9, "20001": 3.1}, "total": [3.0, 1.7, 4.3],
+         "vs_best_baseline": [0.0, 0.0, 0.0]},
+        {"name": "recommended", "aliases": ["front:2"], "origin": "the solver's choice",
+         "networks": [_network("ab", 1, ["a__ordinal"]), _network("c")], "totals": {"20000": 2.7, "20001": 2.8},
+         "total": [2.75, 2.1, 3.4], "vs_best_baseline": [-0.25, -1.5, 1.0]},
+        {"name": "all-separate", "aliases": [], "origin": "every task alone",
+         "networks": [_network("a"), _network("b"), _network("c")], "totals": {"20000": 3.0, "20001": 3.0},
+         "total": [3.0, None, None], "vs_best_baseline": [0.0, -1.3, 1.3]},
+    ],
+    "chosen": "recommended", "best_baseline": "all-together", "gain_vs_separate": [0.08, -0.1, 0.26],
+    "gain_vs_together": [0.08, -0.3, 0.46], "reasons": ["start from the simplest admissible candidate"],
+    "models": 12, "budget_fraction": 0.21, "compute_fraction": None,
+}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"chosen": "ungated"}, "the chosen candidate 'ungated' is not among the candidates"),
+    ({"rule": "vote"}, "rule must be one of"),
+    ({"seeds": ["20000"]}, "expected an int"),
+    ({"gain_vs_separate": [0.1, 0.2]}, "expected [mean, low, high]"),
+    ({"extra": 1}, "unknown key 'extra'"),
+])
+def test_a_bad_selection_block_is_refused_in_one_line(change, message):
+    bad = {**HAND_WRITTEN, "selection": {**copy.deepcopy(SELECTION), **change}}
+    with pytest.raises(MissingResultsError) as e:
+        Recommendation.from_dict(bad)
+    assert message in str(e.value) and "\n" not in str(e.value) and str(e.value).startswith("selection in ")
+
+
+def test_the_selection_block_without_its_candidates_is_refused():
+    bad = {**HAND_WRITTEN, "selection": {k: v for k, v in SELECTION.items() if k != "candidates"}}
+    with pytest.raises(MissingResultsError, match="no 'candidates'"):
+        Recommendation.from_dict(bad)
+
+
+def test_the_typed_selection_loads_without_scipy_or_torch():
+    code = ("import sys; import taskscout.recommendation as r; "
+            "print(sorted(m for m in ('scipy', 'torch', 'optuna', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_the_design_example_fills_the_defaults():

@@ -23,173 +23,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from taskscout.affinity.measured import t_interval
 from taskscout.errors import MissingResultsError
+from taskscout.recommendation import (  # the typed block, in a module the report can load without numpy
+    BASELINES,
+    RECOMMENDED,
+    ROWS,
+    RULES,
+    SEPARATE,
+    TOGETHER,
+    Candidate,
+    CandidateScore,
+    Network,
+    Selection,
+    Triple,
+)
 
-SEPARATE, TOGETHER, RECOMMENDED = "all-separate", "all-together", "recommended"
-BASELINES = (SEPARATE, TOGETHER)
-RULES = ("total", "per-task")
-ROWS = ("crossfit", "carve")
-
-Triple = tuple[float, float, float]  # mean, 95% low, 95% high
-
-
-@dataclass(frozen=True)
-class Network:
-    """One network of a candidate: the tasks it trains, those it serves, its branch layer, its auxiliaries."""
-
-    tasks: tuple[str, ...]
-    serves: tuple[str, ...]
-    branch_layer: int
-    aux: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"tasks": list(self.tasks), "serves": list(self.serves), "branch_layer": self.branch_layer,
-                "aux": list(self.aux)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Network:
-        return cls(tuple(d["tasks"]), tuple(d["serves"]), int(d["branch_layer"]), tuple(d.get("aux", ())))
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A whole grouping the selection stage retrains: every task is served by exactly one network."""
-
-    name: str
-    networks: tuple[Network, ...]
-    origin: str  # why it is a finalist, in words
-    aliases: tuple[str, ...] = ()  # other finalists' names with the very same networks
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return (self.name, *self.aliases)
-
-    def serving(self, task: str) -> Network:
-        return next(n for n in self.networks if task in n.serves)
-
-    @property
-    def signature(self) -> frozenset[tuple[tuple[str, ...], tuple[str, ...], int, tuple[str, ...]]]:
-        """What makes two candidates the same networks (their names aside)."""
-        return frozenset((n.tasks, n.serves, n.branch_layer, n.aux) for n in self.networks)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "aliases": list(self.aliases), "origin": self.origin,
-                "networks": [n.to_dict() for n in self.networks]}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Candidate:
-        return cls(str(d["name"]), tuple(Network.from_dict(n) for n in d["networks"]), str(d.get("origin", "")),
-                   tuple(d.get("aliases", ())))
-
-
-@dataclass(frozen=True)
-class CandidateScore:
-    """A candidate's held-out total normalised loss, and its paired difference to the better baseline."""
-
-    candidate: Candidate
-    totals: Mapping[int, float]  # seed -> total normalised loss
-    total: Triple  # mean over seeds and its 95% interval
-    vs_best_baseline: Triple  # total minus the better baseline's total, per seed: mean and interval
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.candidate.to_dict(), "totals": {str(s): v for s, v in self.totals.items()},
-                "total": list(self.total), "vs_best_baseline": list(self.vs_best_baseline)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> CandidateScore:
-        return cls(Candidate.from_dict(d), {int(s): float(v) for s, v in d["totals"].items()},
-                   _triple(d["total"]), _triple(d["vs_best_baseline"]))
-
-
-@dataclass(frozen=True)
-class Selection:
-    """The selection stage's result: the `selection` block of recommendation.json."""
-
-    rule: str  # "total" (the default) or "per-task" (the solver's per-task-gated choice stands)
-    rows: str  # "crossfit" or "carve"
-    rows_detail: str
-    seeds: tuple[int, ...]
-    scores: tuple[CandidateScore, ...]
-    chosen: str
-    best_baseline: str
-    gain_vs_separate: Triple  # relative drop of the total against all-separate, per seed: mean and interval
-    gain_vs_together: Triple
-    reasons: tuple[str, ...]
-    models: int = 0  # selection models trained or reused
-    budget_fraction: float = math.nan  # the stage's compute over the single and pairs phases'
-
-    def score(self, name: str) -> CandidateScore:
-        """The score of the candidate called `name` (or with `name` among its aliases)."""
-        return next(s for s in self.scores if name in s.candidate.names)
-
-    @property
-    def candidate(self) -> Candidate:
-        return self.score(self.chosen).candidate
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule, "rows": self.rows, "rows_detail": self.rows_detail, "seeds": list(self.seeds),
-            "candidates": [s.to_dict() for s in self.scores], "chosen": self.chosen,
-            "best_baseline": self.best_baseline, "gain_vs_separate": list(self.gain_vs_separate),
-            "gain_vs_together": list(self.gain_vs_together), "reasons": list(self.reasons),
-            "models": self.models, "budget_fraction": self.budget_fraction,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Selection:
-        return cls(
-            rule=str(d["rule"]), rows=str(d["rows"]), rows_detail=str(d.get("rows_detail", "")),
-            seeds=tuple(int(s) for s in d["seeds"]),
-            scores=tuple(CandidateScore.from_dict(c) for c in d["candidates"]), chosen=str(d["chosen"]),
-            best_baseline=str(d["best_baseline"]), gain_vs_separate=_triple(d["gain_vs_separate"]),
-            gain_vs_together=_triple(d["gain_vs_together"]), reasons=tuple(d.get("reasons", ())),
-            models=int(d.get("models", 0)), budget_fraction=float(_num(d.get("budget_fraction"))),
-        )
-
-    def side_by_side(self) -> str:
-        """The candidates in one line: name, networks, held-out total with its interval; the chosen one marked."""
-        parts = []
-        for s in self.scores:
-            mark = "*" if s.candidate.name == self.chosen else ""
-            lo, hi = s.total[1:]
-            iv = "" if not (math.isfinite(lo) and math.isfinite(hi)) or lo == hi else f" [{lo:.2f}, {hi:.2f}]"
-            parts.append(f"{mark}{s.candidate.name} ({len(s.candidate.networks)} net) {s.total[0]:.2f}{iv}")
-        return "; ".join(parts)
-
-    def beat_text(self) -> str:
-        """Which baseline the choice beat on the held-out rows, and by how much."""
-        gain = self.gain_vs_separate if self.best_baseline == SEPARATE else self.gain_vs_together
-        other = self.gain_vs_together if self.best_baseline == SEPARATE else self.gain_vs_separate
-        other_name = TOGETHER if self.best_baseline == SEPARATE else SEPARATE
-        if self.chosen == self.best_baseline:
-            return (f"the choice is the better baseline, {self.best_baseline}: "
-                    f"{_pct(other[0])} {_iv(other)} against {other_name}")
-        return (f"against the better baseline, {self.best_baseline}: {_pct(gain[0])} {_iv(gain)}; "
-                f"against {other_name}: {_pct(other[0])} {_iv(other)}")
-
-
-def _num(v: Any) -> float:
-    return math.nan if v is None else float(v)
-
-
-def _triple(v: Sequence[Any]) -> Triple:
-    a, b, c = (_num(x) for x in v)
-    return (a, b, c)
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:+.1f}%" if math.isfinite(x) else "n/a"
-
-
-def _iv(t: Triple) -> str:
-    return f"[{_pct(t[1])}, {_pct(t[2])}]" if math.isfinite(t[1]) and math.isfinite(t[2]) else "(no interval)"
-
+__all__ = ["BASELINES", "RECOMMENDED", "ROWS", "RULES", "SEPARATE", "TOGETHER", "Candidate", "CandidateScore",
+           "Network", "Selection", "Triple", "choose", "relative_gain", "score_candidates", "select", "task_losses"]
 
 # ---------------------------------------------------------------- scoring
 

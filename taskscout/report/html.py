@@ -169,7 +169,8 @@ def _summary(run: RunFiles) -> list:
         blocks.append(_missing(f"No recommendation.json yet: run {run.search()} to the end."))
         return blocks
     blocks.append(f'<p class="verdict">{esc(s.verdict)}</p>')
-    blocks += _selection_table(run.recommendation.selection)
+    sel = run.recommendation.selection
+    blocks += _selection_table(sel.to_dict() if sel is not None else None)
     if s.reasons:
         blocks.append("<ul>" + "".join(f"<li>{esc(r)}</li>" for r in s.reasons) + "</ul>")
     rows = [
