@@ -140,7 +140,7 @@ def choose(scores: Sequence[CandidateScore]) -> tuple[str, str, tuple[str, ...]]
 def select(
     candidates: Sequence[Candidate], losses: Mapping[tuple[Network, int], Mapping[str, float]], seeds: Sequence[int],
     *, rule: str = "total", rows: str = "crossfit", rows_detail: str = "", models: int = 0,
-    budget_fraction: float = math.nan,
+    budget_fraction: float = math.nan, compute_fraction: float = math.nan,
 ) -> Selection:
     """Score `candidates` on their held-out `losses` ((network, seed) -> task -> loss) and choose one.
 
@@ -159,5 +159,5 @@ def select(
         rule=rule, rows=rows, rows_detail=rows_detail, seeds=tuple(seeds), scores=scores, chosen=chosen,
         best_baseline=best, gain_vs_separate=relative_gain(by_name[chosen], by_name[SEPARATE]),
         gain_vs_together=relative_gain(by_name[chosen], by_name[TOGETHER]), reasons=reasons, models=models,
-        budget_fraction=budget_fraction,
+        budget_fraction=budget_fraction, compute_fraction=compute_fraction,
     )

@@ -8,16 +8,24 @@ Held-out rows (search.selection_rows):
 - "crossfit" (default): the training split is cut into CROSSFIT_FOLDS folds; the k-th selection seed
   trains every candidate without fold k mod CROSSFIT_FOLDS and scores it on that fold. Those rows
   were training rows of the search's models, never used to measure a gain or to stop training,
-  and the search keeps its whole validation split.
+  and the search keeps its whole validation split. All folds train in one problem
+  (`folded_problem`): each head is repeated once per fold, the copy for fold k unlabelled on fold
+  k's training rows and labelled, on a copy of the training rows coded as test rows, on fold k
+  only; a model of fold k trains that fold's copies. Since a model reads only the rows labelled for
+  its targets, it trains and is scored exactly as in a problem of its own fold, and all seeds share
+  the trainer's stacks instead of one small training call per fold.
 - "carve": CARVE_FRACTION of the validation split is set aside before the search starts (its
   phases never read those rows); the selection models train on the whole training split, stop on
   the rest of the validation split and are scored on the carved rows.
 The test split is never read: `taskscout verify` keeps it for its own check.
 
 Seeds: SELECTION_SEED_OFFSET + 100 * study seed + k, never among the search's (100 * study seed +
-0..99) or verify's. Their number fits the budget: BUDGET_FRACTION of the models of the single and
-pairs phases, spread over the distinct networks of the candidates; at least MIN_SEEDS (optional
-finalists are dropped first to fit) and at most MAX_SEEDS.
+0..99) or verify's. Their number fits the budget: BUDGET_FRACTION of the training compute of the
+single and pairs phases (row-epochs: training rows a model reads times the epochs it ran), over
+the estimated compute of one seed of the candidates' distinct networks; at least MIN_SEEDS
+(optional finalists are dropped first to fit; MIN_SEEDS = CROSSFIT_FOLDS, so that every training
+row is scored once and the paired interval has 4 degrees of freedom, see docs/guide/selection.md)
+and at most MAX_SEEDS.
 """
 
 from __future__ import annotations
@@ -25,8 +33,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +50,7 @@ SELECTION_SEED_OFFSET = 20_000
 CROSSFIT_FOLDS = 5
 CARVE_FRACTION = 0.5
 BUDGET_FRACTION = 0.3
-MIN_SEEDS = 3
+MIN_SEEDS = 5
 MAX_SEEDS = 10
 _TRAIN, _VAL, _TEST = 0, 1, 2
 
@@ -82,41 +90,97 @@ def crossfit_folds(split: np.ndarray, study_seed: int) -> np.ndarray:
     return folds
 
 
-def held_out_problems(problem: SearchProblem, split: np.ndarray, rows: str, study_seed: int,
-                      seeds: Sequence[int]) -> list[tuple[SearchProblem, tuple[int, ...], np.ndarray]]:
-    """Per group of seeds sharing held-out rows: the training problem (test rows dropped; the
-    held-out rows coded 2), those seeds, and the held-out rows' indices in the data."""
-    keep = split != _TEST
+@dataclass(frozen=True, eq=False)
+class FoldedProblem(SearchProblem):
+    """Every crossfit fold in one problem (module docstring): heads repeated once per fold; a
+    model's targets are the copies of its seed's fold."""
+
+    base: SearchProblem | None = None
+    fold_of_seed: Mapping[int, int] = field(default_factory=dict)  # seed -> position of its fold's copies
+
+    def model_plan(self, model: PlannedModel, key: str | None = None) -> Any:
+        assert self.base is not None
+        plan = self.base.model_plan(model, key)
+        shift = self.fold_of_seed[model.seed] * len(self.base.heads)
+        return dataclasses.replace(plan, targets=tuple(t + shift for t in plan.targets),
+                                   main=tuple(t + shift for t in plan.main))
+
+
+def folded_problem(problem: SearchProblem, split: np.ndarray, study_seed: int, seeds: Sequence[int]) -> FoldedProblem:
+    """The crossfit problem of `seeds` (the j-th seed holds out fold j mod CROSSFIT_FOLDS): the
+    data's training and validation rows, then a copy of the training rows coded as test rows."""
+    keep, train = split != _TEST, np.flatnonzero(split == _TRAIN)
+    folds = crossfit_folds(split, study_seed)
+    used = sorted({j % CROSSFIT_FOLDS for j in range(len(seeds))})
+    kept_folds, held_folds = folds[keep], folds[train]
+    columns = []
+    for k in used:
+        fit, held = problem.Y[keep].copy(), problem.Y[train].copy()
+        fit[kept_folds == k] = np.nan  # fold k: never a training row of its models
+        held[held_folds != k] = np.nan  # scored on fold k only
+        columns.append(np.concatenate([fit, held]))
+    position = {k: i for i, k in enumerate(used)}
+    return FoldedProblem(
+        X=np.concatenate([problem.X[keep], problem.X[train]]), Y=np.concatenate(columns, axis=1),
+        split=np.concatenate([split[keep], np.full(len(train), _TEST)]), heads=problem.heads * len(used),
+        main=problem.main, serves=problem.serves, dropped=problem.dropped, base=problem,
+        fold_of_seed={s: position[j % CROSSFIT_FOLDS] for j, s in enumerate(seeds)},
+    )
+
+
+def held_out_problem(problem: SearchProblem, split: np.ndarray, rows: str, study_seed: int,
+                     seeds: Sequence[int]) -> tuple[SearchProblem, list[int]]:
+    """The problem all selection models train on (test rows dropped; held-out rows coded 2) and
+    the number of held-out rows per fold (one entry for "carve")."""
     if rows == "carve":
-        masks = [(tuple(seeds), carved_rows(split, study_seed))]
-    else:
-        folds = crossfit_folds(split, study_seed)
-        masks = [(tuple(s for j, s in enumerate(seeds) if j % CROSSFIT_FOLDS == k), folds == k)
-                 for k in range(min(CROSSFIT_FOLDS, len(seeds)))]
-    out = []
-    for group, mask in masks:
+        keep, mask = split != _TEST, carved_rows(split, study_seed)
         coded = split.copy()
         coded[mask] = _TEST
-        sub = dataclasses.replace(problem, X=problem.X[keep], Y=problem.Y[keep], split=coded[keep])
-        out.append((sub, group, np.flatnonzero(mask)))
+        return dataclasses.replace(problem, X=problem.X[keep], Y=problem.Y[keep], split=coded[keep]), [int(mask.sum())]
+    folds = crossfit_folds(split, study_seed)
+    scored = [int((folds == k).sum()) for k in sorted({j % CROSSFIT_FOLDS for j in range(len(seeds))})]
+    return folded_problem(problem, split, study_seed, seeds), scored
+
+
+def labelled_training_rows(problem: SearchProblem) -> dict[str, np.ndarray]:
+    """Per target name, the mask of training rows labelled for it (what a model reads per epoch)."""
+    out, col = {}, 0
+    for h in problem.heads:
+        out[h.name] = np.isfinite(problem.Y[:, col:col + h.width]).all(1) & (problem.split == _TRAIN)
+        col += h.width
     return out
 
 
-def fit_budget(candidates: Sequence[Any], measured_models: int) -> tuple[list[Any], int, list[str]]:
-    """The candidates kept and the seed count within the budget (module docstring), and notes."""
+def row_epochs(labelled: dict[str, np.ndarray], names: Sequence[str], epochs: float,
+               without: np.ndarray | None = None) -> float:
+    """Training compute of one model: the rows labelled for any of `names` (less the rows of
+    `without`) times `epochs`."""
+    rows = np.any([labelled[n] for n in names if n in labelled], axis=0)
+    if without is not None:
+        rows = rows & ~without
+    return float(rows.sum()) * epochs
+
+
+def fit_budget(candidates: Sequence[Any], measured: float, cost: Callable[[Any], float],
+               ) -> tuple[list[Any], int, list[str]]:
+    """The candidates kept and the seed count within the budget (module docstring), and notes.
+    `measured`: the single and pairs phases' compute; `cost`: one seed of a network's."""
     kept = list(candidates)
     notes = []
     while True:
-        networks = len({n for c in kept for n in c.networks})
-        seeds = int(BUDGET_FRACTION * measured_models // max(networks, 1))
+        networks = list(dict.fromkeys(n for c in kept for n in c.networks))
+        per_seed = sum(cost(n) for n in networks)
+        seeds = int(BUDGET_FRACTION * measured // per_seed) if per_seed > 0 else MAX_SEEDS
         optional = [c for c in kept if not set(c.names) & {SEPARATE, TOGETHER, RECOMMENDED}]
         if seeds >= MIN_SEEDS or not optional:
             break
         kept.remove(optional[-1])
         notes.append(f"{optional[-1].name} left out to fit the budget")
     if seeds < MIN_SEEDS:
-        notes.append(f"{MIN_SEEDS} seeds of {networks} networks exceed {BUDGET_FRACTION:.0%} of the "
-                     f"{measured_models} single and pairs models; an interval needs them")
+        share = MIN_SEEDS * per_seed / measured if measured > 0 else math.inf
+        notes.append(f"{MIN_SEEDS} seeds of {len(networks)} networks take about {share:.0%} of the single and pairs "
+                     f"phases' training compute, more than the {BUDGET_FRACTION:.0%} budget; fewer seeds would "
+                     f"leave folds unscored and an interval too wide to tell the candidates apart")
     return kept, max(MIN_SEEDS, min(MAX_SEEDS, seeds)), notes
 
 
@@ -126,42 +190,70 @@ def _models(candidates: Sequence[Any], seeds: Sequence[int], rows: str) -> dict[
     return {n: [PlannedModel(phase, n.tasks, n.aux, s, n.branch_layer) for s in seeds] for n in networks}
 
 
-def _held_out_losses(records: Sequence[Any], plans: dict[Any, list[PlannedModel]]) -> tuple[dict, float]:
+def _held_out_losses(records: Sequence[Any], plans: dict[Any, list[PlannedModel]]) -> dict:
     by_key = {r.model.key: r for r in records}
-    losses, seconds = {}, 0.0
+    losses = {}
     for net, models in plans.items():
         for m in models:
             r = by_key.get(m.key)
             if r is not None:
                 losses[(net, m.seed)] = {t: float(v) for t, v in r.result.get("held_out_loss", {}).items()}
-                seconds += float(r.result.get("seconds", 0.0))
-    return losses, seconds
+    return losses
 
 
-class _OneBar:
-    """Shows the stage's several training calls (one per group of seeds) as one phase."""
+@dataclass(frozen=True)
+class _Budget:
+    """What the single and pairs phases cost (row-epochs and recorded seconds), and the masks to
+    count a model's rows."""
 
-    def __init__(self, progress: Any, total: int) -> None:
-        self.progress, self.total, self.started = progress, total, False
+    row_epochs: float
+    seconds: float
+    epochs: float  # mean epochs run by their models
+    labelled: dict[str, np.ndarray]
 
-    def phase_started(self, phase: str, *, total: int, done: int) -> None:
-        if not self.started:
-            self.progress.phase_started(phase, total=self.total, done=0)
-            self.started = True
-        if done:
-            self.progress.reused(done)
 
-    def advance(self, n: int) -> None:
-        self.progress.advance(n)
+def _measured_budget(records: Sequence[Any], problem: SearchProblem) -> _Budget:
+    labelled = labelled_training_rows(problem)
+    measured = [r for r in records if r.model.phase in ("single", "pairs")]
+    epochs = [float(r.result.get("epochs", 0)) for r in measured]
+    return _Budget(
+        row_epochs=sum(row_epochs(labelled, (*r.model.tasks, *r.model.aux), e) for r, e in zip(measured, epochs, strict=True)),
+        seconds=sum(float(r.result.get("seconds", 0.0)) for r in measured),
+        epochs=float(np.mean(epochs)) if epochs else 0.0, labelled=labelled)
 
-    def extend(self, n: int) -> None:
-        self.progress.extend(n)
 
-    def reused(self, n: int) -> None:
-        self.progress.reused(n)
+def _plan_seeds(spec: Any, run_dir: Path, budget: _Budget) -> tuple[list[Any], tuple[int, ...], list[str]]:
+    """The candidates and seeds of the stage: the budget's (or the study's search.selection_seeds)."""
+    share = 1 - 1 / CROSSFIT_FOLDS if spec.search.selection_rows == "crossfit" else 1.0
 
-    def phase_finished(self, phase: str) -> None:
-        pass
+    def cost(net: Any) -> float:
+        return share * row_epochs(budget.labelled, (*net.tasks, *net.aux), budget.epochs)
+
+    candidates, n_seeds, notes = fit_budget(selection_candidates_run(run_dir), budget.row_epochs, cost)
+    if spec.search.selection_seeds is not None:
+        n_seeds = spec.search.selection_seeds
+        notes = [f"{n_seeds} seeds as the study asks (search.selection_seeds)", *notes]
+    return candidates, selection_seeds(spec.seed, n_seeds), notes
+
+
+def _spent(records: Sequence[Any], plans: dict[Any, list[PlannedModel]], budget: _Budget, split: np.ndarray,
+           rows: str, study_seed: int, seeds: Sequence[int]) -> tuple[float, float]:
+    """The stage's recorded seconds and row-epochs, each over the single and pairs phases'."""
+    by_key = {r.model.key: r for r in records}
+    folds = crossfit_folds(split, study_seed)
+    # rows of `labelled` are the search problem's, which keeps the test rows: the folds index the same rows
+    fold_of = {s: j % CROSSFIT_FOLDS for j, s in enumerate(seeds)}
+    seconds = work = 0.0
+    for net, models in plans.items():
+        for m in models:
+            r = by_key.get(m.key)
+            if r is None:
+                continue
+            seconds += float(r.result.get("seconds", 0.0))
+            without = folds == fold_of[m.seed] if rows == "crossfit" else None
+            work += row_epochs(budget.labelled, (*net.tasks, *net.aux), float(r.result.get("epochs", 0)), without)
+    return (seconds / budget.seconds if budget.seconds > 0 else math.nan,
+            work / budget.row_epochs if budget.row_epochs > 0 else math.nan)
 
 
 def run_selection_phase(
@@ -170,42 +262,26 @@ def run_selection_phase(
 ) -> tuple[Any, Any]:
     """Train the finalists' networks (reusing stored ones), choose, write selection.json; the phase
     outcome and the Selection (None when the time limit stopped the stage)."""
-    from taskscout.search.runner import PhaseOutcome, run_phase
+    from taskscout.search.runner import run_phase
     from taskscout.search.storage import load_records
-    from taskscout.search.tables import measured_compute
 
-    began = time.monotonic()
     run_dir = Path(spec.run_dir)
-    import pandas as pd
-
-    measured = measured_compute(pd.read_csv(run_dir / rundir.COMPUTE))
-    candidates, n_seeds, notes = fit_budget(selection_candidates_run(run_dir), measured.models)
-    if spec.search.selection_seeds is not None:
-        n_seeds = spec.search.selection_seeds
-        notes = [f"{n_seeds} seeds as the study asks (search.selection_seeds)", *notes]
+    budget = _measured_budget(load_records(store), problem)
+    candidates, seeds, notes = _plan_seeds(spec, run_dir, budget)
     rows = spec.search.selection_rows
-    seeds = selection_seeds(spec.seed, n_seeds)
     plans = _models(candidates, seeds, rows)
-    bar = _OneBar(progress, sum(len(v) for v in plans.values()))
-    held_train = functools.partial(train_fn, eval_splits=("val", "test"))
-    planned = reused = trained = remaining = 0
-    scored: list[int] = []
-    for sub, group, held in held_out_problems(problem, split, rows, spec.seed, seeds):
-        models = [m for ms in plans.values() for m in ms if m.seed in group]
-        o = run_phase(store, sub, "selection", models, spec=spec, train_fn=held_train, progress=bar,
-                      deadline=deadline, shared=shared)
-        planned, reused, trained, remaining = (planned + o.planned, reused + o.reused, trained + o.trained,
-                                               remaining + o.remaining)
-        scored.append(len(held))
-    progress.phase_finished("selection")
-    status = "stopped" if remaining else "done"
-    outcome = PhaseOutcome("selection", planned, reused, trained, remaining, time.monotonic() - began, status)
-    if remaining:
+    sub, scored = held_out_problem(problem, split, rows, spec.seed, seeds)
+    outcome = run_phase(store, sub, "selection", [m for ms in plans.values() for m in ms], spec=spec,
+                        train_fn=functools.partial(train_fn, eval_splits=("val", "test")), progress=progress,
+                        deadline=deadline, shared=shared)
+    if outcome.remaining:
         return outcome, None
-    losses, seconds = _held_out_losses(load_records(store), plans)
-    detail = _rows_detail(rows, scored, split)
-    sel = select(candidates, losses, seeds, rule=spec.search.selection_rule, rows=rows, rows_detail=detail,
-                 models=planned, budget_fraction=seconds / measured.seconds if measured.seconds > 0 else math.nan)
+    records = load_records(store)
+    losses = _held_out_losses(records, plans)
+    seconds, work = _spent(records, plans, budget, split, rows, spec.seed, seeds)
+    sel = select(candidates, losses, seeds, rule=spec.search.selection_rule, rows=rows,
+                 rows_detail=_rows_detail(rows, scored, split), models=outcome.planned, budget_fraction=seconds,
+                 compute_fraction=work)
     if notes:
         sel = dataclasses.replace(sel, reasons=(*sel.reasons, *notes))
     rundir.write_json(run_dir / rundir.SELECTION, rundir.json_safe(sel.to_dict()))
