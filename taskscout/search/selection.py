@@ -11,9 +11,10 @@ Held-out rows (search.selection_rows):
   and the search keeps its whole validation split. All folds train in one problem
   (`folded_problem`): each head is repeated once per fold, the copy for fold k unlabelled on fold
   k's training rows and labelled, on a copy of the training rows coded as test rows, on fold k
-  only; a model of fold k trains that fold's copies. Since a model reads only the rows labelled for
-  its targets, it trains and is scored exactly as in a problem of its own fold, and all seeds share
-  the trainer's stacks instead of one small training call per fold.
+  only; a model of fold k trains that fold's copies. A model reads only the rows labelled for its
+  targets, so it trains on the same rows, stops on the same rows and is scored on the same rows as
+  in a problem of its own fold (in another order: the seed's permutation runs over all training
+  rows), and all seeds share the trainer's stacks instead of one small training call per fold.
 - "carve": CARVE_FRACTION of the validation split is set aside before the search starts (its
   phases never read those rows); the selection models train on the whole training split, stop on
   the rest of the validation split and are scored on the carved rows.
