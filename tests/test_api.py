@@ -112,16 +112,16 @@ def test_taskscout_search_is_the_package_and_the_function():
 
 @pytest.mark.slow
 def test_search_of_builtin_planted_groups_the_planted_tasks(tmp_path, monkeypatch):
-    # the target as a notebook user writes it (run directory: reports/planted). With the
-    # selection stage's default rule, 3 fresh seeds at budget small cannot show the planted grouping
-    # clearly better than all-together on this data, so the rule keeps the simpler baseline (see
-    # docs/guide/selection.md); the per-task rule keeps the solver's grouping and records the stage.
+    # the target as a notebook user writes it (run directory: reports/planted), with the
+    # default settings: the selection stage's 5 fresh seeds show the planted grouping better than
+    # all-together on the held-out total (docs/guide/selection.md)
     monkeypatch.chdir(tmp_path)
-    run = taskscout.search("builtin:planted", budget="small", quiet=True, search={"selection_rule": "per-task"})
+    run = taskscout.search("builtin:planted", budget="small", quiet=True)
     assert run.path.absolute() == tmp_path / "reports" / "planted"
     rec = run.recommendation
     assert sorted(g.tasks for g in rec.groups) == [
         (f"g{g}_t0", f"g{g}_t1", f"g{g}_t2") for g in range(3)]
-    assert rec.selection is not None and len(rec.selection["candidates"]) >= 2
+    assert rec.selection is not None and rec.selection.rule == "total" and len(rec.selection.scores) >= 3
+    assert rec.selection.chosen == "recommended" and rec.selection.score("recommended").vs_best_baseline[2] < 0
     assert Recommendation.from_dict(rundir.read_json(run.path / rundir.RECOMMENDATION)).to_dict() == \
         rundir.read_json(run.path / rundir.RECOMMENDATION)
