@@ -151,7 +151,7 @@ class SearchSettings:
     # whether the choice is made on totals or the solver's per-task-gated choice stands.
     selection_rows: str = _rule("crossfit", "one of ['crossfit', 'carve']", lambda v: v in ("crossfit", "carve"))
     selection_rule: str = _rule("total", "one of ['total', 'per-task']", lambda v: v in ("total", "per-task"))
-    # Fresh seeds per finalist; None: as many as 30% of the single and pairs phases' models pay for (3..10).
+    # Fresh seeds per finalist; None: as many as 30% of the single and pairs phases' training compute pays for (5..10).
     selection_seeds: int | None = _rule(None, "an int in [2, 100]", lambda v: v is None or (_is_int(v) and 2 <= v <= 100))
     # When all pairs x seeds would exceed this many models, the pairs phase trains sampled task
     # subsets instead (models linear in the number of tasks; taskscout.affinity.sampled).
