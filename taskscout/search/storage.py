@@ -401,9 +401,9 @@ def claim_pending(store: Store, keys: Iterable[str], k: int) -> list[Claim]:
     then takes no more than a fair share of the WAITING models (Heartbeat.fair_share)."""
     wanted = set(keys)
     beat = store.heartbeat
-    claims = _claim_in_one_transaction(store, wanted, k) if beat is None else None
-    if claims is not None:
-        return _without_duplicates(store, claims)
+    fast = _claim_in_one_transaction(store, wanted, k) if beat is None else None
+    if fast is not None:
+        return _without_duplicates(store, *fast)
     waiting = [t for t in _trials(store, (TrialState.WAITING,)) if t.user_attrs.get("key") in wanted]
     if beat is not None and beat.enabled:
         k = beat.fair_share(len({t.user_attrs["key"] for t in waiting}), k)
@@ -427,20 +427,19 @@ def claim_pending(store: Store, keys: Iterable[str], k: int) -> list[Claim]:
     return _without_duplicates(store, claims)
 
 
-def _without_duplicates(store: Store, claims: list[Claim]) -> list[Claim]:
+def _without_duplicates(store: Store, claims: list[Claim], owners: dict[str, int] | None = None) -> list[Claim]:
     """The claims whose key has no COMPLETE trial and no RUNNING trial of a lower number; the
-    others are given up (FAIL, user attribute `duplicate_of`)."""
+    others are given up (FAIL, user attribute `duplicate_of`). `owners`: key -> -1 (COMPLETE) or
+    the lowest RUNNING trial number, when the caller read it already."""
     if not claims:
         return claims
     beat = store.heartbeat
-    owners: dict[str, int] = {}
-    for t in _trials(store, (TrialState.RUNNING, TrialState.COMPLETE)):
-        key = t.user_attrs.get("key")
-        if key is None:
-            continue
-        rank = -1 if t.state == TrialState.COMPLETE else t.number
-        if key not in owners or rank < owners[key]:
-            owners[key] = rank
+    if owners is None:
+        owners = {}
+        for t in _trials(store, (TrialState.RUNNING, TrialState.COMPLETE)):
+            key = t.user_attrs.get("key")
+            if key is not None:
+                _own(owners, key, -1 if t.state == TrialState.COMPLETE else t.number)
     kept = []
     for c in claims:
         owner = owners.get(c.model.key, c.number)
@@ -454,12 +453,18 @@ def _without_duplicates(store: Store, claims: list[Claim]) -> list[Claim]:
     return kept
 
 
-def _claim_in_one_transaction(store: Store, wanted: set[str], k: int) -> list[Claim] | None:
+def _own(owners: dict[str, int], key: str, rank: int) -> None:
+    if key not in owners or rank < owners[key]:
+        owners[key] = rank
+
+
+def _claim_in_one_transaction(store: Store, wanted: set[str], k: int) -> tuple[list[Claim], dict[str, int]] | None:
     """`claim_pending`'s claim without heartbeats, on an SQL storage, in one transaction: the
     WAITING trials of the wanted keys, lowest numbers first, each moved to RUNNING by an update
     that succeeds only while it is still WAITING (Optuna's own condition). Optuna's path reads
     every WAITING trial with all its attributes and commits once per claimed trial, which on a
-    phase of a thousand small models cost seconds per stack. None on other storages."""
+    phase of a thousand small models cost seconds per stack. Also the owners of the claimed keys
+    (`_without_duplicates`), read from the keys alone. None on other storages."""
     backend = getattr(store.storage, "_backend", store.storage)
     if not isinstance(backend, optuna.storages.RDBStorage):
         return None
@@ -483,7 +488,14 @@ def _claim_in_one_transaction(store: Store, wanted: set[str], k: int) -> list[Cl
         for tid, key, value in session.query(attr.trial_id, attr.key, attr.value_json).filter(
                 attr.trial_id.in_([tid for tid, _ in won])):
             attrs.setdefault(tid, {})[key] = json.loads(value)
-    return [Claim(number, tid, PlannedModel.from_attrs(attrs[tid])) for tid, number in won]
+        owners: dict[str, int] = {}
+        for number, state, key in (session.query(trial.number, trial.state, attr.value_json)
+                                   .join(attr, attr.trial_id == trial.trial_id)
+                                   .filter(trial.study_id == store.study_id, attr.key == "key",
+                                           trial.state.in_([TrialState.RUNNING, TrialState.COMPLETE]),
+                                           attr.value_json.in_([json.dumps(attrs[tid]["key"]) for tid, _ in won]))):
+            _own(owners, json.loads(key), -1 if state == TrialState.COMPLETE else number)
+    return [Claim(number, tid, PlannedModel.from_attrs(attrs[tid])) for tid, number in won], owners
 
 
 def release(store: Store, claims: Iterable[Claim]) -> None:
