@@ -47,6 +47,7 @@ from taskscout.training import (
     train_models,
     train_sequential,
 )
+from taskscout.training.inputs import _batch_rows
 
 # The bench's tasks cycle through these types, so every loss family is exercised.
 _TASK_TYPES = (("binary", 0), ("multiclass", 3), ("ordinal", 4), ("regression", 0))
@@ -321,8 +322,10 @@ def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int 
     shape = {"models": models, "in_features": inputs, "depth": depth, "width": width, "branch_layer": b,
              "slots": layout.n_slots, "out_width": layout.out_width}
     labelled = np.isfinite(Y).any(1)  # every model trains every task: the rows labelled for one of them
-    steps_run = epochs * -(-int(labelled[split == 0].sum()) // batch)
-    products = products_gflops(parallel_stacks=stacks, rows=batch, steps=steps_run, device=dev, dtype=dtype,
+    n_rows = int(labelled[split == 0].sum())
+    rows = _batch_rows(n_rows, batch)  # the trainer's batch: smaller when the rows fill under MIN_STEPS batches
+    steps_run = epochs * -(-n_rows // rows)
+    products = products_gflops(parallel_stacks=stacks, rows=rows, steps=steps_run, device=dev, dtype=dtype,
                                seeds=seeds, **shape)
     _phase(progress, "sequential", n_seq)
     t = time.perf_counter()
@@ -332,7 +335,7 @@ def run_bench(*, models: int = 64, inputs: int = 64, depth: int = 2, width: int 
     _phase(progress, "sequential")
 
     n_val = int((labelled & (split == 1)).sum())
-    flops = (steps_run * stack_matmul_flops(rows=batch, backward=True, **shape)
+    flops = (steps_run * stack_matmul_flops(rows=rows, backward=True, **shape)
              + (epochs + 1) * stack_matmul_flops(rows=n_val, backward=False, **shape))  # + the final scoring
     achieved = flops / stacked_s / 1e9
     diff = max(abs(a.loss["val"][t] - s.loss["val"][t]) for a, s in zip(stacked, sequential, strict=False)

@@ -10,6 +10,7 @@ from taskscout.bench import bench_plans, bench_problem, run_bench
 from taskscout.cli import main
 from taskscout.errors import SpecError
 from taskscout.models import stack_layer_shapes, stack_matmul_flops
+from taskscout.training.inputs import MIN_STEPS
 
 KEYS = {"device", "threads", "models", "sequential_models_per_s", "stacked_models_per_s", "speedup",
         "achieved_gflops", "matmul_peak_gflops", "fraction_of_peak", "peak_memory_mib"}
@@ -155,13 +156,17 @@ def test_products_ceiling_reads_one_input_matrix_per_seed(monkeypatch):
 
 
 def test_bench_label_fraction_trains_on_the_labelled_rows_only(capsys):
-    assert main(["bench", *TINY, "--steps", "8", "--label-fraction", "0.2", "--json"]) == 0
+    # 16 batches of 4 rows per epoch when dense: above MIN_STEPS, so the batch stays 4 rows
+    bigger = [*TINY, "--batch", "4", "--steps", "32"]
+    assert main(["bench", *bigger, "--label-fraction", "0.2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["label_fraction"] == 0.2 and out["max_loss_difference"] < 1e-4
-    assert 2 <= out["steps_run"] < 8  # fewer steps over the rows labelled for one of the 4 tasks
-    assert main(["bench", *TINY, "--json"]) == 0
+    assert 16 <= out["steps_run"] < 32  # fewer steps over the rows labelled for one of the 4 tasks
+    assert main(["bench", *bigger, "--json"]) == 0
     dense = json.loads(capsys.readouterr().out)
-    assert dense["label_fraction"] == 1.0 and dense["steps_run"] == 4
+    assert dense["label_fraction"] == 1.0 and dense["steps_run"] == 32
+    assert main(["bench", *TINY, "--json"]) == 0  # 4 batches of 16 rows: the trainer takes MIN_STEPS smaller ones
+    assert json.loads(capsys.readouterr().out)["steps_run"] == 2 * MIN_STEPS
     X, Y, heads, split = bench_problem(models=2, inputs=3, tasks=2, batch=50, steps=4, epochs=2, label_fraction=0.1)
     labelled = np.isfinite(Y)
     assert 0.03 < labelled.mean() < 0.2 and labelled[split == 0].any(0).all() and labelled[split == 1].any(0).all()

@@ -71,7 +71,7 @@ from taskscout.search.storage import (
     load_records,
     open_existing,
     open_store,
-    record_result,
+    record_results,
     recover_abandoned,
     release,
 )
@@ -225,7 +225,8 @@ def _clear_run_files(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
-def _record(store: Store, claim: Any, result: Any, problem: SearchProblem) -> bool:
+def _outcome(claim: Any, result: Any, problem: SearchProblem) -> tuple[Any, dict, dict, float]:
+    """What the storage keeps of one trained model: (claim, result attributes, curves, value)."""
     heads = problem.heads
     val_loss = {heads[i].name: float(v) for i, v in result.loss.get("val", {}).items()}
     val_metric = {heads[i].name: float(v) for i, v in result.metric.get("val", {}).items()}
@@ -234,7 +235,7 @@ def _record(store: Store, claim: Any, result: Any, problem: SearchProblem) -> bo
              "best_epoch": int(result.best_epoch), "seconds": float(result.seconds), "pruned": bool(result.pruned)}
     if "test" in result.loss:  # the selection stage's held-out rows (search/selection.py)
         attrs["held_out_loss"] = {heads[i].name: float(v) for i, v in result.loss["test"].items()}
-    return record_result(store, claim, attrs, encode_curves(result.curves), value)
+    return claim, attrs, encode_curves(result.curves), value
 
 
 # What the summary says when the estimators phase was not asked for (and no earlier run kept its results).
@@ -298,7 +299,7 @@ def run_phase(
                                stack_size=spec.search.stack_size)
             if len(results) != len(claims):
                 raise RuntimeError(f"train_fn returned {len(results)} results for {len(claims)} plans")
-            stored = [_record(store, c, r, problem) for c, r in zip(claims, results, strict=True)]
+            stored = record_results(store, [_outcome(c, r, problem) for c, r in zip(claims, results, strict=True)])
         except BaseException:
             release(store, claims)
             stack.take_back()

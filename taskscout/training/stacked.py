@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ import torch
 from taskscout.data import Head
 from taskscout.device import resolve_device
 from taskscout.errors import SpecError
-from taskscout.models import StackedMLP, group_sizes, slot_layout
+from taskscout.models import StackedMLP, _init_linear, group_sizes, layer_seed, slot_layout
 from taskscout.parallel import Report, map_stacks
 from taskscout.spec import ModelSettings, TrainingSettings
 from taskscout.training.inputs import (
@@ -24,7 +25,6 @@ from taskscout.training.inputs import (
     _epoch_rows,
 )
 from taskscout.training.losses import _curves, _final_scores, _loss_scale, _StackLosses
-from taskscout.training.model import build_model
 from taskscout.training.optimiser import _adam, _fused_ok, _retain_freed_memory, preload_optimiser
 from taskscout.training.plans import ModelPlan, ModelResult
 from taskscout.weighting import LossWeighting, get_weighting
@@ -209,10 +209,11 @@ class _LiveStack:
             adversarial_lambda=model.adversarial_lambda, dtype=dt, device=dev,
         )
         self.input_masks = []
+        layers: dict[tuple[int, int, int], SimpleNamespace] = {}  # models of one seed share their trunk layers
         for k, p in enumerate(plans):
-            net = build_model(p, heads, in_features=data.X.shape[1], model=model, dtype=dt)
-            self.full.load_model(k, net.state_dict())
-            self.input_masks.append(net.input_mask)
+            state = _initial_state(p, heads, data.X.shape[1], model, dt, layers)
+            self.full.load_model(k, state)
+            self.input_masks.append(state["input_mask"])
         weight_np, self.main_np = np.zeros((K, S)), np.zeros((K, S))
         for k, p in enumerate(plans):
             for j, (t, s) in enumerate(zip(p.targets, layout.slot_of[k], strict=True)):
@@ -368,6 +369,40 @@ class _LiveStack:
                 pruned=bool(self.pruned[k]),
             ))
         return results
+
+
+def _initial_state(plan: ModelPlan, heads: Sequence[Head], in_features: int, model: ModelSettings, dtype: torch.dtype,
+                   layers: dict[tuple[int, int, int], SimpleNamespace]) -> dict[str, torch.Tensor]:
+    """The state dict of `build_model(plan, ...)` (the same numbers, drawn by `models._init_linear`
+    from the same layer seeds) without building the module: a layer is drawn once per (seed,
+    layer, target) and shared by the plans that hold it (`layers`), which spares a search's many
+    small models most of their set-up. The plan was checked (`_check_inputs`)."""
+    sizes, b, L = [in_features] + [model.width] * model.depth, plan.branch_layer, model.depth
+
+    def layer(i: int, head: int, outputs: int) -> SimpleNamespace:
+        seed = layer_seed(plan.seed, i + 1, head)
+        key = (seed, sizes[i], outputs)
+        if key not in layers:
+            lin = SimpleNamespace(in_features=sizes[i], weight=torch.empty(outputs, sizes[i], dtype=dtype),
+                                  bias=torch.empty(outputs, dtype=dtype))
+            _init_linear(lin, seed)  # type: ignore[arg-type]
+            layers[key] = lin
+        return layers[key]
+
+    state = {}
+    for i in range(b):
+        lin = layer(i, -1, sizes[i + 1])
+        state[f"trunk.{i}.weight"], state[f"trunk.{i}.bias"] = lin.weight, lin.bias
+    for j, t in enumerate(plan.targets):
+        for i in range(b, L):
+            lin = layer(i, t, sizes[i + 1])
+            state[f"towers.{j}.{i - b}.weight"], state[f"towers.{j}.{i - b}.bias"] = lin.weight, lin.bias
+        lin = layer(L, t, heads[t].outputs)
+        state[f"heads.{j}.weight"], state[f"heads.{j}.bias"] = lin.weight, lin.bias
+    mask = torch.ones(in_features, dtype=dtype)
+    mask[list(plan.dropped_features)] = 0
+    state["input_mask"] = mask
+    return state
 
 
 def _row_sets(data: _DeviceData, plans: Sequence[ModelPlan]) -> tuple[np.ndarray, list[np.ndarray], list[torch.Tensor]]:
