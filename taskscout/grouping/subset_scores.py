@@ -300,4 +300,5 @@ def sampled_predictor(affinity: pd.DataFrame, tasks: Sequence[str]) -> ScoreFn |
         above = math.sqrt(sum((p[0] - p[1]) ** 2 for p in parts))
         return TaskScore(mean, mean - below, mean + above, "sampled", min(p[3] for p in parts))
 
+    predict.additive = True  # type: ignore[attr-defined]  # the scalable solver's pair moves apply (grouping.scale)
     return predict
