@@ -463,6 +463,10 @@ def _remove_new_dirs(run_dir: Path, top: Path) -> None:
             return
 
 
+ONE_AUX_NOTE = ("a search over many tasks (sampled subsets) tries one auxiliary per main task, its best-scored; "
+                "raise search.max_models to try them all")
+
+
 def _search_problem(spec: StudySpec, ds: Any, run_dir: Path,
                     candidates_fn: Callable[[Any, StudySpec], Sequence[Any]] | None) -> SearchProblem:
     """The problem every phase trains on: the main tasks, the screened auxiliary candidates (their
@@ -470,9 +474,11 @@ def _search_problem(spec: StudySpec, ds: Any, run_dir: Path,
     rows hidden)."""
     screened: list[Any] = []
     if "aux" in spec.search.phases:
-        from taskscout.auxgen import candidate_records
+        from taskscout.auxgen import best_per_task, candidate_records
 
         candidates = list((candidates_fn or _generate_candidates)(ds, spec))
+        if uses_sampled(spec):  # many tasks: the aux phase would train T x candidates x seeds models
+            candidates = best_per_task(candidates, spec.main_tasks, ONE_AUX_NOTE)
         rundir.write_json(run_dir / rundir.CANDIDATES, candidate_records(ds, candidates))
         screened = [c for c in candidates if c.dropped is None and set(c.serves) & set(spec.main_tasks)]
     problem = build_problem(ds, spec.main_tasks, screened)
