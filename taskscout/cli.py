@@ -679,7 +679,7 @@ def status(
     url = storage_url(spec)
     store = open_existing(url, url, spec.name)
     phases = [p for p in PHASE_ORDER if p in spec.search.phases]
-    if "pairs" in phases and uses_sampled(spec):  # many tasks: sampled subsets instead of pairs
+    if "pairs" in phases and uses_sampled(spec, store.study.user_attrs):  # many tasks: sampled subsets instead of pairs
         phases[phases.index("pairs")] = "sampled"
     rows = phase_progress(store, phases)
     alive = live_workers(store.storage, store.study_id, spec.search.grace_period)

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from taskscout import rundir
+from taskscout.device import one_blas_thread
 from taskscout.errors import DataError, SpecError
 
 SUBSETS_PER_TASK = 4  # n = 4 T subsets (each trained with every seed): models linear in T
@@ -192,6 +193,7 @@ def _estimate(member: np.ndarray, loss: np.ndarray, weight: np.ndarray) -> tuple
     return gain, together
 
 
+@one_blas_thread()
 def sampled_affinity(
     observations: pd.DataFrame,
     tasks: Sequence[str],

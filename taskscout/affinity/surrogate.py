@@ -27,7 +27,6 @@ Which subsets to train (Optuna proposals, pruning) and their training live in
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -44,6 +43,7 @@ from taskscout.affinity.base import (
     EstimatorResult,
     register_estimator,
 )
+from taskscout.device import one_blas_thread
 from taskscout.errors import DataError
 
 GRID = tuple(float(a) for a in np.logspace(-3, 3, 13))  # prior precisions tried (relative to noise)
@@ -249,11 +249,9 @@ def fit_task_surrogate(
     fitted = _fit_terms(task, main_terms, X_main, y, counts)
     if interactions is False:
         return fitted
-    pairs = []
-    for a, b in itertools.combinations(range(len(others)), 2):
-        together = int((member[:, a] * member[:, b]).sum())
-        if together >= min_pair_count:
-            pairs.append((a, b, together))
+    co = member.T @ member  # observations holding both of two partners: one product, not T^2 sums
+    pairs = [(int(a), int(b), int(round(co[a, b]))) for a, b in zip(*np.triu_indices(len(others), 1), strict=True)
+             if co[a, b] >= min_pair_count - 0.5]
     if not pairs:
         return fitted
     terms = main_terms + [f"{others[a]}*{others[b]}" for a, b, _ in pairs]
@@ -264,6 +262,7 @@ def fit_task_surrogate(
     return fitted
 
 
+@one_blas_thread()
 def fit_surrogate(
     observations: pd.DataFrame,
     *,

@@ -16,6 +16,7 @@ from taskscout.auxgen.base import (
     register,
 )
 from taskscout.auxgen.screening import (
+    best_per_task,
     candidate_records,
     check,
     dropped_features,
@@ -25,6 +26,6 @@ from taskscout.auxgen.screening import (
 )
 
 __all__ = [
-    "AUX_TYPES", "GENERATORS", "AuxGenerator", "AuxTask", "candidate_records", "check", "dropped_features",
+    "AUX_TYPES", "GENERATORS", "AuxGenerator", "AuxTask", "best_per_task", "candidate_records", "check", "dropped_features",
     "encode_aux", "generate_candidates", "labelled_mask", "register", "why_none",
 ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -190,6 +191,30 @@ def generate_candidates(ds: Dataset, spec: StudySpec) -> list[AuxTask]:
                 screened += _screen(ds, spec, kind, main, gen.propose(ds, spec, main))
         out += _merge(screened)
     return _unique_names(out, taken=ds.task_names)
+
+
+def best_per_task(candidates: list[AuxTask], main_tasks: Sequence[str], reason: str) -> list[AuxTask]:
+    """`candidates` with each main task served by its best kept candidate only (highest screening
+    score for that task, any kind; the first on ties); a candidate left serving no task is dropped
+    with `reason`. The auxiliary phase then trains at most one candidate per main task and seed
+    (a search over many tasks: `search.runner`)."""
+    def score(a: AuxTask, main: str) -> float:
+        v = a.provenance.get("scores", {}).get(main, a.score)
+        return -math.inf if v is None or not math.isfinite(float(v)) else float(v)
+
+    best: dict[str, int] = {}
+    for main in main_tasks:
+        serving = [k for k, a in enumerate(candidates) if a.dropped is None and main in a.serves]
+        if serving:
+            best[main] = max(serving, key=lambda k: (score(candidates[k], main), -k))
+    out = []
+    for k, a in enumerate(candidates):
+        if a.dropped is not None:
+            out.append(a)
+            continue
+        serves = tuple(m for m in a.serves if best.get(m) == k or m not in best)
+        out.append(replace(a, serves=serves) if serves else replace(a, dropped=reason))
+    return out
 
 
 def why_none(ds: Dataset, spec: StudySpec) -> list[tuple[str, str, str]]:

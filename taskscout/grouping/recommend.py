@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from taskscout import rundir
+from taskscout.device import one_blas_thread
 from taskscout.errors import SpecError
 from taskscout.grouping._tables import _require_columns
 from taskscout.grouping.choices import BranchChoice, choose_auxiliaries, choose_branch_layer
@@ -453,6 +454,7 @@ def _saved_selection(d: Path, tasks: Sequence[str]) -> Selection | None:
     return sel if served == sorted(tasks) else None
 
 
+@one_blas_thread()
 def recommend_run(
     run_dir: str | Path, *, networks: int | None = None, aux_cap: int = 3, similarity: pd.DataFrame | None = None,
     unfinished: Sequence[str] = (),

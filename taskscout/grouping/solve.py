@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from taskscout.device import one_blas_thread
 from taskscout.errors import MissingResultsError, SpecError
 from taskscout.grouping._tables import _EPS, _key
 from taskscout.grouping.scale import scalable_partitions
@@ -233,24 +235,34 @@ def _solve_greedy(
 
     blocks = [(t,) for t in tasks]
     block_cost = {b: 1.0 for b in blocks}
+    rank = {t: i for i, t in enumerate(tasks)}
     path = [list(blocks)]
-    while len(blocks) > 1:
-        best = None
-        for a, b in itertools.combinations(blocks, 2):
-            merged = _key(a + b, tasks)
-            if len(merged) > max_group_size:
-                continue
-            c = cost(merged)
-            if c is None:
-                continue
-            delta = c - block_cost[a] - block_cost[b]
-            if best is None or delta < best[0] - _EPS:
-                best = (delta, a, b, merged, c)
-        if best is None:
-            break
-        _, a, b, merged, c = best
-        blocks = sorted([x for x in blocks if x not in (a, b)] + [merged], key=lambda g: tasks.index(g[0]))
+    # Each pair's merge is scored once (a merge changes only the pairs with the new block): O(T^2)
+    # look-ups in all. A heap gives the best merge; entries of merged-away blocks are skipped.
+    # Ties (deltas within 1e-12) go to the pair that comes first in study order.
+    heap: list[tuple[float, int, int, tuple[str, ...], tuple[str, ...], tuple[str, ...], float]] = []
+
+    def push(a: tuple[str, ...], b: tuple[str, ...]) -> None:
+        if rank[b[0]] < rank[a[0]]:
+            a, b = b, a
+        merged = _key(a + b, tasks)
+        c = None if len(merged) > max_group_size else cost(merged)
+        if c is not None:
+            heapq.heappush(heap, (round(c - block_cost[a] - block_cost[b], 12), rank[a[0]], rank[b[0]], a, b, merged, c))
+
+    for a, b in itertools.combinations(blocks, 2):
+        push(a, b)
+    alive = set(blocks)
+    while heap:
+        _, _, _, a, b, merged, c = heapq.heappop(heap)
+        if a not in alive or b not in alive:
+            continue
+        alive -= {a, b}
         block_cost[merged] = c
+        for other in alive:
+            push(merged, other)
+        alive.add(merged)
+        blocks = sorted(alive, key=lambda g: rank[g[0]])
         path.append(list(blocks))
     return path
 
@@ -258,6 +270,7 @@ def _solve_greedy(
 # ---------------------------------------------------------------- the solver
 
 
+@one_blas_thread()
 def solve_grouping(
     tasks: Sequence[str],
     score: ScoreFn,

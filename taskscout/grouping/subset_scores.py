@@ -14,6 +14,7 @@ from scipy import stats
 
 from taskscout import rundir
 from taskscout.affinity.surrogate import fit_surrogate
+from taskscout.device import one_blas_thread
 from taskscout.errors import DataError
 from taskscout.grouping._tables import _key, _require_columns, _split_group
 from taskscout.grouping.scores import ALONE, GroupScorer, ScoreFn, TaskScore
@@ -115,15 +116,23 @@ class SurrogateScores:
         self.tasks = tuple(tasks)
         self.calls = 0
         self._cache: dict[tuple[tuple[str, ...], str], TaskScore | None] = {}
+        # A task's measured anchors: its pairs by partner (looked up per member of a group) and
+        # its larger groups (scanned), so finding the anchors inside a group costs O(|group| +
+        # larger groups), not O(T).
+        self._pairs: dict[str, dict[str, TaskScore]] = {}
         self._anchors: dict[str, list[tuple[frozenset[str], TaskScore]]] = {}
+        self._anchor_level: dict[tuple[str, frozenset[str]], float] = {}
         if measured is not None and len(measured):
             for r in measured.itertuples(index=False):
                 if str(r.source) != "measured":
                     continue
                 members = frozenset(_split_group(r.group))
                 score = TaskScore(float(r.norm_loss), float(r.ci_low), float(r.ci_high), "measured", int(r.n_seeds))
-                if len(members) >= 2 and math.isfinite(score.norm_loss):
-                    self._anchors.setdefault(str(r.task), []).append((members, score))
+                task = str(r.task)
+                if len(members) == 2 and task in members and math.isfinite(score.norm_loss):
+                    self._pairs.setdefault(task, {})[next(iter(members - {task}))] = score
+                elif len(members) >= 2 and math.isfinite(score.norm_loss):
+                    self._anchors.setdefault(task, []).append((members, score))
 
     def __call__(self, group: Sequence[str], task: str) -> TaskScore | None:
         key = (_key(group, self.tasks), task)
@@ -137,13 +146,16 @@ class SurrogateScores:
             return None
         members = set(group)
         m, lo, hi = fitted.predict(group)
-        inside = [(a, sc) for a, sc in self._anchors.get(task, ()) if a <= members]
-        if inside:
-            a, base = max(inside, key=lambda x: (len(x[0]), x[1].n_seeds, -(x[1].ci_high - x[1].ci_low)))
-            sm = fitted.predict(sorted(a))[0]
-        else:
-            base, sm = ALONE, fitted.predict([task])[0]
-        self.calls += 2
+        pairs = self._pairs.get(task, {})
+        inside = [(frozenset((task, j)), pairs[j]) for j in group if j in pairs]
+        inside += [(a, sc) for a, sc in self._anchors.get(task, ()) if a <= members]
+        a, base = (max(inside, key=lambda x: (len(x[0]), x[1].n_seeds, -(x[1].ci_high - x[1].ci_low)))
+                   if inside else (frozenset((task,)), ALONE))
+        self.calls += 1
+        if (task, a) not in self._anchor_level:  # the anchor's own prediction, once per task and anchor
+            self._anchor_level[(task, a)] = fitted.predict(sorted(a))[0]
+            self.calls += 1
+        sm = self._anchor_level[(task, a)]
         mean = base.norm_loss + (m - sm)
         below = math.hypot(base.norm_loss - base.ci_low, m - lo)
         above = math.hypot(base.ci_high - base.norm_loss, hi - m)
@@ -181,6 +193,7 @@ def _point_estimates(score: ScoreFn) -> ScoreFn:
     return point
 
 
+@one_blas_thread()
 def groups_to_measure(
     tasks: Sequence[str],
     *,
@@ -287,4 +300,5 @@ def sampled_predictor(affinity: pd.DataFrame, tasks: Sequence[str]) -> ScoreFn |
         above = math.sqrt(sum((p[0] - p[1]) ** 2 for p in parts))
         return TaskScore(mean, mean - below, mean + above, "sampled", min(p[3] for p in parts))
 
+    predict.additive = True  # type: ignore[attr-defined]  # the scalable solver's pair moves apply (grouping.scale)
     return predict

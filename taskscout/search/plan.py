@@ -15,7 +15,8 @@ Phases (models of single, pairs and aux share the whole trunk: branch_layer = L)
   pairs phase itself).
 
 Many tasks: when the pairs phase would train more than `search.max_models` models (all pairs
-and the all-together model, times the seeds), it trains sampled task subsets instead
+and the all-together model, times the seeds), or, with a time limit, would take more than half
+the time left after the single phase (`pairs_fit_in_time`), it trains sampled task subsets instead
 (`plan_sampled`, models of phase "sampled"): n = 4T random subsets of k tasks (fewer when
 max_models // seeds is smaller, then larger k; `affinity.sampled.subset_design`) plus the
 all-together model, each with every seed. Like every model they go through the storage, so
@@ -89,9 +90,31 @@ def pair_models(n_tasks: int, seeds: int) -> int:
     return (pairs + (1 if n_tasks > 2 else 0)) * seeds
 
 
-def uses_sampled(spec: StudySpec) -> bool:
-    """Whether the pairs phase trains sampled subsets: all pairs x seeds exceed search.max_models."""
-    return len(spec.main_tasks) >= 3 and pair_models(len(spec.main_tasks), spec.training.seeds) > spec.search.max_models
+def uses_sampled(spec: StudySpec, user_attrs: Mapping[str, Any] | None = None) -> bool:
+    """Whether the pairs phase trains sampled subsets: all pairs x seeds exceed search.max_models,
+    or the study's `user_attrs` record that the time limit chose them (`pairs_fit_in_time`)."""
+    if len(spec.main_tasks) < 3:
+        return False
+    by_time = bool(user_attrs) and (user_attrs or {}).get(PAIRS_PLAN_ATTR, {}).get("plan") == "sampled"
+    return by_time or pair_models(len(spec.main_tasks), spec.training.seeds) > spec.search.max_models
+
+
+# The time limit's choice of plan for the pairs phase, kept in the study's user attributes when it
+# is first made (before the pairs phase starts), so that a resumed search plans the same models.
+PAIRS_PLAN_ATTR = "pairs_plan"
+PAIRS_TIME_SHARE = 0.5  # the pairs phase may take at most this share of the time left: aux, depth and selection follow
+
+
+def pairs_seconds(n_tasks: int, seeds: int, single_seconds: float) -> float:
+    """Estimated seconds of all pairs and all-together, per seed, from a single-task model's mean
+    seconds: a model's cost grows with its labelled rows, so a pair costs about two single models
+    and all-together T of them: seeds x (T (T - 1) + T) x single_seconds = seeds x T^2 x single."""
+    return seeds * n_tasks * n_tasks * single_seconds
+
+
+def pairs_fit_in_time(n_tasks: int, seeds: int, single_seconds: float, seconds_left: float) -> bool:
+    """Whether the pairs phase is expected to take at most PAIRS_TIME_SHARE of `seconds_left`."""
+    return pairs_seconds(n_tasks, seeds, single_seconds) <= PAIRS_TIME_SHARE * seconds_left
 
 
 def plan_sampled(

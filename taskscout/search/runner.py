@@ -22,11 +22,12 @@ import dataclasses
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import optuna
 import pandas as pd
 
@@ -48,9 +49,12 @@ from taskscout.search.estimators import (
 )
 from taskscout.search.halving import HALVED_PHASES, split_rungs
 from taskscout.search.plan import (
+    PAIRS_PLAN_ATTR,
     PHASE_ORDER,
     PlannedModel,
     model_seeds,
+    pairs_fit_in_time,
+    pairs_seconds,
     plan_aux,
     plan_depth,
     plan_pairs,
@@ -332,7 +336,7 @@ def _plan(phase: str, spec: StudySpec, problem: SearchProblem, store: Store) -> 
     main, seeds, depth = spec.main_tasks, model_seeds(spec), spec.model.depth
     if phase == "single":
         return plan_single(main, seeds, depth)
-    if phase == "pairs" and uses_sampled(spec):
+    if phase == "pairs" and uses_sampled(spec, store.study.user_attrs):
         return plan_sampled(main, seeds, depth, max_models=spec.search.max_models, seed=spec.seed)
     if phase == "pairs":
         return plan_pairs(main, seeds, depth)
@@ -379,7 +383,7 @@ def _measure(store: Store, problem: SearchProblem, phase: str, *, spec: StudySpe
     seeds = model_seeds(spec)
     kw = {"spec": spec, "train_fn": train_fn, "deadline": deadline, "shared": shared}
     if phase not in HALVED_PHASES or not spec.search.halving or len(seeds) < 2:
-        return run_phase(store, problem, _label(phase, spec), models, progress=progress, **kw)
+        return run_phase(store, problem, _label(phase, spec, store), models, progress=progress, **kw)
     shown = _Rungs(progress)
     one = run_phase(store, problem, phase, [m for m in models if m.seed == seeds[0]], progress=shown, **kw)
     if one.status != "done":
@@ -461,6 +465,25 @@ def _remove_new_dirs(run_dir: Path, top: Path) -> None:
             return
 
 
+AUX_SAMPLE_TASKS = 12  # a search over many tasks generates auxiliaries for this many main tasks
+
+
+def aux_sample(spec: StudySpec) -> tuple[str, ...]:
+    """The main tasks a search over many tasks (sampled subsets) generates auxiliary candidates
+    for: AUX_SAMPLE_TASKS of them drawn with the study seed, in study order. Generating them costs
+    per main task (a mutual-information estimate per candidate, input importances): at 100 tasks
+    it held the search for over 20 minutes before any training."""
+    main = spec.main_tasks
+    if len(main) <= AUX_SAMPLE_TASKS:
+        return tuple(main)
+    chosen = set(np.random.default_rng(spec.seed).choice(len(main), size=AUX_SAMPLE_TASKS, replace=False).tolist())
+    return tuple(t for k, t in enumerate(main) if k in chosen)
+
+
+ONE_AUX_NOTE = ("a search over many tasks (sampled subsets) tries one auxiliary per main task, its best-scored, "
+                f"for {AUX_SAMPLE_TASKS} main tasks drawn with the study seed; raise search.max_models to try them all")
+
+
 def _search_problem(spec: StudySpec, ds: Any, run_dir: Path,
                     candidates_fn: Callable[[Any, StudySpec], Sequence[Any]] | None) -> SearchProblem:
     """The problem every phase trains on: the main tasks, the screened auxiliary candidates (their
@@ -468,9 +491,14 @@ def _search_problem(spec: StudySpec, ds: Any, run_dir: Path,
     rows hidden)."""
     screened: list[Any] = []
     if "aux" in spec.search.phases:
-        from taskscout.auxgen import candidate_records
+        from taskscout.auxgen import best_per_task, candidate_records
 
-        candidates = list((candidates_fn or _generate_candidates)(ds, spec))
+        if uses_sampled(spec):  # many tasks: generation per main task and T x candidates x seeds models
+            mains = aux_sample(spec)
+            candidates = list((candidates_fn or _generate_candidates)(ds, dataclasses.replace(spec, main=mains)))
+            candidates = best_per_task(candidates, mains, ONE_AUX_NOTE)
+        else:
+            candidates = list((candidates_fn or _generate_candidates)(ds, spec))
         rundir.write_json(run_dir / rundir.CANDIDATES, candidate_records(ds, candidates))
         screened = [c for c in candidates if c.dropped is None and set(c.serves) & set(spec.main_tasks)]
     problem = build_problem(ds, spec.main_tasks, screened)
@@ -533,6 +561,8 @@ def _run_search(
         if stopped:
             outcomes.append(PhaseOutcome(phase, 0, 0, 0, 0, 0.0, "not started"))
             continue
+        if phase == "pairs":
+            _choose_pairs_plan(spec, store, deadline)
         outcome = _measure(store, problem, phase, spec=spec, train_fn=train_fn, progress=progress,
                            deadline=deadline, shared=shared)
         outcomes.append(outcome)
@@ -648,8 +678,8 @@ def _beyond_pairs(
     wanted = [p for p in ("subsets", "estimators") if p in spec.search.phases]
     if len(problem.main) < 2:
         return [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "skipped") for p in ("subsets", "estimators")]
-    if uses_sampled(spec):
-        return _skipped_by_sampling(spec, wanted)
+    if uses_sampled(spec, study.user_attrs):
+        return _skipped_by_sampling(spec, wanted, study.user_attrs)
     subsets = None
     results: dict[str, Any] = {}
     losses = losses_frame(records)
@@ -721,18 +751,39 @@ def _estimators_phase(spec: StudySpec, problem: SearchProblem, study: Any, resul
     return PhaseOutcome("estimators", bar.done, reused, bar.done - reused, 0, time.monotonic() - began, "done")
 
 
-def _label(phase: str, spec: StudySpec) -> str:
+def _label(phase: str, spec: StudySpec, store: Store) -> str:
     """The name the progress bar and the summary give a phase: "sampled" for a pairs phase that
     trains sampled subsets (many tasks)."""
-    return "sampled" if phase == "pairs" and uses_sampled(spec) else phase
+    return "sampled" if phase == "pairs" and uses_sampled(spec, store.study.user_attrs) else phase
 
 
-def _skipped_by_sampling(spec: StudySpec, wanted: Sequence[str]) -> list[PhaseOutcome]:
+def _choose_pairs_plan(spec: StudySpec, store: Store, deadline: float | None) -> None:
+    """With a time limit, before the pairs phase first starts: record in the study whether all
+    pairs x seeds fit in the time left (plan.pairs_fit_in_time, from the single models' mean
+    seconds), else the sampled subsets (`uses_sampled` then reads it). Made once, so a resumed
+    search plans the same models whatever time it is given."""
+    if (deadline is None or "pairs" not in spec.search.phases or PAIRS_PLAN_ATTR in store.study.user_attrs
+            or len(spec.main_tasks) < 3 or uses_sampled(spec)):
+        return
+    seconds = [float(r.result.get("seconds", 0.0)) for r in load_records(store) if r.model.phase == "single"]
+    if not seconds:  # nothing to estimate from (--skip single): the pairs as planned
+        return
+    single, left = sum(seconds) / len(seconds), deadline - time.monotonic()
+    fits = pairs_fit_in_time(len(spec.main_tasks), spec.training.seeds, single, left)
+    store.study.set_user_attr(PAIRS_PLAN_ATTR, {
+        "plan": "pairs" if fits else "sampled", "single_seconds": round(single, 4), "seconds_left": round(left, 1),
+        "pairs_seconds": round(pairs_seconds(len(spec.main_tasks), spec.training.seeds, single), 1)})
+
+
+def _skipped_by_sampling(spec: StudySpec, wanted: Sequence[str], user_attrs: Mapping[str, Any]) -> list[PhaseOutcome]:
     """The subsets and estimators phases of a search that trained sampled subsets: skipped. The
     sampled phase measured task subsets already; the Optuna subsets' surrogate (with its T^2
     interaction terms) and the estimators' agreement with measured pairs have no place there."""
-    note = (f"the search trained sampled subsets instead of pairs ({len(spec.main_tasks)} tasks: all pairs x seeds "
-            f"exceed search.max_models = {spec.search.max_models})")
+    chosen = user_attrs.get(PAIRS_PLAN_ATTR, {})
+    why = (f"all pairs x seeds exceed search.max_models = {spec.search.max_models}" if uses_sampled(spec) else
+           f"all pairs x seeds would take about {chosen.get('pairs_seconds', 0):.0f} s, more than half of the "
+           f"{chosen.get('seconds_left', 0):.0f} s the time limit left")
+    note = f"the search trained sampled subsets instead of pairs ({len(spec.main_tasks)} tasks: {why})"
     return [PhaseOutcome(p, 0, 0, 0, 0, 0.0, "skipped", note=note) for p in wanted]
 
 

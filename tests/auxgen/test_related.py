@@ -54,3 +54,27 @@ def test_unused_label_columns_of_the_data_are_related_too():
 def test_columns_named_adversarial_are_not_related():
     ds, spec = make_study(_frame(), tasks=["a", "b"], main=["a"], aux={"kinds": ["related"], "adversarial": ["b"]})
     assert GENERATORS["related"].why_not(ds, spec, "a") is not None
+
+
+def test_many_related_columns_are_shortlisted_by_rank_correlation_before_mutual_information():
+    """20 tasks: a main task's 19 related columns exceed the shortlist of max(12, 3 x cap 2) = 12,
+    so only the 12 most rank-correlated with it are proposed (and scored); the 7 pure-noise
+    columns, least correlated, are left out. Without the shortlist all 19 would be scored."""
+    from taskscout.auxgen.related import shortlist
+
+    rng = np.random.default_rng(0)
+    n = 400
+    base = rng.normal(size=n)
+    cols = {f"x{i}": rng.normal(size=n) for i in range(2)}
+    cols["main"] = base + 0.1 * rng.normal(size=n)
+    for i in range(12):
+        cols[f"near{i}"] = base + (0.3 + 0.1 * i) * rng.normal(size=n)
+    for i in range(7):
+        cols[f"noise{i}"] = rng.normal(size=n)
+    tasks = ["main", *[f"near{i}" for i in range(12)], *[f"noise{i}" for i in range(7)]]
+    ds, spec = make_study(pd.DataFrame(cols), tasks=tasks, main=["main"], aux={"kinds": ["related"], "cap": 2})
+    related = [t for t in tasks if t != "main"]
+    assert shortlist(ds, spec, "main", related) == [f"near{i}" for i in range(12)]
+    assert shortlist(ds, spec, "main", related[:12]) == related[:12]  # up to 12: all of them
+    proposed = GENERATORS["related"].propose(ds, spec, "main")
+    assert sorted(c.name for c in proposed) == sorted(f"near{i}__related" for i in range(12))

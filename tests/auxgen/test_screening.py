@@ -113,3 +113,22 @@ def test_encode_aux_codes_classes_in_sorted_order():
     coded, info = encode_aux(ds, aux)
     assert info.classes == ("a", "b", "c")
     np.testing.assert_array_equal(coded[:4, 0], [1.0, 0.0, np.nan, 2.0])
+
+
+def test_best_per_task_keeps_each_main_tasks_best_candidate_only():
+    """Three kept candidates for mains a and b: a keeps its best (score 0.5 for a), b its best
+    (0.4, from the candidate serving both); the third is dropped with the reason given, and a
+    candidate dropped before keeps its own reason."""
+    from taskscout.auxgen import AuxTask, best_per_task
+
+    def aux(name, serves, scores, dropped=None):
+        return AuxTask(name=name, kind="hints", serves=serves, values=np.zeros(3), type="regression",
+                       provenance={"scores": scores}, training_only=False, dropped=dropped)
+
+    cands = [aux("both", ("a", "b"), {"a": 0.2, "b": 0.4}), aux("for_a", ("a",), {"a": 0.5}),
+             aux("weak_b", ("b",), {"b": 0.1}), aux("gone", ("a",), {"a": 9.0}, dropped="constant")]
+    out = {c.name: c for c in best_per_task(cands, ["a", "b"], "one per task")}
+    assert out["both"].serves == ("b",) and out["both"].dropped is None
+    assert out["for_a"].serves == ("a",) and out["for_a"].dropped is None
+    assert out["weak_b"].dropped == "one per task"
+    assert out["gone"].dropped == "constant"

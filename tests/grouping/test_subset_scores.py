@@ -157,15 +157,25 @@ def test_confirmation_cost_does_not_grow_with_the_number_of_possible_groups(monk
         return predict(self, *args, **kwargs)
 
     monkeypatch.setattr(TaskSurrogate, "predict", counted)
-    made = {}
+    examined: list[tuple] = []  # every (group, task) score a solver asks for
+    score = GroupScorer.__call__
+
+    def looked_up(self, group, task):
+        examined.append((tuple(group), task))
+        return score(self, group, task)
+
+    monkeypatch.setattr(GroupScorer, "__call__", looked_up)
+    made, asked = {}, {}
     for n in (14, 28):
         tasks, gs, obs = _block_data(n)
         calls.clear()
+        examined.clear()
         found = groups_to_measure(tasks, group_scores=gs, observations=obs)
-        made[n] = len(calls)
+        made[n], asked[n] = len(calls), len(examined)
         assert found[0] == tasks[:5]  # the first block, never measured whole, is what to measure
     assert 0 < made[28] < 8 * made[14]
     assert made[28] < 8 * 28**2 < math.comb(28, 4)
+    assert 0 < asked[28] < 8 * asked[14]  # score look-ups: O(T^3) at most, not the 2^T groups
 
 
 def test_sampled_predictor_sums_the_partners_gains():

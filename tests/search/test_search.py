@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import os
@@ -730,3 +731,40 @@ def test_many_tasks_train_sampled_subsets_through_the_store_instead_of_pairs(tmp
     assert again.trained == 0  # the sampled models are in the storage: a rerun reuses them
     rec = recommend_run(spec.run_dir)
     assert sorted(tuple(g["tasks"]) for g in rec["groups"]) == sorted(tuple(tasks[2 * g:2 * g + 2]) for g in range(4))
+
+
+class _SlowSingles(FakeTrainer):
+    """FakeTrainer whose models report `seconds` each (the time the plan estimates from)."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def __call__(self, *args, **kwargs):
+        return [dataclasses.replace(r, seconds=self.seconds) for r in super().__call__(*args, **kwargs)]
+
+
+@pytest.mark.parametrize(("seconds", "phase"), [(20.0, "sampled"), (0.01, "pairs")])
+def test_the_time_limit_chooses_sampled_subsets_when_all_pairs_would_not_fit(tmp_path, seconds, phase):
+    """8 tasks, 3 seeds, search.max_models left at 2000 (87 pair models fit it) and a time limit of
+    1000 s: single models of 20 s make all pairs about 3 x 8^2 x 20 = 3,840 s, more than half the
+    time left, so the pairs phase trains sampled subsets; at 0.01 s they take 2 s and stay pairs.
+    The choice is kept in the study: a rerun without a time limit plans the same models."""
+    from taskscout.search.plan import PAIRS_PLAN_ATTR, pairs_fit_in_time, uses_sampled
+
+    assert not pairs_fit_in_time(8, 3, 20.0, 1000.0) and pairs_fit_in_time(8, 3, 0.01, 1000.0)
+    tasks = [f"g{g}_t{i}" for g in range(4) for i in range(2)]
+    spec = make_spec(tmp_path / "timed", tasks=tasks, search={"phases": ["single", "pairs"], "time_limit": 1000.0},
+                     data_options={"n_rows": 240, "n_inputs": 8, "groups": 4, "tasks_per_group": 2,
+                                   "label_fraction": 0.5})
+    assert not uses_sampled(spec)
+    result = run_search(spec, train_fn=_SlowSingles(seconds), finalize_run=False)
+    planned = 8 * 4 * 3 + 3 if phase == "sampled" else (28 + 1) * 3  # sampled: 4T subsets + all-together
+    assert [(p.phase, p.planned, p.status) for p in result.phases[:2]] == [("single", 24, "done"), (phase, planned, "done")]
+    store = open_store(storage_url(spec), spec.name, fingerprint=fingerprint(spec), spec_json=spec.to_json())
+    chosen = store.study.user_attrs[PAIRS_PLAN_ATTR]
+    assert chosen["plan"] == phase and chosen["single_seconds"] == pytest.approx(seconds)
+    store.close()
+    untimed = dataclasses.replace(spec, search=dataclasses.replace(spec.search, time_limit=None))
+    again = run_search(untimed, train_fn=FakeTrainer(), finalize_run=False)
+    assert again.trained == 0 and again.phases[1].phase == phase
