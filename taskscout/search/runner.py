@@ -170,6 +170,7 @@ class SearchResult:
     finalized: tuple[str, ...]  # later stages that ran: "recommendation", "report"
     finished_elsewhere: bool = False  # shared storage: another worker was finishing the run
     data_notes: tuple[str, ...] = ()  # Dataset.notes: what the data stage decided on its own
+    rerun: bool = False  # the same search had finished: this run trained, computed and wrote nothing
 
     @property
     def trained(self) -> int:
@@ -511,7 +512,8 @@ def _run_search(
     if done is not None:  # the same search, finished: nothing to train or recompute
         store.close()
         return SearchResult(run_dir=run_dir, study_name=spec.name, storage=url, phases=done[0], stopped_by_time_limit=False,
-                            seconds=time.monotonic() - start, tables=done[1], finalized=done[2], data_notes=ds.notes)
+                            seconds=time.monotonic() - start, tables=done[1], finalized=done[2], data_notes=ds.notes,
+                            rerun=True)
     if fresh:
         _clear_run_files(run_dir)
     problem = _search_problem(spec, ds, run_dir, candidates_fn)
