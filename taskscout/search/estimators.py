@@ -48,6 +48,7 @@ from taskscout.affinity.subsets import (
 )
 from taskscout.affinity.surrogate import Surrogate, fit_surrogate
 from taskscout.grouping import groups_to_measure
+from taskscout.search.halving import gain_floor, pairs_sd_bound
 from taskscout.search.plan import model_seeds
 from taskscout.spec import StudySpec
 
@@ -125,8 +126,13 @@ def run_subsets_phase(
     train_fn: Callable[..., list] | None = None,
     progress: Callable[[int], None] | None = None,
     planned: Callable[[int], None] | None = None,
+    halving: bool = False,
 ) -> SubsetsPhase:
     """Train the proposed subsets (resuming the proposer study in `storage`) and fit the surrogate.
+
+    `halving`: successive halving instead of pruning on intermediate losses, in the sampled subsets
+    and the confirmation rounds alike: each subset on the first seed, the other seeds only when a
+    real gain is still possible (`search.halving.gain_floor`, with the pairs' seed spread in `losses`).
 
     `losses` is the search's loss table so far (`measured.LOSS_COLUMNS`: single and pairs phases);
     its single-task losses normalise, its pair and all-together models join the surrogate's data.
@@ -137,8 +143,13 @@ def run_subsets_phase(
     aproblem = affinity_problem(problem, spec)
     single = single_losses(losses)
     study = proposer_study(storage=storage, name=f"{spec.name}:subsets", seed=spec.seed)
-    run = run_subsets(aproblem, single=single, n_subsets=spec.search.subsets, study=study, prune=prune,
-                      seed=spec.seed, train_fn=train_fn, progress=progress)
+    sd_bound = pairs_sd_bound(losses) if halving else None
+
+    def floor(n_seeds: int) -> float | None:  # None: every seed of every subset
+        return gain_floor(n_seeds, sd_bound) if halving else None
+
+    run = run_subsets(aproblem, single=single, n_subsets=spec.search.subsets, study=study, prune=prune and not halving,
+                      seed=spec.seed, train_fn=train_fn, progress=progress, halving_floor=floor(len(aproblem.seeds)))
     main = tuple(problem.main)
     anchors = pd.DataFrame([(t, t, s, 1.0) for (t, s) in single if t in main], columns=["group", "task", "seed", "norm_loss"])
     pairs = pair_observations(losses, main)
@@ -155,9 +166,11 @@ def run_subsets_phase(
 
         def confirmed(n_subsets: int) -> SubsetRun:  # trains up to n_subsets, returns every stored one
             more = run_subsets(confirm, single={**single, **extra_single}, n_subsets=n_subsets, study=study,
-                               prune=False, seed=spec.seed, train_fn=train_fn, progress=progress)
+                               prune=False, seed=spec.seed, train_fn=train_fn, progress=progress,
+                               halving_floor=floor(len(confirm.seeds)))
             return dataclasses.replace(more, compute=run.compute + more.compute, pruning=run.pruning,
-                                       results=[*run.results, *more.results])
+                                       results=[*run.results, *more.results], dropped=run.dropped + more.dropped,
+                                       halved=run.halved + more.halved)
 
         for round_ in range(CONFIRM_ROUNDS + 1):
             # a resumed study already holds confirmed subsets on the extra seeds: their normalisers first

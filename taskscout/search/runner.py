@@ -46,7 +46,7 @@ from taskscout.search.estimators import (
     store_estimator,
     stored_estimators,
 )
-from taskscout.search.halving import HALVED_PHASES, split_rungs
+from taskscout.search.halving import HALVED_PHASES, Rungs, split_rungs
 from taskscout.search.plan import (
     PHASE_ORDER,
     PlannedModel,
@@ -671,8 +671,8 @@ def _beyond_pairs(
         progress.phase_started("subsets", total=total, done=0)
         bar = _Tally(progress, total)
         custom = None if train_fn is _train_models else train_fn
-        subsets = run_subsets_phase(spec, problem, losses=losses, storage=url,
-                                    train_fn=custom, progress=bar.advance, planned=bar.extend)
+        subsets = run_subsets_phase(spec, problem, losses=losses, storage=url, train_fn=custom, progress=bar.advance,
+                                    planned=bar.extend, halving=spec.search.halving)
         # The phase's models: every subset model stored (earlier runs' are reused; confirmation
         # may add models beyond the sampled subsets) and the normalisers (trained once, then kept).
         n = int(subsets.run.compute.models)
@@ -680,7 +680,8 @@ def _beyond_pairs(
         planned = max(subsets.stored_models + subsets.normalisers, n)
         bar.settle(planned)  # the bar ends where the summary does: reused models count as done
         progress.phase_finished("subsets")
-        outcomes.append(PhaseOutcome("subsets", planned, planned - n, n, 0, time.monotonic() - began, "done"))
+        halved = Rungs((), (), subsets.run.halved, subsets.run.dropped).note.replace("candidates", "subsets", 1)
+        outcomes.append(PhaseOutcome("subsets", planned, planned - n, n, 0, time.monotonic() - began, "done", note=halved))
     if "estimators" in wanted:
         outcomes.append(_estimators_phase(spec, problem, study, results, progress))
     else:  # diagnostics an earlier run computed on request are still shown
