@@ -672,7 +672,7 @@ def _beyond_pairs(
         bar = _Tally(progress, total)
         custom = None if train_fn is _train_models else train_fn
         subsets = run_subsets_phase(spec, problem, losses=losses, storage=url, train_fn=custom, progress=bar.advance,
-                                    planned=bar.extend, halving=spec.search.halving)
+                                    planned=bar.extend, halving=spec.search.halving, prune=False)
         # The phase's models: every subset model stored (earlier runs' are reused; confirmation
         # may add models beyond the sampled subsets) and the normalisers (trained once, then kept).
         n = int(subsets.run.compute.models)
