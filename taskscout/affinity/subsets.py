@@ -446,24 +446,9 @@ def run_subsets(
         batch = proposer.propose(min(stack_subsets, n_subsets - done))
         if not batch:
             break
-        subsets = [subset for _, subset in batch]
-        plans, owner = _batch_plans(subsets, problem, main_of)
-        norm = np.array([sum(single.get((t, int(p.seed)), math.nan) for t in main_of(batch[k][1]))
-                         for p, k in zip(plans, owner, strict=True)])
-        hook = _StackPruning([trial for trial, _ in batch], owner, norm, shadow=shadow)
         start = time.perf_counter()
-        tally = StackProgress(progress)
-        try:
-            if halving_floor is not None and len(problem.seeds) > 1:
-                plans, owner, results = _train_halved(subsets, problem, main_of, single, halving_floor,
-                                                      train_fn=train_fn, progress=tally, got=got)
-            else:
-                results = train_fn(problem.X, problem.Y, problem.heads, problem.split, plans, model=problem.model,
-                                   training=problem.training, device=problem.device, progress=tally,
-                                   on_epoch=hook if prune else None, stack_size=max(1, len(plans)))
-        except BaseException:
-            tally.take_back()  # not stored: the stack's models are not done
-            raise
+        owner, results, hook = _train_batch(batch, problem, main_of, single, train_fn=train_fn, progress=progress,
+                                            prune=prune, shadow=shadow, halving_floor=halving_floor, got=got)
         seconds = time.perf_counter() - start
         got.compute = got.compute + Compute(len(results), sum(r.epochs_run for r in results), seconds)
         got.results.extend(results)
@@ -475,6 +460,33 @@ def run_subsets(
     return SubsetRun(losses=losses, observations=_observations(losses, single, names), objectives=objectives,
                      compute=got.compute, pruning=_pruning_record(objectives, got, shadow=shadow, top=top, epochs=epochs)
                      if prune else None, results=got.results, dropped=got.dropped, halved=got.halved)
+
+
+def _train_batch(batch: Sequence[tuple[optuna.trial.Trial, tuple[str, ...]]], problem: AffinityProblem,
+                 main_of: Callable[[tuple[str, ...]], tuple[str, ...]], single: Mapping[tuple[str, int], float], *,
+                 train_fn: Callable[..., list], progress: Callable[[int], None] | None, prune: bool, shadow: bool,
+                 halving_floor: float | None, got: _Gathered) -> tuple[list[int], list, _StackPruning]:
+    """Train one batch of proposed subsets: every seed in one call (pruned on intermediate losses
+    with `prune`), or by successive halving with a `halving_floor`. Per result, the index of its
+    subset in the batch; the results; the pruning hook (what it stopped, when)."""
+    subsets = [subset for _, subset in batch]
+    plans, owner = _batch_plans(subsets, problem, main_of)
+    norm = np.array([sum(single.get((t, int(p.seed)), math.nan) for t in main_of(batch[k][1]))
+                     for p, k in zip(plans, owner, strict=True)])
+    hook = _StackPruning([trial for trial, _ in batch], owner, norm, shadow=shadow)
+    tally = StackProgress(progress)
+    try:
+        if halving_floor is not None and len(problem.seeds) > 1:
+            _, owner, results = _train_halved(subsets, problem, main_of, single, halving_floor,
+                                              train_fn=train_fn, progress=tally, got=got)
+        else:
+            results = train_fn(problem.X, problem.Y, problem.heads, problem.split, plans, model=problem.model,
+                               training=problem.training, device=problem.device, progress=tally,
+                               on_epoch=hook if prune else None, stack_size=max(1, len(plans)))
+    except BaseException:
+        tally.take_back()  # not stored: the stack's models are not done
+        raise
+    return owner, results, hook
 
 
 def _train_halved(subsets: Sequence[tuple[str, ...]], problem: AffinityProblem,
