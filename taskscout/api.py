@@ -29,7 +29,6 @@ from taskscout.errors import DataError, SpecError
 from taskscout.export import check_config_path, export_config, write_config
 from taskscout.progress import search_bars
 from taskscout.recommendation import Recommendation, read_recommendation
-from taskscout.report import build_report, write_pngs
 from taskscout.spec import resolve_spec, spec_from_json
 from taskscout.verify import Verification, check_verify_inputs, verify_run
 
@@ -87,11 +86,15 @@ class Run:
 
     def report(self) -> Path:
         """(Re)build report.html from the saved results (`taskscout report`); its path."""
+        from taskscout.report import build_report  # plotly: loaded when a report is drawn
+
         return build_report(self.path)
 
     def write_pngs(self) -> list[Path]:
         """Every report figure as figures/NAME.png (`taskscout report --png`; needs kaleido and
         Chromium); the files written."""
+        from taskscout.report import write_pngs
+
         return write_pngs(self.path)
 
     def export(self, path: str | Path, *, format: str | None = None) -> Path:
@@ -237,6 +240,25 @@ def search_spec(spec: Any, *, quiet: bool = False, fresh: bool = False, join: bo
     if "recommendation" in result.finalized:  # this process finished the run: the report is the last stage
         import dataclasses
 
-        build_report(result.run_dir)
+        if not (result.rerun and report_current(result.run_dir)):  # a finished run's rerun: nothing to redraw
+            from taskscout.report import build_report
+
+            build_report(result.run_dir)
         result = dataclasses.replace(result, finalized=(*result.finalized, "report"))
     return Run(Path(result.run_dir), result)
+
+
+# What report.html is drawn from: every file of the run directory but the storage and the report.
+REPORT_INPUTS = (rundir.SPEC, rundir.CANDIDATES, rundir.TRIALS, rundir.CURVES, rundir.CURVE_FEATURES, rundir.AFFINITY,
+                 rundir.DEPTH, rundir.GROUP_SCORES, rundir.AGREEMENT, rundir.RSA_LAYERS, rundir.SUBSET_OBSERVATIONS,
+                 rundir.COMPUTE, rundir.GRAPH, rundir.RECOMMENDATION, rundir.VERIFY, rundir.SELECTION)
+
+
+def report_current(run_dir: str | Path) -> bool:
+    """Whether `run_dir`/report.html exists and no file it is drawn from changed after it was
+    written (so drawing it again would give the same page)."""
+    report = Path(run_dir) / rundir.REPORT
+    if not report.exists():
+        return False
+    written = report.stat().st_mtime_ns
+    return all(not p.exists() or p.stat().st_mtime_ns <= written for p in (Path(run_dir) / n for n in REPORT_INPUTS))

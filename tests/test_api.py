@@ -125,3 +125,36 @@ def test_search_of_builtin_planted_groups_the_planted_tasks(tmp_path, monkeypatc
     assert rec.selection.chosen == "recommended" and rec.selection.score("recommended").vs_best_baseline[2] < 0
     assert Recommendation.from_dict(rundir.read_json(run.path / rundir.RECOMMENDATION)).to_dict() == \
         rundir.read_json(run.path / rundir.RECOMMENDATION)
+
+
+def test_a_finished_search_run_again_trains_nothing_and_does_not_redraw_the_report(tmp_path, monkeypatch):
+    import os
+
+    import taskscout.report
+    import taskscout.training
+
+    settings = {**SMALL, "data_options": {"n_rows": 400}}
+    run = taskscout.search("builtin:planted", tasks=TASKS, out=tmp_path / "run", **settings)
+    report = run.path / rundir.REPORT
+    drawn_at = report.stat().st_mtime_ns
+    trained, drawn = [], []
+    train, draw = taskscout.training.train_models, taskscout.report.build_report
+    monkeypatch.setattr(taskscout.training, "train_models", lambda *a, **k: trained.append(1) or train(*a, **k))
+    monkeypatch.setattr(taskscout.report, "build_report", lambda d: drawn.append(d) or draw(d))
+
+    again = taskscout.search("builtin:planted", tasks=TASKS, out=tmp_path / "run", **settings)
+    assert again.result.rerun and again.result.trained == 0 and trained == []
+    assert drawn == [] and report.stat().st_mtime_ns == drawn_at  # its inputs are unchanged: not drawn again
+    assert again.recommendation == run.recommendation and "report" in again.result.finalized
+
+    later = drawn_at + 10**9  # a file the report is drawn from changed after it: drawn again, nothing trained
+    os.utime(run.path / rundir.RECOMMENDATION, ns=(later, later))
+    third = taskscout.search("builtin:planted", tasks=TASKS, out=tmp_path / "run", **settings)
+    assert third.result.rerun and trained == [] and drawn == [run.path]
+
+
+def test_the_modules_a_finished_search_runs_through_do_not_import_torch_plotly_or_scipy_stats():
+    # a rerun of a finished search trains and draws nothing: these imports would be most of its time
+    code = ("import sys, taskscout.api, taskscout.search.runner, taskscout.grouping; "
+            "print(sorted(m for m in ('torch', 'plotly', 'scipy.stats', 'sklearn') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

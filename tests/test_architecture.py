@@ -109,7 +109,7 @@ def test_no_module_imports_a_later_stage():
 # importing module: torch (training, models, parallel), optuna (search, affinity.subsets),
 # scikit-learn (auxgen). The CLI defers every import so that `taskscout --help` stays fast.
 DEFERRED_FOR = ("taskscout.training", "taskscout.models", "taskscout.parallel", "taskscout.search",
-                "taskscout.affinity.subsets", "taskscout.auxgen")
+                "taskscout.affinity.subsets", "taskscout.auxgen", "taskscout.report")  # report: plotly
 DEFERS_ALL = ("taskscout.cli",)
 
 

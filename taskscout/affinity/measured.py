@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from taskscout.rundir import AFFINITY_COLUMNS, DEPTH_COLUMNS, GROUP_SCORE_COLUMNS, group_key
 
@@ -62,6 +61,8 @@ def t_interval(values: Iterable[float], *, level: float = 0.95) -> Interval:
     mean = float(v.mean())
     if n == 1:
         return Interval(mean, -math.inf, math.inf, 1)
+    from scipy import stats  # here, not at the top: scipy.stats takes a second to import
+
     half = float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
     return Interval(mean, mean - half, mean + half, n)
 

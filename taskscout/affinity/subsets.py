@@ -36,6 +36,7 @@ would have saved and how many pruned subsets would have been among the `top` bes
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -158,6 +159,8 @@ class SubsetRun:
     compute: Compute
     pruning: PruningRecord | None
     results: list = field(default_factory=list)  # trainer ModelResults, plan order
+    dropped: int = 0  # successive halving: subsets left at their first seed (no real gain possible)
+    halved: int = 0  # successive halving: subsets trained on their first seed first (dropped ones included)
 
 
 class _StackPruning:
@@ -254,6 +257,8 @@ class _Gathered:
     compute: Compute = field(default_factory=Compute)
     saved_epochs: float = 0.0
     pruned: int = 0
+    dropped: int = 0  # successive halving: subsets left at one seed
+    halved: int = 0
 
 
 def _resume(study: optuna.Study, names: Sequence[str], depth: int, main_of: Callable[[tuple[str, ...]], tuple[str, ...]],
@@ -396,8 +401,15 @@ def run_subsets(
     seed: int = 0,
     train_fn: Callable[..., list] | None = None,
     progress: Callable[[int], None] | None = None,
+    halving_floor: float | None = None,
 ) -> SubsetRun:
     """Propose `n_subsets` subsets (resuming `study` if it holds some), train them with every seed.
+
+    `halving_floor` (successive halving, instead of `prune`): each batch's subsets are trained on
+    the first seed, and only those whose first-seed gain 1 - L_i[subset] / L_i[alone] exceeds the
+    floor on some main task (or cannot be computed) get the other seeds; the others stay with one
+    seed (module docstring of `taskscout.search.halving` for why no real gain is lost). None: every
+    seed of every subset.
 
     `single[(task, seed)]` is each main task's single-task validation loss per seed (the
     normalisers). `universe` defaults to the main tasks; `fixed` tasks are in every subset and,
@@ -414,6 +426,8 @@ def run_subsets(
         raise SpecError(f"subset tasks {unknown} are not heads of the problem; heads: {list(names)}")
     if shadow and not prune:
         raise SpecError("shadow mode records what pruning would do; it needs prune=True")
+    if prune and halving_floor is not None:
+        raise SpecError("successive halving replaces pruning on intermediate losses: give prune or halving_floor, not both")
     epochs = problem.training.epochs
     stack_subsets = stack_subsets or (max(2, n_subsets // 3) if prune else n_subsets)
     if study is None:
@@ -432,19 +446,9 @@ def run_subsets(
         batch = proposer.propose(min(stack_subsets, n_subsets - done))
         if not batch:
             break
-        plans, owner = _batch_plans([subset for _, subset in batch], problem, main_of)
-        norm = np.array([sum(single.get((t, int(p.seed)), math.nan) for t in main_of(batch[k][1]))
-                         for p, k in zip(plans, owner, strict=True)])
-        hook = _StackPruning([trial for trial, _ in batch], owner, norm, shadow=shadow)
         start = time.perf_counter()
-        tally = StackProgress(progress)
-        try:
-            results = train_fn(problem.X, problem.Y, problem.heads, problem.split, plans, model=problem.model,
-                               training=problem.training, device=problem.device, progress=tally,
-                               on_epoch=hook if prune else None, stack_size=max(1, len(plans)))
-        except BaseException:
-            tally.take_back()  # not stored: the stack's models are not done
-            raise
+        owner, results, hook = _train_batch(batch, problem, main_of, single, train_fn=train_fn, progress=progress,
+                                            prune=prune, shadow=shadow, halving_floor=halving_floor, got=got)
         seconds = time.perf_counter() - start
         got.compute = got.compute + Compute(len(results), sum(r.epochs_run for r in results), seconds)
         got.results.extend(results)
@@ -455,4 +459,64 @@ def run_subsets(
     losses = pd.DataFrame(got.losses, columns=list(LOSS_COLUMNS))
     return SubsetRun(losses=losses, observations=_observations(losses, single, names), objectives=objectives,
                      compute=got.compute, pruning=_pruning_record(objectives, got, shadow=shadow, top=top, epochs=epochs)
-                     if prune else None, results=got.results)
+                     if prune else None, results=got.results, dropped=got.dropped, halved=got.halved)
+
+
+def _train_batch(batch: Sequence[tuple[optuna.trial.Trial, tuple[str, ...]]], problem: AffinityProblem,
+                 main_of: Callable[[tuple[str, ...]], tuple[str, ...]], single: Mapping[tuple[str, int], float], *,
+                 train_fn: Callable[..., list], progress: Callable[[int], None] | None, prune: bool, shadow: bool,
+                 halving_floor: float | None, got: _Gathered) -> tuple[list[int], list, _StackPruning]:
+    """Train one batch of proposed subsets: every seed in one call (pruned on intermediate losses
+    with `prune`), or by successive halving with a `halving_floor`. Per result, the index of its
+    subset in the batch; the results; the pruning hook (what it stopped, when)."""
+    subsets = [subset for _, subset in batch]
+    plans, owner = _batch_plans(subsets, problem, main_of)
+    norm = np.array([sum(single.get((t, int(p.seed)), math.nan) for t in main_of(batch[k][1]))
+                     for p, k in zip(plans, owner, strict=True)])
+    hook = _StackPruning([trial for trial, _ in batch], owner, norm, shadow=shadow)
+    tally = StackProgress(progress)
+    try:
+        if halving_floor is not None and len(problem.seeds) > 1:
+            _, owner, results = _train_halved(subsets, problem, main_of, single, halving_floor,
+                                              train_fn=train_fn, progress=tally, got=got)
+        else:
+            results = train_fn(problem.X, problem.Y, problem.heads, problem.split, plans, model=problem.model,
+                               training=problem.training, device=problem.device, progress=tally,
+                               on_epoch=hook if prune else None, stack_size=max(1, len(plans)))
+    except BaseException:
+        tally.take_back()  # not stored: the stack's models are not done
+        raise
+    return owner, results, hook
+
+
+def _train_halved(subsets: Sequence[tuple[str, ...]], problem: AffinityProblem,
+                  main_of: Callable[[tuple[str, ...]], tuple[str, ...]], single: Mapping[tuple[str, int], float],
+                  floor: float, *, train_fn: Callable[..., list], progress: Callable[[int], None],
+                  got: _Gathered) -> tuple[list, list[int], list]:
+    """Successive halving of one batch: every subset on the first seed, then the other seeds for
+    those whose first-seed gain exceeds `floor` on some main task (or cannot be computed). The
+    plans, their subsets' indices and the results, first rung first."""
+    first = dataclasses.replace(problem, seeds=problem.seeds[:1])
+
+    def train(plans: list) -> list:
+        if not plans:
+            return []
+        return train_fn(problem.X, problem.Y, problem.heads, problem.split, plans, model=problem.model,
+                        training=problem.training, device=problem.device, progress=progress,
+                        stack_size=max(1, len(plans)))
+
+    plans, owner = _batch_plans(subsets, first, main_of)
+    results = train(plans)
+    seed = int(problem.seeds[0])
+
+    def kept(k: int) -> bool:
+        frame = _subset_losses([r for r, o in zip(results, owner, strict=True) if o == k], problem.names, single)
+        gains = 1.0 - frame.loc[frame["seed"] == seed, "norm_loss"].to_numpy(float)
+        return len(gains) == 0 or bool((~np.isfinite(gains) | (gains > floor)).any())
+
+    keep = [k for k in range(len(subsets)) if kept(k)]
+    later = dataclasses.replace(problem, seeds=problem.seeds[1:])
+    more, more_owner = _batch_plans([subsets[k] for k in keep], later, main_of)
+    got.halved += len(subsets)
+    got.dropped += len(subsets) - len(keep)
+    return plans + more, owner + [keep[j] for j in more_owner], results + train(more)

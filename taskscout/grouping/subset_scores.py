@@ -10,7 +10,6 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from taskscout import rundir
 from taskscout.affinity.surrogate import fit_surrogate
@@ -39,6 +38,8 @@ def observed_group_scores(observations: pd.DataFrame, tasks: Sequence[str]) -> p
     stats_ = obs[keep].groupby(["group", "task"], sort=False)["norm_loss"].agg(["mean", "std", "count"])
     # one Student-t interval over its seeds each, as `measured.t_interval` gives
     n = stats_["count"].to_numpy(int)
+    from scipy import stats  # here, not at the top: scipy.stats takes a second to import
+
     with np.errstate(invalid="ignore", divide="ignore"):
         half = np.where(n > 1, stats.t.ppf(0.975, np.maximum(n - 1, 1)) * stats_["std"].to_numpy(float)
                         / np.sqrt(n), math.inf)

@@ -48,6 +48,7 @@ from taskscout.affinity.subsets import (
 )
 from taskscout.affinity.surrogate import Surrogate, fit_surrogate
 from taskscout.grouping import groups_to_measure
+from taskscout.search.halving import gain_floor, pairs_sd_bound
 from taskscout.search.plan import model_seeds
 from taskscout.spec import StudySpec
 
@@ -125,8 +126,10 @@ def run_subsets_phase(
     train_fn: Callable[..., list] | None = None,
     progress: Callable[[int], None] | None = None,
     planned: Callable[[int], None] | None = None,
+    halving: bool = False,
 ) -> SubsetsPhase:
     """Train the proposed subsets (resuming the proposer study in `storage`) and fit the surrogate.
+    `halving`: successive halving instead of `prune`, in every round (`_halving_floors`).
 
     `losses` is the search's loss table so far (`measured.LOSS_COLUMNS`: single and pairs phases);
     its single-task losses normalise, its pair and all-together models join the surrogate's data.
@@ -137,8 +140,9 @@ def run_subsets_phase(
     aproblem = affinity_problem(problem, spec)
     single = single_losses(losses)
     study = proposer_study(storage=storage, name=f"{spec.name}:subsets", seed=spec.seed)
-    run = run_subsets(aproblem, single=single, n_subsets=spec.search.subsets, study=study, prune=prune,
-                      seed=spec.seed, train_fn=train_fn, progress=progress)
+    floors = _halving_floors(halving, losses, len(aproblem.seeds))
+    run = run_subsets(aproblem, single=single, n_subsets=spec.search.subsets, study=study, prune=prune and not halving,
+                      seed=spec.seed, train_fn=train_fn, progress=progress, halving_floor=floors[0])
     main = tuple(problem.main)
     anchors = pd.DataFrame([(t, t, s, 1.0) for (t, s) in single if t in main], columns=["group", "task", "seed", "norm_loss"])
     pairs = pair_observations(losses, main)
@@ -155,9 +159,8 @@ def run_subsets_phase(
 
         def confirmed(n_subsets: int) -> SubsetRun:  # trains up to n_subsets, returns every stored one
             more = run_subsets(confirm, single={**single, **extra_single}, n_subsets=n_subsets, study=study,
-                               prune=False, seed=spec.seed, train_fn=train_fn, progress=progress)
-            return dataclasses.replace(more, compute=run.compute + more.compute, pruning=run.pruning,
-                                       results=[*run.results, *more.results])
+                               prune=False, seed=spec.seed, train_fn=train_fn, progress=progress, halving_floor=floors[1])
+            return _after(run, more)
 
         for round_ in range(CONFIRM_ROUNDS + 1):
             # a resumed study already holds confirmed subsets on the extra seeds: their normalisers first
@@ -192,6 +195,24 @@ def run_subsets_phase(
         compute = compute + Compute(int(models), int(epochs), float(seconds))
     return SubsetsPhase(run, fit_surrogate(observations, tasks=main), observations, normalisers,
                         _stored_models(run, len(aproblem.seeds)), compute)
+
+
+def _halving_floors(halving: bool, losses: pd.DataFrame, seeds: int) -> tuple[float | None, float | None]:
+    """The first-seed gain floors (`search.halving.gain_floor`) of the sampled subsets (`seeds`
+    seeds) and of the confirmation rounds (CONFIRM_EXTRA_SEEDS more), the seed spread bounded by
+    the pairs' in `losses`; None: every seed of every subset."""
+    if not halving:
+        return None, None
+    sd = pairs_sd_bound(losses)
+    return gain_floor(seeds, sd), gain_floor(seeds + CONFIRM_EXTRA_SEEDS, sd)
+
+
+def _after(run: SubsetRun, more: SubsetRun) -> SubsetRun:
+    """A confirmation round's run `more` with the cost, pruning, results and halving counts of the
+    rounds before it (`run`) added."""
+    return dataclasses.replace(more, compute=run.compute + more.compute, pruning=run.pruning,
+                               results=[*run.results, *more.results], dropped=run.dropped + more.dropped,
+                               halved=run.halved + more.halved)
 
 
 def _stored_models(run: SubsetRun, seeds: int) -> int:

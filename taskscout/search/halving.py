@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from taskscout.affinity.measured import paired_with_alone, single_task_losses
 from taskscout.search.plan import PlannedModel
@@ -63,6 +62,8 @@ def gain_floor(seeds: int, sd_bound: float | None) -> float | None:
     `seeds` seeds (module docstring); None when no such floor is known (nothing is dropped)."""
     if seeds < 2:
         return None
+    from scipy import stats  # here, not at the top: scipy.stats takes a second to import
+
     t = float(stats.t.ppf(0.975, seeds - 1))
     if t >= seeds - 1:
         return 0.0

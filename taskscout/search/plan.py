@@ -58,14 +58,16 @@ class PlannedModel:
                           separators=(",", ":"))
 
     def attrs(self) -> dict[str, Any]:
-        """The Optuna user attributes describing this model (what `from_attrs` reads back)."""
-        return {"key": self.key, "phase": self.phase, "tasks": list(self.tasks), "main": list(self.tasks),
-                "aux": list(self.aux), "seed": self.seed, "branch_layer": self.branch_layer}
+        """The Optuna user attributes describing this model (what `from_attrs` reads back): the key,
+        the phase and the rest in one attribute ("model": [tasks, aux, seed, branch_layer]), as
+        each attribute costs the storage a write of its own."""
+        return {"key": self.key, "phase": self.phase,
+                "model": [list(self.tasks), list(self.aux), self.seed, self.branch_layer]}
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> PlannedModel:
-        return cls(str(attrs["phase"]), tuple(attrs["tasks"]), tuple(attrs["aux"]), int(attrs["seed"]),
-                   int(attrs["branch_layer"]))
+        tasks, aux, seed, layer = attrs["model"]
+        return cls(str(attrs["phase"]), tuple(tasks), tuple(aux), int(seed), int(layer))
 
 
 def model_seeds(spec: StudySpec) -> tuple[int, ...]:

@@ -47,7 +47,7 @@ from taskscout.search.estimators import (
     store_estimator,
     stored_estimators,
 )
-from taskscout.search.halving import HALVED_PHASES, split_rungs
+from taskscout.search.halving import HALVED_PHASES, Rungs, split_rungs
 from taskscout.search.plan import (
     PAIRS_PLAN_ATTR,
     PHASE_ORDER,
@@ -174,6 +174,7 @@ class SearchResult:
     finalized: tuple[str, ...]  # later stages that ran: "recommendation", "report"
     finished_elsewhere: bool = False  # shared storage: another worker was finishing the run
     data_notes: tuple[str, ...] = ()  # Dataset.notes: what the data stage decided on its own
+    rerun: bool = False  # the same search had finished: this run trained, computed and wrote nothing
 
     @property
     def trained(self) -> int:
@@ -540,7 +541,8 @@ def _run_search(
     if done is not None:  # the same search, finished: nothing to train or recompute
         store.close()
         return SearchResult(run_dir=run_dir, study_name=spec.name, storage=url, phases=done[0], stopped_by_time_limit=False,
-                            seconds=time.monotonic() - start, tables=done[1], finalized=done[2], data_notes=ds.notes)
+                            seconds=time.monotonic() - start, tables=done[1], finalized=done[2], data_notes=ds.notes,
+                            rerun=True)
     if fresh:
         _clear_run_files(run_dir)
     problem = _search_problem(spec, ds, run_dir, candidates_fn)
@@ -700,8 +702,8 @@ def _beyond_pairs(
         progress.phase_started("subsets", total=total, done=0)
         bar = _Tally(progress, total)
         custom = None if train_fn is _train_models else train_fn
-        subsets = run_subsets_phase(spec, problem, losses=losses, storage=url,
-                                    train_fn=custom, progress=bar.advance, planned=bar.extend)
+        subsets = run_subsets_phase(spec, problem, losses=losses, storage=url, train_fn=custom, progress=bar.advance,
+                                    planned=bar.extend, halving=spec.search.halving, prune=False)
         # The phase's models: every subset model stored (earlier runs' are reused; confirmation
         # may add models beyond the sampled subsets) and the normalisers (trained once, then kept).
         n = int(subsets.run.compute.models)
@@ -709,7 +711,8 @@ def _beyond_pairs(
         planned = max(subsets.stored_models + subsets.normalisers, n)
         bar.settle(planned)  # the bar ends where the summary does: reused models count as done
         progress.phase_finished("subsets")
-        outcomes.append(PhaseOutcome("subsets", planned, planned - n, n, 0, time.monotonic() - began, "done"))
+        halved = Rungs((), (), subsets.run.halved, subsets.run.dropped).note.replace("candidates", "subsets", 1)
+        outcomes.append(PhaseOutcome("subsets", planned, planned - n, n, 0, time.monotonic() - began, "done", note=halved))
     if "estimators" in wanted:
         outcomes.append(_estimators_phase(spec, problem, study, results, progress))
     else:  # diagnostics an earlier run computed on request are still shown

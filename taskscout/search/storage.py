@@ -519,7 +519,10 @@ def record_result(store: Store, claim: Claim, result: Mapping[str, Any], curves:
     try:
         store.storage.set_trial_user_attr(claim.trial_id, CURVES_ATTR, curves)
         store.storage.set_trial_user_attr(claim.trial_id, RESULT_ATTR, dict(result))
-        store.study.tell(claim.number, _round(value) if math.isfinite(value) else math.inf)
+        # study.tell would read the trial back twice first; the conditional update alone refuses a FAIL trial
+        if not store.storage.set_trial_state_values(claim.trial_id, TrialState.COMPLETE,
+                                                    [_round(value) if math.isfinite(value) else math.inf]):
+            raise optuna.exceptions.UpdateFinishedTrialError(f"trial {claim.number} is no longer RUNNING")
         return True
     except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # tell refuses a FAIL trial
         if store.storage.get_trial(claim.trial_id).state != TrialState.FAIL:

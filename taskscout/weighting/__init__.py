@@ -8,11 +8,12 @@ depends only on row k of the inputs and of its own parameters.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
-
-import torch
+from typing import TYPE_CHECKING, ClassVar
 
 from taskscout.errors import SpecError, close_matches
+
+if TYPE_CHECKING:  # torch is imported where a weighting computes, so checking a name stays light
+    import torch
 
 WEIGHTINGS: dict[str, type[LossWeighting]] = {}
 
@@ -41,6 +42,8 @@ class LossWeighting(ABC):
         """The gradient of `combine(...).sum()` with respect to `losses` (K, S) and to each of
         `params`, as the trainer needs it once per step. By autograd over these few (K, S)
         tensors; a weighting with a closed form may give it instead (tested equal)."""
+        import torch
+
         with torch.enable_grad():
             leaf = losses.detach().requires_grad_(True)
             live = [p.detach().requires_grad_(True) for p in params]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from taskscout.weighting import LossWeighting, register
+
+if TYPE_CHECKING:
+    import torch
 
 
 @register

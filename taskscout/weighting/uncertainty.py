@@ -7,9 +7,12 @@ s_t starts at 0 (every target at weight w_t).
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from taskscout.weighting import LossWeighting, register
+
+if TYPE_CHECKING:
+    import torch
 
 
 @register
@@ -19,9 +22,13 @@ class UncertaintyWeighting(LossWeighting):
     name = "uncertainty"
 
     def init_params(self, n_models: int, n_slots: int, *, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+        import torch
+
         return [torch.zeros(n_models, n_slots, dtype=dtype, device=device)]
 
     def combine(self, losses: torch.Tensor, weights: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+        import torch
+
         (s,) = params
         used = (weights != 0).to(losses.dtype)
         # Padding slots (weight 0) must get no gradient: their s term is masked too.

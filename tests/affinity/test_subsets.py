@@ -201,3 +201,53 @@ def test_an_interrupted_stack_takes_back_the_progress_it_reported(problem):
     with pytest.raises(KeyboardInterrupt):
         run_subsets(problem, single=SINGLE, n_subsets=2, train_fn=interrupted, progress=shown.append)
     assert shown == [1, 1, 1, 1, -4]  # 2 subsets x 2 seeds reported, none stored
+
+
+def noisy_trainer(calls: list):
+    """Final losses of the planted rule plus a fixed noise per (subset, seed, task) of up to +-0.06,
+    so some gains are real over three seeds and some stay inside the noise."""
+
+    def train(X, Y, heads, split, plans, **_):
+        calls.append(len(plans))
+        names = [h.name for h in heads]
+        out = []
+        for p in plans:
+            members = {names[x] for x in p.targets}
+            rng = np.random.default_rng([p.seed, *sorted(p.targets)])
+            loss = {t: planted_norm_loss(names[t], members) + float(rng.uniform(-0.06, 0.06)) for t in p.main}
+            out.append(ModelResult(plan=p, best_epoch=EPOCHS, epochs_run=EPOCHS, loss={"val": loss}, metric={"val": {}},
+                                   seconds=0.01, curves=pd.DataFrame(columns=["task", "epoch", "split", "loss"]),
+                                   state=None))
+        return out
+
+    return train
+
+
+def _real_gains(run) -> dict[tuple[str, str], tuple[float, float]]:
+    """(group, task) -> (mean, upper end of the 95% t interval) of the normalised losses whose interval lies below 1."""
+    from taskscout.affinity.measured import t_interval
+
+    out = {}
+    for (group, task), part in run.observations.groupby(["group", "task"]):
+        iv = t_interval(part["norm_loss"].tolist())
+        if iv.n > 1 and iv.high < 1:
+            out[group, task] = (iv.mean, iv.high)
+    return out
+
+
+def test_successive_halving_keeps_every_real_gain_and_trains_fewer_models(problem):
+    three = dataclasses.replace(problem, seeds=(0, 1, 2))
+    single = {(t, s): 1.0 for t in TASKS for s in (0, 1, 2)}
+    full_calls, halved_calls = [], []
+    full = run_subsets(three, single=single, n_subsets=40, seed=1, train_fn=noisy_trainer(full_calls))
+    halved = run_subsets(three, single=single, n_subsets=40, seed=1, train_fn=noisy_trainer(halved_calls),
+                         halving_floor=0.0)
+    real = _real_gains(full)
+    assert len(real) >= 10  # the check below has gains to keep
+    assert _real_gains(halved) == real  # every real gain, with the same interval
+    # subsets whose tasks all lost on the first seed (those holding e and f, say) got no more seeds
+    assert halved.halved == 40 and 0 < halved.dropped < 40
+    assert sum(halved_calls) == 40 * 3 - 2 * halved.dropped < sum(full_calls) == 40 * 3
+    assert set(full.objectives["group"]) == set(halved.objectives["group"])  # the same proposals
+    with pytest.raises(SpecError, match="not both"):
+        run_subsets(three, single=single, n_subsets=4, prune=True, halving_floor=0.0, train_fn=noisy_trainer([]))

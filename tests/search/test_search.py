@@ -131,6 +131,7 @@ def test_plan_keys_are_stable_unique_and_round_trip():
     assert pairs[0].key == '["pairs",["a","b"],[],0,2]'
     for m in pairs:
         assert PlannedModel.from_attrs(m.attrs()) == m
+        assert set(m.attrs()) == {"key", "phase", "model"}  # one storage write for the description
     assert len(plan_pairs(["a", "b"], (0,), 2)) == 1  # with two tasks the pair is the all-together model
     assert [m.branch_layer for m in plan_depth([("a", "b")], (0,), 3)] == [2, 1, 0]
 
