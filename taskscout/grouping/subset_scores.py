@@ -86,14 +86,23 @@ def subset_predictor(
 ) -> SurrogateScores | None:
     """The anchored surrogate fitted on `observations` (None when there is nothing to fit), ready
     to score groups on demand (`GroupScorer.from_tables(..., predict=...)`); `known` holds the
-    measured group scores it anchors on."""
+    measured group scores it anchors on.
+
+    Up to EXACT_MAX_TASKS tasks it scores only the groups `with_subset_scores` would tabulate (at
+    most SURROGATE_MAX_GROUP tasks); a larger unmeasured group gets no prediction, so the scorer
+    falls back on the measured pairs (HOA). The surrogate is one linear model that learns that
+    larger subsets help in general: scoring every size let it put merged groups of 5-9 planted
+    tasks on the Pareto front, confirmation measured them, and the solver's fewer-networks rule
+    then recommended two planted groups merged on generator seeds 1, 2 and 4
+    (docs/guide/selection.md). Above EXACT_MAX_TASKS every size is scored (no table is built)."""
     if observations.empty or len(tasks) < 2:
         return None
     try:
         model = fit_surrogate(observations, tasks=list(tasks))
     except DataError:
         return None
-    return SurrogateScores(model, known, tasks)
+    largest = SURROGATE_MAX_GROUP if len(tasks) <= EXACT_MAX_TASKS else None
+    return SurrogateScores(model, known, tasks, max_group=largest)
 
 
 class SurrogateScores:
@@ -109,12 +118,15 @@ class SurrogateScores:
     measuring showed it did not), while the difference it predicts between nested groups is what it
     is fitted on. The interval's half-widths are those of the measured anchor and of the surrogate
     at G, combined as independent errors. `calls` counts the surrogate predictions made: a
-    solver's cost in predictions, whatever the number of possible groups.
+    solver's cost in predictions, whatever the number of possible groups. With `max_group` a
+    group of more tasks gets no prediction (None).
     """
 
-    def __init__(self, surrogate: Any, measured: pd.DataFrame | None, tasks: Sequence[str]) -> None:
+    def __init__(self, surrogate: Any, measured: pd.DataFrame | None, tasks: Sequence[str],
+                 max_group: int | None = None) -> None:
         self.surrogate = surrogate
         self.tasks = tuple(tasks)
+        self.max_group = max_group
         self.calls = 0
         self._cache: dict[tuple[tuple[str, ...], str], TaskScore | None] = {}
         # A task's measured anchors: its pairs by partner (looked up per member of a group) and
@@ -143,7 +155,7 @@ class SurrogateScores:
 
     def _predict(self, group: tuple[str, ...], task: str) -> TaskScore | None:
         fitted = self.surrogate.per_task.get(task)
-        if fitted is None or task not in group:
+        if fitted is None or task not in group or (self.max_group is not None and len(group) > self.max_group):
             return None
         members = set(group)
         m, lo, hi = fitted.predict(group)

@@ -191,3 +191,34 @@ def test_sampled_predictor_sums_the_partners_gains():
     assert s.ci_low == pytest.approx(0.85 - 0.05) and s.ci_high == pytest.approx(0.85 + 0.05)  # hypot(0.03, 0.04)
     assert predict(("a", "c"), "a") is None  # c -> a was not estimated
     assert sampled_predictor(aff[aff["method"] == "measured"], ("a", "b", "c")) is None
+
+
+def test_surrogate_scores_no_unmeasured_group_above_its_table_size_on_few_tasks():
+    """Up to EXACT_MAX_TASKS tasks the surrogate scores unmeasured groups of at most
+    SURROGATE_MAX_GROUP tasks (as `with_subset_scores` tabulates them); a larger one gets no
+    prediction and the scorer falls back on the measured pairs. Above EXACT_MAX_TASKS every size
+    is scored on demand."""
+    from taskscout.grouping import EXACT_MAX_TASKS, SURROGATE_MAX_GROUP
+    from taskscout.grouping.subset_scores import subset_predictor
+
+    tasks = ("a", "b", "c", "d", "e", "f")
+    gs = _measured_pairs(tasks, helped="abc")
+    # a merged group of five is measured helping everyone: the linear surrogate learns that size helps
+    obs = pd.concat([_pair_observations(tasks, helped="abc"),
+                     _observations([("a|b|c|d|e", t, [0.7, 0.72, 0.74]) for t in "abcde"])], ignore_index=True)
+    known = with_subset_scores(gs, obs, tasks, surrogate=False)
+    predict = subset_predictor(known, obs, tasks)
+    assert SURROGATE_MAX_GROUP == 4
+    assert predict(("a", "b", "c", "d"), "d").source == "surrogate"
+    assert predict(("a", "b", "c", "d", "f"), "a") is None
+    assert predict(tasks, "f") is None
+    scorer = GroupScorer.from_tables(tasks=tasks, group_scores=known, predict=predict)
+    hoa = scorer(("a", "b", "c", "d", "f"), "a")  # the mean over a's measured pairs
+    assert hoa.source == "hoa" and hoa.norm_loss == pytest.approx((0.85 + 0.85 + 1.10 + 1.10) / 4)
+    assert scorer(("a", "b", "c", "d", "e"), "a").source == "measured"  # a measured group is never capped
+    many = tuple(f"t{i:02d}" for i in range(EXACT_MAX_TASKS + 2))
+    big = pd.concat([_pair_observations(many, helped=many[:3]),
+                     _observations([("|".join(many[:5]), t, [0.7, 0.72, 0.74]) for t in many[:5]])], ignore_index=True)
+    at_scale = subset_predictor(with_subset_scores(_measured_pairs(many, helped=many[:3]), big, many, surrogate=False),
+                                big, many)
+    assert at_scale(many[:6], many[0]).source == "surrogate"
