@@ -111,3 +111,25 @@ def test_greedy_above_the_exact_limit_recovers_blocks():
     scorer = GroupScorer.from_tables(tasks=tasks, affinity=aff)
     choice = choose_grouping(tasks, scorer)
     assert sorted(choice.grouping.groups) == sorted(tuple(g) for g in groups)
+
+
+def test_a_helper_stays_only_when_the_tasks_it_helps_are_clearly_better():
+    # c is served by {c, d} (0.6 < 0.85); in {a, b, c} it only helps a and b, by 0.05 each
+    tasks = ("a", "b", "c", "d")
+
+    def table(hw):
+        return {
+            ("a", "b"): {"a": _score(0.80, hw), "b": _score(0.80, hw)},
+            ("c", "d"): {"c": _score(0.60, hw), "d": _score(0.60, hw)},
+            ("a", "b", "c"): {"a": _score(0.75, hw), "b": _score(0.75, hw), "c": _score(0.85, hw)},
+        }
+
+    raw = solve_grouping(tasks, _lookup(table(0.1)), budgets=[2])[2]
+    assert raw.groups == (("a", "b", "c"), ("c", "d")) and raw.total == pytest.approx(2.7)
+    wide = choose_grouping(tasks, _lookup(table(0.1)))  # -0.1 against a half-width of 0.2: inside
+    assert wide.front[2].groups == (("a", "b"), ("c", "d")) and wide.front[2].total == pytest.approx(2.8)
+    assert wide.grouping.groups == (("a", "b"), ("c", "d"))
+    assert any("only to help others" in r for r in wide.reasons)
+    narrow = choose_grouping(tasks, _lookup(table(0.005)))  # clearly better with c: c stays
+    assert narrow.front[2].groups == (("a", "b", "c"), ("c", "d"))
+    assert not any("only to help others" in r for r in narrow.reasons)
