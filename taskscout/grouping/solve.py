@@ -374,7 +374,14 @@ def choose_grouping(
     if networks is not None and (not isinstance(networks, int) or networks < 1):
         raise SpecError(f"'networks' must be an int >= 1 or unset. Got {networks!r} instead.")
     solved = solve_grouping(tasks, score, max_group_size=max_group_size, method=method)
-    front = {n: without_idle_helpers(g, score) for n, g in solved.items() if g is not None}
+    front: dict[int, Grouping] = {}
+    trimmed: set[int] = set()
+    for n in sorted(b for b, g in solved.items() if g is not None):  # helpers dropped; the front stays monotone
+        g = without_idle_helpers(solved[n], score)
+        if g.groups != solved[n].groups:
+            trimmed.add(n)
+        fewer = front.get(max(front)) if front else None
+        front[n] = fewer if fewer is not None and round(fewer.total, 12) <= round(g.total, 12) else g
     reasons: list[str] = []
     smallest = min(front)  # N = T (every task alone) is always feasible
     if smallest > 1:
@@ -390,7 +397,7 @@ def choose_grouping(
                 f"{front[best_n].total:.3f}, a difference inside the intervals, and fewer networks cost less"
             )
         grouping = front[chosen_n]
-        if solved[chosen_n] is not None and grouping.groups != solved[chosen_n].groups:
+        if chosen_n in trimmed:
             reasons.append("tasks a network would train only to help others (not served by it) are left out: the "
                            "tasks it serves are not clearly better with them")
     elif networks in front or networks >= len(tasks):

@@ -130,6 +130,7 @@ def test_a_helper_stays_only_when_the_tasks_it_helps_are_clearly_better():
     assert wide.front[2].groups == (("a", "b"), ("c", "d")) and wide.front[2].total == pytest.approx(2.8)
     assert wide.grouping.groups == (("a", "b"), ("c", "d"))
     assert any("only to help others" in r for r in wide.reasons)
+    assert all(wide.front[n].total <= wide.front[n - 1].total + 1e-12 for n in range(3, 5))  # still monotone
     narrow = choose_grouping(tasks, _lookup(table(0.005)))  # clearly better with c: c stays
     assert narrow.front[2].groups == (("a", "b", "c"), ("c", "d"))
     assert not any("only to help others" in r for r in narrow.reasons)
