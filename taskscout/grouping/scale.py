@@ -19,6 +19,11 @@ its members' normalised losses in it, a member whose gain is not real (with `onl
 as served alone (1). Every candidate becomes a `Grouping` through the serving rule, and budget N
 gets the best candidate with at most N networks. On the 12-task planted sets of the tests the
 scalable path returns the exact solver's grouping.
+
+Above 12 tasks with shrunk sampled-subset gains (`chooses_on_estimates`) the cost is the block's
+estimated total instead (no per-member gate, no cap at 1), every member is served by its block,
+and `solve.choose_grouping` takes the lowest estimated total: on the 100-task planted search this
+raised the adjusted Rand index against the planted groups from 0.78 to 0.93 (docs: many-tasks).
 """
 
 from __future__ import annotations

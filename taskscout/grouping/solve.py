@@ -359,6 +359,9 @@ def choose_grouping(
     number of networks whose total is not clearly worse than the best total (the difference is
     inside the intervals, `difference_is_inside_intervals`).
 
+    Above EXACT_MAX_TASKS tasks with shrunk sampled-subset gains (`scale.chooses_on_estimates`)
+    the default is instead the lowest estimated total (`_best_estimate`).
+
     Budgets that cannot be met with real gains only are left out of the front. A requested budget
     below the smallest feasible one is met by allowing tasks into groups where their gain is not
     real, and the reasons say so.
