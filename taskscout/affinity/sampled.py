@@ -32,6 +32,7 @@ the subsets.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -117,9 +118,7 @@ class SampledAffinity:
 
     def interval(self) -> tuple[np.ndarray, np.ndarray]:
         """Percentile bootstrap interval of every gain (low, high)."""
-        q = (1 - self.level) / 2
-        with np.errstate(all="ignore"):
-            return np.nanquantile(self.draws, q, axis=0), np.nanquantile(self.draws, 1 - q, axis=0)
+        return _quantiles(self.draws, (1 - self.level) / 2)
 
     def affinity_rows(self) -> pd.DataFrame:
         """`affinity.csv` rows, method "sampled"; `n_seeds` holds the subsets sharing the pair."""
@@ -147,10 +146,16 @@ class SampledAffinity:
             return 1.0, 1.0, 1.0, 0
         mean = 1.0 - float(np.sum(self.gain[js, i]))
         sums = 1.0 - np.sum(self.draws[:, js, i], axis=1)
-        q = (1 - self.level) / 2
-        with np.errstate(all="ignore"):
-            low, high = np.nanquantile(sums, q), np.nanquantile(sums, 1 - q)
+        low, high = _quantiles(sums, (1 - self.level) / 2)
         return mean, float(low), float(high), int(np.min(self.together[js, i]))
+
+
+def _quantiles(draws: np.ndarray, q: float) -> tuple[np.ndarray, np.ndarray]:
+    """The q and 1 - q quantiles over the first axis, ignoring NaN; NaN where every draw is NaN
+    (a pair that never shared a subset), without numpy's all-NaN warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanquantile(draws, q, axis=0), np.nanquantile(draws, 1 - q, axis=0)
 
 
 def _membership(observations: pd.DataFrame, tasks: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

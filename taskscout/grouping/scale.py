@@ -19,6 +19,11 @@ its members' normalised losses in it, a member whose gain is not real (with `onl
 as served alone (1). Every candidate becomes a `Grouping` through the serving rule, and budget N
 gets the best candidate with at most N networks. On the 12-task planted sets of the tests the
 scalable path returns the exact solver's grouping.
+
+Above 12 tasks with shrunk sampled-subset gains (`chooses_on_estimates`) the cost is the block's
+estimated total instead (no per-member gate, no cap at 1), every member is served by its block,
+and `solve.choose_grouping` takes the lowest estimated total: on the 100-task planted search this
+raised the adjusted Rand index against the planted groups from 0.78 to 0.93 (docs: many-tasks).
 """
 
 from __future__ import annotations
@@ -82,6 +87,15 @@ def is_additive(score: ScoreFn) -> bool:
     return bool(getattr(score, "additive", False) or getattr(getattr(score, "predict", None), "additive", False))
 
 
+def chooses_on_estimates(tasks: Sequence[str], score: ScoreFn, exact_max_tasks: int) -> bool:
+    """Whether the grouping of `tasks` is chosen on estimated totals (`_BlockCost` with
+    `estimated`, every member served by its block, the lowest total whatever the networks'
+    number): an additive scorer of shrunk sampled gains over more tasks than the exact solver
+    takes. Up to `exact_max_tasks` the exact solver's per-task gate and budget rule apply, and the
+    scalable path, forced, returns its grouping."""
+    return is_additive(score) and len(tasks) > exact_max_tasks
+
+
 def pair_moves(weights: np.ndarray, labels: Sequence[int], *, passes: int = 5 * LOCAL_PASSES) -> list[int]:
     """Labels improved for the sum of pair weights inside blocks (correlation clustering): each
     task in turn moves to the block, or a block of its own, where its summed weight to the
@@ -107,10 +121,14 @@ def pair_moves(weights: np.ndarray, labels: Sequence[int], *, passes: int = 5 * 
 
 
 class _BlockCost:
-    """Cost of a block (cached): members' normalised losses in it, a non-real member counting 1."""
+    """Cost of a block (cached): members' normalised losses in it, a non-real member counting 1.
 
-    def __init__(self, tasks: tuple[str, ...], score: ScoreFn, only_real: bool) -> None:
-        self.tasks, self.score, self.only_real = tasks, score, only_real
+    With `estimated` (an additive scorer of shrunk sampled gains) the cost is the block's estimated
+    total normalised loss, with no per-member gate and no cap at 1: the shrinkage has already
+    discounted noisy gains, and the gate and the cap made a merge of a noisy member cost nothing."""
+
+    def __init__(self, tasks: tuple[str, ...], score: ScoreFn, only_real: bool, *, estimated: bool = False) -> None:
+        self.tasks, self.score, self.only_real, self.estimated = tasks, score, only_real, estimated
         self.cache: dict[tuple[str, ...], float] = {}
 
     def __call__(self, block: tuple[str, ...]) -> float:
@@ -120,7 +138,11 @@ class _BlockCost:
             total = 0.0
             for t in block:
                 s = self.score(block, t)
-                ok = s is not None and math.isfinite(s.norm_loss) and (s.real or not self.only_real)
+                known = s is not None and math.isfinite(s.norm_loss)
+                if self.estimated:
+                    total += s.norm_loss if known else 1.0
+                    continue
+                ok = known and (s.real or not self.only_real)
                 total += min(1.0, s.norm_loss) if ok else 1.0
             self.cache[block] = total
         return self.cache[block]
@@ -170,17 +192,18 @@ def local_moves(tasks: tuple[str, ...], blocks: list[tuple[str, ...]], cost: _Bl
 
 def scalable_partitions(
     tasks: Sequence[str], score: ScoreFn, *, greedy: Sequence[Sequence[tuple[str, ...]]] = (),
-    only_real: bool = True, seed: int = 0,
+    only_real: bool = True, seed: int = 0, estimated: bool = False,
 ) -> list[list[tuple[str, ...]]]:
     """Candidate partitions (module docstring): every task alone, all together, the spectral
-    partitions, the `greedy` path given, and local-move improvements of the best few."""
+    partitions, the `greedy` path given, and local-move improvements of the best few, ranked on
+    estimated totals with `estimated` (`chooses_on_estimates`)."""
     tasks = tuple(tasks)
-    cost = _BlockCost(tasks, score, only_real)
+    additive = is_additive(score)
+    cost = _BlockCost(tasks, score, only_real, estimated=estimated)
     pool: list[list[tuple[str, ...]]] = [[(t,) for t in tasks], [tasks]]
     pool += [[_key(b, tasks) for b in p] for p in greedy]
     if len(tasks) >= 3:
         weights = pair_affinity(tasks, score)
-        additive = is_additive(score)
         for labels in spectral_partitions(weights, seed=seed):
             pool.append(_blocks(tasks, labels))
             if additive:

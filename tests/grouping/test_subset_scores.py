@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -178,18 +179,28 @@ def test_confirmation_cost_does_not_grow_with_the_number_of_possible_groups(monk
     assert 0 < asked[28] < 8 * asked[14]  # score look-ups: O(T^3) at most, not the 2^T groups
 
 
-def test_sampled_predictor_sums_the_partners_gains():
+def test_sampled_predictor_sums_the_partners_shrunk_gains():
     from taskscout.grouping import sampled_predictor
 
     from .conftest import _affinity
 
     aff = _affinity([("a", "c", 0.10, 0.07, 0.13, 4, "sampled"), ("b", "c", 0.05, 0.01, 0.09, 5, "sampled"),
                      ("a", "b", 0.2, 0.1, 0.3, 4, "measured")])
+    # By hand: m = 0.075, var = 0.025^2, se^2 = (0.03 / 1.96)^2 and (0.04 / 1.96)^2,
+    # tau^2 = var - mean(se^2); each gain moves to m + tau^2 / (tau^2 + se^2) (g - m).
+    z = 1.959963984540054
+    se2 = np.array([0.03, 0.04]) ** 2 / z**2
+    tau2 = 0.025**2 - se2.mean()
+    shrunk = 0.075 + tau2 / (tau2 + se2) * np.array([0.025, -0.025])
+    half = z * np.sqrt(tau2 * se2 / (tau2 + se2))
     predict = sampled_predictor(aff, ("a", "b", "c"))
     s = predict(("a", "b", "c"), "c")
-    assert (s.norm_loss, s.source, s.n_seeds) == (pytest.approx(0.85), "sampled", 4)
-    assert s.ci_low == pytest.approx(0.85 - 0.05) and s.ci_high == pytest.approx(0.85 + 0.05)  # hypot(0.03, 0.04)
-    assert predict(("a", "c"), "a") is None  # c -> a was not estimated
+    assert (s.norm_loss, s.source, s.n_seeds) == (pytest.approx(1 - shrunk.sum()), "sampled", 4)
+    assert s.norm_loss == pytest.approx(0.8464, abs=1e-4)  # unshrunk it would be 0.85
+    assert s.ci_high - s.norm_loss == pytest.approx(float(np.hypot(*half)))
+    prior = predict(("a", "c"), "a")  # c -> a was not estimated: the prior, m +- 1.96 tau
+    assert prior.norm_loss == pytest.approx(1 - 0.075) and prior.ci_high - prior.norm_loss == pytest.approx(z * tau2**0.5)
+    assert predict(("a", "x"), "x") is None  # x has no sampled gain at all
     assert sampled_predictor(aff[aff["method"] == "measured"], ("a", "b", "c")) is None
 
 
@@ -222,3 +233,20 @@ def test_surrogate_scores_no_unmeasured_group_above_its_table_size_on_few_tasks(
     at_scale = subset_predictor(with_subset_scores(_measured_pairs(many, helped=many[:3]), big, many, surrogate=False),
                                 big, many)
     assert at_scale(many[:6], many[0]).source == "surrogate"
+
+
+def test_shrink_gains_pulls_noisy_gains_to_the_mean_and_keeps_sharp_ones():
+    from taskscout.grouping.subset_scores import shrink_gains
+
+    rng = np.random.default_rng(0)
+    true = np.where(rng.random(4000) < 0.1, 0.15, -0.02)  # planted: a tenth of the pairs gain
+    se = np.where(rng.random(4000) < 0.5, 0.02, 0.2)  # half sharp, half very noisy
+    noisy = true + se * rng.normal(size=4000)
+    shrunk, half, m, tau2 = shrink_gains(noisy, 1.959963984540054 * se)
+    assert m == pytest.approx(true.mean(), abs=0.01) and tau2 == pytest.approx(true.var(), rel=0.25)
+    assert np.mean((shrunk - true) ** 2) < 0.5 * np.mean((noisy - true) ** 2)  # closer to the truth
+    sharp = se == 0.02
+    assert np.abs(shrunk - noisy)[sharp].mean() < 0.2 * np.abs(shrunk - noisy)[~sharp].mean()
+    assert (half < 1.959963984540054 * se).all()
+    nan = shrink_gains(np.array([0.1, np.nan]), np.array([0.05, 0.05]))[0]
+    assert nan[1] == pytest.approx(0.1)  # no estimate: the mean of the others
