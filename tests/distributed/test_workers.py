@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -42,14 +43,15 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def _start_workers(tmp_path: Path, pg_url: str, n: int, pause: float) -> list[tuple[subprocess.Popen, Path, Path]]:
+def _start_workers(tmp_path: Path, pg_url: str, n: int, pause: float,
+                   settings: Callable[[Path, str], dict] = fake_settings) -> list[tuple[subprocess.Popen, Path, Path]]:
     """n fake workers, each with a run directory of its own (as on n machines), released together."""
     go = tmp_path / "go"
     workers = []
     for i in range(n):
         out, log = tmp_path / f"worker{i}", tmp_path / f"worker{i}.log"
         log.touch()
-        cmd = [sys.executable, str(WORKER), json.dumps(fake_settings(out, pg_url)), str(log),
+        cmd = [sys.executable, str(WORKER), json.dumps(settings(out, pg_url)), str(log),
                "--fake", str(pause), "--go", str(go)]
         workers.append((subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
                         out, log))
@@ -110,6 +112,29 @@ def test_two_workers_train_every_model_once_and_measure_what_one_process_does(
     assert json.loads(done.stdout.strip().splitlines()[-1])["trained"] == 0
     assert not (tmp_path / "late.log").exists()  # the fake trainer was never called
     assert_same_measurements(late, fake_one_process)
+
+
+def _sampled_settings(out: Path, storage: str | None = None) -> dict:
+    """fake_settings with search.max_models below all pairs x seeds: the pairs phase trains sampled subsets."""
+    settings = fake_settings(out, storage)
+    settings["name"] = "sampled4"
+    settings["search"] = {**settings["search"], "phases": ["single", "pairs"], "max_models": 10}
+    return settings
+
+
+def test_two_workers_share_the_sampled_subsets(pg_url: str, tmp_path: Path) -> None:
+    one = tmp_path / "one"
+    run_search(resolve_spec(None, _sampled_settings(one)), train_fn=PlantedTrainer())
+    trials = pd.read_parquet(one / rundir.TRIALS)
+    assert "sampled" in set(trials["phase"]) and "pairs" not in set(trials["phase"])
+    expected = set(trials["key"])
+    workers = _start_workers(tmp_path, pg_url, 2, pause=0.2, settings=_sampled_settings)
+    for proc, _, _ in workers:
+        _finish(proc)
+    trained = [_trained(log) for _, _, log in workers]
+    assert all(trained), "both workers trained models"
+    assert Counter(trained[0] + trained[1]) == dict.fromkeys(expected, 1)  # each subset model once
+    _complete_once(pg_url, "sampled4", expected)
 
 
 def test_a_worker_killed_mid_phase_loses_nothing(pg_url: str, tmp_path: Path, fake_one_process: Path) -> None:

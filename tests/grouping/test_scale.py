@@ -41,8 +41,21 @@ def test_recovers_planted_groups_above_the_exact_limit(n_groups, size, seed):
     assert sorted(choice.grouping.groups) == sorted(groups)
 
 
+def _flagged(score):
+    """`score` marked additive, as `subset_scores.sampled_predictor` marks itself: the scalable
+    path then adds pair moves."""
+    def flagged(group, task):
+        return score(group, task)
+
+    flagged.additive = True
+    return flagged
+
+
+@pytest.mark.parametrize("additive", [False, True], ids=["plain", "pair-moves"])
 @pytest.mark.parametrize("seed", range(6))
-def test_scalable_path_returns_the_exact_grouping_on_twelve_tasks(seed):
+def test_scalable_path_returns_the_exact_grouping_on_twelve_tasks(seed, additive):
+    from taskscout.grouping.scale import is_additive
+
     rng = np.random.default_rng(seed)
     sizes = [(4, 4, 4), (3, 3, 3, 3), (6, 6), (5, 4, 3), (2, 5, 5), (3, 3, 6)][seed]
     cut = np.cumsum((0, *sizes))
@@ -50,6 +63,9 @@ def test_scalable_path_returns_the_exact_grouping_on_twelve_tasks(seed):
     order = rng.permutation(12)
     groups = [tuple(sorted(tasks[order[k]] for k in range(cut[g], cut[g + 1]))) for g in range(len(sizes))]
     score = _additive(tasks, groups, inside=0.06, across=-0.01, noise=0.01, hw=0.015, seed=seed)
+    if additive:
+        score = _flagged(score)
+    assert is_additive(score) == additive
     exact = choose_grouping(tasks, score, method="exact").grouping
     scalable = choose_grouping(tasks, score, method="scalable").grouping
     assert scalable.groups == exact.groups
@@ -78,33 +94,6 @@ def test_local_moves_fix_a_misplaced_task_and_pair_affinity_reads_the_scores():
 def test_method_is_checked():
     with pytest.raises(Exception, match="method"):
         solve_grouping(("a", "b"), lambda g, t: None, method="fast")
-
-
-def _flagged(score):
-    """`score` marked additive, as `subset_scores.sampled_predictor` marks itself: the scalable
-    path then adds pair moves."""
-    def flagged(group, task):
-        return score(group, task)
-
-    flagged.additive = True
-    return flagged
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_with_pair_moves_the_scalable_path_still_returns_the_exact_grouping_on_twelve_tasks(seed):
-    from taskscout.grouping.scale import is_additive
-
-    rng = np.random.default_rng(seed)
-    sizes = [(4, 4, 4), (3, 3, 3, 3), (6, 6), (5, 4, 3), (2, 5, 5), (3, 3, 6)][seed]
-    cut = np.cumsum((0, *sizes))
-    tasks = tuple(f"t{i:02d}" for i in range(12))
-    order = rng.permutation(12)
-    groups = [tuple(sorted(tasks[order[k]] for k in range(cut[g], cut[g + 1]))) for g in range(len(sizes))]
-    score = _flagged(_additive(tasks, groups, inside=0.06, across=-0.01, noise=0.01, hw=0.015, seed=seed))
-    assert is_additive(score)
-    exact = choose_grouping(tasks, score, method="exact").grouping
-    scalable = choose_grouping(tasks, score, method="scalable").grouping
-    assert scalable.groups == exact.groups and sorted(exact.groups) == sorted(groups)
 
 
 def test_pair_moves_split_off_and_return_misplaced_tasks():
