@@ -17,6 +17,7 @@ from taskscout.errors import SpecError
 from taskscout.grouping._tables import _require_columns
 from taskscout.grouping.choices import BranchChoice, choose_auxiliaries, choose_branch_layer
 from taskscout.grouping.graph import build_graph, save_graphml
+from taskscout.grouping.scale import chooses_on_estimates
 from taskscout.grouping.scores import ALONE, SCORE_SOURCES, GroupScorer, ScoreFn, TaskScore
 from taskscout.grouping.selection import (
     RECOMMENDED,
@@ -26,7 +27,13 @@ from taskscout.grouping.selection import (
     Network,
     Selection,
 )
-from taskscout.grouping.solve import BudgetChoice, Grouping, choose_grouping, solve_grouping
+from taskscout.grouping.solve import (
+    EXACT_MAX_TASKS,
+    BudgetChoice,
+    Grouping,
+    choose_grouping,
+    solve_grouping,
+)
 from taskscout.grouping.subset_scores import sampled_predictor, subset_predictor, with_subset_scores
 from taskscout.spec import spec_from_json
 
@@ -358,11 +365,14 @@ def selection_candidates(
                    similarity=similarity, candidates=candidates, depth_L=depth_L, networks=networks,
                    aux_cap=aux_cap, max_group_size=max_group_size, fdr=fdr, predict=predict)
     tasks = ctx.tasks
+    # above the exact solver's size, shrunk sampled gains are chosen on their estimated total, ungated
+    how = ("lowest estimated total" if chooses_on_estimates(tasks, ctx.scorer, EXACT_MAX_TASKS)
+           else "per-task gate")
     named: list[tuple[str, str, Grouping]] = [
         (TOGETHER, "every task in one network, the whole trunk shared, no auxiliaries", _plain(ctx, [tasks])),
-        (RECOMMENDED, "the solver's choice (per-task gate)", ctx.choice.grouping),
+        (RECOMMENDED, f"the solver's choice ({how})", ctx.choice.grouping),
     ]
-    named += [(f"front:{n}", f"the best grouping with at most {n} networks, real gains only", f)
+    named += [(f"front:{n}", f"the best grouping with at most {n} networks ({how})", f)
               for n, f in sorted(ctx.choice.front.items())]
     ungated = solve_grouping(tasks, ctx.scorer, max_group_size=max_group_size, only_real=False)
     solved = [u for u in ungated.values() if u is not None]

@@ -140,3 +140,30 @@ def test_no_gains_reason_names_the_phase_that_did_not_run(phases, missing):
     assert rec["verdict"] == (f"Train every task separately (2 networks): there are no measured pairwise gains "
                               f"to group by ({missing}" + (": gains are measured against each task trained alone)."
                                                            if "pairs" in phases else ")."))
+
+
+def _sampled_affinity(tasks, groups):
+    """affinity.csv rows of method "sampled": +0.05 inside a group, -0.01 across, tight intervals."""
+    group_of = {t: g for g, grp in enumerate(groups) for t in grp}
+    rows = [(s, t, g, g - 0.01, g + 0.01, 6, "sampled")
+            for s in tasks for t in tasks if s != t
+            for g in [0.05 if group_of[s] == group_of[t] else -0.01]]
+    return pd.DataFrame(rows, columns=list(rundir.AFFINITY_COLUMNS))
+
+
+@pytest.mark.parametrize("n_groups", [2, 5])  # 6 tasks: the exact solver's gate; 15: estimated totals
+def test_selection_candidates_say_how_the_solver_chose(n_groups):
+    from taskscout.grouping import selection_candidates
+    from taskscout.grouping.subset_scores import sampled_predictor
+
+    groups = [tuple(f"g{g}_t{i}" for i in range(3)) for g in range(n_groups)]
+    tasks = [t for grp in groups for t in grp]
+    affinity = _sampled_affinity(tasks, groups)
+    found = selection_candidates(spec_tasks=tasks, affinity=affinity, depth_L=2,
+                                 predict=sampled_predictor(affinity, tasks))
+    how = "per-task gate" if len(tasks) <= 12 else "lowest estimated total"
+    recommended = next(c for c in found if "recommended" in c.names)
+    assert recommended.origin == f"the solver's choice ({how})"
+    assert sorted(n.tasks for n in recommended.networks) == sorted(groups)
+    fronts = [c for c in found if c.name.startswith("front:")]
+    assert all(c.origin.endswith(f"({how})") for c in fronts)
